@@ -1,0 +1,1 @@
+//! Tokenless BFF core (filled by the sessions issue).

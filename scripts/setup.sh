@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tokenless needs, and nothing that is already there.
+#
+#   scripts/setup.sh [build|test|bench]
+#
+#   build  the wasm32 target, cargo-leptos, wasm-bindgen-cli (pinned to Cargo.lock)
+#   test   build + end2end's npm packages + a Chromium for Playwright
+#   bench  build + wasm-opt (for release builds) + a load generator (oha)
+#
+# It prints each step. Every step checks first and is a no-op when its tool is present.
+# It writes target/toolchain.env, which the Makefile sources, so that every later command uses
+# the toolchain chosen here (rustup's when it has the wasm32 target, else Debian's rustc-web).
+set -euo pipefail
+
+WHAT="${1:-build}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+mkdir -p target
+ENV_FILE="$ROOT/target/toolchain.env"
+
+CARGO_LEPTOS_VERSION="0.3.11"
+WASM_OPT_VERSION="0.116.1"
+OHA_VERSION="1.14.0"
+DEBIAN_WASM_SYSROOT="/usr/lib/rustlib/wasm32-unknown-unknown/lib"
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+fail() { printf '\033[1;31m[setup] %s\033[0m\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+APT_UPDATED=0
+apt_install() {
+    have apt-get || return 1
+    is_root || return 1
+    if [ "$APT_UPDATED" = 0 ]; then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# ---------------------------------------------------------------- the wasm32 target
+rustup_has_wasm() {
+    have rustup || return 1
+    rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown
+}
+
+debian_has_wasm() {
+    [ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] && ls "$DEBIAN_WASM_SYSROOT"/libstd-*.rlib >/dev/null 2>&1
+}
+
+build_debian_wasm_std() {
+    # Debian ships rustc-web and the standard library's source, but no wasm32 std: build it once.
+    say "building the wasm32 standard library with Debian's rustc-web (about 30 s, once)"
+    local tmp
+    tmp="$(mktemp -d)"
+    mkdir -p "$tmp/src"
+    cat >"$tmp/Cargo.toml" <<'TOML'
+[package]
+name = "wasm-std-seed"
+version = "0.0.0"
+edition = "2021"
+[lib]
+crate-type = ["cdylib"]
+path = "src/lib.rs"
+[workspace]
+TOML
+    echo '#[no_mangle] pub extern "C" fn seed() -> u32 { 1 }' >"$tmp/src/lib.rs"
+    (cd "$tmp" && PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$tmp/target" \
+        cargo build -q --release --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort) \
+        || fail "building the wasm32 std failed (see above)"
+    mkdir -p "$DEBIAN_WASM_SYSROOT"
+    find "$tmp/target/wasm32-unknown-unknown/release/deps" -name 'lib*.rlib' \
+        ! -name 'libwasm_std_seed*' -exec cp {} "$DEBIAN_WASM_SYSROOT/" \;
+    rm -rf "$tmp"
+}
+
+MIN_RUST_MINOR=96 # cargo-leptos 0.3.11 needs Rust 1.96
+
+rustc_minor() { # the minor version of the rustc at $1
+    "$1" --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\)\..*/\1/p'
+}
+
+rustup_new_enough() {
+    have rustup || return 1
+    local m
+    m="$(rustc_minor "$(rustup which rustc 2>/dev/null || echo false)")"
+    [ -n "$m" ] && [ "$m" -ge "$MIN_RUST_MINOR" ]
+}
+
+choose_toolchain() {
+    # One compiler builds everything (server, client, cargo-leptos). rustup's when it is new
+    # enough and has (or can fetch) the wasm32 target; else Debian's rustc-web, for which we
+    # build the wasm32 standard library once.
+    if [ -n "${TOKENLESS_TOOLCHAIN:-}" ]; then
+        say "toolchain forced by TOKENLESS_TOOLCHAIN=$TOKENLESS_TOOLCHAIN" >&2
+        echo "$TOKENLESS_TOOLCHAIN"
+        return
+    fi
+    if rustup_new_enough; then
+        if rustup_has_wasm; then echo rustup; return; fi
+        say "rustup target add wasm32-unknown-unknown (60 s at most)" >&2
+        if timeout 60 rustup target add wasm32-unknown-unknown >&2; then echo rustup; return; fi
+        say "rustup could not fetch the wasm32 target; using Debian's rustc-web instead" >&2
+    elif have rustup; then
+        say "rustup's rustc is older than 1.$MIN_RUST_MINOR; using Debian's rustc-web (or run 'rustup update stable')" >&2
+    fi
+    echo debian
+}
+
+setup_toolchain() {
+    local tc
+    tc="$(choose_toolchain)"
+    if [ "$tc" = debian ]; then
+        local m
+        m="$(rustc_minor /usr/bin/rustc)"
+        if [ -z "$m" ] || [ "$m" -lt "$MIN_RUST_MINOR" ] \
+            || [ ! -d /usr/lib/rustlib/src/rust/library ] || [ ! -e /usr/bin/rust-lld ]; then
+            apt_install rustc-web cargo-web rust-web-src lld-22 || fail \
+                "No usable Rust for wasm32: run 'rustup update stable && rustup target add wasm32-unknown-unknown' (Rust 1.$MIN_RUST_MINOR or newer), or on Debian 12 as root 'apt-get install rustc-web cargo-web rust-web-src lld-22', then run this again."
+        fi
+        debian_has_wasm || build_debian_wasm_std
+        # Debian's cargo/rustc first; tools installed by `cargo install` stay in ~/.cargo/bin.
+        printf 'export PATH="/usr/bin:%s/.cargo/bin:$PATH"\nexport TOKENLESS_TOOLCHAIN=debian\n' "$HOME" >"$ENV_FILE"
+    else
+        printf 'export PATH="%s/.cargo/bin:$PATH"\nexport TOKENLESS_TOOLCHAIN=rustup\n' "$HOME" >"$ENV_FILE"
+    fi
+    # shellcheck disable=SC1090
+    . "$ENV_FILE"
+    say "toolchain: $tc ($(rustc --version))"
+}
+
+# ---------------------------------------------------------------- cargo-installed tools
+cargo_install() { # name version binary version-as-the-binary-prints-it [extra args...]
+    local name="$1" version="$2" bin="$3" shown="$4"
+    shift 4
+    if have "$bin" && "$bin" --version 2>/dev/null | grep -qF "$shown"; then
+        return
+    fi
+    say "cargo install $name $version (once; several minutes on 2 cores)"
+    # Thin builds: the packages' fat-LTO release profiles take 15 min here and gain nothing for a tool.
+    CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        cargo install --quiet "$name" --version "$version" "$@"
+}
+
+wasm_bindgen_version() {
+    # The exact version Cargo.lock resolved; Cargo.toml pins it with `=` so the two cannot drift.
+    awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+setup_build() {
+    setup_toolchain
+    cargo_install cargo-leptos "$CARGO_LEPTOS_VERSION" cargo-leptos "$CARGO_LEPTOS_VERSION" --locked
+    [ -f Cargo.lock ] || cargo generate-lockfile
+    local wbv
+    wbv="$(wasm_bindgen_version)"
+    [ -n "$wbv" ] || fail "wasm-bindgen is not in Cargo.lock"
+    cargo_install wasm-bindgen-cli "$wbv" wasm-bindgen "$wbv"
+}
+
+# ---------------------------------------------------------------- Playwright + Chromium
+find_chromium() {
+    if [ -n "${TOKENLESS_CHROMIUM:-}" ]; then echo "$TOKENLESS_CHROMIUM"; return; fi
+    local c
+    for c in chromium chromium-browser google-chrome-stable google-chrome; do
+        if have "$c"; then command -v "$c"; return; fi
+    done
+}
+
+setup_e2e() {
+    have npm || apt_install nodejs npm || fail "npm is missing: install Node.js 18 or newer, then run this again."
+    if [ ! -d end2end/node_modules/@playwright/test ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
+        say "npm ci in end2end/"
+        (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    local chromium
+    chromium="$(find_chromium)"
+    if [ -z "$chromium" ]; then
+        if apt_install chromium; then
+            chromium="$(find_chromium)"
+        else
+            say "no system Chromium and no apt: letting Playwright download its own"
+            (cd end2end && npx playwright install chromium) || fail \
+                "No Chromium: install one (Debian/Ubuntu: apt-get install chromium) or set TOKENLESS_CHROMIUM to its path."
+            chromium="playwright"
+        fi
+    fi
+    printf 'export TOKENLESS_CHROMIUM="%s"\n' "$chromium" >>"$ENV_FILE"
+    say "browser: $chromium"
+}
+
+setup_bench() {
+    cargo_install wasm-opt "$WASM_OPT_VERSION" wasm-opt "version 116"
+    cargo_install oha "$OHA_VERSION" oha "$OHA_VERSION" --locked
+}
+
+case "$WHAT" in
+    build) setup_build ;;
+    test) setup_build; setup_e2e ;;
+    bench) setup_build; setup_bench ;;
+    *) fail "usage: scripts/setup.sh [build|test|bench]" ;;
+esac
+say "ready"

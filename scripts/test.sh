@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every test: the workspace's unit and integration tests, then Playwright in headless Chromium
+# against a freshly built app. Installs what is missing first (scripts/setup.sh test).
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh e2e [ARGS...]   only the build + Playwright, ARGS passed to `playwright test`
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+ONLY_E2E=0
+if [ "${1:-}" = e2e ]; then ONLY_E2E=1; shift; fi
+
+step "setup (installs only what is missing)"
+bash scripts/setup.sh test
+# shellcheck disable=SC1091
+. target/toolchain.env
+
+if [ "$ONLY_E2E" = 0 ]; then
+    step "cargo test: unit and integration tests of the workspace"
+    cargo test --workspace --features tokenless/ssr
+fi
+
+step "cargo leptos build: server + wasm client"
+cargo leptos build
+
+step "playwright: end-to-end tests in headless Chromium ($TOKENLESS_CHROMIUM)"
+cd end2end
+npx playwright test "$@"

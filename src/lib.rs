@@ -1,0 +1,19 @@
+//! Tokenless: the app crate. Shared code (components, pages, server-function declarations,
+//! DTOs) compiles for both the server and the wasm client; `server` is the server-only tree.
+
+pub mod api;
+pub mod app;
+pub mod error;
+pub mod pages;
+pub mod status;
+
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// The wasm client's entry: hydrate the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

@@ -1,0 +1,171 @@
+//! The API's router, the middleware that counts, records and injects faults, and `spawn`, which
+//! starts the whole upstream on loopback ports inside the caller's runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{UpstreamConfig, DEMO_USERS};
+use crate::error::ApiError;
+use crate::faults::{Applied, FaultyListener};
+use crate::recorder::RecordedRequest;
+use crate::state::Upstream;
+use crate::{controls, oauth, passwords, resources};
+
+/// The API (not the test controls).
+pub fn api_router(upstream: Upstream, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/userinfo", get(resources::userinfo))
+        .route("/users", post(resources::register))
+        .route("/frogs", get(resources::list_frogs))
+        .route("/admin/stats", get(resources::admin_stats))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(upstream.clone(), observe))
+        .with_state(upstream)
+}
+
+/// Counts and records each request, then applies the HTTP-level faults.
+async fn observe(State(upstream): State<Upstream>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    let key = format!("{} {}", request.method(), path);
+    *upstream.store().counters.requests.entry(key).or_default() += 1;
+    if upstream.test_controls_enabled() {
+        upstream.recorder().record(RecordedRequest {
+            method: request.method().to_string(),
+            path: path.clone(),
+            query: request.uri().query().map(str::to_string),
+            headers: request
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+        });
+    }
+    match upstream.faults().for_request(&path) {
+        None => next.run(request).await,
+        Some(applied) => {
+            upstream.store().counters.faults_applied += 1;
+            match applied {
+                Applied::Latency(delay) => {
+                    tokio::time::sleep(delay).await;
+                    next.run(request).await
+                }
+                Applied::Unavailable => {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "injected fault: unavailable").into_response()
+                }
+                Applied::ServerError => {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "injected fault: server error").into_response()
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("hashing the demo users' passwords failed")]
+    Seed,
+}
+
+/// A running upstream. Dropping it (or calling `shutdown`) stops its listeners.
+pub struct RunningUpstream {
+    pub api_address: SocketAddr,
+    pub control_address: Option<SocketAddr>,
+    pub upstream: Upstream,
+    stop: watch::Sender<bool>,
+}
+
+impl RunningUpstream {
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.api_address)
+    }
+
+    pub fn control_url(&self) -> Option<String> {
+        self.control_address.map(|a| format!("http://{a}"))
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for RunningUpstream {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Seeds the demo users (if configured), binds the listeners and serves them in the background.
+pub async fn spawn(config: UpstreamConfig) -> Result<RunningUpstream, StartError> {
+    let upstream = Upstream::new(&config);
+    if config.seed_demo_users {
+        let cost = config.hash_cost;
+        let hashed = passwords::off_thread(move || {
+            DEMO_USERS
+                .iter()
+                .map(|u| passwords::hash(u.password, cost).map(|h| (u, h)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .and_then(Result::ok)
+        .ok_or(StartError::Seed)?;
+        let mut store = upstream.store();
+        for (user, hash) in hashed {
+            // A fresh store has no users, so these cannot clash.
+            let _ = store.add_user(user.email, user.name, hash, user.roles.iter().map(|r| r.to_string()).collect());
+        }
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let api = TcpListener::bind(config.address)
+        .await
+        .map_err(|source| StartError::Bind { address: config.address, source })?;
+    let api_address = api.local_addr().map_err(|source| StartError::Bind { address: config.address, source })?;
+    let counter = upstream.clone();
+    let on_refused: Arc<dyn Fn() + Send + Sync> =
+        Arc::new(move || counter.store().counters.faults_applied += 1);
+    let listener = FaultyListener::new(api, upstream.faults().clone(), on_refused);
+    let app = api_router(upstream.clone(), config.max_body_bytes);
+    tokio::spawn(serve_until(listener, app, stopped.clone()));
+
+    let control_address = if config.test_controls {
+        let control = TcpListener::bind(config.control_address)
+            .await
+            .map_err(|source| StartError::Bind { address: config.control_address, source })?;
+        let address = control
+            .local_addr()
+            .map_err(|source| StartError::Bind { address: config.control_address, source })?;
+        tokio::spawn(serve_until(control, controls::router(upstream.clone()), stopped));
+        Some(address)
+    } else {
+        None
+    };
+    tracing::info!(api = %api_address, controls = ?control_address, "demo upstream listening");
+    Ok(RunningUpstream { api_address, control_address, upstream, stop })
+}
+
+async fn serve_until<L>(listener: L, app: Router, mut stopped: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "demo upstream listener failed");
+    }
+}
