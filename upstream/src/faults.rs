@@ -119,7 +119,10 @@ impl Faults {
 
     /// Whether the API is down now; `consume` counts one refused connection against `count`.
     pub fn down(&self, consume: bool) -> bool {
-        let now = Instant::now();
+        self.down_at(consume, Instant::now())
+    }
+
+    fn down_at(&self, consume: bool, now: Instant) -> bool {
         let mut active = self.lock();
         active.retain(|a| a.live(now));
         match active.iter_mut().find(|a| a.spec.kind == FaultKind::Down) {
@@ -249,9 +252,10 @@ mod tests {
     #[test]
     fn timed_fault_expires() {
         let f = Faults::default();
-        f.add(FaultSpec { seconds: Some(0.000_001), ..spec(FaultKind::Down) });
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(!f.down(false));
+        f.add(FaultSpec { seconds: Some(0.5), ..spec(FaultKind::Down) });
+        assert!(f.down(false));
+        assert!(!f.down_at(false, Instant::now() + Duration::from_secs(1)), "over after its period");
+        assert!(f.list().is_empty(), "and forgotten");
     }
 
     #[test]
