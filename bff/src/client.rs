@@ -1,0 +1,298 @@
+//! The one client of the upstream API: it owns the `reqwest::Client` (one connection pool for the
+//! process), the endpoint URLs, the client credentials and the timeouts. Every answer becomes a
+//! typed result; the distinction that matters most is between a definitive refusal (sign the
+//! user out) and the upstream being unavailable (keep the session, say "try again").
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use url::Url;
+
+use crate::session::{Profile, Token, TokenSet};
+
+/// How the client authenticates to the token and revocation endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamEndpoints {
+    pub token_url: Url,
+    pub revocation_url: Url,
+    pub userinfo_url: Url,
+    pub registration_url: Url,
+    /// Where resource paths (`/frogs`) are resolved.
+    pub resource_base: Url,
+}
+
+impl UpstreamEndpoints {
+    /// The demo upstream's layout under `base` (`/oauth/token`, `/oauth/revoke`, `/userinfo`, `/users`).
+    pub fn under(base: &Url) -> Result<Self, url::ParseError> {
+        Ok(UpstreamEndpoints {
+            token_url: base.join("/oauth/token")?,
+            revocation_url: base.join("/oauth/revoke")?,
+            userinfo_url: base.join("/userinfo")?,
+            registration_url: base.join("/users")?,
+            resource_base: base.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub endpoints: UpstreamEndpoints,
+    pub client_id: String,
+    /// Debug-prints as `[REDACTED]`.
+    pub client_secret: SecretString,
+    pub auth: ClientAuth,
+    /// Whole-request timeout for every call.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream definitively refused a grant (`invalid_grant`, `invalid_client`...): the
+    /// credentials or tokens are no good and retrying will not help.
+    #[error("the upstream refused: {code}")]
+    Refused { code: String },
+    /// A resource answered 401: the access token is missing, expired or revoked.
+    #[error("the upstream did not accept the access token")]
+    Unauthorized,
+    /// A resource answered 403.
+    #[error("the upstream forbade this")]
+    Forbidden,
+    /// Unreachable, timed out, or 5xx: the session stays, the user may try again.
+    #[error("the upstream is unavailable: {0}")]
+    Unavailable(String),
+    /// An answer we do not understand (a broken or incompatible upstream).
+    #[error("the upstream answered unexpectedly: {0}")]
+    Unexpected(String),
+}
+
+impl UpstreamError {
+    fn from_reqwest(e: reqwest::Error) -> Self {
+        // No URL in the message: it could carry a query string.
+        let e = e.without_url();
+        if e.is_timeout() {
+            UpstreamError::Unavailable(format!("timed out: {e}"))
+        } else if e.is_decode() || e.is_body() {
+            UpstreamError::Unexpected(e.to_string())
+        } else {
+            UpstreamError::Unavailable(e.to_string())
+        }
+    }
+}
+
+/// Why registration did not create an account.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("some fields are invalid")]
+    Invalid(Vec<FieldProblem>),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// RFC 6749 §5.1. The tokens never print.
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Token,
+    #[serde(default)]
+    token_type: String,
+    expires_in: Option<u64>,
+    refresh_token: Option<Token>,
+    refresh_expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(default)]
+    fields: Vec<FieldProblem>,
+}
+
+/// Access tokens without `expires_in` are assumed to live this long.
+const DEFAULT_ACCESS_LIFETIME: u64 = 300;
+
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    pub fn new(config: ClientConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            // A token endpoint that redirects is misconfigured; never follow credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(UpstreamClient { http, config })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn authenticated(&self, url: &Url, form: &mut Vec<(&'static str, String)>) -> RequestBuilder {
+        let request = self.http.post(url.clone()).header("accept", "application/json");
+        match self.config.auth {
+            ClientAuth::ClientSecretBasic => {
+                request.basic_auth(form_encode(&self.config.client_id), Some(form_encode(self.config.client_secret.expose_secret())))
+            }
+            ClientAuth::ClientSecretPost => {
+                form.push(("client_id", self.config.client_id.clone()));
+                form.push(("client_secret", self.config.client_secret.expose_secret().to_string()));
+                request
+            }
+        }
+    }
+
+    async fn token_request(&self, mut form: Vec<(&'static str, String)>, now: u64) -> Result<TokenSet, UpstreamError> {
+        let request = self.authenticated(&self.config.endpoints.token_url, &mut form);
+        let response = request.form(&form).send().await.map_err(UpstreamError::from_reqwest)?;
+        let status = response.status();
+        if status.is_success() {
+            let body: TokenResponse = response.json().await.map_err(UpstreamError::from_reqwest)?;
+            if !body.token_type.is_empty() && !body.token_type.eq_ignore_ascii_case("bearer") {
+                return Err(UpstreamError::Unexpected(format!("token_type {:?}", body.token_type)));
+            }
+            return Ok(TokenSet {
+                access_token: body.access_token,
+                access_expires_at: now + body.expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME),
+                refresh_token: body.refresh_token,
+                refresh_expires_at: body.refresh_expires_in.map(|s| now + s),
+            });
+        }
+        Err(refusal_or_outage(response).await)
+    }
+
+    /// `grant_type=password`.
+    pub async fn password_grant(&self, username: &str, password: &str, now: u64) -> Result<TokenSet, UpstreamError> {
+        let form = vec![
+            ("grant_type", "password".to_string()),
+            ("username", username.to_string()),
+            ("password", password.to_string()),
+        ];
+        self.token_request(form, now).await
+    }
+
+    /// `grant_type=refresh_token`. When the upstream does not rotate (no new refresh token in
+    /// the answer), the presented one is kept.
+    pub async fn refresh_grant(&self, refresh_token: &Token, now: u64) -> Result<TokenSet, UpstreamError> {
+        let form = vec![("grant_type", "refresh_token".to_string()), ("refresh_token", refresh_token.expose().to_string())];
+        let mut tokens = self.token_request(form, now).await?;
+        if tokens.refresh_token.is_none() {
+            tokens.refresh_token = Some(refresh_token.clone());
+        }
+        Ok(tokens)
+    }
+
+    /// RFC 7009 revocation.
+    pub async fn revoke(&self, token: &Token, hint: &'static str) -> Result<(), UpstreamError> {
+        let mut form = vec![("token", token.expose().to_string()), ("token_type_hint", hint.to_string())];
+        let request = self.authenticated(&self.config.endpoints.revocation_url, &mut form);
+        let response = request.form(&form).send().await.map_err(UpstreamError::from_reqwest)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(refusal_or_outage(response).await)
+        }
+    }
+
+    /// The profile behind an access token.
+    pub async fn userinfo(&self, access: &Token) -> Result<Profile, UpstreamError> {
+        self.get_json_at(self.config.endpoints.userinfo_url.clone(), access).await
+    }
+
+    /// `GET {resource_base}{path}` with the access token; JSON back.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, access: &Token) -> Result<T, UpstreamError> {
+        let url = self
+            .config
+            .endpoints
+            .resource_base
+            .join(path)
+            .map_err(|e| UpstreamError::Unexpected(format!("resource path: {e}")))?;
+        self.get_json_at(url, access).await
+    }
+
+    async fn get_json_at<T: DeserializeOwned>(&self, url: Url, access: &Token) -> Result<T, UpstreamError> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(access.expose())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(UpstreamError::from_reqwest)?;
+        match response.status() {
+            s if s.is_success() => response.json().await.map_err(UpstreamError::from_reqwest),
+            StatusCode::UNAUTHORIZED => Err(UpstreamError::Unauthorized),
+            StatusCode::FORBIDDEN => Err(UpstreamError::Forbidden),
+            s if s.is_server_error() => Err(UpstreamError::Unavailable(format!("status {s}"))),
+            s => Err(UpstreamError::Unexpected(format!("status {s}"))),
+        }
+    }
+
+    /// Creates an account (the demo's `POST /users`; another API can supply its own client).
+    pub async fn register(&self, email: &str, name: &str, password: &str) -> Result<Profile, RegisterError> {
+        let mut form = Vec::new();
+        let request = self.authenticated(&self.config.endpoints.registration_url, &mut form);
+        let body = serde_json::json!({ "email": email, "name": name, "password": password });
+        let response = request.json(&body).send().await.map_err(UpstreamError::from_reqwest)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json().await.map_err(UpstreamError::from_reqwest)?);
+        }
+        match status {
+            StatusCode::CONFLICT => Err(RegisterError::EmailTaken),
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
+                let body: Option<ErrorBody> = response.json().await.ok();
+                match body {
+                    Some(b) if !b.fields.is_empty() => Err(RegisterError::Invalid(b.fields)),
+                    _ => Err(UpstreamError::Unexpected(format!("registration refused with {status}")).into()),
+                }
+            }
+            s if s.is_server_error() => Err(UpstreamError::Unavailable(format!("status {s}")).into()),
+            s => Err(UpstreamError::Unexpected(format!("registration answered {s}")).into()),
+        }
+    }
+}
+
+/// 5xx (and 429) are outages; 4xx with an RFC 6749 error code are refusals.
+async fn refusal_or_outage(response: Response) -> UpstreamError {
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return UpstreamError::Unavailable(format!("status {status}"));
+    }
+    match response.json::<ErrorBody>().await {
+        Ok(body) => UpstreamError::Refused { code: body.error },
+        Err(_) => UpstreamError::Unexpected(format!("status {status} without an error body")),
+    }
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

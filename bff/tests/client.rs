@@ -1,0 +1,128 @@
+//! The upstream client against the demo upstream on loopback: grants, rotation, revocation,
+//! userinfo, registration, and the refusal/outage distinction.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokenless_bff::client::{ClientAuth, ClientConfig, RegisterError, UpstreamClient, UpstreamEndpoints, UpstreamError};
+use tokenless_bff::session::Token;
+use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+use tokenless_upstream::{spawn, FaultKind, FaultSpec, RunningUpstream, UpstreamConfig};
+use url::Url;
+
+const NOW: u64 = 1_000;
+
+async fn setup(auth: ClientAuth, secret: &str) -> (RunningUpstream, UpstreamClient) {
+    let upstream = spawn(UpstreamConfig::for_tests()).await.unwrap();
+    let base = Url::parse(&upstream.base_url()).unwrap();
+    let client = UpstreamClient::new(ClientConfig {
+        endpoints: UpstreamEndpoints::under(&base).unwrap(),
+        client_id: DEFAULT_CLIENT_ID.into(),
+        client_secret: SecretString::from(secret.to_string()),
+        auth,
+        timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+    })
+    .unwrap();
+    (upstream, client)
+}
+
+#[tokio::test]
+async fn sign_in_use_refresh_revoke() {
+    for auth in [ClientAuth::ClientSecretBasic, ClientAuth::ClientSecretPost] {
+        let (u, c) = setup(auth, DEFAULT_CLIENT_SECRET).await;
+        let tokens = c.password_grant("user@example.com", "frogs-are-green", NOW).await.unwrap();
+        assert_eq!(tokens.access_expires_at, NOW + 60);
+        assert!(tokens.refresh_expires_at.unwrap() > NOW + 86_400);
+        let profile = c.userinfo(&tokens.access_token).await.unwrap();
+        assert_eq!(profile.email, "user@example.com");
+        let frogs: Vec<serde_json::Value> = c.get_json("/frogs", &tokens.access_token).await.unwrap();
+        assert!(!frogs.is_empty());
+
+        let rotated = c.refresh_grant(tokens.refresh_token.as_ref().unwrap(), NOW).await.unwrap();
+        assert_ne!(rotated.refresh_token, tokens.refresh_token);
+        c.revoke(rotated.refresh_token.as_ref().unwrap(), "refresh_token").await.unwrap();
+        assert!(matches!(c.userinfo(&rotated.access_token).await, Err(UpstreamError::Unauthorized)));
+        assert_eq!(u.upstream.counters().revocations, 1);
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_refusals() {
+    let (_u, c) = setup(ClientAuth::ClientSecretBasic, DEFAULT_CLIENT_SECRET).await;
+    match c.password_grant("user@example.com", "wrong-password", NOW).await {
+        Err(UpstreamError::Refused { code }) => assert_eq!(code, "invalid_grant"),
+        other => panic!("{other:?}"),
+    }
+    match c.refresh_grant(&Token::new("made-up"), NOW).await {
+        Err(UpstreamError::Refused { code }) => assert_eq!(code, "invalid_grant"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(c.userinfo(&Token::new("nope")).await, Err(UpstreamError::Unauthorized)));
+
+    let (_u, bad) = setup(ClientAuth::ClientSecretBasic, "wrong secret").await;
+    match bad.password_grant("user@example.com", "frogs-are-green", NOW).await {
+        Err(UpstreamError::Refused { code }) => assert_eq!(code, "invalid_client"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn outages_are_outages_not_refusals() {
+    let (u, c) = setup(ClientAuth::ClientSecretBasic, DEFAULT_CLIENT_SECRET).await;
+    let tokens = c.password_grant("user@example.com", "frogs-are-green", NOW).await.unwrap();
+    let refresh = tokens.refresh_token.clone().unwrap();
+    let fault = |kind| FaultSpec { kind, endpoint: None, count: None, seconds: None, latency_ms: None };
+
+    u.upstream.add_fault(fault(FaultKind::Unavailable)).unwrap();
+    assert!(matches!(c.refresh_grant(&refresh, NOW).await, Err(UpstreamError::Unavailable(_))));
+    assert!(matches!(c.userinfo(&tokens.access_token).await, Err(UpstreamError::Unavailable(_))));
+    u.upstream.clear_faults();
+
+    u.upstream.add_fault(fault(FaultKind::Down)).unwrap();
+    assert!(matches!(c.refresh_grant(&refresh, NOW).await, Err(UpstreamError::Unavailable(_))));
+    u.upstream.clear_faults();
+
+    u.upstream.add_fault(FaultSpec { latency_ms: Some(2_000), ..fault(FaultKind::Latency) }).unwrap();
+    match c.refresh_grant(&refresh, NOW).await {
+        Err(UpstreamError::Unavailable(why)) => assert!(why.contains("timed out"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    u.upstream.clear_faults();
+
+    // None of those consumed the refresh token.
+    assert!(c.refresh_grant(&refresh, NOW).await.is_ok());
+    assert_eq!(u.upstream.counters().reuse_events, 0);
+
+    // Nothing listening at all: a port that was just free.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let base = Url::parse(&format!("http://{closed}")).unwrap();
+    let nowhere = UpstreamClient::new(ClientConfig { endpoints: UpstreamEndpoints::under(&base).unwrap(), ..c.config().clone() }).unwrap();
+    assert!(matches!(nowhere.password_grant("a@b.co", "x", NOW).await, Err(UpstreamError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn registration_outcomes() {
+    let (_u, c) = setup(ClientAuth::ClientSecretBasic, DEFAULT_CLIENT_SECRET).await;
+    let p = c.register("new@example.com", "Newt", "long enough").await.unwrap();
+    assert_eq!(p.roles, ["user"]);
+    assert!(matches!(c.register("new@example.com", "Newt", "long enough").await, Err(RegisterError::EmailTaken)));
+    match c.register("bad", "", "short").await {
+        Err(RegisterError::Invalid(fields)) => assert_eq!(fields.len(), 3),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_secret_never_prints() {
+    let config = ClientConfig {
+        endpoints: UpstreamEndpoints::under(&Url::parse("http://127.0.0.1:1").unwrap()).unwrap(),
+        client_id: "id".into(),
+        client_secret: SecretString::from("hunter2-very-secret".to_string()),
+        auth: ClientAuth::ClientSecretBasic,
+        timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+    };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
