@@ -5,10 +5,9 @@
 #[cfg(feature = "ssr")]
 pub fn set_status(code: u16) {
     use leptos::prelude::use_context;
-    if let (Some(response), Ok(status)) = (
-        use_context::<leptos_axum::ResponseOptions>(),
-        axum::http::StatusCode::from_u16(code),
-    ) {
+    if let (Some(response), Ok(status)) =
+        (use_context::<leptos_axum::ResponseOptions>(), axum::http::StatusCode::from_u16(code))
+    {
         response.set_status(status);
     }
 }

@@ -32,36 +32,37 @@ async fn body_text(response: axum::response::Response) -> String {
 #[test]
 fn home_page_is_server_rendered_with_the_status() {
     block_on(async {
-    let response = app().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let html = body_text(response).await;
-    assert!(html.contains("Sign in without handing your browser a token"), "{html}");
-    assert!(html.contains("data-testid=\"server-status\""), "status resolved during SSR: {html}");
-    assert!(html.contains("/pkg/tokenless.js"), "hydration script is linked: {html}");
+        let response = app().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let html = body_text(response).await;
+        assert!(html.contains("Sign in without handing your browser a token"), "{html}");
+        assert!(html.contains("data-testid=\"server-status\""), "status resolved during SSR: {html}");
+        assert!(html.contains("/pkg/tokenless.js"), "hydration script is linked: {html}");
     })
 }
 
 #[test]
 fn unknown_page_is_404() {
     block_on(async {
-    let response = app().oneshot(Request::get("/nope/nothing").body(Body::empty()).unwrap()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert!(body_text(response).await.contains("Page not found"));
+        let response =
+            app().oneshot(Request::get("/nope/nothing").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(body_text(response).await.contains("Page not found"));
     })
 }
 
 #[test]
 fn server_function_answers_json() {
     block_on(async {
-    let request = Request::post("/api/server_status")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(Body::empty())
-        .unwrap();
-    let response = app().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let json: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
-    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
-    assert!(json["answered_at_ms"].as_u64().unwrap() > 1_600_000_000_000);
+        let request = Request::post("/api/server_status")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(Body::empty())
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
+        assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+        assert!(json["answered_at_ms"].as_u64().unwrap() > 1_600_000_000_000);
     })
 }

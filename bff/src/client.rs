@@ -158,9 +158,10 @@ impl UpstreamClient {
     fn authenticated(&self, url: &Url, form: &mut Vec<(&'static str, String)>) -> RequestBuilder {
         let request = self.http.post(url.clone()).header("accept", "application/json");
         match self.config.auth {
-            ClientAuth::ClientSecretBasic => {
-                request.basic_auth(form_encode(&self.config.client_id), Some(form_encode(self.config.client_secret.expose_secret())))
-            }
+            ClientAuth::ClientSecretBasic => request.basic_auth(
+                form_encode(&self.config.client_id),
+                Some(form_encode(self.config.client_secret.expose_secret())),
+            ),
             ClientAuth::ClientSecretPost => {
                 form.push(("client_id", self.config.client_id.clone()));
                 form.push(("client_secret", self.config.client_secret.expose_secret().to_string()));
@@ -169,7 +170,11 @@ impl UpstreamClient {
         }
     }
 
-    async fn token_request(&self, mut form: Vec<(&'static str, String)>, now: u64) -> Result<TokenSet, UpstreamError> {
+    async fn token_request(
+        &self,
+        mut form: Vec<(&'static str, String)>,
+        now: u64,
+    ) -> Result<TokenSet, UpstreamError> {
         let request = self.authenticated(&self.config.endpoints.token_url, &mut form);
         let response = request.form(&form).send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
@@ -189,7 +194,12 @@ impl UpstreamClient {
     }
 
     /// `grant_type=password`.
-    pub async fn password_grant(&self, username: &str, password: &str, now: u64) -> Result<TokenSet, UpstreamError> {
+    pub async fn password_grant(
+        &self,
+        username: &str,
+        password: &str,
+        now: u64,
+    ) -> Result<TokenSet, UpstreamError> {
         let form = vec![
             ("grant_type", "password".to_string()),
             ("username", username.to_string()),
@@ -201,7 +211,10 @@ impl UpstreamClient {
     /// `grant_type=refresh_token`. When the upstream does not rotate (no new refresh token in
     /// the answer), the presented one is kept.
     pub async fn refresh_grant(&self, refresh_token: &Token, now: u64) -> Result<TokenSet, UpstreamError> {
-        let form = vec![("grant_type", "refresh_token".to_string()), ("refresh_token", refresh_token.expose().to_string())];
+        let form = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", refresh_token.expose().to_string()),
+        ];
         let mut tokens = self.token_request(form, now).await?;
         if tokens.refresh_token.is_none() {
             tokens.refresh_token = Some(refresh_token.clone());
@@ -227,7 +240,11 @@ impl UpstreamClient {
     }
 
     /// `GET {resource_base}{path}` with the access token; JSON back.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, access: &Token) -> Result<T, UpstreamError> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        access: &Token,
+    ) -> Result<T, UpstreamError> {
         let url = self
             .config
             .endpoints

@@ -33,7 +33,9 @@ pub enum KeyError {
     Shape(usize),
     #[error("key {0} is not valid base64")]
     Base64(u8),
-    #[error("key {id} is {len} bytes; AES-256 needs exactly 32 (generate one with `openssl rand -base64 32`)")]
+    #[error(
+        "key {id} is {len} bytes; AES-256 needs exactly 32 (generate one with `openssl rand -base64 32`)"
+    )]
     Length { id: u8, len: usize },
     #[error("key id {0} appears twice")]
     Duplicate(u8),
@@ -220,7 +222,8 @@ mod tests {
     use super::*;
 
     fn ring(ids: &[u8]) -> KeyRing {
-        let keys: Vec<(u8, [u8; 32])> = ids.iter().map(|&id| (id, [id.wrapping_mul(7).wrapping_add(1); 32])).collect();
+        let keys: Vec<(u8, [u8; 32])> =
+            ids.iter().map(|&id| (id, [id.wrapping_mul(7).wrapping_add(1); 32])).collect();
         KeyRing::new(&keys).unwrap()
     }
 
@@ -336,7 +339,8 @@ mod tests {
         assert_eq!(join("x.abc", |_| None), None);
         // A stale extra chunk in the browser is simply not read.
         let two = split(&"d".repeat(CHUNK_LEN + 10));
-        let joined = join(&two[0], |i| if i < 2 { two.get(i).cloned() } else { Some("stale".into()) }).unwrap();
+        let joined =
+            join(&two[0], |i| if i < 2 { two.get(i).cloned() } else { Some("stale".into()) }).unwrap();
         assert_eq!(joined.len(), CHUNK_LEN + 10);
         assert_eq!(chunk_name("n", 0), "n");
         assert_eq!(chunk_name("n", 3), "n.3");

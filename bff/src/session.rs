@@ -82,7 +82,15 @@ pub enum Freshness {
 
 impl Session {
     pub fn new(id: String, now: u64, tokens: TokenSet, profile: Profile) -> Self {
-        Session { format: SESSION_FORMAT, id, generation: 1, created_at: now, last_seen_at: now, tokens, profile }
+        Session {
+            format: SESSION_FORMAT,
+            id,
+            generation: 1,
+            created_at: now,
+            last_seen_at: now,
+            tokens,
+            profile,
+        }
     }
 
     pub fn freshness(&self, now: u64, skew_secs: u64) -> Freshness {
@@ -179,6 +187,7 @@ mod tests {
         assert_eq!(Session::from_bytes(&other.to_bytes()), None);
         assert_eq!(Session::from_bytes(b"{}"), None);
         assert_eq!(Session::from_bytes(b"\xff\x00"), None);
-        assert!(Profile { id: "".into(), name: "".into(), email: "".into(), roles: vec!["admin".into()] }.has_role("admin"));
+        assert!(Profile { id: "".into(), name: "".into(), email: "".into(), roles: vec!["admin".into()] }
+            .has_role("admin"));
     }
 }

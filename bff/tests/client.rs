@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tokenless_bff::client::{ClientAuth, ClientConfig, RegisterError, UpstreamClient, UpstreamEndpoints, UpstreamError};
+use tokenless_bff::client::{
+    ClientAuth, ClientConfig, RegisterError, UpstreamClient, UpstreamEndpoints, UpstreamError,
+};
 use tokenless_bff::session::Token;
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use tokenless_upstream::{spawn, FaultKind, FaultSpec, RunningUpstream, UpstreamConfig};
@@ -97,7 +99,11 @@ async fn outages_are_outages_not_refusals() {
     // Nothing listening at all: a port that was just free.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let base = Url::parse(&format!("http://{closed}")).unwrap();
-    let nowhere = UpstreamClient::new(ClientConfig { endpoints: UpstreamEndpoints::under(&base).unwrap(), ..c.config().clone() }).unwrap();
+    let nowhere = UpstreamClient::new(ClientConfig {
+        endpoints: UpstreamEndpoints::under(&base).unwrap(),
+        ..c.config().clone()
+    })
+    .unwrap();
     assert!(matches!(nowhere.password_grant("a@b.co", "x", NOW).await, Err(UpstreamError::Unavailable(_))));
 }
 
@@ -106,7 +112,10 @@ async fn registration_outcomes() {
     let (_u, c) = setup(ClientAuth::ClientSecretBasic, DEFAULT_CLIENT_SECRET).await;
     let p = c.register("new@example.com", "Newt", "long enough").await.unwrap();
     assert_eq!(p.roles, ["user"]);
-    assert!(matches!(c.register("new@example.com", "Newt", "long enough").await, Err(RegisterError::EmailTaken)));
+    assert!(matches!(
+        c.register("new@example.com", "Newt", "long enough").await,
+        Err(RegisterError::EmailTaken)
+    ));
     match c.register("bad", "", "short").await {
         Err(RegisterError::Invalid(fields)) => assert_eq!(fields.len(), 3),
         other => panic!("{other:?}"),

@@ -17,6 +17,7 @@ test.describe('home page', () => {
     const counter = page.getByTestId('counter');
     await expect(counter).toHaveText('Clicked 0 times');
     await counter.click();
+    await expect(counter).toHaveText('Clicked 1 time');
     await counter.click();
     await expect(counter).toHaveText('Clicked 2 times');
   });

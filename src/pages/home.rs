@@ -30,8 +30,8 @@ pub fn HomePage() -> impl IntoView {
                         <dl class="facts" data-testid="server-status">
                             <dt>"Version"</dt><dd>{s.version}</dd>
                             <dt>"Upstream"</dt><dd data-testid="upstream">{s.upstream}</dd>
-                            <dt>"Answered at"</dt>
-                            <dd data-testid="answered-at">{s.answered_at_ms.to_string()}</dd>
+                            <dt>"Server clock"</dt>
+                            <dd data-testid="answered-at">{format!("{} ms since 1970", s.answered_at_ms)}</dd>
                         </dl>
                     }.into_any(),
                     Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
@@ -46,7 +46,10 @@ pub fn HomePage() -> impl IntoView {
             <h2 id="counter-title">"This page is alive"</h2>
             <p>"The button below only counts once the client has hydrated."</p>
             <button type="button" data-testid="counter" on:click=move |_| clicks.update(|n| *n += 1)>
-                "Clicked " {move || clicks.get()} " times"
+                {move || match clicks.get() {
+                    1 => "Clicked 1 time".to_string(),
+                    n => format!("Clicked {n} times"),
+                }}
             </button>
         </section>
     }

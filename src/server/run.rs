@@ -9,7 +9,9 @@ use crate::server::{router, telemetry, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {address}: {source} (is another program using it? set TOKENLESS_SERVER__ADDRESS)")]
+    #[error(
+        "cannot listen on {address}: {source} (is another program using it? set TOKENLESS_SERVER__ADDRESS)"
+    )]
     Bind { address: std::net::SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -20,9 +22,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let address = settings.server.address;
     let options = leptos_options(&settings);
     let state = AppState::new(settings, options);
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| ServeError::Bind { address, source })?;
+    let listener = TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?;
     tracing::info!("Tokenless listening on http://{}", listener.local_addr()?);
     // axum leaves Nagle's algorithm on; a streamed SSR response then waits on delayed ACKs
     // (DESIGN.md: p50 44 ms without, 5.5 ms with).

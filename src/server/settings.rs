@@ -92,10 +92,7 @@ impl Settings {
         }
         let raw: Raw = builder
             .add_source(
-                Environment::with_prefix("TOKENLESS")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(env)),
+                Environment::with_prefix("TOKENLESS").prefix_separator("_").separator("__").source(Some(env)),
             )
             .build()
             .and_then(|c| c.try_deserialize())

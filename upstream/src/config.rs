@@ -94,12 +94,7 @@ pub struct DemoUser {
 }
 
 pub const DEMO_USERS: &[DemoUser] = &[
-    DemoUser {
-        email: "user@example.com",
-        name: "Dana User",
-        password: "frogs-are-green",
-        roles: &["user"],
-    },
+    DemoUser { email: "user@example.com", name: "Dana User", password: "frogs-are-green", roles: &["user"] },
     DemoUser {
         email: "admin@example.com",
         name: "Ada Admin",

@@ -52,13 +52,12 @@ struct Body<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, description, fields) = match &self {
-            ApiError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", Some(d.as_str()), None),
-            ApiError::InvalidClient => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                Some("client authentication failed"),
-                None,
-            ),
+            ApiError::InvalidRequest(d) => {
+                (StatusCode::BAD_REQUEST, "invalid_request", Some(d.as_str()), None)
+            }
+            ApiError::InvalidClient => {
+                (StatusCode::UNAUTHORIZED, "invalid_client", Some("client authentication failed"), None)
+            }
             ApiError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", Some(d.as_str()), None),
             ApiError::UnsupportedGrantType(d) => {
                 (StatusCode::BAD_REQUEST, "unsupported_grant_type", Some(d.as_str()), None)
@@ -76,12 +75,9 @@ impl IntoResponse for ApiError {
                 Some("some fields are not valid"),
                 Some(f.as_slice()),
             ),
-            ApiError::EmailTaken => (
-                StatusCode::CONFLICT,
-                "email_taken",
-                Some("an account with this email already exists"),
-                None,
-            ),
+            ApiError::EmailTaken => {
+                (StatusCode::CONFLICT, "email_taken", Some("an account with this email already exists"), None)
+            }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", None, None),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None),
         };

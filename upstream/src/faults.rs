@@ -201,7 +201,11 @@ pub struct FaultyStream {
 }
 
 impl AsyncRead for FaultyStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.faults.down(false) {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "injected fault: down")));
         }

@@ -32,8 +32,9 @@ fn config() -> Result<UpstreamConfig, String> {
     let mut c = UpstreamConfig::default();
     c.address = parse::<SocketAddr>("DEMO_UPSTREAM_ADDRESS", "an address like 127.0.0.1:4000")?
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4000)));
-    c.control_address = parse::<SocketAddr>("DEMO_UPSTREAM_CONTROL_ADDRESS", "an address like 127.0.0.1:4001")?
-        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4001)));
+    c.control_address =
+        parse::<SocketAddr>("DEMO_UPSTREAM_CONTROL_ADDRESS", "an address like 127.0.0.1:4001")?
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4001)));
     let seconds = |name| parse::<u64>(name, "a whole number of seconds");
     if let Some(s) = seconds("DEMO_UPSTREAM_ACCESS_TTL")? {
         if s == 0 {

@@ -46,7 +46,11 @@ impl Form {
 }
 
 /// Authenticates the calling client; returns its id.
-pub fn authenticate_client(upstream: &Upstream, headers: &HeaderMap, form: Option<&Form>) -> Result<String, ApiError> {
+pub fn authenticate_client(
+    upstream: &Upstream,
+    headers: &HeaderMap,
+    form: Option<&Form>,
+) -> Result<String, ApiError> {
     let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
         let (scheme, rest) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("basic").then(|| rest.trim().to_string())
@@ -89,7 +93,11 @@ fn no_store(mut response: Response) -> Response {
 }
 
 /// `POST /oauth/token`
-pub async fn token(State(upstream): State<Upstream>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn token(
+    State(upstream): State<Upstream>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, &body)?;
     let client_id = authenticate_client(&upstream, &headers, Some(&form))?;
     let grant_type = form.require("grant_type")?;
@@ -98,7 +106,8 @@ pub async fn token(State(upstream): State<Upstream>, headers: HeaderMap, body: B
             let username = form.require("username")?.to_string();
             let password = form.require("password")?.to_string();
             let scope = form.get("scope").unwrap_or("").to_string();
-            let found = upstream.store().user_by_email(&username).map(|u| (u.id.clone(), u.password_hash.clone()));
+            let found =
+                upstream.store().user_by_email(&username).map(|u| (u.id.clone(), u.password_hash.clone()));
             let decoy = upstream.decoy_hash().to_string();
             let (user_id, matches) = passwords::off_thread(move || match found {
                 Some((id, stored)) => (Some(id), passwords::verify(&password, &stored)),
@@ -139,7 +148,11 @@ pub async fn token(State(upstream): State<Upstream>, headers: HeaderMap, body: B
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
-pub async fn revoke(State(upstream): State<Upstream>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn revoke(
+    State(upstream): State<Upstream>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, &body)?;
     let client_id = authenticate_client(&upstream, &headers, Some(&form))?;
     let token = form.require("token")?;

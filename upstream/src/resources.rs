@@ -17,9 +17,8 @@ use crate::tokens::AccessClaims;
 
 /// Reads and checks the Bearer token of a request.
 fn bearer(upstream: &Upstream, headers: &HeaderMap) -> Result<AccessClaims, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::InvalidToken("no access token".into()))?;
+    let value =
+        headers.get(header::AUTHORIZATION).ok_or_else(|| ApiError::InvalidToken("no access token".into()))?;
     let token = value
         .to_str()
         .ok()
@@ -41,7 +40,10 @@ fn bearer(upstream: &Upstream, headers: &HeaderMap) -> Result<AccessClaims, ApiE
 }
 
 /// `GET /userinfo`
-pub async fn userinfo(State(upstream): State<Upstream>, headers: HeaderMap) -> Result<Json<Profile>, ApiError> {
+pub async fn userinfo(
+    State(upstream): State<Upstream>,
+    headers: HeaderMap,
+) -> Result<Json<Profile>, ApiError> {
     let claims = bearer(&upstream, &headers)?;
     let store = upstream.store();
     let user = store.user(&claims.sub).ok_or_else(|| ApiError::InvalidToken("the user is gone".into()))?;
@@ -96,7 +98,10 @@ pub fn frogs() -> Vec<Frog> {
 }
 
 /// `GET /frogs`
-pub async fn list_frogs(State(upstream): State<Upstream>, headers: HeaderMap) -> Result<Json<Vec<Frog>>, ApiError> {
+pub async fn list_frogs(
+    State(upstream): State<Upstream>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Frog>>, ApiError> {
     bearer(&upstream, &headers)?;
     Ok(Json(frogs()))
 }
@@ -110,7 +115,10 @@ pub struct AdminStats {
 }
 
 /// `GET /admin/stats` (role `admin`)
-pub async fn admin_stats(State(upstream): State<Upstream>, headers: HeaderMap) -> Result<Json<AdminStats>, ApiError> {
+pub async fn admin_stats(
+    State(upstream): State<Upstream>,
+    headers: HeaderMap,
+) -> Result<Json<AdminStats>, ApiError> {
     let claims = bearer(&upstream, &headers)?;
     if !claims.roles.iter().any(|r| r == "admin") {
         return Err(ApiError::InsufficientScope("the admin role is required".into()));
@@ -157,7 +165,10 @@ pub fn validate(reg: &Registration) -> Vec<FieldProblem> {
     if email.is_empty() {
         problems.push(FieldProblem { field: "email", message: "Enter your email address.".into() });
     } else if !email_is_well_formed(email) {
-        problems.push(FieldProblem { field: "email", message: "Enter an email address like name@example.com.".into() });
+        problems.push(FieldProblem {
+            field: "email",
+            message: "Enter an email address like name@example.com.".into(),
+        });
     }
     let name = reg.name.trim();
     if name.is_empty() {
@@ -165,7 +176,10 @@ pub fn validate(reg: &Registration) -> Vec<FieldProblem> {
     } else if name.chars().count() > 100 {
         problems.push(FieldProblem { field: "name", message: "Use at most 100 characters.".into() });
     } else if name.chars().any(char::is_control) {
-        problems.push(FieldProblem { field: "name", message: "Use letters, digits and punctuation only.".into() });
+        problems.push(FieldProblem {
+            field: "name",
+            message: "Use letters, digits and punctuation only.".into(),
+        });
     }
     let length = reg.password.chars().count();
     if length < PASSWORD_MIN {
@@ -183,14 +197,19 @@ pub fn validate(reg: &Registration) -> Vec<FieldProblem> {
 }
 
 /// `POST /users` (JSON `{email, name, password}`) → 201 with the profile.
-pub async fn register(State(upstream): State<Upstream>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn register(
+    State(upstream): State<Upstream>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     authenticate_client(&upstream, &headers, None)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType("the body must be application/json".into()));
     }
-    let registration: Registration = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::InvalidRequest("the body is not a JSON object with email, name and password".into()))?;
+    let registration: Registration = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::InvalidRequest("the body is not a JSON object with email, name and password".into())
+    })?;
     let problems = validate(&registration);
     if !problems.is_empty() {
         return Err(ApiError::InvalidFields(problems));
@@ -227,7 +246,8 @@ mod tests {
 
     #[test]
     fn each_field_gets_its_message() {
-        let problems = validate(&Registration { email: "x".into(), name: " ".into(), password: "short".into() });
+        let problems =
+            validate(&Registration { email: "x".into(), name: " ".into(), password: "short".into() });
         let fields: Vec<_> = problems.iter().map(|p| p.field).collect();
         assert_eq!(fields, ["email", "name", "password"]);
         let ok = Registration { email: "a@b.co".into(), name: "A".into(), password: "long enough".into() };

@@ -61,10 +61,12 @@ async fn observe(State(upstream): State<Upstream>, request: Request, next: Next)
                     next.run(request).await
                 }
                 Applied::Unavailable => {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "injected fault: unavailable").into_response()
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "injected fault: unavailable")
+                        .into_response()
                 }
                 Applied::ServerError => {
-                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "injected fault: server error").into_response()
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "injected fault: server error")
+                        .into_response()
                 }
             }
         }
@@ -125,7 +127,12 @@ pub async fn spawn(config: UpstreamConfig) -> Result<RunningUpstream, StartError
         let mut store = upstream.store();
         for (user, hash) in hashed {
             // A fresh store has no users, so these cannot clash.
-            let _ = store.add_user(user.email, user.name, hash, user.roles.iter().map(|r| r.to_string()).collect());
+            let _ = store.add_user(
+                user.email,
+                user.name,
+                hash,
+                user.roles.iter().map(|r| r.to_string()).collect(),
+            );
         }
     }
 
@@ -133,7 +140,8 @@ pub async fn spawn(config: UpstreamConfig) -> Result<RunningUpstream, StartError
     let api = TcpListener::bind(config.address)
         .await
         .map_err(|source| StartError::Bind { address: config.address, source })?;
-    let api_address = api.local_addr().map_err(|source| StartError::Bind { address: config.address, source })?;
+    let api_address =
+        api.local_addr().map_err(|source| StartError::Bind { address: config.address, source })?;
     let counter = upstream.clone();
     let on_refused: Arc<dyn Fn() + Send + Sync> =
         Arc::new(move || counter.store().counters.faults_applied += 1);

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{ClientCredentials, HashCost, UpstreamConfig};
 use crate::faults::{FaultSpec, Faults};
-use crate::recorder::{Recorder, RecordedRequest};
+use crate::recorder::{RecordedRequest, Recorder};
 use crate::store::{Counters, IssuedToUser, Lifetimes, Store};
 use crate::tokens::{random_key, Signer};
 

@@ -46,7 +46,10 @@ struct Family {
 enum RefreshState {
     Active,
     /// Used once, at `at_ms`; `successor` is the hash of the token that replaced it.
-    Rotated { at_ms: u64, successor: [u8; 32] },
+    Rotated {
+        at_ms: u64,
+        successor: [u8; 32],
+    },
     Revoked,
 }
 
@@ -185,7 +188,8 @@ impl Store {
         if self.user_by_email.contains_key(&email) {
             return Err(EmailTaken);
         }
-        let user = User { id: random_hex(8), email: email.clone(), name: name.trim().into(), password_hash, roles };
+        let user =
+            User { id: random_hex(8), email: email.clone(), name: name.trim().into(), password_hash, roles };
         let profile = Profile::from(&user);
         self.user_by_email.insert(email, user.id.clone());
         self.users.insert(user.id.clone(), user);
@@ -402,7 +406,12 @@ impl Store {
     }
 
     /// Checks an access token: signature, expiry, revocation of the token and of its family.
-    pub fn authenticate(&self, token: &str, now_ms: u64, signer: &Signer) -> Result<AccessClaims, AccessError> {
+    pub fn authenticate(
+        &self,
+        token: &str,
+        now_ms: u64,
+        signer: &Signer,
+    ) -> Result<AccessClaims, AccessError> {
         let claims = signer.verify(token).ok_or(AccessError::Invalid)?;
         if now_ms >= claims.exp.saturating_mul(1000) {
             return Err(AccessError::Expired);

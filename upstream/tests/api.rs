@@ -34,7 +34,8 @@ async fn token_request(c: &Client, u: &RunningUpstream, form: &[(&str, &str)]) -
 }
 
 async fn sign_in(c: &Client, u: &RunningUpstream, who: (&str, &str)) -> Value {
-    let r = token_request(c, u, &[("grant_type", "password"), ("username", who.0), ("password", who.1)]).await;
+    let r =
+        token_request(c, u, &[("grant_type", "password"), ("username", who.0), ("password", who.1)]).await;
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.unwrap()
 }
@@ -54,7 +55,8 @@ fn s(v: &Value, k: &str) -> String {
 #[tokio::test]
 async fn password_grant_answers_rfc6749_shape() {
     let (u, c) = started().await;
-    let r = token_request(&c, &u, &[("grant_type", "password"), ("username", USER.0), ("password", USER.1)]).await;
+    let r = token_request(&c, &u, &[("grant_type", "password"), ("username", USER.0), ("password", USER.1)])
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(r.headers()["pragma"], "no-cache");
@@ -71,9 +73,15 @@ async fn password_grant_answers_rfc6749_shape() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same() {
     let (u, c) = started().await;
-    let wrong = token_request(&c, &u, &[("grant_type", "password"), ("username", USER.0), ("password", "nope-nope")]).await;
-    let unknown =
-        token_request(&c, &u, &[("grant_type", "password"), ("username", "ghost@example.com"), ("password", "nope-nope")]).await;
+    let wrong =
+        token_request(&c, &u, &[("grant_type", "password"), ("username", USER.0), ("password", "nope-nope")])
+            .await;
+    let unknown = token_request(
+        &c,
+        &u,
+        &[("grant_type", "password"), ("username", "ghost@example.com"), ("password", "nope-nope")],
+    )
+    .await;
     assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
     let (a, b): (Value, Value) = (wrong.json().await.unwrap(), unknown.json().await.unwrap());
@@ -138,7 +146,8 @@ async fn missing_forged_and_malformed_tokens_are_401_with_a_bearer_challenge() {
 
 #[tokio::test]
 async fn access_token_expires() {
-    let (u, c) = start(UpstreamConfig { access_ttl: Duration::from_secs(1), ..UpstreamConfig::for_tests() }).await;
+    let (u, c) =
+        start(UpstreamConfig { access_ttl: Duration::from_secs(1), ..UpstreamConfig::for_tests() }).await;
     let t = sign_in(&c, &u, USER).await;
     let access = s(&t, "access_token");
     assert_eq!(get_with(&c, &u, "/frogs", &access).await.status(), StatusCode::OK);
@@ -210,14 +219,19 @@ async fn a_bff_that_refreshes_twice_with_the_same_token_is_signed_out() {
     let second = refresh(&c, &u, &held).await;
     assert_eq!(second.status(), StatusCode::BAD_REQUEST);
 
-    assert_eq!(get_with(&c, &u, "/userinfo", &s(&winner, "access_token")).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get_with(&c, &u, "/userinfo", &s(&winner, "access_token")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(refresh(&c, &u, &s(&winner, "refresh_token")).await.status(), StatusCode::BAD_REQUEST);
     assert_eq!(u.upstream.counters().reuse_events, 1);
 }
 
 #[tokio::test]
 async fn rotation_grace_when_configured() {
-    let (u, c) = start(UpstreamConfig { rotation_grace: Duration::from_secs(30), ..UpstreamConfig::for_tests() }).await;
+    let (u, c) =
+        start(UpstreamConfig { rotation_grace: Duration::from_secs(30), ..UpstreamConfig::for_tests() })
+            .await;
     let t = sign_in(&c, &u, USER).await;
     let held = s(&t, "refresh_token");
     assert_eq!(refresh(&c, &u, &held).await.status(), StatusCode::OK);
@@ -245,7 +259,11 @@ async fn revocation_rfc7009() {
     assert_eq!(revoke(s(&t, "refresh_token"), "refresh_token").await.status(), StatusCode::OK);
     assert_eq!(get_with(&c, &u, "/frogs", &s(&t, "access_token")).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(refresh(&c, &u, &s(&t, "refresh_token")).await.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(revoke("never-issued".into(), "refresh_token").await.status(), StatusCode::OK, "unknown: still 200");
+    assert_eq!(
+        revoke("never-issued".into(), "refresh_token").await.status(),
+        StatusCode::OK,
+        "unknown: still 200"
+    );
     assert_eq!(u.upstream.counters().revocations, 1);
 
     let t = sign_in(&c, &u, USER).await;
@@ -272,9 +290,24 @@ async fn client_authentication_basic_post_and_failures() {
 
     for r in [
         c.post(url(&u, "/oauth/token")).form(&form).send().await.unwrap(),
-        c.post(url(&u, "/oauth/token")).basic_auth(DEFAULT_CLIENT_ID, Some("wrong")).form(&form).send().await.unwrap(),
-        c.post(url(&u, "/oauth/token")).basic_auth("stranger", Some(DEFAULT_CLIENT_SECRET)).form(&form).send().await.unwrap(),
-        c.post(url(&u, "/oauth/token")).header("authorization", "Basic !!!").form(&form).send().await.unwrap(),
+        c.post(url(&u, "/oauth/token"))
+            .basic_auth(DEFAULT_CLIENT_ID, Some("wrong"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap(),
+        c.post(url(&u, "/oauth/token"))
+            .basic_auth("stranger", Some(DEFAULT_CLIENT_SECRET))
+            .form(&form)
+            .send()
+            .await
+            .unwrap(),
+        c.post(url(&u, "/oauth/token"))
+            .header("authorization", "Basic !!!")
+            .form(&form)
+            .send()
+            .await
+            .unwrap(),
     ] {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic "));
@@ -293,21 +326,38 @@ async fn client_authentication_basic_post_and_failures() {
 #[tokio::test]
 async fn bad_input_gets_clear_errors_never_a_500() {
     let (u, c) = started().await;
-    let token = |body: reqwest::RequestBuilder| body.basic_auth(DEFAULT_CLIENT_ID, Some(DEFAULT_CLIENT_SECRET));
+    let token =
+        |body: reqwest::RequestBuilder| body.basic_auth(DEFAULT_CLIENT_ID, Some(DEFAULT_CLIENT_SECRET));
     let post = || token(c.post(url(&u, "/oauth/token")));
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
         (post().form(&[("grant_type", "magic")]), StatusCode::BAD_REQUEST, "unsupported_grant_type"),
         (post().form(&[("username", "x")]), StatusCode::BAD_REQUEST, "invalid_request"),
-        (post().form(&[("grant_type", "password"), ("username", USER.0)]), StatusCode::BAD_REQUEST, "invalid_request"),
-        (post().form(&[("grant_type", "refresh_token")]), StatusCode::BAD_REQUEST, "invalid_request"),
-        (post().form(&[("grant_type", "refresh_token"), ("refresh_token", "made-up")]), StatusCode::BAD_REQUEST, "invalid_grant"),
         (
-            post().header("content-type", "application/x-www-form-urlencoded").body("grant_type=password&grant_type=refresh_token"),
+            post().form(&[("grant_type", "password"), ("username", USER.0)]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (post().form(&[("grant_type", "refresh_token")]), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            post().form(&[("grant_type", "refresh_token"), ("refresh_token", "made-up")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        ),
+        (
+            post()
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("grant_type=password&grant_type=refresh_token"),
             StatusCode::BAD_REQUEST,
             "invalid_request",
         ),
         (post().json(&json!({"grant_type": "password"})), StatusCode::BAD_REQUEST, "invalid_request"),
-        (post().header("content-type", "application/x-www-form-urlencoded").body(vec![0xff, 0xfe, b'=', 0x00]), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            post()
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(vec![0xff, 0xfe, b'=', 0x00]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
     ];
     for (request, status, error) in cases {
         let r = request.send().await.unwrap();
@@ -329,9 +379,14 @@ async fn bad_input_gets_clear_errors_never_a_500() {
 async fn registration() {
     let (u, c) = started().await;
     let register = |body: Value| {
-        c.post(url(&u, "/users")).basic_auth(DEFAULT_CLIENT_ID, Some(DEFAULT_CLIENT_SECRET)).json(&body).send()
+        c.post(url(&u, "/users"))
+            .basic_auth(DEFAULT_CLIENT_ID, Some(DEFAULT_CLIENT_SECRET))
+            .json(&body)
+            .send()
     };
-    let r = register(json!({"email": "New@Example.com", "name": "Newt", "password": "long enough"})).await.unwrap();
+    let r = register(json!({"email": "New@Example.com", "name": "Newt", "password": "long enough"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let profile: Value = r.json().await.unwrap();
     assert_eq!(profile["email"], "new@example.com");
@@ -339,18 +394,27 @@ async fn registration() {
     assert!(profile.get("password").is_none() && profile.get("password_hash").is_none());
     sign_in(&c, &u, ("new@example.com", "long enough")).await;
 
-    let r = register(json!({"email": "new@EXAMPLE.com", "name": "Again", "password": "long enough"})).await.unwrap();
+    let r = register(json!({"email": "new@EXAMPLE.com", "name": "Again", "password": "long enough"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "email_taken");
 
     let r = register(json!({"email": "nope", "name": "", "password": "short"})).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = r.json().await.unwrap();
-    let fields: Vec<&str> = body["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> =
+        body["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["email", "name", "password"]);
     assert!(body["fields"][2]["message"].as_str().unwrap().contains("8"));
 
-    let r = c.post(url(&u, "/users")).basic_auth(DEFAULT_CLIENT_ID, Some(DEFAULT_CLIENT_SECRET)).body("{}").send().await.unwrap();
+    let r = c
+        .post(url(&u, "/users"))
+        .basic_auth(DEFAULT_CLIENT_ID, Some(DEFAULT_CLIENT_SECRET))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let r = c
         .post(url(&u, "/users"))
@@ -361,7 +425,12 @@ async fn registration() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = c.post(url(&u, "/users")).json(&json!({"email": "a@b.co", "name": "A", "password": "long enough"})).send().await.unwrap();
+    let r = c
+        .post(url(&u, "/users"))
+        .json(&json!({"email": "a@b.co", "name": "A", "password": "long enough"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "registration needs the client's credentials");
 }
 
@@ -383,9 +452,17 @@ async fn fault_injection_5xx_for_n_requests_and_per_endpoint() {
         .add_fault(FaultSpec { endpoint: Some("/oauth/token".into()), ..fault(FaultKind::ServerError) })
         .unwrap();
     assert_eq!(refresh(&c, &u, &s(&t, "refresh_token")).await.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(get_with(&c, &u, "/frogs", &access).await.status(), StatusCode::OK, "other endpoints unaffected");
+    assert_eq!(
+        get_with(&c, &u, "/frogs", &access).await.status(),
+        StatusCode::OK,
+        "other endpoints unaffected"
+    );
     u.upstream.clear_faults();
-    assert_eq!(refresh(&c, &u, &s(&t, "refresh_token")).await.status(), StatusCode::OK, "the refused refresh did not consume the token");
+    assert_eq!(
+        refresh(&c, &u, &s(&t, "refresh_token")).await.status(),
+        StatusCode::OK,
+        "the refused refresh did not consume the token"
+    );
     assert_eq!(u.upstream.counters().faults_applied, 3);
 }
 
@@ -428,16 +505,25 @@ async fn test_controls_over_http() {
     let t = sign_in(&c, &u, USER).await;
     let controls = u.control_url().unwrap();
 
-    let counters: Value = c.get(format!("{controls}/_test/counters")).send().await.unwrap().json().await.unwrap();
+    let counters: Value =
+        c.get(format!("{controls}/_test/counters")).send().await.unwrap().json().await.unwrap();
     assert_eq!(counters["grants"]["password"], 1);
     assert_eq!(counters["requests"]["POST /oauth/token"], 1);
 
-    let tokens: Value = c.get(format!("{controls}/_test/users/{}/tokens", USER.0)).send().await.unwrap().json().await.unwrap();
+    let tokens: Value = c
+        .get(format!("{controls}/_test/users/{}/tokens", USER.0))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tokens["access_tokens"][0], t["access_token"]);
     assert_eq!(tokens["refresh_tokens"][0], t["refresh_token"]);
 
     get_with(&c, &u, "/frogs", &s(&t, "access_token")).await;
-    let requests: Value = c.get(format!("{controls}/_test/requests")).send().await.unwrap().json().await.unwrap();
+    let requests: Value =
+        c.get(format!("{controls}/_test/requests")).send().await.unwrap().json().await.unwrap();
     let last = requests.as_array().unwrap().last().unwrap();
     assert_eq!(last["path"], "/frogs");
     assert!(last["headers"].as_array().unwrap().iter().any(|h| h[0] == "authorization"));
@@ -448,13 +534,18 @@ async fn test_controls_over_http() {
     let r = c.post(format!("{controls}/_test/users/nobody@example.com/revoke")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
-    let r = c.post(format!("{controls}/_test/faults")).json(&json!({"kind": "latency"})).send().await.unwrap();
+    let r =
+        c.post(format!("{controls}/_test/faults")).json(&json!({"kind": "latency"})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "latency without latency_ms");
     let r = c.post(format!("{controls}/_test/faults")).body("nonsense").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
-    assert_eq!(c.post(format!("{controls}/_test/reset")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
-    let counters: Value = c.get(format!("{controls}/_test/counters")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        c.post(format!("{controls}/_test/reset")).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let counters: Value =
+        c.get(format!("{controls}/_test/counters")).send().await.unwrap().json().await.unwrap();
     assert_eq!(counters["grants"], json!({}));
 
     let r = c.get(url(&u, "/_test/counters")).send().await.unwrap();
@@ -463,7 +554,9 @@ async fn test_controls_over_http() {
 
 #[tokio::test]
 async fn test_controls_are_off_by_default() {
-    let (u, _c) = start(UpstreamConfig { hash_cost: tokenless_upstream::HashCost::Fast, ..UpstreamConfig::default() }).await;
+    let (u, _c) =
+        start(UpstreamConfig { hash_cost: tokenless_upstream::HashCost::Fast, ..UpstreamConfig::default() })
+            .await;
     assert!(u.control_url().is_none());
     let t = UpstreamConfig::default();
     assert!(!t.test_controls);
