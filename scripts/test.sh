@@ -17,13 +17,20 @@ bash scripts/setup.sh test
 # shellcheck disable=SC1091
 . target/toolchain.env
 
+# `cargo test` also builds the server binary (target/debug/tokenless, feature ssr): integration
+# tests make cargo build the package's binaries. Playwright runs that very binary, so only the
+# client half is left for cargo-leptos. (A separate `cargo leptos build` of the server would
+# compile every server dependency a second time: test builds unify dev-dependency features.)
 if [ "$ONLY_E2E" = 0 ]; then
     step "cargo test: unit and integration tests of the workspace"
     cargo test --workspace --features tokenless/ssr
+else
+    step "cargo test --no-run: build the server binary"
+    cargo test --workspace --features tokenless/ssr --no-run
 fi
 
-step "cargo leptos build: server + wasm client"
-cargo leptos build
+step "cargo leptos build --frontend-only: the wasm client, JS glue and CSS into target/site"
+cargo leptos build --frontend-only
 
 step "playwright: end-to-end tests in headless Chromium ($TOKENLESS_CHROMIUM)"
 cd end2end
