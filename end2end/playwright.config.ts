@@ -1,11 +1,14 @@
-// Playwright runs the built app (target/debug/tokenless, built by `cargo leptos build`) on its
-// own port and drives a headless Chromium against it. The browser is the system one that
+// Playwright runs the built app (target/debug/tokenless, built by `cargo test`; the client by
+// `cargo leptos build --frontend-only`) on its own port, with the embedded demo upstream's test
+// controls on the next port and drives a headless Chromium against it. The browser is the system one that
 // scripts/setup.sh found (TOKENLESS_CHROMIUM), or Playwright's own when that says "playwright".
 import { defineConfig, devices } from '@playwright/test';
 import * as path from 'path';
 
 const port = Number(process.env.TOKENLESS_E2E_PORT ?? 3100);
 const baseURL = `http://127.0.0.1:${port}`;
+// tests/support.ts reads the same variable.
+process.env.TOKENLESS_E2E_CONTROLS = `http://127.0.0.1:${port + 1}`;
 const chromium = process.env.TOKENLESS_CHROMIUM ?? '/usr/bin/chromium';
 const root = path.resolve(__dirname, '..');
 const binary = process.env.TOKENLESS_E2E_BINARY ?? path.join(root, 'target', 'debug', 'tokenless');
@@ -49,6 +52,9 @@ export default defineConfig({
     stderr: 'pipe',
     env: {
       TOKENLESS_SERVER__ADDRESS: `127.0.0.1:${port}`,
+      TOKENLESS_DEMO__TEST_CONTROLS: 'true',
+      TOKENLESS_DEMO__CONTROL_ADDRESS: `127.0.0.1:${port + 1}`,
+      TOKENLESS_DEMO__FAST_HASHING: 'true',
       LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     },

@@ -1,11 +1,47 @@
-//! The HTML shell, the router and the layout shared by the server render and the hydrated client.
+//! The HTML shell, the router, the layout (header with the signed-in state) and the auth
+//! context every page reads. Shared by the server render and the hydrated client.
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::StaticSegment;
+use leptos_router::{SsrMode, StaticSegment};
 
-use crate::pages::{home::HomePage, not_found::NotFound};
+use crate::api::{who_am_i, Logout, UserView};
+use crate::error::AppError;
+use crate::pages::{
+    account::AccountPage, admin::AdminPage, frogs::FrogsPage, home::HomePage, login::LoginPage,
+    not_found::NotFound, register::RegisterPage,
+};
+
+/// Pages only a signed-in person may see. The server redirects signed-out requests for them to
+/// the sign-in page; in the browser, their data calls answer "unauthorized" and the page does.
+pub const PROTECTED: &[&str] = &["/frogs", "/admin", "/account"];
+
+pub fn is_protected(path: &str) -> bool {
+    PROTECTED.iter().any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// `/login?next=<here>` (and `&reason=expired` when a session just ended).
+pub fn login_href(next: &str, expired: bool) -> String {
+    let mut href = format!("/login?next={}", encode_component(next));
+    if expired {
+        href.push_str("&reason=expired");
+    }
+    href
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 /// The document around the app; rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -28,6 +64,25 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// Who is signed in, and how pages ask for it again after signing in or out.
+#[derive(Clone, Copy)]
+pub struct Auth {
+    pub user: Resource<Result<Option<UserView>, AppError>>,
+    /// Bumped after a sign-in or registration succeeds in the browser: refetches `user`.
+    pub epoch: RwSignal<u32>,
+    pub logout: ServerAction<Logout>,
+}
+
+impl Auth {
+    pub fn signed_in_again(&self) {
+        self.epoch.update(|n| *n += 1);
+    }
+}
+
+pub fn use_auth() -> Auth {
+    expect_context::<Auth>()
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -39,19 +94,77 @@ pub fn App() -> impl IntoView {
             if page.is_empty() { "Tokenless".to_string() } else { format!("{page} · Tokenless") }
         }/>
         <Router>
-            <header class="site-header">
-                <A href="/" attr:class="brand">"Tokenless"</A>
-                <nav aria-label="Main"></nav>
-            </header>
-            <main id="main">
-                <Routes fallback=NotFound>
-                    <Route path=StaticSegment("") view=HomePage/>
-                </Routes>
-            </main>
-            <footer class="site-footer">
-                <p>"Tokens stay on the server. Your browser holds only an encrypted, HttpOnly cookie."</p>
-            </footer>
+            <Layout/>
         </Router>
+    }
+}
+
+#[component]
+fn Layout() -> impl IntoView {
+    let epoch = RwSignal::new(0u32);
+    let logout = ServerAction::<Logout>::new();
+    // Blocking: the header is in the first chunk of HTML, also for browsers without JavaScript.
+    let user = Resource::new_blocking(move || (epoch.get(), logout.version().get()), |_| who_am_i());
+    provide_context(Auth { user, epoch, logout });
+
+    view! {
+        <a class="skip" href="#main">"Skip to content"</a>
+        <header class="site-header">
+            <A href="/" attr:class="brand">"Tokenless"</A>
+            <Nav/>
+        </header>
+        <main id="main" tabindex="-1">
+            <Routes fallback=NotFound>
+                // Async everywhere: each page is rendered whole before the headers leave, so a
+                // redirect or a status decided while rendering reaches the browser, and the
+                // header's signed-in state is in place for browsers without JavaScript (an
+                // out-of-order stream needs a script to move late parts into place). Every
+                // resource here answers from the session or one upstream call.
+                <Route path=StaticSegment("") view=HomePage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("register") view=RegisterPage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("frogs") view=FrogsPage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("admin") view=AdminPage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("account") view=AccountPage ssr=SsrMode::Async/>
+            </Routes>
+        </main>
+        <footer class="site-footer">
+            <p>"Tokens stay on the server. Your browser holds only an encrypted, HttpOnly cookie."</p>
+        </footer>
+    }
+}
+
+#[component]
+fn Nav() -> impl IntoView {
+    let auth = use_auth();
+    view! {
+        <nav aria-label="Main">
+            <Transition fallback=|| ()>
+                {move || auth.user.get().map(|answer| match answer {
+                    Ok(Some(user)) => {
+                        let admin = user.is_admin();
+                        view! {
+                            <A href="/frogs">"Frogs"</A>
+                            {admin.then(|| view! { <A href="/admin">"Admin"</A> })}
+                            <A href="/account">"Account"</A>
+                            <span class="who" data-testid="signed-in-as">{user.name}</span>
+                            <ActionForm action=auth.logout attr:class="inline-form">
+                                <button type="submit" class="secondary" data-testid="sign-out"
+                                    disabled=move || auth.logout.pending().get()>
+                                    {move || if auth.logout.pending().get() { "Signing out…" } else { "Sign out" }}
+                                </button>
+                            </ActionForm>
+                        }
+                        .into_any()
+                    }
+                    _ => view! {
+                        <A href="/login">"Sign in"</A>
+                        <A href="/register" attr:class="button">"Register"</A>
+                    }
+                    .into_any(),
+                })}
+            </Transition>
+        </nav>
     }
 }
 
@@ -64,4 +177,25 @@ fn mark_hydrated() {
             let _ = root.set_attribute("data-hydrated", "true");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_paths() {
+        for p in ["/frogs", "/frogs/", "/frogs/1", "/admin", "/account"] {
+            assert!(is_protected(p), "{p}");
+        }
+        for p in ["/", "/login", "/frogsy", "/register", "/administrator"] {
+            assert!(!is_protected(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn login_links_encode_the_return_path() {
+        assert_eq!(login_href("/frogs?a=1&b=2", false), "/login?next=%2Ffrogs%3Fa%3D1%26b%3D2");
+        assert_eq!(login_href("/x", true), "/login?next=%2Fx&reason=expired");
+    }
 }

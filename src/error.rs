@@ -51,6 +51,19 @@ impl AppError {
         }
     }
 
+    /// The HTTP status a server-function answer with this error carries.
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::Unauthorized | AppError::SessionExpired | AppError::InvalidCredentials => 401,
+            AppError::Forbidden | AppError::CrossSite => 403,
+            AppError::EmailTaken => 409,
+            AppError::Validation(_) => 422,
+            AppError::BadRequest => 400,
+            AppError::UpstreamUnavailable | AppError::Network => 503,
+            AppError::Internal => 500,
+        }
+    }
+
     /// A validation error for one field.
     pub fn invalid(field: &str, message: &str) -> Self {
         AppError::Validation(vec![FieldError { field: field.into(), message: message.into() }])

@@ -5,9 +5,19 @@
 //!   values too large for one cookie.
 //! - [`session`]: the sealed payload (tokens that never print, profile, generation, timestamps)
 //!   and the freshness decision.
+//! - [`cookies`]: the session cookie's name and attributes, read/write/clear with chunks.
 //! - [`client`]: the one upstream client (OAuth 2.0 grants, revocation, userinfo, registration,
 //!   resources) with errors that tell a refusal from an outage.
+//! - [`manager`]: loading a request's session (limits, refresh, key rotation), sign-in/out.
+//! - [`middleware`]: the per-request session handle that handlers and components use.
+//! - [`csrf`]: refusing state-changing requests from other sites.
+//! - [`redirect`]: return paths after sign-in that cannot leave the site.
 
 pub mod client;
+pub mod cookies;
+pub mod csrf;
+pub mod manager;
+pub mod middleware;
+pub mod redirect;
 pub mod seal;
 pub mod session;

@@ -1,5 +1,8 @@
-//! Everything that runs only on the server: settings, state, the router and its handlers.
+//! Everything that runs only on the server: settings, state, the router, its middleware, and
+//! the bodies of the server functions.
 
+pub mod actions;
+pub mod middleware;
 pub mod router;
 pub mod run;
 pub mod settings;

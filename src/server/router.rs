@@ -1,22 +1,46 @@
 //! `router(state)`: the whole HTTP surface of the app, which `main` serves and tests drive with
 //! `tower::ServiceExt::oneshot`.
 
+use axum::middleware::from_fn_with_state;
 use axum::Router;
-use leptos::prelude::provide_context;
+use leptos::nonce::Nonce;
+use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_cookies::CookieManagerLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::{shell, App};
+use crate::server::middleware::{self, CspNonce};
 use crate::server::AppState;
+
+/// Largest request body: forms and server-function arguments are small.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let context_state = state.clone();
-    let provide_state = move || provide_context(context_state.clone());
+    let provide_state = move || {
+        provide_context(context_state.clone());
+        // The nonce the CSP header names, for Leptos's inline scripts.
+        if let Some(nonce) = use_context::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<CspNonce>().cloned())
+        {
+            provide_context(Nonce::from_value(nonce.0));
+        }
+    };
     Router::new()
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(provide_state, shell))
+        // Innermost first: the session, then the cross-site check before it, cookies around
+        // both, security headers around everything.
+        .layer(axum::middleware::from_fn(middleware::server_fn_status))
+        .layer(from_fn_with_state(state.clone(), middleware::session))
+        .layer(from_fn_with_state(state.clone(), middleware::refuse_cross_site))
+        .layer(CookieManagerLayer::new())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .with_state(state)
 }

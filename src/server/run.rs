@@ -13,6 +13,8 @@ pub enum ServeError {
         "cannot listen on {address}: {source} (is another program using it? set TOKENLESS_SERVER__ADDRESS)"
     )]
     Bind { address: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    State(#[from] crate::server::state::StateError),
     #[error("the server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -21,7 +23,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     telemetry::init(&settings.server.log);
     let address = settings.server.address;
     let options = leptos_options(&settings);
-    let state = AppState::new(settings, options);
+    let state = AppState::build(settings, options).await?;
     let listener = TcpListener::bind(address).await.map_err(|source| ServeError::Bind { address, source })?;
     tracing::info!("Tokenless listening on http://{}", listener.local_addr()?);
     // axum leaves Nagle's algorithm on; a streamed SSR response then waits on delayed ACKs

@@ -7,8 +7,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
 use serde::Deserialize;
+use tokenless_bff::client::ClientAuth;
+use tokenless_bff::seal::KeyRing;
+use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+use tower_cookies::cookie::SameSite;
+use url::Url;
 
 /// Where the settings file is, unless `TOKENLESS_CONFIG` says otherwise.
 pub const DEFAULT_FILE: &str = "Leptos.toml";
@@ -33,6 +41,10 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub site: SiteSettings,
+    pub session: SessionSettings,
+    pub upstream: UpstreamSettings,
+    pub demo: DemoSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -43,11 +55,68 @@ pub struct ServerSettings {
     pub log: String,
 }
 
+#[derive(Debug, Clone)]
+pub struct SiteSettings {
+    /// The origin people reach the app at (`https://app.example`). `None` in development: the
+    /// request's `Host` over plain http.
+    pub origin: Option<Url>,
+}
+
+impl SiteSettings {
+    /// Served over https: cookies get `Secure` and the `__Host-` prefix.
+    pub fn secure(&self) -> bool {
+        self.origin.as_ref().is_some_and(|o| o.scheme() == "https")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub cookie_name: String,
+    pub same_site: SameSite,
+    /// `ID:BASE64` keys, comma separated, the first one seals. `None`: a throw-away key
+    /// (development only).
+    pub keys: Option<SecretString>,
+    pub refresh_skew: Duration,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `None`: start the demo upstream in-process and use it.
+    pub base_url: Option<Url>,
+    pub token_url: Option<Url>,
+    pub revocation_url: Option<Url>,
+    pub userinfo_url: Option<Url>,
+    pub registration_url: Option<Url>,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub client_auth: ClientAuth,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// The embedded demo upstream, used when `upstream.base_url` is empty.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    pub address: SocketAddr,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub test_controls: bool,
+    pub control_address: SocketAddr,
+    /// Cheap password hashing (tests create many accounts on debug builds).
+    pub fast_hashing: bool,
+}
+
 /// The shape of the file and environment, before validation.
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 struct Raw {
     server: RawServer,
+    site: RawSite,
+    session: RawSession,
+    upstream: RawUpstream,
+    demo: RawDemo,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +135,121 @@ impl Default for RawServer {
             log: "info,tokenless=debug,tokenless_bff=debug,tokenless_upstream=info".into(),
         }
     }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RawSite {
+    origin: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawSession {
+    cookie_name: String,
+    same_site: String,
+    keys: String,
+    refresh_skew_secs: u64,
+    idle_timeout_secs: u64,
+    absolute_timeout_secs: u64,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        RawSession {
+            cookie_name: "tokenless_session".into(),
+            same_site: "lax".into(),
+            keys: String::new(),
+            refresh_skew_secs: 30,
+            idle_timeout_secs: 14 * 24 * 3600,
+            absolute_timeout_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawUpstream {
+    base_url: String,
+    token_url: String,
+    revocation_url: String,
+    userinfo_url: String,
+    registration_url: String,
+    client_id: String,
+    client_secret: String,
+    client_auth: String,
+    timeout_ms: u64,
+    connect_timeout_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            base_url: String::new(),
+            token_url: String::new(),
+            revocation_url: String::new(),
+            userinfo_url: String::new(),
+            registration_url: String::new(),
+            client_id: DEFAULT_CLIENT_ID.into(),
+            client_secret: DEFAULT_CLIENT_SECRET.into(),
+            client_auth: "client_secret_basic".into(),
+            timeout_ms: 5_000,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawDemo {
+    address: String,
+    access_ttl_secs: u64,
+    refresh_ttl_secs: u64,
+    test_controls: bool,
+    control_address: String,
+    fast_hashing: bool,
+}
+
+impl Default for RawDemo {
+    fn default() -> Self {
+        RawDemo {
+            address: "127.0.0.1:0".into(),
+            access_ttl_secs: 300,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            test_controls: false,
+            control_address: "127.0.0.1:0".into(),
+            fast_hashing: false,
+        }
+    }
+}
+
+fn invalid(key: &'static str, env: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid { key, env, problem: problem.into() }
+}
+
+fn optional_url(raw: &str, key: &'static str, env: &'static str) -> Result<Option<Url>, SettingsError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let url = Url::parse(raw).map_err(|e| invalid(key, env, format!("{raw:?} is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(key, env, format!("{raw:?} must be an http(s) URL with a host")));
+    }
+    Ok(Some(url))
+}
+
+fn parse_address(raw: &str, key: &'static str, env: &'static str) -> Result<SocketAddr, SettingsError> {
+    raw.trim().parse().map_err(|_| {
+        invalid(key, env, format!("{raw:?} is not an address to listen on; write it like 127.0.0.1:3000"))
+    })
+}
+
+fn seconds(value: u64, key: &'static str, env: &'static str) -> Result<Duration, SettingsError> {
+    if value == 0 {
+        return Err(invalid(key, env, "must be at least 1"));
+    }
+    Ok(Duration::from_secs(value))
 }
 
 impl Settings {
@@ -92,7 +276,11 @@ impl Settings {
         }
         let raw: Raw = builder
             .add_source(
-                Environment::with_prefix("TOKENLESS").prefix_separator("_").separator("__").source(Some(env)),
+                Environment::with_prefix("TOKENLESS")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
             )
             .build()
             .and_then(|c| c.try_deserialize())
@@ -106,26 +294,158 @@ impl Settings {
     }
 
     fn validate(raw: Raw) -> Result<Self, SettingsError> {
-        let address = raw.server.address.trim().parse().map_err(|_| SettingsError::Invalid {
-            key: "server.address",
-            env: "TOKENLESS_SERVER__ADDRESS",
-            problem: format!(
-                "{:?} is not an address to listen on; write it like 127.0.0.1:3000",
-                raw.server.address
-            ),
-        })?;
+        let address = parse_address(&raw.server.address, "server.address", "TOKENLESS_SERVER__ADDRESS")?;
         let mode = match raw.server.mode.trim().to_ascii_lowercase().as_str() {
             "development" | "dev" => Mode::Development,
             "production" | "prod" => Mode::Production,
             other => {
-                return Err(SettingsError::Invalid {
-                    key: "server.mode",
-                    env: "TOKENLESS_SERVER__MODE",
-                    problem: format!("{other:?} is neither \"development\" nor \"production\""),
-                })
+                return Err(invalid(
+                    "server.mode",
+                    "TOKENLESS_SERVER__MODE",
+                    format!("{other:?} is neither \"development\" nor \"production\""),
+                ))
             }
         };
-        Ok(Settings { server: ServerSettings { address, mode, log: raw.server.log } })
+        let server = ServerSettings { address, mode, log: raw.server.log };
+
+        let origin = optional_url(&raw.site.origin, "site.origin", "TOKENLESS_SITE__ORIGIN")?;
+        if let Some(o) = &origin {
+            if o.path() != "/" || o.query().is_some() {
+                return Err(invalid(
+                    "site.origin",
+                    "TOKENLESS_SITE__ORIGIN",
+                    "an origin has no path or query: write it like https://app.example",
+                ));
+            }
+        }
+        if mode == Mode::Production && !origin.as_ref().is_some_and(|o| o.scheme() == "https") {
+            return Err(invalid(
+                "site.origin",
+                "TOKENLESS_SITE__ORIGIN",
+                "production needs the https origin people use, like https://app.example",
+            ));
+        }
+        let site = SiteSettings { origin };
+
+        let s = raw.session;
+        let cookie_name = s.cookie_name.trim().to_string();
+        if cookie_name.is_empty()
+            || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(invalid(
+                "session.cookie_name",
+                "TOKENLESS_SESSION__COOKIE_NAME",
+                "use letters, digits, '_' and '-' only",
+            ));
+        }
+        let same_site = match s.same_site.trim().to_ascii_lowercase().as_str() {
+            "lax" => SameSite::Lax,
+            "strict" => SameSite::Strict,
+            other => return Err(invalid(
+                "session.same_site",
+                "TOKENLESS_SESSION__SAME_SITE",
+                format!(
+                    "{other:?} is neither \"lax\" nor \"strict\" (None would send the session cross-site)"
+                ),
+            )),
+        };
+        let keys = if s.keys.trim().is_empty() {
+            if mode == Mode::Production {
+                return Err(invalid(
+                    "session.keys",
+                    "TOKENLESS_SESSION__KEYS",
+                    "production needs a sealing key; generate one with `tokenless generate-key` and set it",
+                ));
+            }
+            None
+        } else {
+            KeyRing::parse(&s.keys)
+                .map_err(|e| invalid("session.keys", "TOKENLESS_SESSION__KEYS", e.to_string()))?;
+            Some(SecretString::from(s.keys))
+        };
+        let refresh_skew = Duration::from_secs(s.refresh_skew_secs);
+        let idle_timeout = seconds(
+            s.idle_timeout_secs,
+            "session.idle_timeout_secs",
+            "TOKENLESS_SESSION__IDLE_TIMEOUT_SECS",
+        )?;
+        let absolute_timeout = seconds(
+            s.absolute_timeout_secs,
+            "session.absolute_timeout_secs",
+            "TOKENLESS_SESSION__ABSOLUTE_TIMEOUT_SECS",
+        )?;
+        let session =
+            SessionSettings { cookie_name, same_site, keys, refresh_skew, idle_timeout, absolute_timeout };
+
+        let u = raw.upstream;
+        let client_auth = match u.client_auth.trim() {
+            "client_secret_basic" => ClientAuth::ClientSecretBasic,
+            "client_secret_post" => ClientAuth::ClientSecretPost,
+            other => {
+                return Err(invalid(
+                    "upstream.client_auth",
+                    "TOKENLESS_UPSTREAM__CLIENT_AUTH",
+                    format!("{other:?} is neither client_secret_basic nor client_secret_post"),
+                ))
+            }
+        };
+        if u.client_id.trim().is_empty() {
+            return Err(invalid("upstream.client_id", "TOKENLESS_UPSTREAM__CLIENT_ID", "must not be empty"));
+        }
+        let upstream = UpstreamSettings {
+            base_url: optional_url(&u.base_url, "upstream.base_url", "TOKENLESS_UPSTREAM__BASE_URL")?,
+            token_url: optional_url(&u.token_url, "upstream.token_url", "TOKENLESS_UPSTREAM__TOKEN_URL")?,
+            revocation_url: optional_url(
+                &u.revocation_url,
+                "upstream.revocation_url",
+                "TOKENLESS_UPSTREAM__REVOCATION_URL",
+            )?,
+            userinfo_url: optional_url(
+                &u.userinfo_url,
+                "upstream.userinfo_url",
+                "TOKENLESS_UPSTREAM__USERINFO_URL",
+            )?,
+            registration_url: optional_url(
+                &u.registration_url,
+                "upstream.registration_url",
+                "TOKENLESS_UPSTREAM__REGISTRATION_URL",
+            )?,
+            client_id: u.client_id.trim().to_string(),
+            client_secret: SecretString::from(u.client_secret),
+            client_auth,
+            timeout: Duration::from_millis(u.timeout_ms.max(1)),
+            connect_timeout: Duration::from_millis(u.connect_timeout_ms.max(1)),
+        };
+        if mode == Mode::Production && upstream.base_url.is_none() {
+            return Err(invalid(
+                "upstream.base_url",
+                "TOKENLESS_UPSTREAM__BASE_URL",
+                "production needs a real upstream; the embedded demo is for development",
+            ));
+        }
+
+        let d = raw.demo;
+        let demo = DemoSettings {
+            address: parse_address(&d.address, "demo.address", "TOKENLESS_DEMO__ADDRESS")?,
+            access_ttl: seconds(
+                d.access_ttl_secs,
+                "demo.access_ttl_secs",
+                "TOKENLESS_DEMO__ACCESS_TTL_SECS",
+            )?,
+            refresh_ttl: seconds(
+                d.refresh_ttl_secs,
+                "demo.refresh_ttl_secs",
+                "TOKENLESS_DEMO__REFRESH_TTL_SECS",
+            )?,
+            test_controls: d.test_controls,
+            control_address: parse_address(
+                &d.control_address,
+                "demo.control_address",
+                "TOKENLESS_DEMO__CONTROL_ADDRESS",
+            )?,
+            fast_hashing: d.fast_hashing,
+        };
+        Ok(Settings { server, site, session, upstream, demo })
     }
 }
 
@@ -154,11 +474,18 @@ mod tests {
     fn environment_overrides() {
         let s = Settings::from_sources(
             None,
-            env(&[("TOKENLESS_SERVER__ADDRESS", "0.0.0.0:8080"), ("TOKENLESS_SERVER__MODE", "production")]),
+            env(&[
+                ("TOKENLESS_SERVER__ADDRESS", "0.0.0.0:8080"),
+                ("TOKENLESS_DEMO__TEST_CONTROLS", "true"),
+                ("TOKENLESS_DEMO__ACCESS_TTL_SECS", "7"),
+                ("TOKENLESS_UPSTREAM__TIMEOUT_MS", "250"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.server.address.to_string(), "0.0.0.0:8080");
-        assert_eq!(s.server.mode, Mode::Production);
+        assert!(s.demo.test_controls);
+        assert_eq!(s.demo.access_ttl.as_secs(), 7);
+        assert_eq!(s.upstream.timeout.as_millis(), 250);
     }
 
     #[test]
@@ -172,5 +499,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("TOKENLESS_SERVER__MODE"), "{e}");
+    }
+
+    #[test]
+    fn production_demands_keys_an_https_origin_and_an_upstream() {
+        let prod = [("TOKENLESS_SERVER__MODE", "production")];
+        let e = Settings::from_sources(None, env(&prod)).unwrap_err().to_string();
+        assert!(e.contains("TOKENLESS_SITE__ORIGIN"), "{e}");
+        let e =
+            Settings::from_sources(None, env(&[prod[0], ("TOKENLESS_SITE__ORIGIN", "https://app.example")]))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("TOKENLESS_SESSION__KEYS") && e.contains("generate-key"), "{e}");
+        let key = tokenless_bff::seal::generate_key_spec(1);
+        let e = Settings::from_sources(
+            None,
+            env(&[
+                prod[0],
+                ("TOKENLESS_SITE__ORIGIN", "https://app.example"),
+                ("TOKENLESS_SESSION__KEYS", &key),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("TOKENLESS_UPSTREAM__BASE_URL"), "{e}");
+        let s = Settings::from_sources(
+            None,
+            env(&[
+                prod[0],
+                ("TOKENLESS_SITE__ORIGIN", "https://app.example"),
+                ("TOKENLESS_SESSION__KEYS", &key),
+                ("TOKENLESS_UPSTREAM__BASE_URL", "https://api.example"),
+            ]),
+        )
+        .unwrap();
+        assert!(s.site.secure());
+        assert!(!format!("{s:?}").contains(key.split(':').nth(1).unwrap()), "keys never print");
+    }
+
+    #[test]
+    fn short_or_malformed_keys_name_the_variable() {
+        for bad in ["1:c2hvcnQ=", "nonsense", "1:!!!!"] {
+            let e = Settings::from_sources(None, env(&[("TOKENLESS_SESSION__KEYS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("TOKENLESS_SESSION__KEYS"), "{bad}: {e}");
+        }
+        let e =
+            Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__BASE_URL", "ftp://x")])).unwrap_err();
+        assert!(e.to_string().contains("TOKENLESS_UPSTREAM__BASE_URL"));
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_SESSION__SAME_SITE", "none")])).unwrap_err();
+        assert!(e.to_string().contains("TOKENLESS_SESSION__SAME_SITE"));
     }
 }

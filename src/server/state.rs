@@ -1,27 +1,131 @@
-//! The state every handler, server function and component on the server can reach.
+//! The state every handler, server function and component on the server can reach, and how it
+//! is built from the settings: the upstream client (the embedded demo upstream started first
+//! when no upstream is configured), the key ring and the session manager.
 
 use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
+use secrecy::ExposeSecret;
+use tokenless_bff::client::{ClientConfig, UpstreamClient, UpstreamEndpoints};
+use tokenless_bff::cookies::CookiePolicy;
+use tokenless_bff::manager::{Limits, SessionManager};
+use tokenless_bff::seal::KeyRing;
+use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
-use crate::server::Settings;
+use crate::server::settings::{Mode, Settings};
 
 #[derive(Clone)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub settings: Arc<Settings>,
+    pub sessions: Arc<SessionManager>,
+    /// What the status card says about the upstream.
+    pub upstream_label: Arc<str>,
+    /// The embedded demo upstream, when it is the one in use; it stops when the last clone of
+    /// the state is dropped.
+    pub demo: Option<Arc<RunningUpstream>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot start the embedded demo upstream: {0}")]
+    Demo(#[from] tokenless_upstream::StartError),
+    #[error("the upstream URLs do not combine: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("setting `session.keys` (env TOKENLESS_SESSION__KEYS) is invalid: {0}")]
+    Keys(#[from] tokenless_bff::seal::KeyError),
 }
 
 impl AppState {
-    pub fn new(settings: Settings, leptos_options: LeptosOptions) -> Self {
-        AppState { leptos_options, settings: Arc::new(settings) }
+    /// Builds everything the settings describe; starts the demo upstream in this runtime when
+    /// no upstream is configured.
+    pub async fn build(settings: Settings, leptos_options: LeptosOptions) -> Result<Self, StateError> {
+        let (base, demo, label) = match &settings.upstream.base_url {
+            Some(base) => (base.clone(), None, base.origin().ascii_serialization()),
+            None => {
+                let demo = start_demo(&settings).await?;
+                tracing::info!(
+                    api = %demo.base_url(),
+                    controls = ?demo.control_url(),
+                    "no upstream configured: started the embedded demo upstream (demo users: user@example.com / frogs-are-green, admin@example.com / admin-frogs-rule)"
+                );
+                let base = url::Url::parse(&demo.base_url())?;
+                (base, Some(Arc::new(demo)), "demo upstream (in-process)".to_string())
+            }
+        };
+        let u = &settings.upstream;
+        let mut endpoints = UpstreamEndpoints::under(&base)?;
+        if let Some(url) = &u.token_url {
+            endpoints.token_url = url.clone();
+        }
+        if let Some(url) = &u.revocation_url {
+            endpoints.revocation_url = url.clone();
+        }
+        if let Some(url) = &u.userinfo_url {
+            endpoints.userinfo_url = url.clone();
+        }
+        if let Some(url) = &u.registration_url {
+            endpoints.registration_url = url.clone();
+        }
+        let client = UpstreamClient::new(ClientConfig {
+            endpoints,
+            client_id: u.client_id.clone(),
+            client_secret: u.client_secret.clone(),
+            auth: u.client_auth,
+            timeout: u.timeout,
+            connect_timeout: u.connect_timeout,
+        })?;
+        let ring = match &settings.session.keys {
+            Some(keys) => KeyRing::parse(keys.expose_secret())?,
+            None => {
+                // Settings validation refuses production without keys.
+                debug_assert_eq!(settings.server.mode, Mode::Development);
+                tracing::warn!(
+                    "no session key configured (TOKENLESS_SESSION__KEYS): using a throw-away key; sessions end when the server stops"
+                );
+                KeyRing::ephemeral()
+            }
+        };
+        let s = &settings.session;
+        let policy = CookiePolicy::new(&s.cookie_name, settings.site.secure(), s.same_site);
+        if !policy.secure() {
+            tracing::info!("site served over plain http: the session cookie goes without Secure and __Host-");
+        }
+        let limits = Limits {
+            refresh_skew: s.refresh_skew,
+            idle_timeout: s.idle_timeout,
+            absolute_timeout: s.absolute_timeout,
+        };
+        let sessions = Arc::new(SessionManager::new(client, ring, policy, limits));
+        Ok(AppState {
+            leptos_options,
+            settings: Arc::new(settings),
+            sessions,
+            upstream_label: label.into(),
+            demo,
+        })
     }
 
-    /// What the status card says about the upstream.
     pub fn upstream_label(&self) -> String {
-        "none yet".into()
+        self.upstream_label.to_string()
     }
+}
+
+async fn start_demo(settings: &Settings) -> Result<RunningUpstream, tokenless_upstream::StartError> {
+    let d = &settings.demo;
+    let config = UpstreamConfig {
+        address: d.address,
+        control_address: d.control_address,
+        access_ttl: d.access_ttl,
+        refresh_ttl: d.refresh_ttl,
+        test_controls: d.test_controls,
+        hash_cost: if d.fast_hashing { HashCost::Fast } else { HashCost::Standard },
+        ..UpstreamConfig::default()
+    };
+    tokenless_upstream::spawn(config).await
 }
 
 impl FromRef<AppState> for LeptosOptions {

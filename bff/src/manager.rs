@@ -1,0 +1,256 @@
+//! The session manager: turns the request's cookies into a live session (lifetime limits,
+//! key rotation, refreshing an access token about to expire) and signs people in and out.
+//! One per process, shared; it owns the upstream client and the key ring.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use tower_cookies::Cookies;
+
+use crate::client::{RegisterError, UpstreamClient, UpstreamError};
+use crate::cookies::{self, CookiePolicy, ReadSession};
+use crate::seal::KeyRing;
+use crate::session::{Freshness, Profile, Session};
+
+/// How long sessions and tokens may live.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Refresh an access token that expires within this window before using it.
+    pub refresh_skew: Duration,
+    /// A session unused for this long is over.
+    pub idle_timeout: Duration,
+    /// A session is over this long after sign-in, however active.
+    pub absolute_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            refresh_skew: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(14 * 24 * 3600),
+            absolute_timeout: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// The idle clock in the cookie is moved forward at most this often (each move rewrites it).
+const TOUCH_EVERY_SECS: u64 = 60;
+
+/// Why a session that existed is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Idle or absolute limit, or the refresh token's own expiry.
+    Expired,
+    /// The upstream refused to refresh it (revoked, reused, unknown).
+    Revoked,
+}
+
+/// A request's session after [`SessionManager::load`].
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub session: Option<Session>,
+    /// A session came in and ended here; pages say so on the sign-in page.
+    pub ended: Option<Ended>,
+    /// The access token needed a refresh and the upstream could not be reached: the session is
+    /// kept (cookie unchanged), calls that need the upstream will fail with "unavailable".
+    pub refresh_failed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Wrong email or password: one message, never which of the two.
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+pub struct SessionManager {
+    client: UpstreamClient,
+    ring: KeyRing,
+    cookie: CookiePolicy,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("cookie", &self.cookie)
+            .field("ring", &self.ring)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl SessionManager {
+    pub fn new(client: UpstreamClient, ring: KeyRing, cookie: CookiePolicy, limits: Limits) -> Self {
+        SessionManager { client, ring, cookie, limits }
+    }
+
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    pub fn cookie_policy(&self) -> &CookiePolicy {
+        &self.cookie
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The moment a session is over at the latest: its refresh token's expiry or the absolute
+    /// limit, whichever is first.
+    pub fn ends_at(&self, session: &Session) -> u64 {
+        session.ends_at().min(session.created_at.saturating_add(self.limits.absolute_timeout.as_secs()))
+    }
+
+    /// Opens the request's session and brings it up to date: an unreadable cookie is removed,
+    /// a session past its limits is ended, an access token about to expire is refreshed, a
+    /// value sealed with an old key is sealed again. Every change goes into `cookies`, so it
+    /// reaches the browser on this response.
+    pub async fn load(&self, cookies: &Cookies) -> Loaded {
+        let now = now();
+        let (mut session, stale_key) = match cookies::read(&self.cookie, &self.ring, cookies) {
+            ReadSession::Absent => return Loaded::default(),
+            ReadSession::Invalid => {
+                tracing::debug!("session cookie does not open; removing it");
+                cookies::clear(&self.cookie, cookies);
+                return Loaded::default();
+            }
+            ReadSession::Valid { session, stale_key } => (session, stale_key),
+        };
+        let idle_over = now.saturating_sub(session.last_seen_at) > self.limits.idle_timeout.as_secs();
+        if idle_over || now >= self.ends_at(&session) {
+            tracing::info!(session = %session.id, idle = idle_over, "session reached its time limit");
+            cookies::clear(&self.cookie, cookies);
+            return Loaded { ended: Some(Ended::Expired), ..Loaded::default() };
+        }
+        let mut rewrite = stale_key;
+        let mut refresh_failed = false;
+        match session.freshness(now, self.limits.refresh_skew.as_secs()) {
+            Freshness::Fresh => {}
+            Freshness::Over => {
+                cookies::clear(&self.cookie, cookies);
+                return Loaded { ended: Some(Ended::Expired), ..Loaded::default() };
+            }
+            Freshness::Refresh => match self.refresh(&session, now).await {
+                Ok(refreshed) => {
+                    session = refreshed;
+                    rewrite = true;
+                }
+                Err(UpstreamError::Refused { code }) => {
+                    tracing::info!(session = %session.id, %code, "refresh refused; signing out");
+                    cookies::clear(&self.cookie, cookies);
+                    return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
+                }
+                Err(e) => {
+                    tracing::warn!(session = %session.id, error = %e, "refresh failed; keeping the session");
+                    refresh_failed = true;
+                }
+            },
+        }
+        if now.saturating_sub(session.last_seen_at) >= TOUCH_EVERY_SECS {
+            session.last_seen_at = now;
+            rewrite = true;
+        }
+        if rewrite && !refresh_failed {
+            self.store(cookies, &session, now);
+        }
+        Loaded { session: Some(session), ended: None, refresh_failed }
+    }
+
+    /// One refresh grant; the result is the next generation of the session.
+    pub async fn refresh(&self, session: &Session, now: u64) -> Result<Session, UpstreamError> {
+        let Some(refresh_token) = &session.tokens.refresh_token else {
+            return Err(UpstreamError::Refused { code: "no_refresh_token".into() });
+        };
+        let started = std::time::Instant::now();
+        let result = self.client.refresh_grant(refresh_token, now).await;
+        let outcome = match &result {
+            Ok(_) => "refreshed",
+            Err(UpstreamError::Refused { .. }) => "refused",
+            Err(_) => "unavailable",
+        };
+        tracing::debug!(session = %session.id, outcome, elapsed_ms = started.elapsed().as_millis() as u64, "refresh");
+        let tokens = result?;
+        let mut next = session.clone();
+        next.tokens = tokens;
+        next.generation += 1;
+        next.last_seen_at = now;
+        Ok(next)
+    }
+
+    /// Writes `session` into the response's cookies.
+    pub fn store(&self, cookies: &Cookies, session: &Session, now: u64) {
+        let max_age = Duration::from_secs(self.ends_at(session).saturating_sub(now));
+        cookies::write(&self.cookie, &self.ring, cookies, session, max_age);
+    }
+
+    /// Password grant, then the profile; on success the session cookie is written.
+    pub async fn sign_in(
+        &self,
+        cookies: &Cookies,
+        email: &str,
+        password: &str,
+    ) -> Result<Session, SignInError> {
+        let now = now();
+        let tokens = match self.client.password_grant(email, password, now).await {
+            Ok(tokens) => tokens,
+            Err(UpstreamError::Refused { code }) if code == "invalid_grant" => {
+                return Err(SignInError::InvalidCredentials)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let profile = self.client.userinfo(&tokens.access_token).await?;
+        let session = Session::new(new_session_id(), now, tokens, profile);
+        self.store(cookies, &session, now);
+        tracing::info!(session = %session.id, user = %session.profile.id, "signed in");
+        Ok(session)
+    }
+
+    /// Creates the account upstream and signs in with it.
+    pub async fn register(
+        &self,
+        cookies: &Cookies,
+        email: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<Session, RegisterError> {
+        let profile: Profile = self.client.register(email, name, password).await?;
+        tracing::info!(user = %profile.id, "registered");
+        match self.sign_in(cookies, email, password).await {
+            Ok(session) => Ok(session),
+            Err(SignInError::InvalidCredentials) => Err(RegisterError::Upstream(UpstreamError::Unexpected(
+                "the new account's credentials were refused".into(),
+            ))),
+            Err(SignInError::Upstream(e)) => Err(RegisterError::Upstream(e)),
+        }
+    }
+
+    /// Revokes the refresh token upstream (RFC 7009; the access token when there is none) and
+    /// deletes every session cookie. Clearing happens even when revocation fails.
+    pub async fn sign_out(&self, cookies: &Cookies, session: Option<&Session>) {
+        if let Some(session) = session {
+            let (token, hint) = match &session.tokens.refresh_token {
+                Some(refresh) => (refresh, "refresh_token"),
+                None => (&session.tokens.access_token, "access_token"),
+            };
+            match self.client.revoke(token, hint).await {
+                Ok(()) => tracing::info!(session = %session.id, "signed out; tokens revoked"),
+                Err(e) => tracing::warn!(session = %session.id, error = %e, "signed out; revocation failed"),
+            }
+        }
+        cookies::clear(&self.cookie, cookies);
+    }
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}

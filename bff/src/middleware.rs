@@ -1,0 +1,181 @@
+//! The request's session as handlers, server functions and components reach it: loaded once by
+//! [`attach`] in a middleware in front of everything, then carried in the request's extensions.
+//! Calls to the upstream go through it, so the token is attached here and nowhere else.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use tower_cookies::Cookies;
+
+use crate::client::{RegisterError, UpstreamError};
+use crate::manager::{now, Ended, SessionManager, SignInError};
+use crate::session::{Profile, Session};
+
+/// Loads the session from the request's cookies (see [`SessionManager::load`]); put the result
+/// in the request's extensions.
+pub async fn attach(manager: &Arc<SessionManager>, cookies: Cookies) -> RequestSession {
+    let loaded = manager.load(&cookies).await;
+    RequestSession {
+        manager: manager.clone(),
+        cookies,
+        state: Arc::new(Mutex::new(State {
+            session: loaded.session,
+            ended: loaded.ended,
+            refresh_failed: loaded.refresh_failed,
+        })),
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    session: Option<Session>,
+    ended: Option<Ended>,
+    refresh_failed: bool,
+}
+
+/// Cheap to clone; every clone is the same request's session.
+#[derive(Clone)]
+pub struct RequestSession {
+    manager: Arc<SessionManager>,
+    cookies: Cookies,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for RequestSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSession").field("state", &*self.lock()).finish_non_exhaustive()
+    }
+}
+
+/// Why a call to an upstream resource failed, in the terms a page needs.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("not signed in")]
+    SignedOut,
+    #[error("the session ended")]
+    SessionEnded,
+    #[error("the upstream forbade this")]
+    Forbidden,
+    #[error("the upstream is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the upstream answered unexpectedly: {0}")]
+    Unexpected(String),
+}
+
+impl RequestSession {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-written (plain stores).
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn manager(&self) -> &Arc<SessionManager> {
+        &self.manager
+    }
+
+    pub fn is_signed_in(&self) -> bool {
+        self.lock().session.is_some()
+    }
+
+    pub fn profile(&self) -> Option<Profile> {
+        self.lock().session.as_ref().map(|s| s.profile.clone())
+    }
+
+    /// A copy of the session (tokens included: server-side use only; they never print).
+    pub fn session(&self) -> Option<Session> {
+        self.lock().session.clone()
+    }
+
+    /// Set when the request came with a session that ended while loading it.
+    pub fn ended(&self) -> Option<Ended> {
+        self.lock().ended
+    }
+
+    /// The access token needed a refresh the upstream could not do.
+    pub fn refresh_failed(&self) -> bool {
+        self.lock().refresh_failed
+    }
+
+    /// The moment the session is over at the latest (Unix seconds).
+    pub fn ends_at(&self) -> Option<u64> {
+        self.lock().session.as_ref().map(|s| self.manager.ends_at(s))
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<Profile, SignInError> {
+        let session = self.manager.sign_in(&self.cookies, email, password).await?;
+        let profile = session.profile.clone();
+        self.replace(Some(session));
+        Ok(profile)
+    }
+
+    pub async fn register(&self, email: &str, name: &str, password: &str) -> Result<Profile, RegisterError> {
+        let session = self.manager.register(&self.cookies, email, name, password).await?;
+        let profile = session.profile.clone();
+        self.replace(Some(session));
+        Ok(profile)
+    }
+
+    pub async fn sign_out(&self) {
+        let session = self.session();
+        self.manager.sign_out(&self.cookies, session.as_ref()).await;
+        self.replace(None);
+    }
+
+    fn replace(&self, session: Option<Session>) {
+        let mut state = self.lock();
+        state.session = session;
+        state.ended = None;
+        state.refresh_failed = false;
+    }
+
+    /// `GET` an upstream resource with the session's access token. A 401 refreshes once and
+    /// retries once; a refusal to refresh ends the session (cookies cleared).
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ResourceError> {
+        let Some(session) = self.session() else {
+            return Err(if self.ended().is_some() {
+                ResourceError::SessionEnded
+            } else {
+                ResourceError::SignedOut
+            });
+        };
+        if self.refresh_failed() {
+            return Err(ResourceError::Unavailable("the access token could not be refreshed".into()));
+        }
+        match self.manager.client().get_json(path, &session.tokens.access_token).await {
+            Err(UpstreamError::Unauthorized) => {}
+            other => return other.map_err(resource_error),
+        }
+        // The token was refused before its time (revoked, or clocks disagree): refresh once.
+        let now = now();
+        let refreshed = match self.manager.refresh(&session, now).await {
+            Ok(refreshed) => refreshed,
+            Err(UpstreamError::Refused { code }) => {
+                tracing::info!(session = %session.id, %code, "refresh after 401 refused; signing out");
+                crate::cookies::clear(self.manager.cookie_policy(), &self.cookies);
+                let mut state = self.lock();
+                state.session = None;
+                state.ended = Some(Ended::Revoked);
+                return Err(ResourceError::SessionEnded);
+            }
+            Err(e) => return Err(resource_error(e)),
+        };
+        self.manager.store(&self.cookies, &refreshed, now);
+        let access = refreshed.tokens.access_token.clone();
+        self.lock().session = Some(refreshed);
+        match self.manager.client().get_json(path, &access).await {
+            Err(UpstreamError::Unauthorized) => {
+                Err(ResourceError::Unexpected("a freshly refreshed access token was refused".into()))
+            }
+            other => other.map_err(resource_error),
+        }
+    }
+}
+
+fn resource_error(e: UpstreamError) -> ResourceError {
+    match e {
+        UpstreamError::Forbidden => ResourceError::Forbidden,
+        UpstreamError::Unavailable(detail) => ResourceError::Unavailable(detail),
+        UpstreamError::Unauthorized => ResourceError::Unexpected("access token refused".into()),
+        UpstreamError::Refused { code } => ResourceError::Unexpected(format!("refused: {code}")),
+        UpstreamError::Unexpected(detail) => ResourceError::Unexpected(detail),
+    }
+}

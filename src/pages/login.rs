@@ -1,0 +1,64 @@
+//! `/login`: email and password, `?next=` return path, "your session ended" notice. Works as a
+//! plain form post without JavaScript, and without a reload once hydrated.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::A;
+use leptos_router::hooks::use_query_map;
+
+use crate::api::Login;
+use crate::app::{encode_component, use_auth};
+use crate::components::{Field, FormError};
+
+#[component]
+pub fn LoginPage() -> impl IntoView {
+    let auth = use_auth();
+    let action = ServerAction::<Login>::new();
+    let query = use_query_map();
+    let next = move || query.read().get("next").unwrap_or_default();
+    let expired = move || query.read().get("reason").as_deref() == Some("expired");
+    Effect::new(move |_| {
+        if let Some(Ok(())) = action.value().get() {
+            auth.signed_in_again();
+        }
+    });
+    let error = Signal::derive(move || action.value().get().and_then(Result::err));
+    let field =
+        move |name: &'static str| Signal::derive(move || error.get().and_then(|e| e.field_message(name)));
+    let register_href = move || {
+        let next = next();
+        if next.is_empty() {
+            "/register".to_string()
+        } else {
+            format!("/register?next={}", encode_component(&next))
+        }
+    };
+
+    view! {
+        <Title text="Sign in"/>
+        <section class="card narrow" aria-labelledby="login-title">
+            <h1 id="login-title">"Sign in"</h1>
+            {move || expired().then(|| view! {
+                <p class="notice" role="status" data-testid="session-ended">
+                    "Your session ended. Please sign in again."
+                </p>
+            })}
+            <ActionForm action=action attr:class="form" attr:data-testid="login-form">
+                <input type="hidden" name="next" value=next/>
+                <Field name="email" label="Email" kind="email" autocomplete="username"
+                    error=field("email") autofocus=true maxlength=254/>
+                <Field name="password" label="Password" kind="password" autocomplete="current-password"
+                    error=field("password") maxlength=128/>
+                <FormError error=error/>
+                <button type="submit" disabled=move || action.pending().get()>
+                    {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
+                </button>
+            </ActionForm>
+            <p class="aside">"No account yet? " <A href=register_href>"Register"</A></p>
+            <details class="demo-users">
+                <summary>"Demo accounts"</summary>
+                <p>"user@example.com / frogs-are-green · admin@example.com / admin-frogs-rule"</p>
+            </details>
+        </section>
+    }
+}

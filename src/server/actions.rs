@@ -1,0 +1,224 @@
+//! The bodies of the server functions declared in `crate::api`: they reach the request's
+//! session, call the upstream through it, and turn every failure into a user-safe `AppError`
+//! (the detail goes to the log).
+
+use base64::Engine;
+use leptos::prelude::use_context;
+use serde::Deserialize;
+use tokenless_bff::client::{RegisterError, UpstreamError};
+use tokenless_bff::manager::SignInError;
+use tokenless_bff::middleware::{RequestSession, ResourceError};
+use tokenless_bff::redirect::safe_next;
+use tokenless_bff::session::Profile;
+
+use crate::api::{AccountView, AdminStatsView, FrogView, UserView};
+use crate::error::{AppError, FieldError};
+
+/// The request's session, put there by the session middleware.
+pub fn request_session() -> Result<RequestSession, AppError> {
+    use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<RequestSession>().cloned())
+        .ok_or_else(|| {
+            tracing::error!("no session on the request: is the session middleware in front of this route?");
+            AppError::Internal
+        })
+}
+
+fn user_view(profile: Profile) -> UserView {
+    UserView { name: profile.name, email: profile.email, roles: profile.roles }
+}
+
+fn signed_in(session: &RequestSession) -> Result<(), AppError> {
+    if session.is_signed_in() {
+        Ok(())
+    } else if session.ended().is_some() {
+        Err(AppError::SessionExpired)
+    } else {
+        Err(AppError::Unauthorized)
+    }
+}
+
+fn upstream_error(context: &str, e: UpstreamError) -> AppError {
+    match e {
+        UpstreamError::Unavailable(detail) => {
+            tracing::warn!(%detail, "{context}: upstream unavailable");
+            AppError::UpstreamUnavailable
+        }
+        other => {
+            tracing::error!(error = %other, "{context}: unexpected upstream answer");
+            AppError::Internal
+        }
+    }
+}
+
+fn resource_error(context: &str, e: ResourceError) -> AppError {
+    match e {
+        ResourceError::SignedOut => AppError::Unauthorized,
+        ResourceError::SessionEnded => AppError::SessionExpired,
+        ResourceError::Forbidden => AppError::Forbidden,
+        ResourceError::Unavailable(detail) => {
+            tracing::warn!(%detail, "{context}: upstream unavailable");
+            AppError::UpstreamUnavailable
+        }
+        ResourceError::Unexpected(detail) => {
+            tracing::error!(%detail, "{context}: unexpected upstream answer");
+            AppError::Internal
+        }
+    }
+}
+
+/// Where to go after signing in: `next` when it is a path of this site, else home.
+fn destination(next: &str) -> String {
+    safe_next(next.trim()).unwrap_or_else(|| "/".to_string())
+}
+
+const EMAIL_MAX: usize = 254;
+const NAME_MAX: usize = 100;
+const PASSWORD_MAX: usize = 128;
+
+pub fn who_am_i() -> Result<Option<UserView>, AppError> {
+    Ok(request_session()?.profile().map(user_view))
+}
+
+pub async fn login(email: String, password: String, next: String) -> Result<(), AppError> {
+    let email = email.trim();
+    let mut problems = Vec::new();
+    if email.is_empty() {
+        problems.push(FieldError { field: "email".into(), message: "Enter your email address.".into() });
+    } else if email.len() > EMAIL_MAX {
+        problems
+            .push(FieldError { field: "email".into(), message: "This email address is too long.".into() });
+    }
+    if password.is_empty() {
+        problems.push(FieldError { field: "password".into(), message: "Enter your password.".into() });
+    } else if password.len() > PASSWORD_MAX {
+        // Cannot be anyone's password (registration refuses it): same answer as a wrong one.
+        return Err(AppError::InvalidCredentials);
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Validation(problems));
+    }
+    let session = request_session()?;
+    match session.sign_in(email, &password).await {
+        Ok(_) => {
+            leptos_axum::redirect(&destination(&next));
+            Ok(())
+        }
+        Err(SignInError::InvalidCredentials) => Err(AppError::InvalidCredentials),
+        Err(SignInError::Upstream(e)) => Err(upstream_error("sign-in", e)),
+    }
+}
+
+pub async fn register(name: String, email: String, password: String, next: String) -> Result<(), AppError> {
+    let (name, email) = (name.trim(), email.trim());
+    let mut problems = Vec::new();
+    if name.is_empty() {
+        problems.push(FieldError { field: "name".into(), message: "Enter your name.".into() });
+    } else if name.chars().count() > NAME_MAX {
+        problems.push(FieldError {
+            field: "name".into(),
+            message: format!("Use at most {NAME_MAX} characters."),
+        });
+    }
+    if email.is_empty() {
+        problems.push(FieldError { field: "email".into(), message: "Enter your email address.".into() });
+    } else if email.len() > EMAIL_MAX {
+        problems
+            .push(FieldError { field: "email".into(), message: "This email address is too long.".into() });
+    }
+    if password.is_empty() {
+        problems.push(FieldError { field: "password".into(), message: "Choose a password.".into() });
+    } else if password.len() > PASSWORD_MAX {
+        problems.push(FieldError {
+            field: "password".into(),
+            message: format!("Use at most {PASSWORD_MAX} characters."),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Validation(problems));
+    }
+    let session = request_session()?;
+    match session.register(email, name, &password).await {
+        Ok(_) => {
+            leptos_axum::redirect(&destination(&next));
+            Ok(())
+        }
+        Err(RegisterError::EmailTaken) => Err(AppError::EmailTaken),
+        Err(RegisterError::Invalid(fields)) => Err(AppError::Validation(
+            fields.into_iter().map(|f| FieldError { field: f.field, message: f.message }).collect(),
+        )),
+        Err(RegisterError::Upstream(e)) => Err(upstream_error("registration", e)),
+    }
+}
+
+pub async fn logout() -> Result<(), AppError> {
+    request_session()?.sign_out().await;
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+pub fn account() -> Result<AccountView, AppError> {
+    let request = request_session()?;
+    signed_in(&request)?;
+    let session = request.session().ok_or(AppError::Unauthorized)?;
+    let manager = request.manager();
+    let idle_end = tokenless_bff::manager::now().saturating_add(manager.limits().idle_timeout.as_secs());
+    Ok(AccountView {
+        signed_in_at: session.created_at,
+        session_ends_at: manager.ends_at(&session).min(idle_end),
+        user: user_view(session.profile),
+    })
+}
+
+/// The upstream's frog, as `/frogs` answers.
+#[derive(Deserialize)]
+struct UpstreamFrog {
+    id: u32,
+    name: String,
+    #[serde(default)]
+    species: String,
+    #[serde(default)]
+    habitat: String,
+    #[serde(default)]
+    picture_svg: String,
+}
+
+pub async fn list_frogs() -> Result<Vec<FrogView>, AppError> {
+    let session = request_session()?;
+    signed_in(&session)?;
+    let frogs: Vec<UpstreamFrog> =
+        session.get_json("/frogs").await.map_err(|e| resource_error("frogs", e))?;
+    Ok(frogs
+        .into_iter()
+        .map(|f| FrogView {
+            id: f.id,
+            name: f.name,
+            species: f.species,
+            habitat: f.habitat,
+            picture: format!(
+                "data:image/svg+xml;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(f.picture_svg.as_bytes())
+            ),
+        })
+        .collect())
+}
+
+pub async fn admin_stats() -> Result<AdminStatsView, AppError> {
+    let session = request_session()?;
+    signed_in(&session)?;
+    // Ask the upstream even when the profile lacks the role: it is the authority.
+    #[derive(Deserialize)]
+    struct Stats {
+        users: u64,
+        active_sessions: u64,
+        refresh_grants: u64,
+        reuse_events: u64,
+    }
+    let s: Stats = session.get_json("/admin/stats").await.map_err(|e| resource_error("admin stats", e))?;
+    Ok(AdminStatsView {
+        users: s.users,
+        active_sessions: s.active_sessions,
+        refresh_grants: s.refresh_grants,
+        reuse_events: s.reuse_events,
+    })
+}

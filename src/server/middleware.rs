@@ -1,0 +1,128 @@
+//! The app's middleware, outermost first: security headers (with the CSP nonce Leptos puts on
+//! its inline scripts), refusal of cross-site state-changing requests, loading the session, and
+//! the server-side redirect of signed-out visitors away from protected pages.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use leptos::server_fn::error::FromServerFnError;
+use rand::RngCore;
+use tokenless_bff::manager::Ended;
+use tokenless_bff::middleware::attach;
+use tower_cookies::Cookies;
+
+use crate::app::{is_protected, login_href};
+use crate::error::AppError;
+use crate::server::settings::Mode;
+use crate::server::AppState;
+
+/// The nonce of this response's Content-Security-Policy; Leptos puts it on its inline scripts.
+#[derive(Clone, Debug)]
+pub struct CspNonce(pub Arc<str>);
+
+/// Files cargo-leptos builds and `public/` holds: no session, cacheable.
+fn is_static(path: &str) -> bool {
+    path.starts_with("/pkg/") || path == "/favicon.svg" || path == "/favicon.ico"
+}
+
+pub async fn security_headers(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let nonce: Arc<str> = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).into();
+    request.extensions_mut().insert(CspNonce(nonce.clone()));
+    let dynamic = !is_static(request.uri().path());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    // cargo-leptos's live reload talks over a WebSocket in development.
+    let connect = if state.settings.server.mode == Mode::Development { "'self' ws: wss:" } else { "'self'" };
+    // Leptos needs: its inline hydration scripts (allowed by nonce, no 'unsafe-inline') and
+    // WebAssembly compilation ('wasm-unsafe-eval', not 'unsafe-eval').
+    let csp = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src {connect}; font-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    if dynamic {
+        // Pages show who is signed in: never store them in a shared or browser cache.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// Our origin as a browser writes it in `Origin`: the configured one, else the request's Host
+/// over http (development).
+fn expected_origin(state: &AppState, headers: &HeaderMap) -> String {
+    match &state.settings.site.origin {
+        Some(origin) => origin.origin().ascii_serialization(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            format!("http://{host}")
+        }
+    }
+}
+
+pub async fn refuse_cross_site(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let origin = expected_origin(&state, request.headers());
+    if let Err(why) = tokenless_bff::csrf::check(request.method(), request.headers(), &origin) {
+        tracing::warn!(method = %request.method(), path = %request.uri().path(), %why, "refused a cross-site request");
+        // The body is the error the server-function client understands.
+        let body = AppError::CrossSite.ser();
+        return (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    next.run(request).await
+}
+
+pub async fn session(
+    State(state): State<AppState>,
+    cookies: Cookies,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if is_static(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let session = attach(&state.sessions, cookies).await;
+    let guarded =
+        matches!(*request.method(), Method::GET | Method::HEAD) && is_protected(request.uri().path());
+    if guarded && !session.is_signed_in() {
+        let here = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let expired = matches!(session.ended(), Some(Ended::Revoked | Ended::Expired));
+        // The cookie changes (a cleared session) still go out with the redirect.
+        return Redirect::to(&login_href(here, expired)).into_response();
+    }
+    request.extensions_mut().insert(session);
+    next.run(request).await
+}
+
+/// Leptos answers every server-function error with 500. This gives each the status that says
+/// what went wrong (401, 403, 409, 422, 503...), read from the error itself; a 500 then means a
+/// real failure on our side. Plain form posts are redirects and pass untouched.
+pub async fn server_fn_status(request: Request, next: Next) -> Response {
+    let is_server_fn = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if !is_server_fn || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, AppError::Internal.ser()).into_response();
+    };
+    if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
+        if let Ok(status) = StatusCode::from_u16(error.status()) {
+            parts.status = status;
+        }
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}

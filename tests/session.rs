@@ -1,0 +1,387 @@
+//! Sign-in, sign-up, sign-out, protected pages, return paths, cross-site refusals, and hostile
+//! cookies, against the embedded demo upstream. None may answer 500 or panic.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{app, app_with, block_on, Browser, ADMIN, ORIGIN, USER};
+use tower_cookies::cookie::SameSite;
+
+const COOKIE: &str = "tokenless_session";
+
+#[test]
+fn sign_in_sets_one_sealed_httponly_cookie_and_shows_frogs_without_tokens() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        let answer = b.sign_in(USER).await;
+        let cookies = answer.set_cookies();
+        assert_eq!(cookies.len(), 1, "{cookies:?}");
+        let c = &cookies[0];
+        assert_eq!(c.name(), COOKIE);
+        assert_eq!(c.http_only(), Some(true));
+        assert_eq!(c.path(), Some("/"));
+        assert_eq!(c.same_site(), Some(SameSite::Lax));
+        assert_eq!(c.domain(), None);
+        assert!(c.max_age().is_some_and(|a| a.whole_seconds() > 0));
+
+        let frogs = b.get("/frogs").await;
+        assert_eq!(frogs.status, StatusCode::OK, "{}", frogs.body);
+        assert!(frogs.body.contains("data-testid=\"frogs\""), "{}", frogs.body);
+        assert!(frogs.body.contains("Fern"), "the upstream's frogs are rendered on the server");
+        let nav = frogs.body.split("<nav").nth(1).and_then(|n| n.split("</nav>").next()).expect("a nav");
+        assert!(nav.contains("Dana User"), "the header shows who is signed in, in place: {nav}");
+        assert_eq!(frogs.headers["cache-control"], "no-store");
+
+        let tokens = app.tokens_of(USER.0).await;
+        assert!(!tokens.is_empty());
+        for page in [&frogs.body, &b.get("/account").await.body, &b.get("/").await.body] {
+            for t in &tokens {
+                assert!(!page.contains(t.as_str()), "a token reached a page");
+            }
+            assert!(!page.contains("eyJ"), "something JWT-like reached a page");
+        }
+        let me = b.call("who_am_i", &[]).await;
+        assert_eq!(me.status, StatusCode::OK);
+        assert!(me.body.contains("user@example.com") && !me.body.contains("eyJ"), "{}", me.body);
+        for t in &tokens {
+            assert!(!b.cookie_header().contains(t.as_str()), "the cookie is sealed");
+        }
+    })
+}
+
+#[test]
+fn wrong_password_and_unknown_email_get_the_same_answer() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        let wrong = b.call("login", &[("email", USER.0), ("password", "nope-nope"), ("next", "/")]).await;
+        let unknown = b
+            .call("login", &[("email", "nobody@example.com"), ("password", "nope-nope"), ("next", "/")])
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(wrong.status, unknown.status);
+        assert_eq!(wrong.body, unknown.body);
+        assert!(wrong.body.contains("InvalidCredentials"), "{}", wrong.body);
+        assert!(wrong.set_cookies().is_empty());
+        let empty = b.call("login", &[("email", " "), ("password", ""), ("next", "/")]).await;
+        assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            empty.body.contains("Enter your email address.") && empty.body.contains("Enter your password.")
+        );
+        let malformed = b.call("login", &[("email", USER.0)]).await;
+        assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{}", malformed.body);
+    })
+}
+
+#[test]
+fn without_javascript_forms_redirect_with_the_result() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        let failed = b
+            .form_post(
+                "login",
+                &[("email", USER.0), ("password", "wrong-one"), ("next", "/frogs")],
+                "/login?next=%2Ffrogs",
+            )
+            .await;
+        assert_eq!(failed.status, StatusCode::FOUND);
+        let back = failed.location().unwrap().to_string();
+        assert!(
+            back.starts_with(&format!("{ORIGIN}/login?next=%2Ffrogs")) && back.contains("__err="),
+            "{back}"
+        );
+        let page = b.get(back.trim_start_matches(ORIGIN)).await;
+        assert!(page.body.contains("Wrong email or password."), "the error is on the page: {}", page.body);
+
+        let ok = b
+            .form_post("login", &[("email", USER.0), ("password", USER.1), ("next", "/frogs")], "/login")
+            .await;
+        assert_eq!(ok.status, StatusCode::FOUND);
+        assert_eq!(ok.location(), Some("/frogs"));
+        assert_eq!(b.get("/frogs").await.status, StatusCode::OK);
+
+        let out = b.form_post("logout", &[], "/frogs").await;
+        assert_eq!(out.status, StatusCode::FOUND);
+        assert_eq!(out.location(), Some("/"));
+        assert_eq!(b.get("/frogs").await.status, StatusCode::SEE_OTHER);
+    })
+}
+
+#[test]
+fn protected_pages_redirect_to_sign_in_with_the_return_path() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        for (path, next) in [
+            ("/frogs", "%2Ffrogs"),
+            ("/admin", "%2Fadmin"),
+            ("/account", "%2Faccount"),
+            ("/frogs?sort=name", "%2Ffrogs%3Fsort%3Dname"),
+        ] {
+            let answer = b.get(path).await;
+            assert_eq!(answer.status, StatusCode::SEE_OTHER, "{path}");
+            assert_eq!(answer.location(), Some(format!("/login?next={next}").as_str()), "{path}");
+        }
+        // Server functions answer 401, never a redirect.
+        let frogs = b.call("frogs", &[]).await;
+        assert_eq!(frogs.status, StatusCode::UNAUTHORIZED);
+        assert!(frogs.body.contains("Unauthorized"));
+        assert_eq!(b.get("/").await.status, StatusCode::OK);
+        assert_eq!(b.get("/login").await.status, StatusCode::OK);
+    })
+}
+
+#[test]
+fn next_is_followed_only_to_local_paths() {
+    block_on(async {
+        let app = app().await;
+        for (next, expected) in [
+            ("/x", "/x"),
+            ("/frogs?a=1", "/frogs?a=1"),
+            ("", "/"),
+            ("//evil.example", "/"),
+            ("https://evil.example", "/"),
+            ("/\\evil.example", "/"),
+            ("/%2F%2Fevil.example", "/"),
+            ("/%5Cevil.example", "/"),
+            ("%2F%2Fevil.example", "/"),
+            ("/%252F%252Fevil.example", "/"),
+            ("javascript:alert(1)", "/"),
+            ("/\r\nSet-Cookie: a=b", "/"),
+        ] {
+            let b = Browser::new(&app);
+            let answer = b
+                .form_post("login", &[("email", USER.0), ("password", USER.1), ("next", next)], "/login")
+                .await;
+            assert_eq!(answer.status, StatusCode::FOUND, "{next:?}");
+            assert_eq!(answer.location(), Some(expected), "{next:?}");
+        }
+    })
+}
+
+#[test]
+fn cross_site_state_changes_are_refused() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let post = |headers: &[(&str, &str)]| {
+            let mut r =
+                Request::post("/api/logout").header("content-type", "application/x-www-form-urlencoded");
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.body(Body::empty()).unwrap()
+        };
+        for headers in [
+            vec![("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")],
+            vec![("sec-fetch-site", "same-site"), ("origin", "http://sub.127.0.0.1:3000")],
+            vec![("sec-fetch-site", "cross-site"), ("origin", ORIGIN)],
+            vec![("origin", "https://evil.example")],
+            vec![("origin", "null")],
+        ] {
+            let answer = b.send(post(&headers)).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{headers:?}");
+            assert!(answer.body.contains("CrossSite"), "{}", answer.body);
+            assert!(answer.set_cookies().is_empty(), "nothing changed: {headers:?}");
+        }
+        assert_eq!(b.get("/frogs").await.status, StatusCode::OK, "still signed in");
+        assert_eq!(app.counters().await["revocations"], 0);
+        // Same origin, a typed-in request, and a client that is not a browser all pass.
+        for headers in [vec![("sec-fetch-site", "same-origin")], vec![("sec-fetch-site", "none")], vec![]] {
+            b.sign_in(USER).await;
+            let answer = b.send(post(&headers)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{headers:?}: {}", answer.body);
+        }
+        // A cross-site GET navigation is fine (SameSite=Lax keeps the session on it).
+        let nav = b
+            .send(Request::get("/").header("sec-fetch-site", "cross-site").body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(nav.status, StatusCode::OK);
+    })
+}
+
+#[test]
+fn sign_out_revokes_upstream_and_clears_every_cookie() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let before = app.counters().await["revocations"].as_u64().unwrap();
+        let out = b.call("logout", &[]).await;
+        assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+        let cleared = out.set_cookies();
+        assert!(cleared.iter().any(|c| c.name() == COOKIE && c.max_age().is_some_and(|a| a.is_zero())));
+        assert!(cleared.iter().all(|c| c.http_only() == Some(true) && c.path() == Some("/")));
+        assert_eq!(app.counters().await["revocations"].as_u64().unwrap(), before + 1);
+        assert!(b.cookie_header().is_empty());
+        assert_eq!(b.get("/frogs").await.status, StatusCode::SEE_OTHER);
+        // Replaying the old cookie after sign-out: its refresh token is revoked upstream.
+    })
+}
+
+#[test]
+fn admin_page_is_403_for_users_and_open_to_admins() {
+    block_on(async {
+        let app = app().await;
+        let user = Browser::new(&app);
+        user.sign_in(USER).await;
+        let page = user.get("/admin").await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        assert!(page.body.contains("data-testid=\"forbidden\""), "{}", page.body);
+        assert_eq!(user.call("admin_stats", &[]).await.status, StatusCode::FORBIDDEN);
+
+        let admin = Browser::new(&app);
+        admin.sign_in(ADMIN).await;
+        let page = admin.get("/admin").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains("data-testid=\"admin-stats\""), "{}", page.body);
+    })
+}
+
+#[test]
+fn register_signs_in_and_reports_each_problem() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        let form = [
+            ("name", "Fresh Frog"),
+            ("email", "fresh@example.com"),
+            ("password", "long-enough-pw"),
+            ("next", "/frogs"),
+        ];
+        let ok = b.form_post("register", &form, "/register").await;
+        assert_eq!(ok.status, StatusCode::FOUND, "{}", ok.body);
+        assert_eq!(ok.location(), Some("/frogs"));
+        assert!(b.get("/frogs").await.body.contains("Fresh Frog"));
+
+        let again = Browser::new(&app).call("register", &form).await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        assert!(again.body.contains("EmailTaken"));
+
+        let bad = Browser::new(&app)
+            .call(
+                "register",
+                &[("name", "X"), ("email", "not-an-email"), ("password", "short"), ("next", "")],
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+        assert!(bad.body.contains("\"email\"") && bad.body.contains("\"password\""), "{}", bad.body);
+        let empty = Browser::new(&app)
+            .call("register", &[("name", ""), ("email", ""), ("password", ""), ("next", "")])
+            .await;
+        assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(empty.body.contains("Enter your name."));
+    })
+}
+
+#[test]
+fn hostile_cookies_mean_signed_out_never_a_500() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let good = b.jar.lock().unwrap()[COOKIE].clone();
+        let mut flipped = good.clone().into_bytes();
+        let i = flipped.len() / 2;
+        flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
+        let cases = vec![
+            ("tampered", String::from_utf8(flipped).unwrap()),
+            ("truncated", good[..good.len() / 2].to_string()),
+            ("garbage", "%%%garbage%%%".to_string()),
+            ("empty", String::new()),
+            ("huge", "A".repeat(3_900)),
+            ("chunk count without chunks", format!("9.{good}")),
+        ];
+        for (what, value) in cases {
+            let evil = Browser::new(&app);
+            evil.set_cookie(COOKIE, &value);
+            let page = evil.get("/frogs").await;
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "{what}");
+            let home = evil.get("/").await;
+            assert_eq!(home.status, StatusCode::OK, "{what}");
+            assert_eq!(evil.call("frogs", &[]).await.status, StatusCode::UNAUTHORIZED, "{what}");
+        }
+        // The cookie moved under another name does not open either.
+        let moved = Browser::new(&app);
+        moved.set_cookie("tokenless_session.1", &good);
+        moved.set_cookie("other", &good);
+        assert_eq!(moved.get("/frogs").await.status, StatusCode::SEE_OTHER);
+        // Many cookies at once.
+        let many = Browser::new(&app);
+        for i in 0..40 {
+            many.set_cookie(&format!("{COOKIE}.{i}"), &"B".repeat(100));
+        }
+        assert_eq!(many.get("/").await.status, StatusCode::OK);
+    })
+}
+
+#[test]
+fn replaying_a_signed_out_cookie_does_not_sign_in() {
+    block_on(async {
+        // Access tokens always inside the skew window: every request refreshes first.
+        let app = app_with(&[("TOKENLESS_DEMO__ACCESS_TTL_SECS", "1")]).await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let stolen = b.jar.lock().unwrap()[COOKIE].clone();
+        b.call("logout", &[]).await;
+        let replay = Browser::new(&app);
+        replay.set_cookie(COOKIE, &stolen);
+        let page = replay.get("/frogs").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        assert_eq!(page.location(), Some("/login?next=%2Ffrogs&reason=expired"));
+        assert!(replay.cookie_header().is_empty(), "the dead session's cookie was removed");
+    })
+}
+
+#[test]
+fn an_expiring_access_token_is_refreshed_before_the_page_renders() {
+    block_on(async {
+        let app = app_with(&[("TOKENLESS_DEMO__ACCESS_TTL_SECS", "1")]).await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let first = b.jar.lock().unwrap()[COOKIE].clone();
+        let page = b.get("/frogs").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(page.body.contains("Fern"));
+        assert_eq!(page.set_cookies().len(), 1, "the refreshed session went out with the page");
+        let second = b.jar.lock().unwrap()[COOKIE].clone();
+        assert_ne!(first, second);
+        assert_eq!(b.get("/frogs").await.status, StatusCode::OK);
+        let counters = app.counters().await;
+        assert_eq!(counters["grants"]["refresh_token"], 2, "{counters}");
+        assert_eq!(counters["reuse_events"], 0, "{counters}");
+    })
+}
+
+#[test]
+fn upstream_down_is_a_clear_error_not_a_500_and_keeps_the_session() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let cookie = b.cookie_header();
+        assert_eq!(
+            app.control_post("/_test/faults", serde_json::json!({"kind": "unavailable"})).await,
+            StatusCode::NO_CONTENT
+        );
+        let page = b.get("/frogs").await;
+        assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(page.body.contains("data-testid=\"unavailable\""), "{}", page.body);
+        let call = b.call("frogs", &[]).await;
+        assert_eq!(call.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(call.body.contains("UpstreamUnavailable"));
+        let login =
+            Browser::new(&app).call("login", &[("email", USER.0), ("password", USER.1), ("next", "/")]).await;
+        assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(b.cookie_header(), cookie, "the session cookie is untouched");
+        let cleared =
+            reqwest::Client::new().delete(format!("{}/_test/faults", app.controls)).send().await.unwrap();
+        assert!(cleared.status().is_success());
+        assert_eq!(b.get("/frogs").await.status, StatusCode::OK, "back without signing in again");
+    })
+}
