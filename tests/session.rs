@@ -11,6 +11,20 @@ use tower_cookies::cookie::SameSite;
 
 const COOKIE: &str = "tokenless_session";
 
+/// Every Set-Cookie the browser received carries the policy's attributes.
+fn assert_every_cookie_follows_the_policy(b: &Browser) {
+    let received = b.received.lock().unwrap();
+    assert!(!received.is_empty());
+    for c in received.iter() {
+        assert!(c.name().starts_with(COOKIE), "{c}");
+        assert_eq!(c.http_only(), Some(true), "{c}");
+        assert_eq!(c.path(), Some("/"), "{c}");
+        assert_eq!(c.same_site(), Some(SameSite::Lax), "{c}");
+        assert_eq!(c.domain(), None, "{c}");
+        assert!(c.max_age().is_some(), "{c}");
+    }
+}
+
 #[test]
 fn sign_in_sets_one_sealed_httponly_cookie_and_shows_frogs_without_tokens() {
     block_on(async {
@@ -220,7 +234,7 @@ fn sign_out_revokes_upstream_and_clears_every_cookie() {
         assert_eq!(app.counters().await["revocations"].as_u64().unwrap(), before + 1);
         assert!(b.cookie_header().is_empty());
         assert_eq!(b.get("/frogs").await.status, StatusCode::SEE_OTHER);
-        // Replaying the old cookie after sign-out: its refresh token is revoked upstream.
+        assert_every_cookie_follows_the_policy(&b);
     })
 }
 
@@ -355,6 +369,7 @@ fn an_expiring_access_token_is_refreshed_before_the_page_renders() {
         let counters = app.counters().await;
         assert_eq!(counters["grants"]["refresh_token"], 2, "{counters}");
         assert_eq!(counters["reuse_events"], 0, "{counters}");
+        assert_every_cookie_follows_the_policy(&b);
     })
 }
 
@@ -383,5 +398,41 @@ fn upstream_down_is_a_clear_error_not_a_500_and_keeps_the_session() {
             reqwest::Client::new().delete(format!("{}/_test/faults", app.controls)).send().await.unwrap();
         assert!(cleared.status().is_success());
         assert_eq!(b.get("/frogs").await.status, StatusCode::OK, "back without signing in again");
+    })
+}
+
+#[test]
+fn on_https_the_cookie_is_secure_and_host_prefixed() {
+    block_on(async {
+        let app = app_with(&[("TOKENLESS_SITE__ORIGIN", "https://tokenless.example")]).await;
+        let b = Browser::new(&app);
+        let answer = b.sign_in(USER).await;
+        let c = &answer.set_cookies()[0];
+        assert_eq!(c.name(), "__Host-tokenless_session");
+        assert_eq!(c.secure(), Some(true));
+        assert_eq!(c.path(), Some("/"));
+        assert_eq!(c.domain(), None);
+        assert_eq!(b.get("/frogs").await.status, StatusCode::OK);
+        // The origin check uses the configured origin, not the Host header.
+        let from_http = b
+            .send(
+                Request::post("/api/logout")
+                    .header("origin", ORIGIN)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(from_http.status, StatusCode::FORBIDDEN);
+        let from_https = b
+            .send(
+                Request::post("/api/logout")
+                    .header("origin", "https://tokenless.example")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(from_https.status, StatusCode::OK);
     })
 }

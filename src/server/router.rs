@@ -5,7 +5,7 @@ use axum::middleware::from_fn_with_state;
 use axum::Router;
 use leptos::nonce::Nonce;
 use leptos::prelude::{provide_context, use_context};
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use tower_cookies::CookieManagerLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -16,8 +16,19 @@ use crate::server::AppState;
 /// Largest request body: forms and server-function arguments are small.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The app's routes, listed once per process.
+///
+/// Listing renders the app with resource loading suppressed through a process-wide flag
+/// (leptos_server's `SuppressResourceLoad`): a resource first polled by a request rendering
+/// at that moment waits forever (leptos-rs/leptos#4773). Listing once, before any router
+/// exists, keeps every render clear of that window, however many routers a process builds.
+fn route_list() -> Vec<AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<AxumRouteListing>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = route_list();
     let context_state = state.clone();
     let provide_state = move || {
         provide_context(context_state.clone());

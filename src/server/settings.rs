@@ -341,13 +341,15 @@ impl Settings {
         let same_site = match s.same_site.trim().to_ascii_lowercase().as_str() {
             "lax" => SameSite::Lax,
             "strict" => SameSite::Strict,
-            other => return Err(invalid(
-                "session.same_site",
-                "TOKENLESS_SESSION__SAME_SITE",
-                format!(
+            other => {
+                return Err(invalid(
+                    "session.same_site",
+                    "TOKENLESS_SESSION__SAME_SITE",
+                    format!(
                     "{other:?} is neither \"lax\" nor \"strict\" (None would send the session cross-site)"
                 ),
-            )),
+                ))
+            }
         };
         let keys = if s.keys.trim().is_empty() {
             if mode == Mode::Production {

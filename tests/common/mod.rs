@@ -16,11 +16,17 @@ use tokenless::server::{router, state::leptos_options, AppState, Settings};
 /// One runtime for every test, as in production: Leptos sets its task spawner once per process
 /// (`tokio::spawn` on the current runtime), and per-test runtimes that shut down under it can
 /// leave a later render waiting on a task that will never run.
+///
+/// A test that has not finished after a minute fails instead of holding CI until its limit.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
     });
-    RUNTIME.block_on(future)
+    RUNTIME.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(60), future)
+            .await
+            .expect("the test did not finish within 60 s")
+    })
 }
 
 pub const HOST: &str = "127.0.0.1:3000";
