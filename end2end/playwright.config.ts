@@ -7,8 +7,12 @@ import * as path from 'path';
 
 const port = Number(process.env.TOKENLESS_E2E_PORT ?? 3100);
 const baseURL = `http://127.0.0.1:${port}`;
-// tests/support.ts reads the same variable.
+// tests/support.ts reads the same variables.
 process.env.TOKENLESS_E2E_CONTROLS = `http://127.0.0.1:${port + 1}`;
+// A fixed sealing key, so that tests can age the access token inside the browser's cookie
+// instead of waiting for it to expire. Test-only: never use it anywhere else.
+const sessionKeys = '9:sRzWq3d3mV0m6rj3Q9nq2QJ3c8kqC0yG0p1w6Hk6u4E=';
+process.env.TOKENLESS_E2E_KEYS = sessionKeys;
 const chromium = process.env.TOKENLESS_CHROMIUM ?? '/usr/bin/chromium';
 const root = path.resolve(__dirname, '..');
 const binary = process.env.TOKENLESS_E2E_BINARY ?? path.join(root, 'target', 'debug', 'tokenless');
@@ -55,6 +59,7 @@ export default defineConfig({
       TOKENLESS_DEMO__TEST_CONTROLS: 'true',
       TOKENLESS_DEMO__CONTROL_ADDRESS: `127.0.0.1:${port + 1}`,
       TOKENLESS_DEMO__FAST_HASHING: 'true',
+      TOKENLESS_SESSION__KEYS: sessionKeys,
       LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     },

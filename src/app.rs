@@ -115,12 +115,13 @@ fn Layout() -> impl IntoView {
         </header>
         <main id="main" tabindex="-1">
             <Routes fallback=NotFound>
-                // Async everywhere: each page is rendered whole before the headers leave, so a
-                // redirect or a status decided while rendering reaches the browser, and the
-                // header's signed-in state is in place for browsers without JavaScript (an
-                // out-of-order stream needs a script to move late parts into place). Every
-                // resource here answers from the session or one upstream call.
-                <Route path=StaticSegment("") view=HomePage ssr=SsrMode::Async/>
+                // Async on every page that reads the upstream: rendered whole before the headers
+                // leave, so a redirect or a status decided while rendering reaches the browser,
+                // and the header's signed-in state is in place for browsers without JavaScript
+                // (an out-of-order stream needs a script to move late parts into place). The home
+                // page streams in order (no script needed): a token refresh it needs happens in
+                // the session middleware, before the first byte.
+                <Route path=StaticSegment("") view=HomePage ssr=SsrMode::InOrder/>
                 <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::Async/>
                 <Route path=StaticSegment("register") view=RegisterPage ssr=SsrMode::Async/>
                 <Route path=StaticSegment("frogs") view=FrogsPage ssr=SsrMode::Async/>

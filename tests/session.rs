@@ -63,6 +63,7 @@ fn sign_in_sets_one_sealed_httponly_cookie_and_shows_frogs_without_tokens() {
         for t in &tokens {
             assert!(!b.cookie_header().contains(t.as_str()), "the cookie is sealed");
         }
+        app.assert_no_reuse().await;
     })
 }
 
@@ -87,6 +88,7 @@ fn wrong_password_and_unknown_email_get_the_same_answer() {
         );
         let malformed = b.call("login", &[("email", USER.0)]).await;
         assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{}", malformed.body);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -122,6 +124,7 @@ fn without_javascript_forms_redirect_with_the_result() {
         assert_eq!(out.status, StatusCode::FOUND);
         assert_eq!(out.location(), Some("/"));
         assert_eq!(b.get("/frogs").await.status, StatusCode::SEE_OTHER);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -146,6 +149,7 @@ fn protected_pages_redirect_to_sign_in_with_the_return_path() {
         assert!(frogs.body.contains("Unauthorized"));
         assert_eq!(b.get("/").await.status, StatusCode::OK);
         assert_eq!(b.get("/login").await.status, StatusCode::OK);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -174,6 +178,7 @@ fn next_is_followed_only_to_local_paths() {
             assert_eq!(answer.status, StatusCode::FOUND, "{next:?}");
             assert_eq!(answer.location(), Some(expected), "{next:?}");
         }
+        app.assert_no_reuse().await;
     })
 }
 
@@ -216,6 +221,7 @@ fn cross_site_state_changes_are_refused() {
             .send(Request::get("/").header("sec-fetch-site", "cross-site").body(Body::empty()).unwrap())
             .await;
         assert_eq!(nav.status, StatusCode::OK);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -235,6 +241,7 @@ fn sign_out_revokes_upstream_and_clears_every_cookie() {
         assert!(b.cookie_header().is_empty());
         assert_eq!(b.get("/frogs").await.status, StatusCode::SEE_OTHER);
         assert_every_cookie_follows_the_policy(&b);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -254,6 +261,7 @@ fn admin_page_is_403_for_users_and_open_to_admins() {
         let page = admin.get("/admin").await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.body.contains("data-testid=\"admin-stats\""), "{}", page.body);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -290,6 +298,7 @@ fn register_signs_in_and_reports_each_problem() {
             .await;
         assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(empty.body.contains("Enter your name."));
+        app.assert_no_reuse().await;
     })
 }
 
@@ -331,6 +340,7 @@ fn hostile_cookies_mean_signed_out_never_a_500() {
             many.set_cookie(&format!("{COOKIE}.{i}"), &"B".repeat(100));
         }
         assert_eq!(many.get("/").await.status, StatusCode::OK);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -349,6 +359,7 @@ fn replaying_a_signed_out_cookie_does_not_sign_in() {
         assert_eq!(page.status, StatusCode::SEE_OTHER);
         assert_eq!(page.location(), Some("/login?next=%2Ffrogs&reason=expired"));
         assert!(replay.cookie_header().is_empty(), "the dead session's cookie was removed");
+        app.assert_no_reuse().await;
     })
 }
 
@@ -370,6 +381,7 @@ fn an_expiring_access_token_is_refreshed_before_the_page_renders() {
         assert_eq!(counters["grants"]["refresh_token"], 2, "{counters}");
         assert_eq!(counters["reuse_events"], 0, "{counters}");
         assert_every_cookie_follows_the_policy(&b);
+        app.assert_no_reuse().await;
     })
 }
 
@@ -398,6 +410,7 @@ fn upstream_down_is_a_clear_error_not_a_500_and_keeps_the_session() {
             reqwest::Client::new().delete(format!("{}/_test/faults", app.controls)).send().await.unwrap();
         assert!(cleared.status().is_success());
         assert_eq!(b.get("/frogs").await.status, StatusCode::OK, "back without signing in again");
+        app.assert_no_reuse().await;
     })
 }
 
@@ -434,5 +447,6 @@ fn on_https_the_cookie_is_secure_and_host_prefixed() {
             )
             .await;
         assert_eq!(from_https.status, StatusCode::OK);
+        app.assert_no_reuse().await;
     })
 }

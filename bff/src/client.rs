@@ -77,11 +77,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// An outage that was a timeout (the upstream may still have acted on the request).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamError::Unavailable(detail) if detail.starts_with(TIMED_OUT))
+    }
+
     fn from_reqwest(e: reqwest::Error) -> Self {
         // No URL in the message: it could carry a query string.
         let e = e.without_url();
         if e.is_timeout() {
-            UpstreamError::Unavailable(format!("timed out: {e}"))
+            UpstreamError::Unavailable(format!("{TIMED_OUT}: {e}"))
         } else if e.is_decode() || e.is_body() {
             UpstreamError::Unexpected(e.to_string())
         } else {
@@ -89,6 +94,8 @@ impl UpstreamError {
         }
     }
 }
+
+const TIMED_OUT: &str = "timed out";
 
 /// Why registration did not create an account.
 #[derive(Debug, thiserror::Error)]
@@ -174,8 +181,12 @@ impl UpstreamClient {
         &self,
         mut form: Vec<(&'static str, String)>,
         now: u64,
+        timeout: Option<Duration>,
     ) -> Result<TokenSet, UpstreamError> {
-        let request = self.authenticated(&self.config.endpoints.token_url, &mut form);
+        let mut request = self.authenticated(&self.config.endpoints.token_url, &mut form);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         let response = request.form(&form).send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
         if status.is_success() {
@@ -205,17 +216,22 @@ impl UpstreamClient {
             ("username", username.to_string()),
             ("password", password.to_string()),
         ];
-        self.token_request(form, now).await
+        self.token_request(form, now, None).await
     }
 
     /// `grant_type=refresh_token`. When the upstream does not rotate (no new refresh token in
-    /// the answer), the presented one is kept.
-    pub async fn refresh_grant(&self, refresh_token: &Token, now: u64) -> Result<TokenSet, UpstreamError> {
+    /// the answer), the presented one is kept. `timeout` replaces the client's for this call.
+    pub async fn refresh_grant(
+        &self,
+        refresh_token: &Token,
+        now: u64,
+        timeout: Option<Duration>,
+    ) -> Result<TokenSet, UpstreamError> {
         let form = vec![
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", refresh_token.expose().to_string()),
         ];
-        let mut tokens = self.token_request(form, now).await?;
+        let mut tokens = self.token_request(form, now, timeout).await?;
         if tokens.refresh_token.is_none() {
             tokens.refresh_token = Some(refresh_token.clone());
         }

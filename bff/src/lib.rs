@@ -9,6 +9,8 @@
 //! - [`client`]: the one upstream client (OAuth 2.0 grants, revocation, userinfo, registration,
 //!   resources) with errors that tell a refusal from an outage.
 //! - [`manager`]: loading a request's session (limits, refresh, key rotation), sign-in/out.
+//! - [`refresh`]: one refresh per rotated token however many requests need it, the result
+//!   handed to late requests, newest cookie wins, counters.
 //! - [`middleware`]: the per-request session handle that handlers and components use.
 //! - [`csrf`]: refusing state-changing requests from other sites.
 //! - [`redirect`]: return paths after sign-in that cannot leave the site.
@@ -19,5 +21,6 @@ pub mod csrf;
 pub mod manager;
 pub mod middleware;
 pub mod redirect;
+pub mod refresh;
 pub mod seal;
 pub mod session;

@@ -2,6 +2,7 @@
 //! key rotation, refreshing an access token about to expire) and signs people in and out.
 //! One per process, shared; it owns the upstream client and the key ring.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
@@ -9,8 +10,9 @@ use tower_cookies::Cookies;
 
 use crate::client::{RegisterError, UpstreamClient, UpstreamError};
 use crate::cookies::{self, CookiePolicy, ReadSession};
+use crate::refresh::{Known, RefreshConfig, Refresher};
 use crate::seal::KeyRing;
-use crate::session::{Freshness, Profile, Session};
+use crate::session::{Freshness, Profile, Session, Token};
 
 /// How long sessions and tokens may live.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +68,8 @@ pub enum SignInError {
 }
 
 pub struct SessionManager {
-    client: UpstreamClient,
+    client: Arc<UpstreamClient>,
+    refresher: Refresher,
     ring: KeyRing,
     cookie: CookiePolicy,
     limits: Limits,
@@ -78,6 +81,7 @@ impl std::fmt::Debug for SessionManager {
             .field("cookie", &self.cookie)
             .field("ring", &self.ring)
             .field("limits", &self.limits)
+            .field("refresher", &self.refresher)
             .finish_non_exhaustive()
     }
 }
@@ -87,8 +91,21 @@ pub fn now() -> u64 {
 }
 
 impl SessionManager {
-    pub fn new(client: UpstreamClient, ring: KeyRing, cookie: CookiePolicy, limits: Limits) -> Self {
-        SessionManager { client, ring, cookie, limits }
+    pub fn new(
+        client: UpstreamClient,
+        ring: KeyRing,
+        cookie: CookiePolicy,
+        limits: Limits,
+        refresh: RefreshConfig,
+    ) -> Self {
+        let client = Arc::new(client);
+        let refresher = Refresher::new(client.clone(), refresh);
+        SessionManager { client, refresher, ring, cookie, limits }
+    }
+
+    /// Single-flight refresh, rotation grace, newest-wins bookkeeping and their counters.
+    pub fn refresher(&self) -> &Refresher {
+        &self.refresher
     }
 
     pub fn client(&self) -> &UpstreamClient {
@@ -124,13 +141,27 @@ impl SessionManager {
             }
             ReadSession::Valid { session, stale_key } => (session, stale_key),
         };
+        let mut rewrite = stale_key;
+        // Another request may have rotated this cookie's refresh token already, or signed out.
+        match self.refresher.known(&session) {
+            Known::Current => {}
+            Known::Newer(newer) => {
+                tracing::debug!(session = %session.id, generation = newer.generation, "the cookie was rotated already; using the newest tokens");
+                session = newer;
+                rewrite = true;
+            }
+            Known::Ended => {
+                tracing::info!(session = %session.id, "the cookie's session ended; removing it");
+                cookies::clear(&self.cookie, cookies);
+                return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
+            }
+        }
         let idle_over = now.saturating_sub(session.last_seen_at) > self.limits.idle_timeout.as_secs();
         if idle_over || now >= self.ends_at(&session) {
             tracing::info!(session = %session.id, idle = idle_over, "session reached its time limit");
             cookies::clear(&self.cookie, cookies);
             return Loaded { ended: Some(Ended::Expired), ..Loaded::default() };
         }
-        let mut rewrite = stale_key;
         let mut refresh_failed = false;
         match session.freshness(now, self.limits.refresh_skew.as_secs()) {
             Freshness::Fresh => {}
@@ -138,7 +169,7 @@ impl SessionManager {
                 cookies::clear(&self.cookie, cookies);
                 return Loaded { ended: Some(Ended::Expired), ..Loaded::default() };
             }
-            Freshness::Refresh => match self.refresh(&session, now).await {
+            Freshness::Refresh => match self.refresher.refresh(&session, true).await {
                 Ok(refreshed) => {
                     session = refreshed;
                     rewrite = true;
@@ -164,29 +195,33 @@ impl SessionManager {
         Loaded { session: Some(session), ended: None, refresh_failed }
     }
 
-    /// One refresh grant; the result is the next generation of the session.
-    pub async fn refresh(&self, session: &Session, now: u64) -> Result<Session, UpstreamError> {
-        let Some(refresh_token) = &session.tokens.refresh_token else {
-            return Err(UpstreamError::Refused { code: "no_refresh_token".into() });
+    /// New tokens for a session whose access token `refused` the upstream just turned down:
+    /// the newest already known when another request rotated them, else one refresh (single
+    /// flight). `deliverable`: this response can still carry a cookie.
+    pub async fn renew(
+        &self,
+        session: &Session,
+        refused: &Token,
+        deliverable: bool,
+    ) -> Result<Session, UpstreamError> {
+        let current = match self.refresher.known(session) {
+            Known::Current => session.clone(),
+            Known::Newer(newer) => newer,
+            Known::Ended => return Err(UpstreamError::Refused { code: "session_ended".into() }),
         };
-        let started = std::time::Instant::now();
-        let result = self.client.refresh_grant(refresh_token, now).await;
-        let outcome = match &result {
-            Ok(_) => "refreshed",
-            Err(UpstreamError::Refused { .. }) => "refused",
-            Err(_) => "unavailable",
-        };
-        tracing::debug!(session = %session.id, outcome, elapsed_ms = started.elapsed().as_millis() as u64, "refresh");
-        let tokens = result?;
-        let mut next = session.clone();
-        next.tokens = tokens;
-        next.generation += 1;
-        next.last_seen_at = now;
-        Ok(next)
+        if current.tokens.access_token != *refused {
+            return Ok(current);
+        }
+        self.refresher.refresh(&current, deliverable).await
     }
 
-    /// Writes `session` into the response's cookies.
+    /// Writes `session` into the response's cookies, unless a newer generation of it was issued
+    /// since: an older cookie would put back a retired refresh token.
     pub fn store(&self, cookies: &Cookies, session: &Session, now: u64) {
+        if self.refresher.is_superseded(session) {
+            tracing::debug!(session = %session.id, generation = session.generation, "a newer cookie was issued; not writing this one");
+            return;
+        }
         let max_age = Duration::from_secs(self.ends_at(session).saturating_sub(now));
         cookies::write(&self.cookie, &self.ring, cookies, session, max_age);
     }
@@ -240,6 +275,7 @@ impl SessionManager {
                 Some(refresh) => (refresh, "refresh_token"),
                 None => (&session.tokens.access_token, "access_token"),
             };
+            self.refresher.ended(&session.id);
             match self.client.revoke(token, hint).await {
                 Ok(()) => tracing::info!(session = %session.id, "signed out; tokens revoked"),
                 Err(e) => tracing::warn!(session = %session.id, error = %e, "signed out; revocation failed"),

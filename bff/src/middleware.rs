@@ -22,6 +22,7 @@ pub async fn attach(manager: &Arc<SessionManager>, cookies: Cookies) -> RequestS
             session: loaded.session,
             ended: loaded.ended,
             refresh_failed: loaded.refresh_failed,
+            committed: false,
         })),
     }
 }
@@ -31,6 +32,8 @@ struct State {
     session: Option<Session>,
     ended: Option<Ended>,
     refresh_failed: bool,
+    /// The response's headers are gone: cookies written now would be lost.
+    committed: bool,
 }
 
 /// Cheap to clone; every clone is the same request's session.
@@ -95,6 +98,13 @@ impl RequestSession {
         self.lock().refresh_failed
     }
 
+    /// Says the response's headers have been sent (a streamed page is still rendering): from
+    /// now on a refresh cannot reach the browser in this response, so its result is kept for
+    /// the session's next request instead.
+    pub fn commit(&self) {
+        self.lock().committed = true;
+    }
+
     /// The moment the session is over at the latest (Unix seconds).
     pub fn ends_at(&self) -> Option<u64> {
         self.lock().session.as_ref().map(|s| self.manager.ends_at(s))
@@ -146,7 +156,8 @@ impl RequestSession {
         }
         // The token was refused before its time (revoked, or clocks disagree): refresh once.
         let now = now();
-        let refreshed = match self.manager.refresh(&session, now).await {
+        let deliverable = !self.lock().committed;
+        let refreshed = match self.manager.renew(&session, &session.tokens.access_token, deliverable).await {
             Ok(refreshed) => refreshed,
             Err(UpstreamError::Refused { code }) => {
                 tracing::info!(session = %session.id, %code, "refresh after 401 refused; signing out");
@@ -158,7 +169,9 @@ impl RequestSession {
             }
             Err(e) => return Err(resource_error(e)),
         };
-        self.manager.store(&self.cookies, &refreshed, now);
+        if deliverable {
+            self.manager.store(&self.cookies, &refreshed, now);
+        }
         let access = refreshed.tokens.access_token.clone();
         self.lock().session = Some(refreshed);
         match self.manager.client().get_json(path, &access).await {

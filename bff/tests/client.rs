@@ -41,7 +41,7 @@ async fn sign_in_use_refresh_revoke() {
         let frogs: Vec<serde_json::Value> = c.get_json("/frogs", &tokens.access_token).await.unwrap();
         assert!(!frogs.is_empty());
 
-        let rotated = c.refresh_grant(tokens.refresh_token.as_ref().unwrap(), NOW).await.unwrap();
+        let rotated = c.refresh_grant(tokens.refresh_token.as_ref().unwrap(), NOW, None).await.unwrap();
         assert_ne!(rotated.refresh_token, tokens.refresh_token);
         c.revoke(rotated.refresh_token.as_ref().unwrap(), "refresh_token").await.unwrap();
         assert!(matches!(c.userinfo(&rotated.access_token).await, Err(UpstreamError::Unauthorized)));
@@ -56,7 +56,7 @@ async fn refusals_are_refusals() {
         Err(UpstreamError::Refused { code }) => assert_eq!(code, "invalid_grant"),
         other => panic!("{other:?}"),
     }
-    match c.refresh_grant(&Token::new("made-up"), NOW).await {
+    match c.refresh_grant(&Token::new("made-up"), NOW, None).await {
         Err(UpstreamError::Refused { code }) => assert_eq!(code, "invalid_grant"),
         other => panic!("{other:?}"),
     }
@@ -77,23 +77,23 @@ async fn outages_are_outages_not_refusals() {
     let fault = |kind| FaultSpec { kind, endpoint: None, count: None, seconds: None, latency_ms: None };
 
     u.upstream.add_fault(fault(FaultKind::Unavailable)).unwrap();
-    assert!(matches!(c.refresh_grant(&refresh, NOW).await, Err(UpstreamError::Unavailable(_))));
+    assert!(matches!(c.refresh_grant(&refresh, NOW, None).await, Err(UpstreamError::Unavailable(_))));
     assert!(matches!(c.userinfo(&tokens.access_token).await, Err(UpstreamError::Unavailable(_))));
     u.upstream.clear_faults();
 
     u.upstream.add_fault(fault(FaultKind::Down)).unwrap();
-    assert!(matches!(c.refresh_grant(&refresh, NOW).await, Err(UpstreamError::Unavailable(_))));
+    assert!(matches!(c.refresh_grant(&refresh, NOW, None).await, Err(UpstreamError::Unavailable(_))));
     u.upstream.clear_faults();
 
     u.upstream.add_fault(FaultSpec { latency_ms: Some(2_000), ..fault(FaultKind::Latency) }).unwrap();
-    match c.refresh_grant(&refresh, NOW).await {
+    match c.refresh_grant(&refresh, NOW, None).await {
         Err(UpstreamError::Unavailable(why)) => assert!(why.contains("timed out"), "{why}"),
         other => panic!("{other:?}"),
     }
     u.upstream.clear_faults();
 
     // None of those consumed the refresh token.
-    assert!(c.refresh_grant(&refresh, NOW).await.is_ok());
+    assert!(c.refresh_grant(&refresh, NOW, None).await.is_ok());
     assert_eq!(u.upstream.counters().reuse_events, 0);
 
     // Nothing listening at all: a port that was just free.

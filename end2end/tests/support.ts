@@ -1,6 +1,7 @@
 // Helpers shared by the specs: the demo upstream's test controls, signing in, waiting for
 // hydration.
-import { expect, type Page, type APIRequestContext } from '@playwright/test';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { expect, type BrowserContext, type Page, type APIRequestContext } from '@playwright/test';
 
 export const CONTROLS = process.env.TOKENLESS_E2E_CONTROLS ?? 'http://127.0.0.1:3101';
 export const USER = { email: 'user@example.com', password: 'frogs-are-green', name: 'Dana User' };
@@ -36,4 +37,65 @@ export async function tokensOf(request: APIRequestContext, email: string): Promi
   expect(r.ok()).toBeTruthy();
   const t = await r.json();
   return [...t.access_tokens, ...t.refresh_tokens];
+}
+
+/** Resets counters, faults and the request log of the demo upstream. */
+export async function clearFaults(request: APIRequestContext) {
+  const r = await request.delete(`${CONTROLS}/_test/faults`);
+  expect(r.ok()).toBeTruthy();
+}
+
+export async function addFault(request: APIRequestContext, fault: Record<string, unknown>) {
+  const r = await request.post(`${CONTROLS}/_test/faults`, { data: fault });
+  expect(r.status()).toBe(204);
+}
+
+export async function revokeUser(request: APIRequestContext, email: string) {
+  const r = await request.post(`${CONTROLS}/_test/users/${encodeURIComponent(email)}/revoke`);
+  expect(r.ok()).toBeTruthy();
+}
+
+// The session cookie's envelope (bff/src/seal.rs): version 1, key id, 12-byte nonce, AES-256-GCM
+// ciphertext + 16-byte tag, base64url; the cookie's name is the associated data.
+const KEY_SPEC = process.env.TOKENLESS_E2E_KEYS ?? '';
+const KEY_ID = Number(KEY_SPEC.split(':')[0]);
+const KEY = Buffer.from(KEY_SPEC.split(':')[1] ?? '', 'base64');
+
+function aad(name: string) {
+  return Buffer.from(`tokenless/v1/${name}`);
+}
+
+function openSealed(name: string, value: string): any {
+  const envelope = Buffer.from(value, 'base64url');
+  expect(envelope[0]).toBe(1);
+  expect(envelope[1]).toBe(KEY_ID);
+  const decipher = createDecipheriv('aes-256-gcm', KEY, envelope.subarray(2, 14));
+  decipher.setAAD(aad(name));
+  decipher.setAuthTag(envelope.subarray(envelope.length - 16));
+  const plain = Buffer.concat([decipher.update(envelope.subarray(14, envelope.length - 16)), decipher.final()]);
+  return JSON.parse(plain.toString('utf8'));
+}
+
+function seal(name: string, session: unknown): string {
+  const nonce = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', KEY, nonce);
+  cipher.setAAD(aad(name));
+  const body = Buffer.concat([cipher.update(JSON.stringify(session), 'utf8'), cipher.final()]);
+  return Buffer.concat([Buffer.from([1, KEY_ID]), nonce, body, cipher.getAuthTag()]).toString('base64url');
+}
+
+/** The session sealed in the browser's cookie. */
+export async function sessionOf(context: BrowserContext): Promise<any> {
+  const cookie = (await context.cookies()).find((c) => c.name.endsWith('tokenless_session'));
+  expect(cookie, 'a session cookie').toBeTruthy();
+  return openSealed(cookie!.name, cookie!.value);
+}
+
+/** Ages the access token in the browser's cookie past its expiry, as time would. */
+export async function expireAccessToken(context: BrowserContext) {
+  const cookie = (await context.cookies()).find((c) => c.name.endsWith('tokenless_session'));
+  expect(cookie, 'a session cookie').toBeTruthy();
+  const session = openSealed(cookie!.name, cookie!.value);
+  session.tokens.access_expires_at = Math.floor(Date.now() / 1000) - 1;
+  await context.addCookies([{ ...cookie!, value: seal(cookie!.name, session) }]);
 }

@@ -30,6 +30,11 @@ fn is_static(path: &str) -> bool {
     path.starts_with("/pkg/") || path == "/favicon.svg" || path == "/favicon.ico"
 }
 
+/// Paths that never read the session.
+fn is_sessionless(path: &str) -> bool {
+    is_static(path) || path == crate::server::metrics::PATH
+}
+
 pub async fn security_headers(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -90,7 +95,7 @@ pub async fn session(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if is_static(request.uri().path()) {
+    if is_sessionless(request.uri().path()) {
         return next.run(request).await;
     }
     let session = attach(&state.sessions, cookies).await;
@@ -102,8 +107,11 @@ pub async fn session(
         // The cookie changes (a cleared session) still go out with the redirect.
         return Redirect::to(&login_href(here, expired)).into_response();
     }
-    request.extensions_mut().insert(session);
-    next.run(request).await
+    request.extensions_mut().insert(session.clone());
+    let response = next.run(request).await;
+    // The headers leave now; a streamed body may still be rendering.
+    session.commit();
+    response
 }
 
 /// Leptos answers every server-function error with 500. This gives each the status that says

@@ -2,6 +2,7 @@
 //! the bodies of the server functions.
 
 pub mod actions;
+pub mod metrics;
 pub mod middleware;
 pub mod router;
 pub mod run;

@@ -10,6 +10,7 @@ use tower_cookies::CookieManagerLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::{shell, App};
+use crate::server::metrics;
 use crate::server::middleware::{self, CspNonce};
 use crate::server::AppState;
 
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         }
     };
     Router::new()
+        .route(metrics::PATH, axum::routing::get(metrics::metrics))
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

@@ -45,6 +45,15 @@ pub struct Settings {
     pub session: SessionSettings,
     pub upstream: UpstreamSettings,
     pub demo: DemoSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// `/metrics` (Prometheus text): refresh counters and timings.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +88,12 @@ pub struct SessionSettings {
     pub refresh_skew: Duration,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
+    /// How long a request waits for a token refresh before answering "unavailable".
+    pub refresh_wait: Duration,
+    /// How long a refresh's result is handed to requests still carrying the old cookie.
+    pub rotation_grace: Duration,
+    /// Refresh results and session marks kept in memory at most.
+    pub refresh_memory: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +109,8 @@ pub struct UpstreamSettings {
     pub client_auth: ClientAuth,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Timeout of a refresh grant (it runs on even when the request stopped waiting).
+    pub refresh_timeout: Duration,
 }
 
 /// The embedded demo upstream, used when `upstream.base_url` is empty.
@@ -117,6 +134,20 @@ struct Raw {
     session: RawSession,
     upstream: RawUpstream,
     demo: RawDemo,
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawMetrics {
+    enabled: bool,
+    token: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics { enabled: true, token: String::new() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +183,9 @@ struct RawSession {
     refresh_skew_secs: u64,
     idle_timeout_secs: u64,
     absolute_timeout_secs: u64,
+    refresh_wait_ms: u64,
+    rotation_grace_secs: u64,
+    refresh_memory: usize,
 }
 
 impl Default for RawSession {
@@ -163,6 +197,9 @@ impl Default for RawSession {
             refresh_skew_secs: 30,
             idle_timeout_secs: 14 * 24 * 3600,
             absolute_timeout_secs: 30 * 24 * 3600,
+            refresh_wait_ms: 5_000,
+            rotation_grace_secs: 60,
+            refresh_memory: 100_000,
         }
     }
 }
@@ -180,6 +217,7 @@ struct RawUpstream {
     client_auth: String,
     timeout_ms: u64,
     connect_timeout_ms: u64,
+    refresh_timeout_ms: u64,
 }
 
 impl Default for RawUpstream {
@@ -195,6 +233,7 @@ impl Default for RawUpstream {
             client_auth: "client_secret_basic".into(),
             timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
+            refresh_timeout_ms: 30_000,
         }
     }
 }
@@ -376,8 +415,31 @@ impl Settings {
             "session.absolute_timeout_secs",
             "TOKENLESS_SESSION__ABSOLUTE_TIMEOUT_SECS",
         )?;
-        let session =
-            SessionSettings { cookie_name, same_site, keys, refresh_skew, idle_timeout, absolute_timeout };
+        if s.refresh_wait_ms == 0 {
+            return Err(invalid(
+                "session.refresh_wait_ms",
+                "TOKENLESS_SESSION__REFRESH_WAIT_MS",
+                "must be at least 1",
+            ));
+        }
+        if s.refresh_memory == 0 {
+            return Err(invalid(
+                "session.refresh_memory",
+                "TOKENLESS_SESSION__REFRESH_MEMORY",
+                "must be at least 1 (100000 entries take a few tens of MB at most)",
+            ));
+        }
+        let session = SessionSettings {
+            cookie_name,
+            same_site,
+            keys,
+            refresh_skew,
+            idle_timeout,
+            absolute_timeout,
+            refresh_wait: Duration::from_millis(s.refresh_wait_ms),
+            rotation_grace: Duration::from_secs(s.rotation_grace_secs),
+            refresh_memory: s.refresh_memory,
+        };
 
         let u = raw.upstream;
         let client_auth = match u.client_auth.trim() {
@@ -417,6 +479,7 @@ impl Settings {
             client_auth,
             timeout: Duration::from_millis(u.timeout_ms.max(1)),
             connect_timeout: Duration::from_millis(u.connect_timeout_ms.max(1)),
+            refresh_timeout: Duration::from_millis(u.refresh_timeout_ms.max(1)),
         };
         if mode == Mode::Production && upstream.base_url.is_none() {
             return Err(invalid(
@@ -447,7 +510,12 @@ impl Settings {
             )?,
             fast_hashing: d.fast_hashing,
         };
-        Ok(Settings { server, site, session, upstream, demo })
+        let m = raw.metrics;
+        let metrics = MetricsSettings {
+            enabled: m.enabled,
+            token: (!m.token.trim().is_empty()).then(|| SecretString::from(m.token.trim().to_string())),
+        };
+        Ok(Settings { server, site, session, upstream, demo, metrics })
     }
 }
 

@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use tokenless_bff::client::{ClientConfig, UpstreamClient, UpstreamEndpoints};
 use tokenless_bff::cookies::CookiePolicy;
 use tokenless_bff::manager::{Limits, SessionManager};
+use tokenless_bff::refresh::RefreshConfig;
 use tokenless_bff::seal::KeyRing;
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
@@ -99,7 +100,13 @@ impl AppState {
             idle_timeout: s.idle_timeout,
             absolute_timeout: s.absolute_timeout,
         };
-        let sessions = Arc::new(SessionManager::new(client, ring, policy, limits));
+        let refresh = RefreshConfig {
+            wait: s.refresh_wait,
+            grant_timeout: u.refresh_timeout,
+            grace: s.rotation_grace,
+            capacity: s.refresh_memory,
+        };
+        let sessions = Arc::new(SessionManager::new(client, ring, policy, limits, refresh));
         Ok(AppState {
             leptos_options,
             settings: Arc::new(settings),

@@ -12,6 +12,9 @@ use tower::ServiceExt;
 use tower_cookies::cookie::Cookie;
 
 use tokenless::server::{router, state::leptos_options, AppState, Settings};
+use tokenless_bff::manager::now;
+use tokenless_bff::seal::KeyRing;
+use tokenless_bff::session::Session;
 
 /// One runtime for every test, as in production: Leptos sets its task spawner once per process
 /// (`tokio::spawn` on the current runtime), and per-test runtimes that shut down under it can
@@ -41,10 +44,15 @@ pub struct TestApp {
     http: reqwest::Client,
 }
 
+/// The sealing key of test apps, so that tests can open and edit the cookie as an attacker with
+/// the key (or a clock) could: e.g. age the access token instead of waiting for it to expire.
+pub const TEST_KEYS: &str = "7:25U3If1KXaC+SlAjjY1CD9jqxQE8Dc8/P1u6z3U8m3o=";
+
 pub async fn app_with(extra: &[(&str, &str)]) -> TestApp {
     let mut env: Vec<(String, String)> = vec![
         ("TOKENLESS_DEMO__TEST_CONTROLS".into(), "true".into()),
         ("TOKENLESS_DEMO__FAST_HASHING".into(), "true".into()),
+        ("TOKENLESS_SESSION__KEYS".into(), TEST_KEYS.into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::from_sources(None, env).expect("test settings are valid");
@@ -157,6 +165,29 @@ impl<'a> Browser<'a> {
         .await
     }
 
+    /// The session in the jar's cookie, opened with the test key.
+    pub fn session(&self) -> Session {
+        let jar = self.jar.lock().unwrap();
+        let (name, value) =
+            jar.iter().find(|(k, _)| k.ends_with("tokenless_session")).expect("a session cookie");
+        open_session(name, value)
+    }
+
+    /// Changes the session in the jar's cookie (sealed again with the test key).
+    pub fn edit_session(&self, edit: impl FnOnce(&mut Session)) {
+        let mut session = self.session();
+        edit(&mut session);
+        let mut jar = self.jar.lock().unwrap();
+        let name = jar.keys().find(|k| k.ends_with("tokenless_session")).cloned().expect("a session cookie");
+        let sealed = KeyRing::parse(TEST_KEYS).unwrap().seal(&name, &session.to_bytes());
+        jar.insert(name, sealed);
+    }
+
+    /// Makes the cookie's access token expired, as if its lifetime had passed.
+    pub fn expire_access_token(&self) {
+        self.edit_session(|s| s.tokens.access_expires_at = now() - 1);
+    }
+
     pub async fn sign_in(&self, who: (&str, &str)) -> Answer {
         let answer = self.call("login", &[("email", who.0), ("password", who.1), ("next", "/")]).await;
         assert!(answer.status.is_success(), "sign-in failed: {answer:?}");
@@ -164,7 +195,25 @@ impl<'a> Browser<'a> {
     }
 }
 
+/// Opens a sealed session cookie value with the test key.
+pub fn open_session(name: &str, value: &str) -> Session {
+    let opened =
+        KeyRing::parse(TEST_KEYS).unwrap().open(name, value).expect("a cookie sealed with the test key");
+    Session::from_bytes(&opened.plaintext).expect("a session")
+}
+
 impl TestApp {
+    /// Fails the test if the upstream saw a rotated refresh token come back.
+    pub async fn assert_no_reuse(&self) {
+        let counters = self.counters().await;
+        assert_eq!(counters["reuse_events"], 0, "{counters}");
+    }
+
+    /// Refresh grants the upstream answered (all users).
+    pub async fn refresh_grants(&self) -> u64 {
+        self.counters().await["grants"]["refresh_token"].as_u64().unwrap_or(0)
+    }
+
     pub async fn control_get(&self, path: &str) -> serde_json::Value {
         self.http.get(format!("{}{path}", self.controls)).send().await.unwrap().json().await.unwrap()
     }
