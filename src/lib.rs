@@ -6,6 +6,7 @@ pub mod app;
 pub mod components;
 pub mod error;
 pub mod pages;
+pub mod passthrough_client;
 pub mod status;
 
 #[cfg(feature = "ssr")]

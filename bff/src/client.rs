@@ -288,6 +288,27 @@ impl UpstreamClient {
         }
     }
 
+    /// Sends a passthrough request to `{resource_base}{path_and_query}` with the access token.
+    /// `path_and_query` must already be checked (see [`crate::passthrough`]). The answer comes
+    /// back as it is, its body unread, so that it can be streamed on.
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        headers: reqwest::header::HeaderMap,
+        body: bytes::Bytes,
+        access: &Token,
+    ) -> Result<Response, UpstreamError> {
+        let base = self.config.endpoints.resource_base.as_str().trim_end_matches('/');
+        let url = Url::parse(&format!("{base}{path_and_query}"))
+            .map_err(|e| UpstreamError::Unexpected(format!("passthrough URL: {e}")))?;
+        let mut request = self.http.request(method, url).headers(headers).bearer_auth(access.expose());
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        request.send().await.map_err(UpstreamError::from_reqwest)
+    }
+
     /// Creates an account (the demo's `POST /users`; another API can supply its own client).
     pub async fn register(&self, email: &str, name: &str, password: &str) -> Result<Profile, RegisterError> {
         let mut form = Vec::new();

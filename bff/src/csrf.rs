@@ -19,6 +19,8 @@ pub enum CrossSite {
     ForeignOrigin,
     #[error("Origin is opaque (null)")]
     NullOrigin,
+    #[error("{0} appears more than once")]
+    Repeated(&'static str),
 }
 
 /// Methods that change nothing and pass unchecked.
@@ -30,6 +32,12 @@ pub fn is_safe(method: &Method) -> bool {
 pub fn check(method: &Method, headers: &HeaderMap, expected_origin: &str) -> Result<(), CrossSite> {
     if is_safe(method) {
         return Ok(());
+    }
+    // A browser sends each of these once; two values are a forgery or a broken proxy.
+    for name in ["sec-fetch-site", "origin"] {
+        if headers.get_all(name).iter().count() > 1 {
+            return Err(CrossSite::Repeated(name));
+        }
     }
     if let Some(site) = headers.get("sec-fetch-site") {
         return match site.as_bytes() {
@@ -100,5 +108,18 @@ mod tests {
         for m in [Method::PUT, Method::PATCH, Method::DELETE] {
             assert!(check(&m, &headers(&[("sec-fetch-site", "cross-site")]), US).is_err());
         }
+    }
+
+    #[test]
+    fn repeated_headers_are_refused() {
+        let mut h = HeaderMap::new();
+        h.append("sec-fetch-site", "same-origin".parse().unwrap());
+        h.append("sec-fetch-site", "cross-site".parse().unwrap());
+        assert_eq!(check(&Method::POST, &h, "http://a.example"), Err(CrossSite::Repeated("sec-fetch-site")));
+        let mut h = HeaderMap::new();
+        h.append("origin", "http://a.example".parse().unwrap());
+        h.append("origin", "https://evil.example".parse().unwrap());
+        assert_eq!(check(&Method::POST, &h, "http://a.example"), Err(CrossSite::Repeated("origin")));
+        assert_eq!(check(&Method::GET, &h, "http://a.example"), Ok(()));
     }
 }

@@ -12,6 +12,8 @@
 //! - [`refresh`]: one refresh per rotated token however many requests need it, the result
 //!   handed to late requests, newest cookie wins, counters.
 //! - [`middleware`]: the per-request session handle that handlers and components use.
+//! - [`passthrough`]: allowlisted upstream calls for browser code, token attached, nothing
+//!   leaked either way.
 //! - [`csrf`]: refusing state-changing requests from other sites.
 //! - [`redirect`]: return paths after sign-in that cannot leave the site.
 
@@ -20,6 +22,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod manager;
 pub mod middleware;
+pub mod passthrough;
 pub mod redirect;
 pub mod refresh;
 pub mod seal;

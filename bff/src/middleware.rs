@@ -137,6 +137,31 @@ impl RequestSession {
         state.refresh_failed = false;
     }
 
+    /// New tokens after the upstream refused `session`'s access token: the newest known, or one
+    /// refresh (single flight). The new session goes into this response's cookies while its
+    /// headers are not sent yet. A refusal to refresh ends the session (cookies cleared).
+    pub async fn renew_after_refusal(&self, session: &Session) -> Result<Session, UpstreamError> {
+        let deliverable = !self.lock().committed;
+        match self.manager.renew(session, &session.tokens.access_token, deliverable).await {
+            Ok(renewed) => {
+                if deliverable {
+                    self.manager.store(&self.cookies, &renewed, now());
+                }
+                self.lock().session = Some(renewed.clone());
+                Ok(renewed)
+            }
+            Err(UpstreamError::Refused { code }) => {
+                tracing::info!(session = %session.id, %code, "refresh after 401 refused; signing out");
+                crate::cookies::clear(self.manager.cookie_policy(), &self.cookies);
+                let mut state = self.lock();
+                state.session = None;
+                state.ended = Some(Ended::Revoked);
+                Err(UpstreamError::Refused { code })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET` an upstream resource with the session's access token. A 401 refreshes once and
     /// retries once; a refusal to refresh ends the session (cookies cleared).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ResourceError> {
@@ -155,25 +180,12 @@ impl RequestSession {
             other => return other.map_err(resource_error),
         }
         // The token was refused before its time (revoked, or clocks disagree): refresh once.
-        let now = now();
-        let deliverable = !self.lock().committed;
-        let refreshed = match self.manager.renew(&session, &session.tokens.access_token, deliverable).await {
+        let refreshed = match self.renew_after_refusal(&session).await {
             Ok(refreshed) => refreshed,
-            Err(UpstreamError::Refused { code }) => {
-                tracing::info!(session = %session.id, %code, "refresh after 401 refused; signing out");
-                crate::cookies::clear(self.manager.cookie_policy(), &self.cookies);
-                let mut state = self.lock();
-                state.session = None;
-                state.ended = Some(Ended::Revoked);
-                return Err(ResourceError::SessionEnded);
-            }
+            Err(UpstreamError::Refused { .. }) => return Err(ResourceError::SessionEnded),
             Err(e) => return Err(resource_error(e)),
         };
-        if deliverable {
-            self.manager.store(&self.cookies, &refreshed, now);
-        }
         let access = refreshed.tokens.access_token.clone();
-        self.lock().session = Some(refreshed);
         match self.manager.client().get_json(path, &access).await {
             Err(UpstreamError::Unauthorized) => {
                 Err(ResourceError::Unexpected("a freshly refreshed access token was refused".into()))

@@ -4,7 +4,9 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::list_frogs;
+use crate::app::login_href;
 use crate::components::PageError;
+use crate::passthrough_client::{croak, CallError};
 
 #[component]
 pub fn FrogsPage() -> impl IntoView {
@@ -21,9 +23,10 @@ pub fn FrogsPage() -> impl IntoView {
                             {frogs.into_iter().map(|f| view! {
                                 <li class="frog card">
                                     <img src=f.picture alt=format!("Drawing of {}", f.name) width="96" height="96"/>
-                                    <h2>{f.name}</h2>
+                                    <h2>{f.name.clone()}</h2>
                                     <p>{f.species}</p>
                                     <p class="hint">{f.habitat}</p>
+                                    <CroakButton id=f.id name=f.name.clone()/>
                                 </li>
                             }).collect_view()}
                         </ul>
@@ -32,5 +35,45 @@ pub fn FrogsPage() -> impl IntoView {
                 Err(e) => view! { <PageError error=e/> }.into_any(),
             })}
         </Suspense>
+    }
+}
+
+/// Asks the upstream to record a croak, from the browser through the passthrough (no server
+/// function written for it). Works once the page has hydrated.
+#[component]
+fn CroakButton(id: u32, name: String) -> impl IntoView {
+    let croaks = RwSignal::new(None::<u64>);
+    let problem = RwSignal::new(None::<String>);
+    let pending = RwSignal::new(false);
+    let navigate = leptos_router::hooks::use_navigate();
+    let on_click = move |_| {
+        if pending.get_untracked() {
+            return;
+        }
+        pending.set(true);
+        problem.set(None);
+        let navigate = navigate.clone();
+        leptos::task::spawn_local(async move {
+            match croak(id).await {
+                Ok(answer) => croaks.set(Some(answer.croaks)),
+                Err(CallError::SignIn { expired }) => {
+                    navigate(&login_href("/frogs", expired), Default::default())
+                }
+                Err(CallError::Message(m)) => problem.set(Some(m)),
+            }
+            pending.set(false);
+        });
+    };
+    view! {
+        <p class="croak">
+            <button type="button" class="secondary" data-testid=format!("croak-{id}")
+                aria-label=format!("Croak with {name}") disabled=move || pending.get() on:click=on_click>
+                {move || if pending.get() { "Croaking…" } else { "Croak" }}
+            </button>
+            <span role="status" data-testid=format!("croaks-{id}")>
+                {move || croaks.get().map(|n| if n == 1 { "1 croak".to_string() } else { format!("{n} croaks") })}
+            </span>
+            {move || problem.get().map(|m| view! { <span class="error" role="alert">{m}</span> })}
+        </p>
     }
 }

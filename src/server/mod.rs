@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod metrics;
 pub mod middleware;
+pub mod passthrough;
 pub mod router;
 pub mod run;
 pub mod settings;

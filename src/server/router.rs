@@ -10,9 +10,9 @@ use tower_cookies::CookieManagerLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::{shell, App};
-use crate::server::metrics;
 use crate::server::middleware::{self, CspNonce};
 use crate::server::AppState;
+use crate::server::{metrics, passthrough};
 
 /// Largest request body: forms and server-function arguments are small.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route(metrics::PATH, axum::routing::get(metrics::metrics))
+        .route(&format!("{}/{{*path}}", passthrough::PREFIX), axum::routing::any(passthrough::passthrough))
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

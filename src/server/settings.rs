@@ -46,6 +46,13 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub demo: DemoSettings,
     pub metrics: MetricsSettings,
+    pub passthrough: PassthroughSettings,
+}
+
+/// `/api/upstream/...`: which upstream calls browser code may make through the BFF.
+#[derive(Debug, Clone)]
+pub struct PassthroughSettings {
+    pub allow: tokenless_bff::passthrough::Allowlist,
 }
 
 /// `/metrics` (Prometheus text): refresh counters and timings.
@@ -135,6 +142,13 @@ struct Raw {
     upstream: RawUpstream,
     demo: RawDemo,
     metrics: RawMetrics,
+    passthrough: RawPassthrough,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct RawPassthrough {
+    allow: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -515,7 +529,15 @@ impl Settings {
             enabled: m.enabled,
             token: (!m.token.trim().is_empty()).then(|| SecretString::from(m.token.trim().to_string())),
         };
-        Ok(Settings { server, site, session, upstream, demo, metrics })
+        let allow = tokenless_bff::passthrough::Allowlist::parse(&raw.passthrough.allow).map_err(|e| {
+            invalid(
+                "passthrough.allow",
+                "TOKENLESS_PASSTHROUGH__ALLOW",
+                format!("{e}; write rules like \"GET /frogs, GET|HEAD /frogs/*, POST /frogs/*/croaks\""),
+            )
+        })?;
+        let passthrough = PassthroughSettings { allow };
+        Ok(Settings { server, site, session, upstream, demo, metrics, passthrough })
     }
 }
 

@@ -1,8 +1,9 @@
-//! The protected resources (`/userinfo`, `/frogs`, `/admin/stats`) behind Bearer access tokens,
-//! and registration (`POST /users`) behind client authentication.
+//! The protected resources (`/userinfo`, `/frogs`, `/frogs/{id}`, `/frogs/{id}/croaks`,
+//! `/admin/stats`) behind Bearer access tokens, and registration (`POST /users`) behind client
+//! authentication.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -104,6 +105,44 @@ pub async fn list_frogs(
 ) -> Result<Json<Vec<Frog>>, ApiError> {
     bearer(&upstream, &headers)?;
     Ok(Json(frogs()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct FrogDetail {
+    #[serde(flatten)]
+    pub frog: Frog,
+    pub croaks: u64,
+}
+
+fn frog_by_id(raw: &str) -> Result<Frog, ApiError> {
+    let id: u32 = raw.parse().map_err(|_| ApiError::NotFound)?;
+    frogs().into_iter().find(|f| f.id == id).ok_or(ApiError::NotFound)
+}
+
+/// `GET /frogs/{id}`. Like some real APIs, it also sets a cookie of its own, which a BFF must
+/// never pass on to the browser.
+pub async fn frog(
+    State(upstream): State<Upstream>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    bearer(&upstream, &headers)?;
+    let frog = frog_by_id(&id)?;
+    let croaks = upstream.store().croaks(frog.id);
+    let cookie = [(header::SET_COOKIE, "demo_upstream_visit=1; Path=/; HttpOnly")];
+    Ok((cookie, Json(FrogDetail { frog, croaks })).into_response())
+}
+
+/// `POST /frogs/{id}/croaks`: a state-changing call; answers the new count.
+pub async fn croak(
+    State(upstream): State<Upstream>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    bearer(&upstream, &headers)?;
+    let frog = frog_by_id(&id)?;
+    let croaks = upstream.store().croak(frog.id);
+    Ok((StatusCode::CREATED, Json(FrogDetail { frog, croaks })).into_response())
 }
 
 #[derive(Debug, Serialize)]

@@ -27,6 +27,8 @@ pub fn api_router(upstream: Upstream, max_body_bytes: usize) -> Router {
         .route("/userinfo", get(resources::userinfo))
         .route("/users", post(resources::register))
         .route("/frogs", get(resources::list_frogs))
+        .route("/frogs/{id}", get(resources::frog))
+        .route("/frogs/{id}/croaks", post(resources::croak))
         .route("/admin/stats", get(resources::admin_stats))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -154,6 +154,8 @@ pub struct Store {
     refresh: HashMap<[u8; 32], RefreshRecord>,
     revoked_jtis: HashSet<String>,
     issued: HashMap<String, IssuedToUser>,
+    /// Croaks by frog id (`POST /frogs/{id}/croaks`).
+    croaks: HashMap<u32, u64>,
     pub counters: Counters,
 }
 
@@ -173,8 +175,20 @@ impl Store {
             refresh: HashMap::new(),
             revoked_jtis: HashSet::new(),
             issued: HashMap::new(),
+            croaks: HashMap::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// One more croak for frog `id`; the new total.
+    pub fn croak(&mut self, id: u32) -> u64 {
+        let n = self.croaks.entry(id).or_default();
+        *n += 1;
+        *n
+    }
+
+    pub fn croaks(&self, id: u32) -> u64 {
+        self.croaks.get(&id).copied().unwrap_or(0)
     }
 
     pub fn add_user(

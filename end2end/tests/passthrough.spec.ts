@@ -1,0 +1,87 @@
+// The upstream passthrough from a real browser: the croak button on /frogs calls the upstream
+// through /api/upstream with no token in the page; it keeps working after the access token
+// expired (one refresh); another site cannot use it; paths outside the allowlist are 404.
+import { test, expect } from '@playwright/test';
+import { USER, counters, expireAccessToken, hydrated, signIn } from './support';
+
+function croaksIn(text: string | null): number {
+  const m = /(\d+) croaks?/.exec(text ?? '');
+  expect(m, `a croak count in ${JSON.stringify(text)}`).toBeTruthy();
+  return Number(m![1]);
+}
+
+test.describe('passthrough', () => {
+  test('the croak button calls the upstream from the browser, also after the token expired', async ({
+    page,
+    context,
+    request,
+  }) => {
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    await page.getByTestId('croak-1').click();
+    await expect(page.getByTestId('croaks-1')).toHaveText(/\d+ croaks?/);
+    const first = croaksIn(await page.getByTestId('croaks-1').textContent());
+
+    await expireAccessToken(context);
+    const before = await counters(request);
+    await page.getByTestId('croak-1').click();
+    await expect(page.getByTestId('croaks-1')).toHaveText(`${first + 1} croaks`);
+    const after = await counters(request);
+    expect(after.refreshes_per_user[USER.email] - (before.refreshes_per_user[USER.email] ?? 0)).toBe(1);
+    expect(after.reuse_events).toBe(0);
+  });
+
+  test('another site cannot call it, by script or by form', async ({ page, request }) => {
+    await signIn(page, USER);
+    const target = new URL('/api/upstream/frogs/1/croaks', page.url()).toString();
+    const croaksBefore = (await counters(request)).requests['POST /frogs/1/croaks'] ?? 0;
+    // A page on another site, served by Playwright under its own origin.
+    await page.route('http://evil.test/**', (route) =>
+      route.fulfill({
+        contentType: 'text/html',
+        body: `<html><body><form id="f" method="post" action="${target}"></form></body></html>`,
+      }),
+    );
+    await page.goto('http://evil.test/');
+    const outcome = await page.evaluate(async (url) => {
+      const results: string[] = [];
+      try {
+        await fetch(url, { method: 'POST', credentials: 'include', mode: 'no-cors' });
+        results.push('no-cors sent');
+      } catch {
+        results.push('no-cors failed');
+      }
+      try {
+        const r = await fetch(url, { method: 'POST', credentials: 'include', headers: { 'x-csrf': '1' } });
+        results.push(`cors ${r.status}`);
+      } catch {
+        results.push('cors blocked');
+      }
+      return results;
+    }, target);
+    expect(outcome[1]).toBe('cors blocked');
+    const formAnswer = page.waitForResponse((r) => r.url() === target);
+    await page.evaluate(() => (document.getElementById('f') as HTMLFormElement).submit());
+    expect((await formAnswer).status()).toBe(403);
+    const croaksAfter = (await counters(request)).requests['POST /frogs/1/croaks'] ?? 0;
+    expect(croaksAfter).toBe(croaksBefore);
+  });
+
+  test('a path outside the allowlist is 404', async ({ page }) => {
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    const statuses = await page.evaluate(async () => {
+      const get = (path: string) =>
+        fetch(path, { headers: { 'x-csrf': '1', accept: 'application/json' } }).then((r) => r.status);
+      return [
+        await get('/api/upstream/frogs'),
+        await get('/api/upstream/admin/stats'),
+        await get('/api/upstream/frogs/%2e%2e/admin/stats'),
+        await get('/api/upstream/userinfo'),
+      ];
+    });
+    expect(statuses).toEqual([200, 404, 404, 404]);
+  });
+});
