@@ -24,6 +24,8 @@ bash scripts/setup.sh test
 if [ "$ONLY_E2E" = 0 ]; then
     step "cargo test: unit and integration tests of the workspace"
     cargo test --workspace --features tokenless/ssr
+    step "benchmark smoke: each benchmark once, unoptimized (cargo test --benches), so they cannot rot"
+    cargo test --workspace --features tokenless/ssr --benches
 else
     step "cargo test --no-run: build the server binary"
     cargo test --workspace --features tokenless/ssr --no-run

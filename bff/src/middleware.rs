@@ -27,6 +27,21 @@ pub async fn attach(manager: &Arc<SessionManager>, cookies: Cookies) -> RequestS
     }
 }
 
+/// A request session for a session the server holds itself: no cookie is read or written and
+/// no refresh is attempted. For benchmarks that measure everything but the cookie work.
+pub fn fixed(manager: &Arc<SessionManager>, cookies: Cookies, session: Session) -> RequestSession {
+    RequestSession {
+        manager: manager.clone(),
+        cookies,
+        state: Arc::new(Mutex::new(State {
+            session: Some(session),
+            ended: None,
+            refresh_failed: false,
+            committed: true,
+        })),
+    }
+}
+
 #[derive(Debug)]
 struct State {
     session: Option<Session>,

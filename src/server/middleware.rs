@@ -98,7 +98,10 @@ pub async fn session(
     if is_sessionless(request.uri().path()) {
         return next.run(request).await;
     }
-    let session = attach(&state.sessions, cookies).await;
+    let session = match &state.fixed_session {
+        Some(fixed) => tokenless_bff::middleware::fixed(&state.sessions, cookies, (**fixed).clone()),
+        None => attach(&state.sessions, cookies).await,
+    };
     let guarded =
         matches!(*request.method(), Method::GET | Method::HEAD) && is_protected(request.uri().path());
     if guarded && !session.is_signed_in() {

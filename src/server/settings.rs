@@ -127,6 +127,9 @@ pub struct DemoSettings {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub test_controls: bool,
+    /// Benchmark baseline only: every request gets one server-held session of the demo user,
+    /// without reading or writing any cookie (the auth layer bypassed). Development mode only.
+    pub bench_fixed_session: bool,
     pub control_address: SocketAddr,
     /// Cheap password hashing (tests create many accounts on debug builds).
     pub fast_hashing: bool,
@@ -259,6 +262,7 @@ struct RawDemo {
     access_ttl_secs: u64,
     refresh_ttl_secs: u64,
     test_controls: bool,
+    bench_fixed_session: bool,
     control_address: String,
     fast_hashing: bool,
 }
@@ -270,6 +274,7 @@ impl Default for RawDemo {
             access_ttl_secs: 300,
             refresh_ttl_secs: 30 * 24 * 3600,
             test_controls: false,
+            bench_fixed_session: false,
             control_address: "127.0.0.1:0".into(),
             fast_hashing: false,
         }
@@ -504,6 +509,13 @@ impl Settings {
         }
 
         let d = raw.demo;
+        if d.bench_fixed_session && mode == Mode::Production {
+            return Err(invalid(
+                "demo.bench_fixed_session",
+                "TOKENLESS_DEMO__BENCH_FIXED_SESSION",
+                "bypasses sign-in for benchmarks; never in production",
+            ));
+        }
         let demo = DemoSettings {
             address: parse_address(&d.address, "demo.address", "TOKENLESS_DEMO__ADDRESS")?,
             access_ttl: seconds(
@@ -517,6 +529,7 @@ impl Settings {
                 "TOKENLESS_DEMO__REFRESH_TTL_SECS",
             )?,
             test_controls: d.test_controls,
+            bench_fixed_session: d.bench_fixed_session,
             control_address: parse_address(
                 &d.control_address,
                 "demo.control_address",

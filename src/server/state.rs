@@ -26,6 +26,8 @@ pub struct AppState {
     /// The embedded demo upstream, when it is the one in use; it stops when the last clone of
     /// the state is dropped.
     pub demo: Option<Arc<RunningUpstream>>,
+    /// `demo.bench_fixed_session`: the demo user's session, given to every request.
+    pub fixed_session: Option<Arc<tokenless_bff::session::Session>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum StateError {
     Url(#[from] url::ParseError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot sign the demo user in for demo.bench_fixed_session: {0}")]
+    BenchSession(#[from] tokenless_bff::client::UpstreamError),
     #[error("setting `session.keys` (env TOKENLESS_SESSION__KEYS) is invalid: {0}")]
     Keys(#[from] tokenless_bff::seal::KeyError),
 }
@@ -107,18 +111,33 @@ impl AppState {
             capacity: s.refresh_memory,
         };
         let sessions = Arc::new(SessionManager::new(client, ring, policy, limits, refresh));
+        let fixed_session = if settings.demo.bench_fixed_session {
+            tracing::warn!("demo.bench_fixed_session: every request is the demo user, no cookie involved (benchmarks only)");
+            Some(Arc::new(bench_session(&sessions).await?))
+        } else {
+            None
+        };
         Ok(AppState {
             leptos_options,
             settings: Arc::new(settings),
             sessions,
             upstream_label: label.into(),
             demo,
+            fixed_session,
         })
     }
 
     pub fn upstream_label(&self) -> String {
         self.upstream_label.to_string()
     }
+}
+
+/// The benchmark baseline's session: the demo user, signed in once at start.
+async fn bench_session(sessions: &SessionManager) -> Result<tokenless_bff::session::Session, StateError> {
+    let now = tokenless_bff::manager::now();
+    let tokens = sessions.client().password_grant("user@example.com", "frogs-are-green", now).await?;
+    let profile = sessions.client().userinfo(&tokens.access_token).await?;
+    Ok(tokenless_bff::session::Session::new("bench-fixed-session".into(), now, tokens, profile))
 }
 
 async fn start_demo(settings: &Settings) -> Result<RunningUpstream, tokenless_upstream::StartError> {

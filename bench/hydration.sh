@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Navigation-to-hydrated time in headless Chromium (median of 10) for /login and /frogs, against
+# the release build (server and client). Needs what `make test` installs.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+[ -f target/toolchain.env ] || bash scripts/setup.sh test
+# shellcheck disable=SC1091
+. target/toolchain.env
+[ -x target/release/tokenless ] || cargo build --release --features ssr --bin tokenless
+[ -n "${TOKENLESS_BENCH_NO_BUILD:-}" ] || cargo leptos build --release --frontend-only
+cd end2end
+TOKENLESS_E2E_BINARY="$ROOT/target/release/tokenless" npx playwright test --config playwright.bench.config.ts

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Load benchmark: the release build of the app, the demo upstream as its own process (so the
+# app's memory is the app's), both on loopback, wrk as the load generator. For concurrency 1, 8, 64, 256 (10 s each, TOKENLESS_BENCH_SECONDS to
+# change): the authenticated SSR page /frogs (cookie opened, session checked, one upstream call,
+# render), the same page with the auth layer bypassed (demo.bench_fixed_session: no cookie work)
+# as the baseline, and a static file. Prints a Markdown table (requests/s, p50, p99, errors) and
+# each app's peak RSS; BENCHMARKS.md holds a run's figures.
+#
+#   bash bench/load.sh             # needs: target/release/tokenless (built if missing), wrk
+#   TOKENLESS_BENCH_SECONDS=2 TOKENLESS_BENCH_CONCURRENCY="1 8" bash bench/load.sh   # a smoke run
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SECONDS_EACH="${TOKENLESS_BENCH_SECONDS:-10}"
+CONCURRENCY="${TOKENLESS_BENCH_CONCURRENCY:-1 8 64 256}"
+PORT_AUTH=3300
+PORT_BASE=3302
+PORT_UPSTREAM=3320
+KEYS="4:bG9hZCBiZW5jaG1hcmsga2V5LCBub3QgZm9yIHVzZSE="
+
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y -q wrk >/dev/null
+    else
+        echo "bench/load.sh needs wrk: install it (Debian/Ubuntu: sudo apt-get install wrk)" >&2
+        exit 1
+    fi
+fi
+[ -f target/toolchain.env ] || bash scripts/setup.sh build
+# shellcheck disable=SC1091
+. target/toolchain.env
+# No-ops when up to date.
+cargo build --release --features ssr --bin tokenless
+cargo build --release -p tokenless-upstream --bin demo-upstream
+[ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_for() { # url, log
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing answers at $1; see $2" >&2
+    exit 1
+}
+
+# Access tokens live an hour: no refresh happens during the runs (fan-out is its own benchmark).
+DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="127.0.0.1:$((PORT_UPSTREAM + 1))" \
+    DEMO_UPSTREAM_TEST_CONTROLS=true DEMO_UPSTREAM_FAST_HASHING=true DEMO_UPSTREAM_ACCESS_TTL=3600 RUST_LOG=warn \
+    target/release/demo-upstream >target/bench-upstream.log 2>&1 &
+pids+=("$!")
+wait_for "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/counters" target/bench-upstream.log
+
+start_app() { # port, extra env...
+    local port=$1; shift
+    env TOKENLESS_SERVER__ADDRESS="127.0.0.1:$port" TOKENLESS_SERVER__LOG=warn \
+        TOKENLESS_SESSION__KEYS="$KEYS" TOKENLESS_UPSTREAM__BASE_URL="http://127.0.0.1:$PORT_UPSTREAM" \
+        LEPTOS_SITE_ROOT="$ROOT/target/site" "$@" \
+        target/release/tokenless >"target/bench-app-$port.log" 2>&1 &
+    pids+=("$!")
+    wait_for "http://127.0.0.1:$port/" "target/bench-app-$port.log"
+}
+
+start_app $PORT_AUTH
+AUTH_PID=${pids[-1]}
+start_app $PORT_BASE TOKENLESS_DEMO__BENCH_FIXED_SESSION=true
+BASE_PID=${pids[-1]}
+
+# A real session cookie for the authenticated runs.
+cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$PORT_AUTH/api/login" \
+    -H "origin: http://127.0.0.1:$PORT_AUTH" -H 'accept: application/json' \
+    --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
+    sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
+[ -n "$cookie" ] || { echo "sign-in failed" >&2; exit 1; }
+curl -fsS -o /dev/null -H "cookie: $cookie" "http://127.0.0.1:$PORT_AUTH/frogs"
+curl -fsS -o /dev/null "http://127.0.0.1:$PORT_BASE/frogs"
+
+# wrk's summary -> "rps | p50 | p99 | errors"
+summarize() {
+    awk '
+        /^ +50%/ { p50 = $2 }
+        /^ +99%/ { p99 = $2 }
+        /^Requests\/sec:/ { rps = $2 }
+        /Non-2xx or 3xx responses:/ { bad += $5 }
+        /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
+        END { printf "%.0f | %s | %s | %d", rps, p50, p99, bad }'
+}
+
+run() { # label, url, concurrency, header...
+    local label=$1 url=$2 c=$3; shift 3
+    local threads=$(( c < 2 ? 1 : 2 ))
+    local out
+    out=$(wrk -t"$threads" -c"$c" -d"${SECONDS_EACH}s" --latency "$@" "$url")
+    echo "| $label | $c | $(echo "$out" | summarize) |"
+}
+
+echo "Machine: $(nproc) cores, $(uname -srm); ${SECONDS_EACH}s per run; wrk on the same machine."
+echo
+echo "| target | connections | requests/s | p50 | p99 | errors |"
+echo "|---|---:|---:|---:|---:|---:|"
+for c in $CONCURRENCY; do
+    run "/frogs, signed in (cookie)" "http://127.0.0.1:$PORT_AUTH/frogs" "$c" -H "cookie: $cookie"
+    run "/frogs, auth bypassed (baseline)" "http://127.0.0.1:$PORT_BASE/frogs" "$c"
+    run "static file (/pkg/tokenless.css)" "http://127.0.0.1:$PORT_AUTH/pkg/tokenless.css" "$c"
+done
+echo
+echo "Peak RSS: app with sessions $(awk '/VmHWM/ {print $2, $3}' /proc/$AUTH_PID/status), baseline app $(awk '/VmHWM/ {print $2, $3}' /proc/$BASE_PID/status)"
+# Session scale: many distinct signed-in sessions cycling through the authenticated page.
+SESSIONS="${TOKENLESS_BENCH_SESSIONS:-10000}"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$AUTH_PID/status"; }
+rss_before=$(rss)
+python3 - "$PORT_AUTH" "$SESSIONS" >target/bench-cookies.txt <<'PY'
+import http.client, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+conn = http.client.HTTPConnection("127.0.0.1", port)
+body = "email=user%40example.com&password=frogs-are-green&next=%2F"
+headers = {"content-type": "application/x-www-form-urlencoded", "accept": "application/json",
+           "origin": f"http://127.0.0.1:{port}"}
+for _ in range(n):
+    conn.request("POST", "/api/login", body, headers)
+    r = conn.getresponse()
+    r.read()
+    cookie = r.getheader("set-cookie")
+    if r.status != 200 or not cookie:
+        sys.exit(f"sign-in failed: {r.status}")
+    print(cookie.split(";")[0])
+PY
+rss_signed_in=$(rss)
+cat >target/bench-cycle.lua <<'LUA'
+local cookies = {}
+for line in io.lines("target/bench-cookies.txt") do cookies[#cookies + 1] = line end
+local i = math.random(#cookies)
+request = function()
+  i = i % #cookies + 1
+  return wrk.format("GET", "/frogs", { ["Cookie"] = cookies[i] })
+end
+LUA
+scale=$(wrk -t2 -c64 -d"${SECONDS_EACH}s" --latency -s target/bench-cycle.lua "http://127.0.0.1:$PORT_AUTH/frogs" | summarize)
+echo
+echo "Session scale: $SESSIONS sessions signed in, cycled at 64 connections: $scale (requests/s | p50 | p99 | errors)"
+echo "RSS of the app: ${rss_before} kB before, ${rss_signed_in} kB after $SESSIONS sign-ins, $(rss) kB after the run"
+
+refreshes=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/counters" | sed -n 's/.*"refresh_token":\([0-9]*\).*/\1/p')
+echo "Refresh grants during the run: ${refreshes:-0}"

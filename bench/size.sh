@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Client size: builds the client for release (cargo-leptos, wasm-release profile: opt-level "z",
+# LTO, one codegen unit, panic=abort; then wasm-opt), and prints raw / gzip -9 / brotli -q 11
+# sizes of the wasm, the JS glue and the CSS, and what a first visit to /login downloads (HTML +
+# JS + wasm + CSS, brotli). BENCHMARKS.md holds a run's figures and the before/after.
+#
+#   bash bench/size.sh            # TOKENLESS_BENCH_NO_BUILD=1 to measure target/site as it is
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+for tool in brotli; do
+    if ! command -v $tool >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get install -y -q $tool >/dev/null
+        else
+            echo "bench/size.sh needs $tool (Debian/Ubuntu: sudo apt-get install $tool)" >&2
+            exit 1
+        fi
+    fi
+done
+[ -f target/toolchain.env ] || bash scripts/setup.sh build
+# shellcheck disable=SC1091
+. target/toolchain.env
+# cargo-leptos runs wasm-opt on release builds and would download it from GitHub. Binaryen from
+# crates.io (116) works; Debian's binaryen 108 breaks hydration (../shared/TOOLCHAIN.md).
+if ! command -v wasm-opt >/dev/null; then
+    echo "==> installing wasm-opt 0.116.1 from crates.io (about 5 minutes, once)"
+    cargo install wasm-opt --version 0.116.1
+fi
+if [ -z "${TOKENLESS_BENCH_NO_BUILD:-}" ]; then
+    cargo leptos build --release --frontend-only
+fi
+pkg=target/site/pkg
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+sizes() { # file -> "raw | gzip | brotli" in bytes
+    local f=$1
+    printf '%s | %s | %s' "$(stat -c %s "$f")" "$(gzip -9 -c "$f" | wc -c)" "$(brotli -q 11 -c "$f" | wc -c)"
+}
+
+echo "| file | raw bytes | gzip -9 | brotli -q 11 |"
+echo "|---|---:|---:|---:|"
+for f in tokenless.wasm tokenless.js tokenless.css; do
+    echo "| $f | $(sizes "$pkg/$f") |"
+done
+wasm="$pkg/tokenless.wasm"
+
+# What a first visit to /login downloads, if the server sent brotli.
+if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
+    bin=target/release/tokenless; [ -x "$bin" ] || bin=target/debug/tokenless
+    TOKENLESS_SERVER__ADDRESS=127.0.0.1:3310 TOKENLESS_SERVER__LOG=warn LEPTOS_SITE_ROOT="$ROOT/target/site" \
+        "$bin" >"$work/app.log" 2>&1 &
+    app=$!
+    for _ in $(seq 1 100); do curl -fsS -o "$work/login.html" http://127.0.0.1:3310/login 2>/dev/null && break; sleep 0.1; done
+    kill $app
+    total=0
+    for f in "$work/login.html" "$pkg/tokenless.js" "$wasm" "$pkg/tokenless.css"; do
+        total=$((total + $(brotli -q 11 -c "$f" | wc -c)))
+    done
+    echo
+    echo "First visit to /login, brotli: HTML $(brotli -q 11 -c "$work/login.html" | wc -c) B; HTML + JS + wasm + CSS = $total B ($((total / 1024)) KiB)"
+fi

@@ -1,0 +1,129 @@
+//! Refresh fan-out: for N = 1, 10, 100, 1000, a signed-in session's access token is aged past its
+//! expiry inside the sealed cookie, then N requests carrying that cookie are sent at once (each
+//! its own task, pages and server functions mixed) through the app's router, with the embedded
+//! demo upstream (rotation on, reuse revokes) behind it. Reported: upstream refresh grants,
+//! the app's own counters, time until every request was answered, errors, reuse events.
+//!
+//! `cargo bench --features ssr --bench fanout` (add `-- 1 10` to choose N).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tokenless::server::{router, state::leptos_options, AppState, Settings};
+use tokenless_bff::seal::KeyRing;
+use tokenless_bff::session::Session;
+use tower::ServiceExt;
+
+const KEYS: &str = "5:QmVuY2htYXJrIGtleSwgbmV2ZXIgdXNlIGl0IGVsc2U=";
+const COOKIE: &str = "tokenless_session";
+const ORIGIN: &str = "http://127.0.0.1:3000";
+
+fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
+    let builder = Request::builder().header("host", "127.0.0.1:3000").header("cookie", cookie);
+    if server_fn {
+        builder
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .header("origin", ORIGIN)
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap()
+    } else {
+        builder.method("GET").uri(path).header("accept", "text/html").body(Body::empty()).unwrap()
+    }
+}
+
+/// Returns whether the run was clean: no error, one refresh, no reuse.
+async fn run(n: usize) -> bool {
+    let env = vec![
+        ("TOKENLESS_DEMO__TEST_CONTROLS".to_string(), "true".to_string()),
+        ("TOKENLESS_DEMO__FAST_HASHING".to_string(), "true".to_string()),
+        ("TOKENLESS_SESSION__KEYS".to_string(), KEYS.to_string()),
+        ("TOKENLESS_SERVER__LOG".to_string(), "warn".to_string()),
+    ];
+    let settings = Settings::from_sources(None, env).expect("settings");
+    let options = leptos_options(&settings);
+    let state = AppState::build(settings, options).await.expect("state");
+    let controls = state.demo.as_ref().and_then(|d| d.control_url()).expect("controls");
+    let app = router(state.clone());
+
+    // Sign in through the server function, as the browser does.
+    let login = Request::post("/api/login")
+        .header("host", "127.0.0.1:3000")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .header("origin", ORIGIN)
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::from("email=user%40example.com&password=frogs-are-green&next=%2F"))
+        .unwrap();
+    let answer = app.clone().oneshot(login).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let set_cookie = answer.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    let sealed = set_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+
+    // Age the access token inside the cookie.
+    let ring = KeyRing::parse(KEYS).unwrap();
+    let mut session = Session::from_bytes(&ring.open(COOKIE, &sealed).unwrap().plaintext).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    session.tokens.access_expires_at = now - 1;
+    let cookie = format!("{COOKIE}={}", ring.seal(COOKIE, &session.to_bytes()));
+
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let app = app.clone();
+            let request = if i % 2 == 0 {
+                request("/frogs", &cookie, false)
+            } else {
+                request("/api/frogs", &cookie, true)
+            };
+            tokio::spawn(async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                status
+            })
+        })
+        .collect();
+    let mut errors = 0;
+    for t in tasks {
+        if t.await.unwrap() != StatusCode::OK {
+            errors += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let counters: serde_json::Value =
+        reqwest::get(format!("{controls}/_test/counters")).await.unwrap().json().await.unwrap();
+    let c = state.sessions.refresher().counts();
+    let refreshes = counters["grants"]["refresh_token"].as_u64().unwrap_or(0);
+    let reuse = counters["reuse_events"].as_u64().unwrap_or(0);
+    println!(
+        "| {n:>5} | {:>7} | {:>6} | {:>10} | {:>9.1} ms | {errors:>6} | {:>5} |",
+        refreshes,
+        c.joined,
+        c.grace_hits,
+        elapsed.as_secs_f64() * 1000.0,
+        reuse,
+    );
+    errors == 0 && refreshes == 1 && reuse == 0
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let chosen: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let ns = if chosen.is_empty() { vec![1, 10, 100, 1000] } else { chosen };
+    println!("| N | upstream refreshes | joined | grace hits | all answered in | errors | reuse |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut clean = true;
+    for n in ns {
+        clean &= runtime.block_on(run(n));
+    }
+    if !clean {
+        eprintln!("a fan-out had errors, more than one refresh, or a reuse event");
+        std::process::exit(1);
+    }
+}
