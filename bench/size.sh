@@ -46,18 +46,25 @@ for f in tokenless.wasm tokenless.js tokenless.css; do
 done
 wasm="$pkg/tokenless.wasm"
 
-# What a first visit to /login downloads, if the server sent brotli.
+# What a first visit to /login and to /frogs (signed in) downloads, if the server sent brotli.
 if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
     bin=target/release/tokenless; [ -x "$bin" ] || bin=target/debug/tokenless
-    TOKENLESS_SERVER__ADDRESS=127.0.0.1:3310 TOKENLESS_SERVER__LOG=warn LEPTOS_SITE_ROOT="$ROOT/target/site" \
-        "$bin" >"$work/app.log" 2>&1 &
+    TOKENLESS_SERVER__ADDRESS=127.0.0.1:3310 TOKENLESS_SERVER__LOG=warn TOKENLESS_DEMO__FAST_HASHING=true \
+        LEPTOS_SITE_ROOT="$ROOT/target/site" "$bin" >"$work/app.log" 2>&1 &
     app=$!
     for _ in $(seq 1 100); do curl -fsS -o "$work/login.html" http://127.0.0.1:3310/login 2>/dev/null && break; sleep 0.1; done
+    cookie=$(curl -fsS -o /dev/null -D - http://127.0.0.1:3310/api/login -H 'origin: http://127.0.0.1:3310' \
+        -H 'accept: application/json' --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
+        sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
+    curl -fsS -o "$work/frogs.html" -H "cookie: $cookie" http://127.0.0.1:3310/frogs
     kill $app
-    total=0
-    for f in "$work/login.html" "$pkg/tokenless.js" "$wasm" "$pkg/tokenless.css"; do
-        total=$((total + $(brotli -q 11 -c "$f" | wc -c)))
+    assets=0
+    for f in "$pkg/tokenless.js" "$wasm" "$pkg/tokenless.css"; do
+        assets=$((assets + $(brotli -q 11 -c "$f" | wc -c)))
     done
     echo
-    echo "First visit to /login, brotli: HTML $(brotli -q 11 -c "$work/login.html" | wc -c) B; HTML + JS + wasm + CSS = $total B ($((total / 1024)) KiB)"
+    for page in login frogs; do
+        html=$(brotli -q 11 -c "$work/$page.html" | wc -c)
+        echo "First visit to /$page, brotli: HTML $html B ($(stat -c %s "$work/$page.html") raw); HTML + JS + wasm + CSS = $((html + assets)) B ($(((html + assets) / 1024)) KiB)"
+    done
 fi
