@@ -210,24 +210,12 @@ fn a_401_renews_once_then_retries_only_what_is_idempotent() {
         let app = passthrough_app().await;
         let b = Browser::new(&app);
         b.sign_in(USER).await;
-        let revoke = |token: String| {
-            let base = app.state.demo.as_ref().unwrap().base_url();
-            async move {
-                reqwest::Client::new()
-                    .post(format!("{base}/oauth/revoke"))
-                    .basic_auth("tokenless", Some("tokenless-demo-secret"))
-                    .form(&[("token", token.as_str()), ("token_type_hint", "access_token")])
-                    .send()
-                    .await
-                    .unwrap()
-            }
-        };
-        revoke(b.session().tokens.access_token.expose().to_string()).await;
+        app.revoke_access_token(b.session().tokens.access_token.expose()).await;
         let read = b.send(call("GET", "/frogs/1").body(Body::empty()).unwrap()).await;
         assert_eq!(read.status, StatusCode::OK, "GET retried after the renewal: {}", read.body);
         assert_eq!(app.refresh_grants().await, 1);
 
-        revoke(b.session().tokens.access_token.expose().to_string()).await;
+        app.revoke_access_token(b.session().tokens.access_token.expose()).await;
         let write = b.send(call("POST", "/frogs/1/croaks").body(Body::empty()).unwrap()).await;
         assert_eq!(write.status, StatusCode::UNAUTHORIZED, "a POST is not sent twice by the BFF");
         assert_eq!(json(&write)["error"], "retry", "the client is told to send it again");

@@ -88,15 +88,7 @@ fn an_access_token_revoked_upstream_is_refreshed_once_and_the_call_retried() {
         let b = Browser::new(&app);
         b.sign_in(USER).await;
         let before = b.session();
-        // Revoke the access token alone (RFC 7009), as an upstream may do at any time.
-        let revoked = reqwest::Client::new()
-            .post(format!("{}/oauth/revoke", app.state.demo.as_ref().unwrap().base_url()))
-            .basic_auth("tokenless", Some("tokenless-demo-secret"))
-            .form(&[("token", before.tokens.access_token.expose()), ("token_type_hint", "access_token")])
-            .send()
-            .await
-            .unwrap();
-        assert!(revoked.status().is_success());
+        app.revoke_access_token(before.tokens.access_token.expose()).await;
 
         let call = b.call("frogs", &[]).await;
         assert_eq!(call.status, StatusCode::OK, "{}", call.body);

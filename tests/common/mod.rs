@@ -209,6 +209,20 @@ impl TestApp {
         assert_eq!(counters["reuse_events"], 0, "{counters}");
     }
 
+    /// Revokes one access token at the upstream (RFC 7009), as an upstream may do at any time.
+    pub async fn revoke_access_token(&self, token: &str) {
+        let base = self.state.demo.as_ref().expect("the demo upstream").base_url();
+        let answer = self
+            .http
+            .post(format!("{base}/oauth/revoke"))
+            .basic_auth("tokenless", Some("tokenless-demo-secret"))
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "revocation: {}", answer.status());
+    }
+
     /// Refresh grants the upstream answered (all users).
     pub async fn refresh_grants(&self) -> u64 {
         self.counters().await["grants"]["refresh_token"].as_u64().unwrap_or(0)
