@@ -8,6 +8,6 @@ cd "$ROOT"
 # shellcheck disable=SC1091
 . target/toolchain.env
 [ -x target/release/tokenless ] || cargo build --release --features ssr --bin tokenless
-[ -n "${TOKENLESS_BENCH_NO_BUILD:-}" ] || cargo leptos build --release --frontend-only
+[ -n "${TOKENLESS_BENCH_NO_BUILD:-}" ] || cargo leptos build --release --frontend-only --precompress
 cd end2end
 TOKENLESS_E2E_BINARY="$ROOT/target/release/tokenless" npx playwright test --config playwright.bench.config.ts

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Client size: builds the client for release (cargo-leptos, wasm-release profile: opt-level "z",
 # LTO, one codegen unit, panic=abort; then wasm-opt), and prints raw / gzip -9 / brotli -q 11
-# sizes of the wasm, the JS glue and the CSS, and what a first visit to /login downloads (HTML +
-# JS + wasm + CSS, brotli). BENCHMARKS.md holds a run's figures and the before/after.
+# sizes of the wasm, the JS glue and the CSS, and what a first visit to /login and /frogs
+# downloads from the running server (HTML + JS + wasm + CSS as sent to a browser that accepts
+# brotli: `--precompress` writes .br/.gz files beside each asset and the server sends those).
+# BENCHMARKS.md holds a run's figures and the before/after.
 #
 #   bash bench/size.sh            # TOKENLESS_BENCH_NO_BUILD=1 to measure target/site as it is
 set -euo pipefail
@@ -28,7 +30,7 @@ if ! command -v wasm-opt >/dev/null; then
     cargo install wasm-opt --version 0.116.1
 fi
 if [ -z "${TOKENLESS_BENCH_NO_BUILD:-}" ]; then
-    cargo leptos build --release --frontend-only
+    cargo leptos build --release --frontend-only --precompress
 fi
 pkg=target/site/pkg
 work=$(mktemp -d)
@@ -46,25 +48,42 @@ for f in tokenless.wasm tokenless.js tokenless.css; do
 done
 wasm="$pkg/tokenless.wasm"
 
-# What a first visit to /login and to /frogs (signed in) downloads, if the server sent brotli.
+# What a first visit to /login and to /frogs (signed in) downloads from the server, as sent to a
+# browser that accepts brotli (HTML is sent as rendered; assets precompressed when built so).
 if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
     bin=target/release/tokenless; [ -x "$bin" ] || bin=target/debug/tokenless
     TOKENLESS_SERVER__ADDRESS=127.0.0.1:3310 TOKENLESS_SERVER__LOG=warn TOKENLESS_DEMO__FAST_HASHING=true \
         LEPTOS_SITE_ROOT="$ROOT/target/site" "$bin" >"$work/app.log" 2>&1 &
     app=$!
+    trap 'kill $app 2>/dev/null; rm -rf "$work"' EXIT
     for _ in $(seq 1 100); do curl -fsS -o "$work/login.html" http://127.0.0.1:3310/login 2>/dev/null && break; sleep 0.1; done
     cookie=$(curl -fsS -o /dev/null -D - http://127.0.0.1:3310/api/login -H 'origin: http://127.0.0.1:3310' \
         -H 'accept: application/json' --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
         sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
-    curl -fsS -o "$work/frogs.html" -H "cookie: $cookie" http://127.0.0.1:3310/frogs
-    kill $app
+    sent() { # path [curl args] -> "bytes encoding" as the server sends them to a brotli-capable browser
+        local path=$1; shift
+        curl -fsS -o "$work/body" -D "$work/head" -H 'accept-encoding: br, gzip' "$@" "http://127.0.0.1:3310$path"
+        printf '%s %s' "$(stat -c %s "$work/body")" \
+            "$(sed -n 's/^content-encoding: *\([a-z]*\).*/\1/Ip' "$work/head" | head -1 | grep . || echo identity)"
+    }
+    echo
+    echo "| sent by the server | bytes | content-encoding |"
+    echo "|---|---:|---|"
     assets=0
-    for f in "$pkg/tokenless.js" "$wasm" "$pkg/tokenless.css"; do
-        assets=$((assets + $(brotli -q 11 -c "$f" | wc -c)))
+    for f in tokenless.js tokenless.wasm tokenless.css; do
+        read -r bytes encoding <<<"$(sent "/pkg/$f")"
+        assets=$((assets + bytes))
+        echo "| /pkg/$f | $bytes | $encoding |"
+    done
+    for page in login frogs; do
+        if [ $page = frogs ]; then read -r bytes encoding <<<"$(sent /frogs -H "cookie: $cookie")"
+        else read -r bytes encoding <<<"$(sent /login)"; fi
+        echo "| /$page (HTML) | $bytes | $encoding |"
+        eval "html_$page=$bytes"
     done
     echo
     for page in login frogs; do
-        html=$(brotli -q 11 -c "$work/$page.html" | wc -c)
-        echo "First visit to /$page, brotli: HTML $html B ($(stat -c %s "$work/$page.html") raw); HTML + JS + wasm + CSS = $((html + assets)) B ($(((html + assets) / 1024)) KiB)"
+        html=$(eval "echo \$html_$page")
+        echo "First visit to /$page on the wire: HTML + JS + wasm + CSS = $((html + assets)) B ($(((html + assets) / 1024)) KiB)"
     done
 fi

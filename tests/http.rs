@@ -3,8 +3,10 @@
 
 mod common;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use common::{app, block_on, Browser};
+use tokenless::server::router;
 
 #[test]
 fn home_page_is_server_rendered_with_the_status() {
@@ -65,5 +67,57 @@ fn security_headers_and_a_csp_nonce_that_matches_the_scripts() {
         // Another response, another nonce.
         let again = Browser::new(&app).get("/login").await;
         assert_ne!(again.headers["content-security-policy"], answer.headers["content-security-policy"]);
+    })
+}
+
+/// `cargo leptos build --release --precompress` writes `.br` and `.gz` files beside each asset;
+/// the server sends them to browsers that accept them, with the asset's own type.
+#[test]
+fn static_files_go_out_precompressed_when_the_build_wrote_them() {
+    block_on(async {
+        let mut app = app().await;
+        let site = std::env::temp_dir().join(format!("tokenless-site-{}", std::process::id()));
+        std::fs::create_dir_all(site.join("pkg")).unwrap();
+        std::fs::write(site.join("pkg/tokenless.wasm"), "raw wasm").unwrap();
+        std::fs::write(site.join("pkg/tokenless.wasm.br"), "brotli wasm").unwrap();
+        std::fs::write(site.join("pkg/tokenless.wasm.gz"), "gzip wasm").unwrap();
+        std::fs::write(site.join("pkg/tokenless.css"), "body{}").unwrap();
+        let mut state = app.state.clone();
+        state.leptos_options.site_root = site.to_string_lossy().as_ref().into();
+        app.router = router(state);
+        let browser = Browser::new(&app);
+        let fetch = |path: &str, encodings: Option<&str>| {
+            let mut request = Request::get(path);
+            if let Some(encodings) = encodings {
+                request = request.header("accept-encoding", encodings);
+            }
+            browser.send(request.body(Body::empty()).unwrap())
+        };
+
+        let brotli = fetch("/pkg/tokenless.wasm", Some("gzip, deflate, br, zstd")).await;
+        assert_eq!(brotli.status, StatusCode::OK);
+        assert_eq!(brotli.body, "brotli wasm");
+        assert_eq!(brotli.headers["content-encoding"], "br");
+        assert_eq!(brotli.headers["content-type"], "application/wasm");
+        assert!(brotli.headers["vary"].to_str().unwrap().to_ascii_lowercase().contains("accept-encoding"));
+        // Static: no session work, cacheable, still under the security headers.
+        assert!(brotli.headers.get("set-cookie").is_none());
+        assert!(brotli.headers.get("cache-control").is_none());
+        assert_eq!(brotli.headers["x-content-type-options"], "nosniff");
+
+        let gzip = fetch("/pkg/tokenless.wasm", Some("gzip")).await;
+        assert_eq!((gzip.body.as_str(), &gzip.headers["content-encoding"]), ("gzip wasm", &"gzip".parse().unwrap()));
+        let plain = fetch("/pkg/tokenless.wasm", None).await;
+        assert_eq!(plain.body, "raw wasm");
+        assert!(plain.headers.get("content-encoding").is_none());
+        // An asset without a compressed copy goes out as it is.
+        let css = fetch("/pkg/tokenless.css", Some("br")).await;
+        assert_eq!((css.status, css.body.as_str()), (StatusCode::OK, "body{}"));
+        assert!(css.headers.get("content-encoding").is_none());
+        // A compressed copy is not a file of its own to ask for by a path trick.
+        let missing = fetch("/pkg/%2e%2e/Cargo.toml", Some("br")).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+        std::fs::remove_dir_all(&site).unwrap();
     })
 }

@@ -73,8 +73,8 @@ fn cookie(c: &mut Criterion) {
 
     // Where the time goes.
     let bytes = session.to_bytes();
-    c.bench_function("part: serialize the session (JSON)", |b| b.iter(|| black_box(&session).to_bytes()));
-    c.bench_function("part: deserialize the session (JSON)", |b| {
+    c.bench_function("part: serialize the session (postcard)", |b| b.iter(|| black_box(&session).to_bytes()));
+    c.bench_function("part: deserialize the session (postcard)", |b| {
         b.iter(|| Session::from_bytes(black_box(&bytes)).unwrap())
     });
     {

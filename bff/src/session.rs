@@ -51,8 +51,11 @@ pub struct TokenSet {
     pub refresh_expires_at: Option<u64>,
 }
 
-/// The format of [`Session`]; a cookie of another format is "signed out".
-pub const SESSION_FORMAT: u8 = 1;
+/// The format of [`Session`]; a cookie of another format is "signed out". Format 1 was JSON
+/// (its first byte, `{`, is never 2); format 2 is postcard: the same fields in order, integers
+/// as varints, strings length-prefixed, no field names, so a session costs about a fifth of the
+/// time and 20 % fewer bytes (BENCHMARKS.md).
+pub const SESSION_FORMAT: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -123,13 +126,19 @@ impl Session {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Serializing plain strings and numbers to JSON cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        // Serializing plain strings, numbers and options to a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// `None` for anything that is not a session of the current format.
+    /// `None` for anything that is not exactly one session of the current format.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Session>(bytes).ok().filter(|s| s.format == SESSION_FORMAT)
+        if bytes.first() != Some(&SESSION_FORMAT) {
+            return None;
+        }
+        match postcard::take_from_bytes::<Session>(bytes) {
+            Ok((session, [])) => Some(session),
+            _ => None,
+        }
     }
 }
 
@@ -182,11 +191,22 @@ mod tests {
     fn bytes_round_trip_and_foreign_bytes_are_none() {
         let s = session(200, Some(1000));
         assert_eq!(Session::from_bytes(&s.to_bytes()), Some(s.clone()));
-        let mut other = s;
+        let mut other = s.clone();
         other.format = 99;
         assert_eq!(Session::from_bytes(&other.to_bytes()), None);
         assert_eq!(Session::from_bytes(b"{}"), None);
         assert_eq!(Session::from_bytes(b"\xff\x00"), None);
+        assert_eq!(Session::from_bytes(b""), None);
+        // A format-1 (JSON) cookie from before the change: signed out, not misread.
+        assert_eq!(Session::from_bytes(&serde_json::to_vec(&s).unwrap()), None);
+        let bytes = s.to_bytes();
+        assert_eq!(bytes[0], SESSION_FORMAT);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Session::from_bytes(&longer), None, "trailing bytes");
+        for cut in 0..bytes.len() {
+            assert_eq!(Session::from_bytes(&bytes[..cut]), None, "cut at {cut}");
+        }
         assert!(Profile { id: "".into(), name: "".into(), email: "".into(), roles: vec!["admin".into()] }
             .has_role("admin"));
     }

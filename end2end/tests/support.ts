@@ -65,7 +65,100 @@ function aad(name: string) {
   return Buffer.from(`tokenless/v1/${name}`);
 }
 
-function openSealed(name: string, value: string): any {
+// The sealed session (bff/src/session.rs, format 2) is postcard: the fields in declaration
+// order, unsigned integers as LEB128 varints (the format byte as one raw byte), strings and
+// lists prefixed by their length, options as a 0/1 tag.
+export interface Session {
+  format: number;
+  id: string;
+  generation: number;
+  created_at: number;
+  last_seen_at: number;
+  tokens: {
+    access_token: string;
+    access_expires_at: number;
+    refresh_token: string | null;
+    refresh_expires_at: number | null;
+  };
+  profile: { id: string; name: string; email: string; roles: string[] };
+}
+
+function decodeSession(bytes: Buffer): Session {
+  let at = 0;
+  const byte = () => {
+    if (at >= bytes.length) throw new Error('the session ends early');
+    return bytes[at++];
+  };
+  const uint = () => {
+    let value = 0;
+    for (let scale = 1; ; scale *= 128) {
+      const b = byte();
+      value += (b & 0x7f) * scale;
+      if (b < 0x80) return value;
+    }
+  };
+  const str = () => {
+    const len = uint();
+    if (at + len > bytes.length) throw new Error('the session ends early');
+    at += len;
+    return bytes.toString('utf8', at - len, at);
+  };
+  const option = <T>(read: () => T) => (byte() === 1 ? read() : null);
+  const session: Session = {
+    format: byte(),
+    id: str(),
+    generation: uint(),
+    created_at: uint(),
+    last_seen_at: uint(),
+    tokens: {
+      access_token: str(),
+      access_expires_at: uint(),
+      refresh_token: option(str),
+      refresh_expires_at: option(uint),
+    },
+    profile: { id: str(), name: str(), email: str(), roles: Array.from({ length: uint() }, str) },
+  };
+  expect(session.format).toBe(2);
+  expect(at, 'nothing after the session').toBe(bytes.length);
+  return session;
+}
+
+function encodeSession(session: Session): Buffer {
+  const out: number[] = [];
+  const uint = (value: number) => {
+    for (; value >= 0x80; value = Math.floor(value / 128)) out.push((value % 128) | 0x80);
+    out.push(value);
+  };
+  const str = (value: string) => {
+    const utf8 = Buffer.from(value, 'utf8');
+    uint(utf8.length);
+    out.push(...utf8);
+  };
+  const option = <T>(value: T | null, write: (v: T) => void) => {
+    if (value === null) out.push(0);
+    else {
+      out.push(1);
+      write(value);
+    }
+  };
+  out.push(session.format);
+  str(session.id);
+  uint(session.generation);
+  uint(session.created_at);
+  uint(session.last_seen_at);
+  str(session.tokens.access_token);
+  uint(session.tokens.access_expires_at);
+  option(session.tokens.refresh_token, str);
+  option(session.tokens.refresh_expires_at, uint);
+  str(session.profile.id);
+  str(session.profile.name);
+  str(session.profile.email);
+  uint(session.profile.roles.length);
+  session.profile.roles.forEach(str);
+  return Buffer.from(out);
+}
+
+function openSealed(name: string, value: string): Session {
   const envelope = Buffer.from(value, 'base64url');
   expect(envelope[0]).toBe(1);
   expect(envelope[1]).toBe(KEY_ID);
@@ -73,19 +166,19 @@ function openSealed(name: string, value: string): any {
   decipher.setAAD(aad(name));
   decipher.setAuthTag(envelope.subarray(envelope.length - 16));
   const plain = Buffer.concat([decipher.update(envelope.subarray(14, envelope.length - 16)), decipher.final()]);
-  return JSON.parse(plain.toString('utf8'));
+  return decodeSession(plain);
 }
 
-function seal(name: string, session: unknown): string {
+function seal(name: string, session: Session): string {
   const nonce = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', KEY, nonce);
   cipher.setAAD(aad(name));
-  const body = Buffer.concat([cipher.update(JSON.stringify(session), 'utf8'), cipher.final()]);
+  const body = Buffer.concat([cipher.update(encodeSession(session)), cipher.final()]);
   return Buffer.concat([Buffer.from([1, KEY_ID]), nonce, body, cipher.getAuthTag()]).toString('base64url');
 }
 
 /** The session sealed in the browser's cookie. */
-export async function sessionOf(context: BrowserContext): Promise<any> {
+export async function sessionOf(context: BrowserContext): Promise<Session> {
   const cookie = (await context.cookies()).find((c) => c.name.endsWith('tokenless_session'));
   expect(cookie, 'a session cookie').toBeTruthy();
   return openSealed(cookie!.name, cookie!.value);

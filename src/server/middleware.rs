@@ -62,6 +62,11 @@ pub async fn security_headers(State(state): State<AppState>, mut request: Reques
     if dynamic {
         // Pages show who is signed in: never store them in a shared or browser cache.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    } else {
+        // A release build's assets go out brotli- or gzip-encoded by the browser's
+        // Accept-Encoding (`--precompress`); ServeDir does not say so, and a shared cache that
+        // is not told would hand brotli to a browser that cannot read it.
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     response
 }
