@@ -1,7 +1,9 @@
-//! Pieces several pages share: a labelled form field with its error next to it, the form-level
-//! error, the error state of a page whose data call failed, and a UTC time formatter.
+//! Pieces several pages share: a labelled form field with its error next to it (and what a
+//! failed plain form post typed into it), the form-level error, the error state of a page whose
+//! data call failed, and a UTC time formatter.
 
 use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
 use leptos_router::components::Redirect;
 use leptos_router::hooks::use_location;
 
@@ -21,6 +23,9 @@ pub fn Field(
     #[prop(optional)] hint: Option<&'static str>,
     #[prop(optional)] minlength: Option<u32>,
     #[prop(optional)] maxlength: Option<u32>,
+    /// What the field holds when the page is rendered.
+    #[prop(default = None)]
+    value: Option<String>,
 ) -> impl IntoView {
     let id = format!("field-{name}");
     let error_id = format!("{id}-error");
@@ -39,12 +44,32 @@ pub fn Field(
                 autofocus=autofocus
                 minlength=minlength
                 maxlength=maxlength
+                value=value
                 aria-invalid=move || if error.get().is_some() { "true" } else { "false" }
                 aria-describedby=described_by
             />
             <p class="field-error" id=error_id data-testid=format!("{name}-error")>{move || error.get()}</p>
         </div>
     }
+}
+
+/// What a plain form post (no JavaScript) typed before it failed, never a password: the server
+/// sends the browser back to the form and provides this while rendering it
+/// (`server::form_memory`), so that nothing typed is lost. Hydrated forms keep their input.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RememberedInput {
+    /// The server function the form posted to, e.g. `login`.
+    pub form: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// The value `field` of `form` had in the failed post this page answers, if any.
+pub fn remembered(form: &str, field: &str) -> Option<String> {
+    let input = use_context::<RememberedInput>()?;
+    if input.form != form {
+        return None;
+    }
+    input.fields.into_iter().find(|(name, _)| name == field).map(|(_, value)| value)
 }
 
 /// The message of a form's failed submission, for a live region above the submit button.

@@ -453,3 +453,83 @@ fn on_https_the_cookie_is_secure_and_host_prefixed() {
         app.assert_no_reuse().await;
     })
 }
+
+/// Value of the `<input>` whose id is `id` in `html`, as rendered (attributes escaped).
+fn input_value(html: &str, id: &str) -> Option<String> {
+    let tag = html.split(&format!("id=\"{id}\"")).nth(1)?.split('>').next()?;
+    Some(tag.split("value=\"").nth(1)?.split('"').next()?.to_string())
+}
+
+#[test]
+fn a_failed_form_post_without_javascript_keeps_what_was_typed() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        let form_cookie = format!("{COOKIE}_form");
+
+        // Wrong password: back to the form with the email filled in, never the password.
+        let failed = b
+            .form_post("login", &[("email", " user@example.com "), ("password", "hunter2-wrong"), ("next", "/")], "/login")
+            .await;
+        assert_eq!(failed.status, StatusCode::FOUND);
+        let kept = failed.set_cookies().into_iter().find(|c| c.name() == form_cookie).expect("the input is kept");
+        assert_eq!(kept.http_only(), Some(true));
+        assert!(kept.max_age().is_some_and(|a| a.whole_seconds() == 60), "{kept}");
+        let back = failed.location().unwrap().trim_start_matches(ORIGIN).to_string();
+        let page = b.get(&back).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(input_value(&page.body, "field-email").as_deref(), Some("user@example.com"));
+        assert_eq!(input_value(&page.body, "field-password"), None);
+        assert!(!page.body.contains("hunter2-wrong"));
+        assert!(page.body.contains("Wrong email or password."));
+        // Taken once: the cookie is deleted and a reload shows an empty form.
+        assert!(page.set_cookies().iter().any(|c| c.name() == form_cookie && c.value().is_empty()));
+        assert_eq!(input_value(&b.get("/login").await.body, "field-email"), None);
+
+        // Registration keeps name and email; markup in them stays text.
+        let hostile = "\"><script>alert(1)</script>";
+        let failed = b
+            .form_post(
+                "register",
+                &[("name", hostile), ("email", USER.0), ("password", "short"), ("next", "/")],
+                "/register",
+            )
+            .await;
+        assert_eq!(failed.status, StatusCode::FOUND);
+        let page = b.get(failed.location().unwrap().trim_start_matches(ORIGIN)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(!page.body.contains("<script>alert(1)"), "escaped");
+        assert_eq!(input_value(&page.body, "field-email").as_deref(), Some(USER.0));
+        assert!(input_value(&page.body, "field-name").is_some_and(|v| v.contains("&quot;&gt;") || v.contains("&quot;>")));
+        // The login form does not show what the register form kept.
+        let other = b
+            .form_post("register", &[("name", "Kept"), ("email", "x@example.com"), ("password", ""), ("next", "/")], "/register")
+            .await;
+        assert_eq!(other.status, StatusCode::FOUND);
+        assert_eq!(input_value(&b.get("/login").await.body, "field-email"), None);
+
+        // Oversized input: cut to the field's length, never a 500, the cookie fits.
+        let long = format!("{}@example.com", "a".repeat(20_000));
+        let failed = b.form_post("login", &[("email", &long), ("password", "x"), ("next", "/")], "/login").await;
+        assert_eq!(failed.status, StatusCode::FOUND);
+        let kept = failed.set_cookies().into_iter().find(|c| c.name() == form_cookie).expect("kept, cut");
+        assert!(kept.value().len() < 3800);
+        let page = b.get(failed.location().unwrap().trim_start_matches(ORIGIN)).await;
+        assert_eq!(input_value(&page.body, "field-email").map(|v| v.len()), Some(254));
+
+        // Tampered or foreign: ignored and deleted, the page renders.
+        let moved = tokenless_bff::seal::KeyRing::parse(common::TEST_KEYS).unwrap().seal(COOKIE, b"{}");
+        for value in ["garbage", "AAAA", &moved] {
+            b.set_cookie(&form_cookie, value);
+            let page = b.get("/login").await;
+            assert_eq!(page.status, StatusCode::OK);
+            assert_eq!(input_value(&page.body, "field-email"), None);
+        }
+
+        // The hydrated client's failed call keeps its own input: no cookie.
+        let call = b.call("login", &[("email", USER.0), ("password", "wrong"), ("next", "/")]).await;
+        assert_eq!(call.status, StatusCode::UNAUTHORIZED);
+        assert!(call.set_cookies().iter().all(|c| c.name() != form_cookie));
+        app.assert_no_reuse().await;
+    })
+}

@@ -112,6 +112,38 @@ fn remove_chunks_from(policy: &CookiePolicy, cookies: &Cookies, from: usize) {
     }
 }
 
+/// How long the form-memory cookie lives: the browser is sent straight back to the form.
+pub const FORM_MEMORY_MAX_AGE: Duration = Duration::from_secs(60);
+
+impl CookiePolicy {
+    /// The form-memory cookie's name: the session cookie's, prefix included, plus `_form`.
+    pub fn form_memory_name(&self) -> String {
+        format!("{}_form", self.name)
+    }
+}
+
+/// Seals `bytes` into the form-memory cookie: what a failed plain form post typed, for the page
+/// the browser is sent back to. One cookie, no chunks: `false` (and nothing written) when the
+/// sealed value would not fit.
+pub fn write_form_memory(policy: &CookiePolicy, ring: &KeyRing, cookies: &Cookies, bytes: &[u8]) -> bool {
+    let name = policy.form_memory_name();
+    let sealed = ring.seal(&name, bytes);
+    if sealed.len() > crate::seal::CHUNK_LEN {
+        return false;
+    }
+    cookies.add(policy.build(name, sealed, FORM_MEMORY_MAX_AGE));
+    true
+}
+
+/// Takes the form memory: deletes the cookie whatever it holds and returns its bytes when it
+/// opens (`None` when absent, tampered, moved from another cookie or sealed with a retired key).
+pub fn take_form_memory(policy: &CookiePolicy, ring: &KeyRing, cookies: &Cookies) -> Option<Vec<u8>> {
+    let name = policy.form_memory_name();
+    let value = cookies.get(&name)?.value().to_string();
+    cookies.remove(policy.removal(name.clone()));
+    ring.open(&name, &value).map(|opened| opened.plaintext)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +294,44 @@ mod tests {
         let browser = jar(&big);
         clear(&policy, &browser);
         assert!(browser.list().is_empty());
+    }
+
+    #[test]
+    fn form_memory_round_trip_and_refusals() {
+        let policy = CookiePolicy::new("s", true, SameSite::Lax);
+        let name = policy.form_memory_name();
+        assert_eq!(name, "__Host-s_form");
+
+        let out = jar(&[]);
+        assert!(write_form_memory(&policy, &ring(1), &out, b"typed"));
+        let c = out.get(&name).expect("written");
+        assert!(c.http_only().unwrap_or(false) && c.secure().unwrap_or(false));
+        assert_eq!(c.max_age(), Some(tower_cookies::cookie::time::Duration::seconds(60)));
+        assert!(!c.value().contains("typed"), "sealed");
+
+        let back = jar(&[(name.clone(), c.value().to_string())]);
+        assert_eq!(take_form_memory(&policy, &ring(1), &back).as_deref(), Some(&b"typed"[..]));
+        assert!(back.get(&name).is_none(), "taken: deleted");
+
+        // Tampered, another key, the session cookie's value moved in, garbage: none, deleted.
+        let mut flipped = c.value().to_string().into_bytes();
+        flipped[20] ^= 1;
+        let session_value = ring(1).seal(policy.name(), b"typed");
+        for value in [String::from_utf8(flipped).unwrap(), session_value, "%%%".into()] {
+            let j = jar(&[(name.clone(), value)]);
+            assert_eq!(take_form_memory(&policy, &ring(1), &j), None);
+            assert!(j.get(&name).is_none());
+        }
+        assert_eq!(take_form_memory(&policy, &ring(2), &back_of(&name, c.value())), None);
+        assert_eq!(take_form_memory(&policy, &ring(1), &jar(&[])), None, "absent");
+
+        // Too big for one cookie: nothing written.
+        let big = jar(&[]);
+        assert!(!write_form_memory(&policy, &ring(1), &big, &[b'x'; 4000]));
+        assert!(big.get(&name).is_none());
+    }
+
+    fn back_of(name: &str, value: &str) -> Cookies {
+        jar(&[(name.to_string(), value.to_string())])
     }
 }

@@ -226,6 +226,17 @@ impl SessionManager {
         cookies::write(&self.cookie, &self.ring, cookies, session, max_age);
     }
 
+    /// Keeps what a failed plain form post typed for the page the browser goes back to
+    /// (`cookies::write_form_memory`); `false` when it does not fit in one cookie.
+    pub fn remember_form(&self, cookies: &Cookies, bytes: &[u8]) -> bool {
+        cookies::write_form_memory(&self.cookie, &self.ring, cookies, bytes)
+    }
+
+    /// Takes (and deletes) the form memory, if the request carries one that opens.
+    pub fn take_form(&self, cookies: &Cookies) -> Option<Vec<u8>> {
+        cookies::take_form_memory(&self.cookie, &self.ring, cookies)
+    }
+
     /// Password grant, then the profile; on success the session cookie is written.
     pub async fn sign_in(
         &self,

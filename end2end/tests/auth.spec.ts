@@ -51,6 +51,21 @@ test.describe('with JavaScript', () => {
     await expect(page).toHaveURL(/\/login$/);
   });
 
+  test('input kept from a plain form post survives hydration', async ({ page, baseURL }) => {
+    // A post sent before the client hydrated is a plain form post: the server keeps the input.
+    const failed = await page.request.post('/api/register', {
+      form: { name: 'Early Bird', email: 'early@example.com', password: 'short', next: '/' },
+      headers: { accept: 'text/html', referer: `${baseURL}/register` },
+      maxRedirects: 0,
+    });
+    expect(failed.status()).toBe(302);
+    await page.goto(failed.headers()['location']);
+    await hydrated(page);
+    await expect(page.getByLabel('Name')).toHaveValue('Early Bird');
+    await expect(page.getByLabel('Email')).toHaveValue('early@example.com');
+    await expect(page.getByTestId('password-error')).toHaveText('Use at least 8 characters.');
+  });
+
   test('client-side navigation to a protected page while signed out goes to sign-in', async ({ page }) => {
     await signIn(page, USER);
     await page.getByRole('link', { name: 'Account' }).click();
@@ -75,10 +90,15 @@ test.describe('without JavaScript', () => {
     await journey(page, false);
   });
 
-  test('a wrong password is reported on the page', async ({ page }) => {
+  test('a wrong password is reported on the page, and the email is kept', async ({ page }) => {
     await page.goto('/login?next=%2Ffrogs');
     await fillSignIn(page, { email: USER.email, password: 'not-the-password' });
     await expect(page.getByTestId('form-error')).toHaveText('Wrong email or password.');
+    await expect(page.getByLabel('Email')).toHaveValue(USER.email);
+    await expect(page.getByLabel('Password')).toHaveValue('');
+    // Taken once: a reload shows the empty form.
+    await page.reload();
+    await expect(page.getByLabel('Email')).toHaveValue('');
     await fillSignIn(page, USER);
     await expect(page).toHaveURL(/\/frogs$/);
   });

@@ -8,7 +8,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::Login;
 use crate::app::{encode_component, use_auth};
-use crate::components::{Field, FormError};
+use crate::components::{remembered, Field, FormError};
 
 #[component]
 pub fn LoginPage() -> impl IntoView {
@@ -46,7 +46,7 @@ pub fn LoginPage() -> impl IntoView {
             <ActionForm action=action attr:class="form" attr:data-testid="login-form">
                 <input type="hidden" name="next" value=next/>
                 <Field name="email" label="Email" kind="email" autocomplete="username"
-                    error=field("email") autofocus=true maxlength=254/>
+                    error=field("email") autofocus=true maxlength=254 value=remembered("login", "email")/>
                 <Field name="password" label="Password" kind="password" autocomplete="current-password"
                     error=field("password") maxlength=128/>
                 <FormError error=error/>

@@ -8,7 +8,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::Register;
 use crate::app::use_auth;
-use crate::components::{Field, FormError};
+use crate::components::{remembered, Field, FormError};
 
 #[component]
 pub fn RegisterPage() -> impl IntoView {
@@ -31,8 +31,10 @@ pub fn RegisterPage() -> impl IntoView {
             <h1 id="register-title">"Create an account"</h1>
             <ActionForm action=action attr:class="form" attr:data-testid="register-form">
                 <input type="hidden" name="next" value=next/>
-                <Field name="name" label="Name" autocomplete="name" error=field("name") autofocus=true maxlength=100/>
-                <Field name="email" label="Email" kind="email" autocomplete="email" error=field("email") maxlength=254/>
+                <Field name="name" label="Name" autocomplete="name" error=field("name") autofocus=true maxlength=100
+                    value=remembered("register", "name")/>
+                <Field name="email" label="Email" kind="email" autocomplete="email" error=field("email") maxlength=254
+                    value=remembered("register", "email")/>
                 <Field name="password" label="Password" kind="password" autocomplete="new-password"
                     error=field("password") hint="At least 8 characters." minlength=8 maxlength=128/>
                 <FormError error=error/>

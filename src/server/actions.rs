@@ -13,6 +13,7 @@ use tokenless_bff::session::Profile;
 
 use crate::api::{AccountView, AdminStatsView, FrogView, UserView};
 use crate::error::{AppError, FieldError};
+use crate::server::form_memory;
 
 /// The request's session, put there by the session middleware.
 pub fn request_session() -> Result<RequestSession, AppError> {
@@ -81,7 +82,14 @@ pub fn who_am_i() -> Result<Option<UserView>, AppError> {
 }
 
 pub async fn login(email: String, password: String, next: String) -> Result<(), AppError> {
-    let email = email.trim();
+    let result = sign_in(email.trim(), &password, &next).await;
+    if result.is_err() {
+        form_memory::remember("login", &[("email", email.trim())]);
+    }
+    result
+}
+
+async fn sign_in(email: &str, password: &str, next: &str) -> Result<(), AppError> {
     let mut problems = Vec::new();
     if email.is_empty() {
         problems.push(FieldError { field: "email".into(), message: "Enter your email address.".into() });
@@ -99,9 +107,9 @@ pub async fn login(email: String, password: String, next: String) -> Result<(), 
         return Err(AppError::Validation(problems));
     }
     let session = request_session()?;
-    match session.sign_in(email, &password).await {
+    match session.sign_in(email, password).await {
         Ok(_) => {
-            leptos_axum::redirect(&destination(&next));
+            leptos_axum::redirect(&destination(next));
             Ok(())
         }
         Err(SignInError::InvalidCredentials) => Err(AppError::InvalidCredentials),
@@ -111,6 +119,14 @@ pub async fn login(email: String, password: String, next: String) -> Result<(), 
 
 pub async fn register(name: String, email: String, password: String, next: String) -> Result<(), AppError> {
     let (name, email) = (name.trim(), email.trim());
+    let result = create_account(name, email, &password, &next).await;
+    if result.is_err() {
+        form_memory::remember("register", &[("name", name), ("email", email)]);
+    }
+    result
+}
+
+async fn create_account(name: &str, email: &str, password: &str, next: &str) -> Result<(), AppError> {
     let mut problems = Vec::new();
     if name.is_empty() {
         problems.push(FieldError { field: "name".into(), message: "Enter your name.".into() });
@@ -138,9 +154,9 @@ pub async fn register(name: String, email: String, password: String, next: Strin
         return Err(AppError::Validation(problems));
     }
     let session = request_session()?;
-    match session.register(email, name, &password).await {
+    match session.register(email, name, password).await {
         Ok(_) => {
-            leptos_axum::redirect(&destination(&next));
+            leptos_axum::redirect(&destination(next));
             Ok(())
         }
         Err(RegisterError::EmailTaken) => Err(AppError::EmailTaken),

@@ -2,6 +2,7 @@
 //! the bodies of the server functions.
 
 pub mod actions;
+pub mod form_memory;
 pub mod metrics;
 pub mod middleware;
 pub mod passthrough;

@@ -12,7 +12,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::app::{shell, App};
 use crate::server::middleware::{self, CspNonce};
 use crate::server::AppState;
-use crate::server::{metrics, passthrough};
+use crate::server::{form_memory, metrics, passthrough};
 
 /// Largest request body: forms and server-function arguments are small.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -33,11 +33,15 @@ pub fn router(state: AppState) -> Router {
     let context_state = state.clone();
     let provide_state = move || {
         provide_context(context_state.clone());
-        // The nonce the CSP header names, for Leptos's inline scripts.
-        if let Some(nonce) = use_context::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<CspNonce>().cloned())
-        {
-            provide_context(Nonce::from_value(nonce.0));
+        if let Some(parts) = use_context::<axum::http::request::Parts>() {
+            // The nonce the CSP header names, for Leptos's inline scripts.
+            if let Some(nonce) = parts.extensions.get::<CspNonce>() {
+                provide_context(Nonce::from_value(nonce.0.clone()));
+            }
+            // What a failed plain form post typed, for the form it is sent back to.
+            if let Some(input) = form_memory::recall(&context_state, &parts) {
+                provide_context(input);
+            }
         }
     };
     Router::new()
