@@ -110,8 +110,19 @@ fn without_javascript_forms_redirect_with_the_result() {
             back.starts_with(&format!("{ORIGIN}/login?next=%2Ffrogs")) && back.contains("__err="),
             "{back}"
         );
-        let page = b.get(back.trim_start_matches(ORIGIN)).await;
+        let page = b.follow(&failed).await;
         assert!(page.body.contains("Wrong email or password."), "the error is on the page: {}", page.body);
+        // The same URL from a link on another site (or typed): the error is dropped, not shown.
+        let linked = b
+            .send(
+                Request::get(back.trim_start_matches(ORIGIN))
+                    .header("sec-fetch-site", "cross-site")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(linked.status, StatusCode::SEE_OTHER);
+        assert_eq!(linked.location(), Some("/login?next=%2Ffrogs"));
 
         let ok = b
             .form_post("login", &[("email", USER.0), ("password", USER.1), ("next", "/frogs")], "/login")
@@ -475,8 +486,7 @@ fn a_failed_form_post_without_javascript_keeps_what_was_typed() {
         let kept = failed.set_cookies().into_iter().find(|c| c.name() == form_cookie).expect("the input is kept");
         assert_eq!(kept.http_only(), Some(true));
         assert!(kept.max_age().is_some_and(|a| a.whole_seconds() == 60), "{kept}");
-        let back = failed.location().unwrap().trim_start_matches(ORIGIN).to_string();
-        let page = b.get(&back).await;
+        let page = b.follow(&failed).await;
         assert_eq!(page.status, StatusCode::OK);
         assert_eq!(input_value(&page.body, "field-email").as_deref(), Some("user@example.com"));
         assert_eq!(input_value(&page.body, "field-password"), None);
@@ -496,7 +506,7 @@ fn a_failed_form_post_without_javascript_keeps_what_was_typed() {
             )
             .await;
         assert_eq!(failed.status, StatusCode::FOUND);
-        let page = b.get(failed.location().unwrap().trim_start_matches(ORIGIN)).await;
+        let page = b.follow(&failed).await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(!page.body.contains("<script>alert(1)"), "escaped");
         assert_eq!(input_value(&page.body, "field-email").as_deref(), Some(USER.0));
@@ -514,7 +524,7 @@ fn a_failed_form_post_without_javascript_keeps_what_was_typed() {
         assert_eq!(failed.status, StatusCode::FOUND);
         let kept = failed.set_cookies().into_iter().find(|c| c.name() == form_cookie).expect("kept, cut");
         assert!(kept.value().len() < 3800);
-        let page = b.get(failed.location().unwrap().trim_start_matches(ORIGIN)).await;
+        let page = b.follow(&failed).await;
         assert_eq!(input_value(&page.body, "field-email").map(|v| v.len()), Some(254));
 
         // Tampered or foreign: ignored and deleted, the page renders.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -83,8 +83,46 @@ fn expected_origin(state: &AppState, headers: &HeaderMap) -> String {
     }
 }
 
+/// Query parameters leptos_axum adds when it sends a plain form post back to its page with the
+/// error: the page shows the error they carry.
+const FORM_ERROR_PARAMS: [&str; 2] = ["__err=", "__path="];
+
+/// The same page without a form error in its URL, when the URL carries one that this site's
+/// own redirect did not put there: a link from elsewhere could make a form show any message
+/// ("your account is locked, call..."). Ours is a navigation from this origin (Sec-Fetch-Site
+/// `same-origin`, or, for browsers without Fetch Metadata, a Referer of this origin).
+fn without_foreign_form_error(method: &Method, uri: &Uri, headers: &HeaderMap, origin: &str) -> Option<String> {
+    if method != Method::GET {
+        return None;
+    }
+    let query = uri.query()?;
+    let is_form_error = |pair: &&str| FORM_ERROR_PARAMS.iter().any(|p| pair.starts_with(p));
+    if !query.split('&').any(|pair| is_form_error(&pair)) {
+        return None;
+    }
+    let ours = match headers.get("sec-fetch-site") {
+        Some(site) => site.as_bytes() == b"same-origin",
+        None => headers
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .is_some_and(|r| r.strip_prefix(origin).is_some_and(|rest| rest.starts_with('/'))),
+    };
+    if ours {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_form_error(pair)).collect();
+    let path = uri.path();
+    let clean = if kept.is_empty() { path.to_string() } else { format!("{path}?{}", kept.join("&")) };
+    // `//host/...` would leave the site.
+    Some(tokenless_bff::redirect::safe_next(&clean).unwrap_or_else(|| "/".to_string()))
+}
+
 pub async fn refuse_cross_site(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let origin = expected_origin(&state, request.headers());
+    if let Some(clean) = without_foreign_form_error(request.method(), request.uri(), request.headers(), &origin) {
+        tracing::info!(path = %request.uri().path(), "dropped a form error that did not come from this site");
+        return Redirect::to(&clean).into_response();
+    }
     if let Err(why) = tokenless_bff::csrf::check(request.method(), request.headers(), &origin) {
         tracing::warn!(method = %request.method(), path = %request.uri().path(), %why, "refused a cross-site request");
         // The body is the error the server-function client understands.
@@ -141,4 +179,46 @@ pub async fn server_fn_status(request: Request, next: Next) -> Response {
         }
     }
     Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "https://app.example";
+
+    fn clean(uri: &str, headers: &[(&str, &str)]) -> Option<String> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        without_foreign_form_error(&Method::GET, &uri.parse().unwrap(), &map, ORIGIN)
+    }
+
+    #[test]
+    fn form_errors_only_from_this_sites_own_redirect() {
+        let uri = "/login?next=%2Ffrogs&__path=%2Fapi%2Flogin&__err=Zm9v";
+        // The redirect after our own form post.
+        assert_eq!(clean(uri, &[("sec-fetch-site", "same-origin")]), None);
+        assert_eq!(clean(uri, &[("referer", "https://app.example/login")]), None);
+        // A link from elsewhere, a typed or bookmarked URL, a look-alike referer.
+        for headers in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-site", "none")],
+            &[("sec-fetch-site", "none"), ("referer", "https://app.example/login")],
+            &[("referer", "https://app.example.evil.test/login")],
+            &[("referer", "https://evil.test/")],
+            &[],
+        ] {
+            assert_eq!(clean(uri, headers).as_deref(), Some("/login?next=%2Ffrogs"), "{headers:?}");
+        }
+        assert_eq!(clean("/register?__err=x", &[]).as_deref(), Some("/register"));
+        assert_eq!(clean("//evil.test/?__err=x", &[]).as_deref(), Some("/"), "never off the site");
+        // Nothing to do.
+        assert_eq!(clean("/login?next=%2F", &[]), None);
+        assert_eq!(clean("/login", &[]), None);
+        let post = without_foreign_form_error(&Method::POST, &"/api/login?__err=x".parse().unwrap(), &HeaderMap::new(), ORIGIN);
+        assert_eq!(post, None);
+    }
 }

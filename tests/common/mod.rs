@@ -136,6 +136,20 @@ impl<'a> Browser<'a> {
         self.send(Request::get(path).header("accept", "text/html").body(Body::empty()).unwrap()).await
     }
 
+    /// Follows `answer`'s redirect as a browser does after this site's own answer: a
+    /// same-origin navigation.
+    pub async fn follow(&self, answer: &Answer) -> Answer {
+        let location = answer.location().expect("a redirect").trim_start_matches(ORIGIN).to_string();
+        self.send(
+            Request::get(location)
+                .header("accept", "text/html")
+                .header("sec-fetch-site", "same-origin")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
     /// A server-function call as the hydrated client makes it (JSON back).
     pub async fn call(&self, endpoint: &str, form: &[(&str, &str)]) -> Answer {
         self.send(
