@@ -376,18 +376,22 @@ impl Refresher {
         let key = key_of(&token);
         let mut receiver = {
             let mut memory = self.memory();
-            match memory.flights.get(&key) {
-                Some(receiver) => {
-                    self.inner.metrics.joined.inc();
-                    receiver.clone()
-                }
-                None => {
-                    let (sender, receiver) = watch::channel(None);
-                    memory.flights.insert(key, receiver.clone());
-                    drop(memory);
-                    self.start(key, token, session.id.clone(), session.generation, sender);
-                    receiver
-                }
+            if let Some(receiver) = memory.flights.get(&key) {
+                self.inner.metrics.joined.inc();
+                receiver.clone()
+            } else if let Some(landed) = memory.results.get(&key, Instant::now()).cloned() {
+                // The flight for this token landed after the caller looked (`known`) and before
+                // it asked: use its result. Another flight would send the rotated token again,
+                // which the upstream takes for theft and answers by revoking the sign-in.
+                drop(memory);
+                self.inner.metrics.grace_hits.inc();
+                return self.settle(session, &key, Some(landed), deliverable);
+            } else {
+                let (sender, receiver) = watch::channel(None);
+                memory.flights.insert(key, receiver.clone());
+                drop(memory);
+                self.start(key, token, session.id.clone(), session.generation, sender);
+                receiver
             }
         };
         let waited = tokio::time::timeout(self.inner.config.wait, receiver.wait_for(Option::is_some)).await;
@@ -402,11 +406,23 @@ impl Refresher {
                 ));
             }
         };
+        self.settle(session, &key, outcome, deliverable)
+    }
+
+    /// The session after a flight's `outcome`. A response that will carry the new cookie
+    /// shortens how long the result is remembered to the grace period.
+    fn settle(
+        &self,
+        session: &Session,
+        key: &Key,
+        outcome: Option<Outcome>,
+        deliverable: bool,
+    ) -> Result<Session, UpstreamError> {
         match outcome {
             Some(Outcome::Refreshed(r)) => {
                 if deliverable {
                     let until = Instant::now() + self.inner.config.grace;
-                    self.memory().results.shorten(&key, until);
+                    self.memory().results.shorten(key, until);
                 }
                 Ok(apply(session, &r))
             }
