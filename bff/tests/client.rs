@@ -1,13 +1,16 @@
 //! The upstream client against the demo upstream on loopback: grants, rotation, revocation,
-//! userinfo, registration, and the refusal/outage distinction.
+//! userinfo, registration, and the refusal/outage distinction; and the refresher on top of it,
+//! for the orderings of requests around one flight that unit tests cannot reach.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use tokenless_bff::client::{
     ClientAuth, ClientConfig, RegisterError, UpstreamClient, UpstreamEndpoints, UpstreamError,
 };
-use tokenless_bff::session::Token;
+use tokenless_bff::refresh::{Known, RefreshConfig, Refresher};
+use tokenless_bff::session::{Profile, Session, Token};
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use tokenless_upstream::{spawn, FaultKind, FaultSpec, RunningUpstream, UpstreamConfig};
 use url::Url;
@@ -134,4 +137,31 @@ fn the_secret_never_prints() {
     };
     let shown = format!("{config:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+/// A request that looked at the remembered results while the flight was in the air, and asks
+/// for a refresh only after the flight landed (two tabs, or a thousand requests on two cores,
+/// interleave this way): it gets the flight's result; the rotated token is never sent again.
+#[tokio::test]
+async fn a_refresh_asked_for_after_the_flight_landed_uses_its_result() {
+    let (upstream, client) = setup(ClientAuth::ClientSecretBasic, DEFAULT_CLIENT_SECRET).await;
+    let now = tokenless_bff::manager::now();
+    let tokens = client.password_grant("user@example.com", "frogs-are-green", now).await.unwrap();
+    let profile = Profile { id: "1".into(), name: "U".into(), email: "user@example.com".into(), roles: vec![] };
+    let session = Session::new("sid-late".into(), now, tokens, profile);
+    let refresher = Refresher::new(Arc::new(client), RefreshConfig::default());
+
+    // The late request's look: nothing remembered yet.
+    assert!(matches!(refresher.known(&session), Known::Current));
+    // The flight (another request's) lands.
+    let first = refresher.refresh(&session, true).await.unwrap();
+    // Now the late request asks.
+    let late = refresher.refresh(&session, true).await.unwrap();
+
+    assert_eq!(late.tokens, first.tokens);
+    assert_eq!(late.generation, session.generation + 1);
+    let counters = upstream.upstream.counters();
+    assert_eq!(counters.grants.get("refresh_token").copied().unwrap_or(0), 1, "{counters:?}");
+    assert_eq!(counters.reuse_events, 0, "{counters:?}");
+    assert_eq!(refresher.counts().grace_hits, 1);
 }

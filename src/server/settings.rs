@@ -55,6 +55,9 @@ pub struct PassthroughSettings {
     pub allow: tokenless_bff::passthrough::Allowlist,
 }
 
+/// The shortest `/metrics` bearer token production accepts.
+const METRICS_TOKEN_MIN: usize = 16;
+
 /// `/metrics` (Prometheus text): refresh counters and timings.
 #[derive(Debug, Clone)]
 pub struct MetricsSettings {
@@ -538,9 +541,21 @@ impl Settings {
             fast_hashing: d.fast_hashing,
         };
         let m = raw.metrics;
+        let token = m.token.trim();
+        if mode == Mode::Production && m.enabled && token.len() < METRICS_TOKEN_MIN {
+            return Err(invalid(
+                "metrics.token",
+                "TOKENLESS_METRICS__TOKEN",
+                format!(
+                    "production serves /metrics only behind a bearer token of at least {METRICS_TOKEN_MIN} \
+                     characters: set one (`openssl rand -hex 32`), or turn /metrics off with \
+                     TOKENLESS_METRICS__ENABLED=false"
+                ),
+            ));
+        }
         let metrics = MetricsSettings {
             enabled: m.enabled,
-            token: (!m.token.trim().is_empty()).then(|| SecretString::from(m.token.trim().to_string())),
+            token: (!token.is_empty()).then(|| SecretString::from(token.to_string())),
         };
         let allow = tokenless_bff::passthrough::Allowlist::parse(&raw.passthrough.allow).map_err(|e| {
             invalid(
@@ -628,17 +643,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("TOKENLESS_UPSTREAM__BASE_URL"), "{e}");
-        let s = Settings::from_sources(
-            None,
-            env(&[
-                prod[0],
-                ("TOKENLESS_SITE__ORIGIN", "https://app.example"),
-                ("TOKENLESS_SESSION__KEYS", &key),
-                ("TOKENLESS_UPSTREAM__BASE_URL", "https://api.example"),
-            ]),
-        )
-        .unwrap();
+        let complete = [
+            prod[0],
+            ("TOKENLESS_SITE__ORIGIN", "https://app.example"),
+            ("TOKENLESS_SESSION__KEYS", &key),
+            ("TOKENLESS_UPSTREAM__BASE_URL", "https://api.example"),
+        ];
+        for weak in ["", "short"] {
+            let e = Settings::from_sources(None, env(&[&complete[..], &[("TOKENLESS_METRICS__TOKEN", weak)]].concat()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("TOKENLESS_METRICS__TOKEN") && e.contains("TOKENLESS_METRICS__ENABLED=false"), "{e}");
+        }
+        let off = Settings::from_sources(None, env(&[&complete[..], &[("TOKENLESS_METRICS__ENABLED", "false")]].concat()))
+            .unwrap();
+        assert!(!off.metrics.enabled);
+        let metrics_token = "0123456789abcdef0123456789abcdef";
+        let s = Settings::from_sources(None, env(&[&complete[..], &[("TOKENLESS_METRICS__TOKEN", metrics_token)]].concat()))
+            .unwrap();
         assert!(s.site.secure());
+        assert!(!format!("{s:?}").contains(metrics_token), "the metrics token never prints");
         assert!(!format!("{s:?}").contains(key.split(':').nth(1).unwrap()), "keys never print");
     }
 
