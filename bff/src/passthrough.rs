@@ -12,7 +12,7 @@
 //! - the upstream's answer is streamed back, not held in memory.
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -252,9 +252,10 @@ pub async fn forward(
         None => path.to_string(),
     };
     let client = session.manager().client();
+    let upstream_headers = forwarded_headers(headers);
     let send = |access: crate::session::Token| {
         let method = method.clone();
-        let headers = forwarded_headers(headers);
+        let headers = upstream_headers.clone();
         let body = body.clone();
         let target = target.clone();
         async move { client.forward(method, &target, headers, body, &access).await }
@@ -292,9 +293,7 @@ pub async fn forward(
     let mut out = Response::builder().status(status.as_u16());
     for name in RESPONSE_HEADERS {
         for value in response.headers().get_all(name) {
-            if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-                out = out.header(name.clone(), value);
-            }
+            out = out.header(name.clone(), value.clone());
         }
     }
     out.body(Body::from_stream(response.bytes_stream())).map_err(|e| {
@@ -319,6 +318,7 @@ fn outage(e: UpstreamError) -> PassthroughError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn allowlist_parses_and_matches_whole_segments() {

@@ -82,9 +82,10 @@ pub fn who_am_i() -> Result<Option<UserView>, AppError> {
 }
 
 pub async fn login(email: String, password: String, next: String) -> Result<(), AppError> {
-    let result = sign_in(email.trim(), &password, &next).await;
+    let email = email.trim();
+    let result = sign_in(email, &password, &next).await;
     if result.is_err() {
-        form_memory::remember("login", &[("email", email.trim())]);
+        form_memory::remember("login", &[("email", email)]);
     }
     result
 }

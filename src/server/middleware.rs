@@ -1,6 +1,7 @@
 //! The app's middleware, outermost first: security headers (with the CSP nonce Leptos puts on
-//! its inline scripts), refusal of cross-site state-changing requests, loading the session, and
-//! the server-side redirect of signed-out visitors away from protected pages.
+//! its inline scripts), refusal of cross-site state-changing requests (and of form errors a link
+//! from elsewhere put in a URL), loading the session, and the server-side redirect of signed-out
+//! visitors away from protected pages.
 
 use std::sync::Arc;
 

@@ -135,7 +135,8 @@ impl AppState {
 /// The benchmark baseline's session: the demo user, signed in once at start.
 async fn bench_session(sessions: &SessionManager) -> Result<tokenless_bff::session::Session, StateError> {
     let now = tokenless_bff::manager::now();
-    let tokens = sessions.client().password_grant("user@example.com", "frogs-are-green", now).await?;
+    let user = &tokenless_upstream::config::DEMO_USERS[0];
+    let tokens = sessions.client().password_grant(user.email, user.password, now).await?;
     let profile = sessions.client().userinfo(&tokens.access_token).await?;
     Ok(tokenless_bff::session::Session::new("bench-fixed-session".into(), now, tokens, profile))
 }
