@@ -21,9 +21,21 @@ ENV_FILE="$ROOT/target/toolchain.env"
 CARGO_LEPTOS_VERSION="0.3.11"
 WASM_OPT_VERSION="0.116.1"
 OHA_VERSION="1.14.0"
-DEBIAN_WASM_SYSROOT="/usr/lib/rustlib/wasm32-unknown-unknown/lib"
+# Where Debian's packages put Rust. Only the set-up tests (scripts/tests/setup.sh) change it, to
+# point the script at a fake machine.
+DEBIAN_PREFIX="${TOKENLESS_DEBIAN_PREFIX:-/usr}"
+DEBIAN_RUSTC="$DEBIAN_PREFIX/bin/rustc"
+DEBIAN_CARGO="$DEBIAN_PREFIX/bin/cargo"
+DEBIAN_LLD="$DEBIAN_PREFIX/bin/rust-lld"
+DEBIAN_RUST_SRC="$DEBIAN_PREFIX/lib/rustlib/src/rust/library"
+DEBIAN_WASM_SYSROOT="$DEBIAN_PREFIX/lib/rustlib/wasm32-unknown-unknown/lib"
+# Every command substitution and pipeline below must survive a tool that is not installed:
+# under `set -euo pipefail` an assignment whose pipeline fails ends the script with no message
+# (issue 12: `m="$(rustc_minor /usr/bin/rustc)"` died with 127 on a machine without rustc-web).
+# Helpers that probe for a tool therefore never fail; they print nothing instead.
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+STARTED=$SECONDS
+say() { printf '\033[1m[setup +%ss]\033[0m %s\n' "$((SECONDS - STARTED))" "$*"; }
 fail() { printf '\033[1;31m[setup] %s\033[0m\n' "$*" >&2; exit 1; }
 is_root() { [ "$(id -u)" = 0 ]; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -44,11 +56,14 @@ apt_install() {
 # ---------------------------------------------------------------- the wasm32 target
 rustup_has_wasm() {
     have rustup || return 1
-    rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown
+    local installed
+    # Captured first: `grep -q` on a pipe could end rustup with SIGPIPE and read as "missing".
+    installed="$(rustup target list --installed 2>/dev/null || true)"
+    grep -qx wasm32-unknown-unknown <<<"$installed"
 }
 
 debian_has_wasm() {
-    [ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] && ls "$DEBIAN_WASM_SYSROOT"/libstd-*.rlib >/dev/null 2>&1
+    [ -x "$DEBIAN_RUSTC" ] && [ -x "$DEBIAN_CARGO" ] && compgen -G "$DEBIAN_WASM_SYSROOT/libstd-*.rlib" >/dev/null
 }
 
 build_debian_wasm_std() {
@@ -68,7 +83,7 @@ path = "src/lib.rs"
 [workspace]
 TOML
     echo '#[no_mangle] pub extern "C" fn seed() -> u32 { 1 }' >"$tmp/src/lib.rs"
-    (cd "$tmp" && PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$tmp/target" \
+    (cd "$tmp" && PATH="$DEBIAN_PREFIX/bin:$PATH" RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$tmp/target" \
         cargo build -q --release --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort) \
         || fail "building the wasm32 std failed (see above)"
     mkdir -p "$DEBIAN_WASM_SYSROOT"
@@ -79,14 +94,18 @@ TOML
 
 MIN_RUST_MINOR=96 # cargo-leptos 0.3.11 needs Rust 1.96
 
-rustc_minor() { # the minor version of the rustc at $1
-    "$1" --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\)\..*/\1/p'
+rustc_minor() { # the minor version of the rustc at $1; nothing (and status 0) when there is none
+    local v
+    v="$("$1" --version 2>/dev/null || true)"
+    sed -n 's/^rustc 1\.\([0-9]*\)\..*/\1/p' <<<"$v"
 }
 
 rustup_new_enough() {
     have rustup || return 1
-    local m
-    m="$(rustc_minor "$(rustup which rustc 2>/dev/null || echo false)")"
+    local rustc m
+    rustc="$(rustup which rustc 2>/dev/null || true)"
+    [ -n "$rustc" ] || return 1
+    m="$(rustc_minor "$rustc")"
     [ -n "$m" ] && [ "$m" -ge "$MIN_RUST_MINOR" ]
 }
 
@@ -115,15 +134,15 @@ setup_toolchain() {
     tc="$(choose_toolchain)"
     if [ "$tc" = debian ]; then
         local m
-        m="$(rustc_minor /usr/bin/rustc)"
-        if [ -z "$m" ] || [ "$m" -lt "$MIN_RUST_MINOR" ] \
-            || [ ! -d /usr/lib/rustlib/src/rust/library ] || [ ! -e /usr/bin/rust-lld ]; then
+        m="$(rustc_minor "$DEBIAN_RUSTC")"
+        if [ -z "$m" ] || [ "$m" -lt "$MIN_RUST_MINOR" ] || [ ! -x "$DEBIAN_CARGO" ] \
+            || [ ! -d "$DEBIAN_RUST_SRC" ] || [ ! -e "$DEBIAN_LLD" ]; then
             apt_install rustc-web cargo-web rust-web-src lld-22 || fail \
                 "No usable Rust for wasm32: run 'rustup update stable && rustup target add wasm32-unknown-unknown' (Rust 1.$MIN_RUST_MINOR or newer), or on Debian 12 as root 'apt-get install rustc-web cargo-web rust-web-src lld-22', then run this again."
         fi
         debian_has_wasm || build_debian_wasm_std
         # Debian's cargo/rustc first; tools installed by `cargo install` stay in ~/.cargo/bin.
-        printf 'export PATH="/usr/bin:%s/.cargo/bin:$PATH"\nexport TOKENLESS_TOOLCHAIN=debian\n' "$HOME" >"$ENV_FILE"
+        printf 'export PATH="%s/bin:%s/.cargo/bin:$PATH"\nexport TOKENLESS_TOOLCHAIN=debian\n' "$DEBIAN_PREFIX" "$HOME" >"$ENV_FILE"
     else
         printf 'export PATH="%s/.cargo/bin:$PATH"\nexport TOKENLESS_TOOLCHAIN=rustup\n' "$HOME" >"$ENV_FILE"
     fi
@@ -133,16 +152,25 @@ setup_toolchain() {
 }
 
 # ---------------------------------------------------------------- cargo-installed tools
+# The tools share one build directory, so the dependencies they have in common (tokio, serde,
+# syn...) compile once, and a reinstall at another version rebuilds only what changed.
+TOOLS_TARGET_DIR="${CARGO_HOME:-$HOME/.cargo}/tokenless-tools-target"
+
 cargo_install() { # name version binary version-as-the-binary-prints-it [extra args...]
-    local name="$1" version="$2" bin="$3" shown="$4"
+    local name="$1" version="$2" bin="$3" shown="$4" current=""
     shift 4
-    if have "$bin" && "$bin" --version 2>/dev/null | grep -qF "$shown"; then
+    if have "$bin"; then current="$("$bin" --version 2>/dev/null || true)"; fi
+    if [[ "$current" == *"$shown"* ]]; then
         return
     fi
     say "cargo install $name $version (once; several minutes on 2 cores)"
-    # Thin builds: the packages' fat-LTO release profiles take 15 min here and gain nothing for a tool.
-    CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    # Light builds: the packages' fat-LTO release profiles take 15 min here, and a tool that
+    # spends its time waiting on rustc gains nothing from them.
+    CARGO_TARGET_DIR="$TOOLS_TARGET_DIR" CARGO_PROFILE_RELEASE_LTO=off \
+        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+        CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
         cargo install --quiet "$name" --version "$version" "$@"
+    say "installed $name $version"
 }
 
 wasm_bindgen_version() {

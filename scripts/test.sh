@@ -12,6 +12,9 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 ONLY_E2E=0
 if [ "${1:-}" = e2e ]; then ONLY_E2E=1; shift; fi
 
+step "set-up script tests: scripts/setup.sh's decisions on fake machines (seconds, no network)"
+bash scripts/tests/setup.sh
+
 step "setup (installs only what is missing)"
 bash scripts/setup.sh test
 # shellcheck disable=SC1091

@@ -21,6 +21,9 @@ pub fn is_protected(path: &str) -> bool {
     PROTECTED.iter().any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
 }
 
+/// The sign-in page's `reason` after a sign-out whose revocation upstream is not confirmed yet.
+pub const SIGNOUT_PENDING: &str = "signout_pending";
+
 /// `/login?next=<here>` (and `&reason=expired` when a session just ended).
 pub fn login_href(next: &str, expired: bool) -> String {
     let mut href = format!("/login?next={}", encode_component(next));

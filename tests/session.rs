@@ -7,6 +7,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{app, app_with, block_on, Browser, ADMIN, ORIGIN, USER};
+use tokenless_bff::manager::now;
 use tower_cookies::cookie::SameSite;
 
 const COOKIE: &str = "tokenless_session";
@@ -541,5 +542,110 @@ fn a_failed_form_post_without_javascript_keeps_what_was_typed() {
         assert_eq!(call.status, StatusCode::UNAUTHORIZED);
         assert!(call.set_cookies().iter().all(|c| c.name() != form_cookie));
         app.assert_no_reuse().await;
+    })
+}
+
+/// Hardening finding 7: signing in over an existing session ends the old one (OWASP: invalidate
+/// on re-authentication), revoked upstream and refused here.
+#[test]
+fn signing_in_again_ends_the_previous_session() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let old = b.jar.lock().unwrap()[COOKIE].clone();
+        let old_refresh = b.session().tokens.refresh_token.unwrap().expose().to_string();
+        let before = app.counters().await["revocations"].as_u64().unwrap();
+        b.sign_in(ADMIN).await;
+        assert_eq!(app.counters().await["revocations"].as_u64().unwrap(), before + 1, "old sign-in revoked");
+        assert_eq!(b.session().profile.email, ADMIN.0);
+        let replay = Browser::new(&app);
+        replay.set_cookie(COOKIE, &old);
+        assert_eq!(replay.get("/frogs").await.status, StatusCode::SEE_OTHER, "the old cookie is refused");
+        // And upstream: the old refresh token no longer refreshes.
+        let base = app.state.demo.as_ref().unwrap().base_url();
+        let answer = reqwest::Client::new()
+            .post(format!("{base}/oauth/token"))
+            .basic_auth("tokenless", Some("tokenless-demo-secret"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", old_refresh.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 400, "the old refresh token is dead upstream");
+        assert_eq!(b.get("/admin").await.status, StatusCode::OK, "the new session works");
+    })
+}
+
+/// Hardening finding 11: access tokens that live no longer than the refresh skew (seed 003's
+/// 10-second tokens; the default skew is 30 s) are not refreshed on every request.
+#[test]
+fn short_lived_access_tokens_are_not_refreshed_on_every_request() {
+    block_on(async {
+        let app = app_with(&[("TOKENLESS_DEMO__ACCESS_TTL_SECS", "10")]).await;
+        let b = Browser::new(&app);
+        b.sign_in(ADMIN).await;
+        for path in ["/frogs", "/account", "/admin", "/frogs"] {
+            let page = b.get(path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        }
+        assert_eq!(app.refresh_grants().await, 0, "a token just issued is never refreshed");
+        // In the last half of its life it is.
+        b.edit_session(|s| s.tokens.access_expires_at = now() + 4);
+        assert_eq!(b.get("/frogs").await.status, StatusCode::OK);
+        assert_eq!(app.refresh_grants().await, 1);
+        app.assert_no_reuse().await;
+    })
+}
+
+/// Hardening finding 2: a form error smuggled in with percent-encoded keys is dropped too
+/// (Leptos decodes the keys before reading them).
+#[test]
+fn form_errors_with_percent_encoded_keys_are_dropped() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        let forged = "/login?next=%2Ffrogs&%5F%5Fpath=%2Fapi%2Flogin&%5F%5Ferr=eyJJbnZhbGlkQ3JlZGVudGlhbHMiOm51bGx9";
+        let answer = b
+            .send(
+                axum::http::Request::get(forged)
+                    .header("accept", "text/html")
+                    .header("sec-fetch-site", "cross-site")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        assert_eq!(answer.location(), Some("/login?next=%2Ffrogs"));
+    })
+}
+
+/// Hardening finding 6: a sign-out whose revocation fails on an outage still signs out here,
+/// tells the user, and the revocation is retried until the upstream confirms it.
+#[test]
+fn a_sign_out_during_an_outage_is_revoked_later_and_the_user_is_told() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let old = b.jar.lock().unwrap()[COOKIE].clone();
+        let before = app.counters().await["revocations"].as_u64().unwrap();
+        let fault = serde_json::json!({"kind": "unavailable", "endpoint": "/oauth/revoke", "count": 1});
+        assert_eq!(app.control_post("/_test/faults", fault).await, StatusCode::NO_CONTENT);
+        let out = b.form_post("logout", &[], "/").await;
+        assert_eq!(out.status, StatusCode::FOUND, "{}", out.body);
+        assert_eq!(out.location(), Some("/login?reason=signout_pending"));
+        let page = b.follow(&out).await;
+        assert!(page.body.contains("data-testid=\"signout-pending\""), "{}", page.body);
+        assert!(b.cookie_header().is_empty(), "signed out here at once");
+        let replay = Browser::new(&app);
+        replay.set_cookie(COOKIE, &old);
+        assert_eq!(replay.get("/frogs").await.status, StatusCode::SEE_OTHER);
+        // Retried in the background (first after 2 s): wait for the upstream to see it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while app.counters().await["revocations"].as_u64().unwrap() == before {
+            assert!(std::time::Instant::now() < deadline, "the revocation was never retried");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(app.state.sessions.refresher().counts().revocations_abandoned, 0);
     })
 }

@@ -28,6 +28,7 @@ fn realistic_session() -> Session {
             access_expires_at: NOW + 300,
             refresh_token: Some(Token::new("Xq3v9aZt0yR8mN2pL5kJ7hG4fD1sA6wE0cB9nM3xQ2u")),
             refresh_expires_at: Some(NOW + 30 * 24 * 3600),
+            access_issued_at: NOW,
         },
         Profile {
             id: "user-7f3a".into(),
@@ -49,7 +50,7 @@ fn refresher() -> Refresher {
         connect_timeout: Duration::from_secs(1),
     })
     .unwrap();
-    Refresher::new(Arc::new(client), RefreshConfig::default())
+    Refresher::new(Arc::new(client), RefreshConfig::default(), tokenless_bff::clock::system())
 }
 
 fn cookie(c: &mut Criterion) {

@@ -32,16 +32,29 @@ pub struct UpstreamEndpoints {
 }
 
 impl UpstreamEndpoints {
-    /// The demo upstream's layout under `base` (`/oauth/token`, `/oauth/revoke`, `/userinfo`, `/users`).
+    /// The demo upstream's layout under `base` (`/oauth/token`, `/oauth/revoke`, `/userinfo`,
+    /// `/users`), keeping any path `base` has (`https://api/v1` → `https://api/v1/oauth/token`).
     pub fn under(base: &Url) -> Result<Self, url::ParseError> {
         Ok(UpstreamEndpoints {
-            token_url: base.join("/oauth/token")?,
-            revocation_url: base.join("/oauth/revoke")?,
-            userinfo_url: base.join("/userinfo")?,
-            registration_url: base.join("/users")?,
+            token_url: upstream_url(base, "/oauth/token")?,
+            revocation_url: upstream_url(base, "/oauth/revoke")?,
+            userinfo_url: upstream_url(base, "/userinfo")?,
+            registration_url: upstream_url(base, "/users")?,
             resource_base: base.clone(),
         })
     }
+}
+
+/// The one way an upstream URL is built: `base`'s path, then `path_and_query` (which starts with
+/// `/`) appended as it is. `Url::join` would drop `base`'s path for an absolute `/x` (and resolve
+/// `..`), so `https://api/v1` + `/frogs` would become `https://api/frogs`.
+pub fn upstream_url(base: &Url, path_and_query: &str) -> Result<Url, url::ParseError> {
+    let mut base = base.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    let prefix = base.as_str().trim_end_matches('/');
+    let rest = if path_and_query.starts_with('/') { path_and_query.to_string() } else { format!("/{path_and_query}") };
+    Url::parse(&format!("{prefix}{rest}"))
 }
 
 #[derive(Debug, Clone)]
@@ -194,11 +207,13 @@ impl UpstreamClient {
             if !body.token_type.is_empty() && !body.token_type.eq_ignore_ascii_case("bearer") {
                 return Err(UpstreamError::Unexpected(format!("token_type {:?}", body.token_type)));
             }
+            // Saturating: a hostile or broken `expires_in` (u64::MAX) must not overflow.
             return Ok(TokenSet {
                 access_token: body.access_token,
-                access_expires_at: now + body.expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME),
+                access_expires_at: now.saturating_add(body.expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME)),
                 refresh_token: body.refresh_token,
-                refresh_expires_at: body.refresh_expires_in.map(|s| now + s),
+                refresh_expires_at: body.refresh_expires_in.map(|s| now.saturating_add(s)),
+                access_issued_at: now,
             });
         }
         Err(refusal_or_outage(response).await)
@@ -261,11 +276,7 @@ impl UpstreamClient {
         path: &str,
         access: &Token,
     ) -> Result<T, UpstreamError> {
-        let url = self
-            .config
-            .endpoints
-            .resource_base
-            .join(path)
+        let url = upstream_url(&self.config.endpoints.resource_base, path)
             .map_err(|e| UpstreamError::Unexpected(format!("resource path: {e}")))?;
         self.get_json_at(url, access).await
     }
@@ -299,8 +310,7 @@ impl UpstreamClient {
         body: bytes::Bytes,
         access: &Token,
     ) -> Result<Response, UpstreamError> {
-        let base = self.config.endpoints.resource_base.as_str().trim_end_matches('/');
-        let url = Url::parse(&format!("{base}{path_and_query}"))
+        let url = upstream_url(&self.config.endpoints.resource_base, path_and_query)
             .map_err(|e| UpstreamError::Unexpected(format!("passthrough URL: {e}")))?;
         let mut request = self.http.request(method, url).headers(headers).bearer_auth(access.expose());
         if !body.is_empty() {
@@ -349,4 +359,30 @@ async fn refusal_or_outage(response: Response) -> UpstreamError {
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_keep_the_base_path() {
+        let with_path = Url::parse("https://api.example/v1").unwrap();
+        let with_slash = Url::parse("https://api.example/v1/").unwrap();
+        let bare = Url::parse("https://api.example").unwrap();
+        for base in [&with_path, &with_slash] {
+            assert_eq!(upstream_url(base, "/frogs").unwrap().as_str(), "https://api.example/v1/frogs");
+            assert_eq!(upstream_url(base, "/frogs/1?x=2").unwrap().as_str(), "https://api.example/v1/frogs/1?x=2");
+        }
+        assert_eq!(upstream_url(&bare, "/frogs").unwrap().as_str(), "https://api.example/frogs");
+        assert_eq!(upstream_url(&bare, "frogs").unwrap().as_str(), "https://api.example/frogs");
+        let endpoints = UpstreamEndpoints::under(&with_path).unwrap();
+        assert_eq!(endpoints.token_url.as_str(), "https://api.example/v1/oauth/token");
+        assert_eq!(endpoints.revocation_url.as_str(), "https://api.example/v1/oauth/revoke");
+        assert_eq!(endpoints.userinfo_url.as_str(), "https://api.example/v1/userinfo");
+        assert_eq!(endpoints.registration_url.as_str(), "https://api.example/v1/users");
+        // A query or fragment on the base is not carried into every call.
+        let odd = Url::parse("https://api.example/v1?k=1#f").unwrap();
+        assert_eq!(upstream_url(&odd, "/frogs").unwrap().as_str(), "https://api.example/v1/frogs");
+    }
 }

@@ -162,6 +162,7 @@ mod tests {
                 access_expires_at: 2_000,
                 refresh_token: Some(Token::new("refresh")),
                 refresh_expires_at: Some(9_000),
+                access_issued_at: 1_000,
             },
             Profile { id: "7".into(), name: "Dana".into(), email: "d@example.com".into(), roles: vec![] },
         )

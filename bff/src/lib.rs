@@ -6,6 +6,8 @@
 //! - [`session`]: the sealed payload (tokens that never print, profile, generation, timestamps)
 //!   and the freshness decision.
 //! - [`cookies`]: the session cookie's name and attributes, read/write/clear with chunks.
+//! - [`clock`]: the injected clock that every expiry is measured with.
+//! - [`grants`]: refresh and revocation as a trait the refresh machinery calls.
 //! - [`client`]: the one upstream client (OAuth 2.0 grants, revocation, userinfo, registration,
 //!   resources) with errors that tell a refusal from an outage.
 //! - [`manager`]: loading a request's session (limits, refresh, key rotation), sign-in/out.
@@ -18,8 +20,10 @@
 //! - [`redirect`]: return paths after sign-in that cannot leave the site.
 
 pub mod client;
+pub mod clock;
 pub mod cookies;
 pub mod csrf;
+pub mod grants;
 pub mod manager;
 pub mod middleware;
 pub mod passthrough;

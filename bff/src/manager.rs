@@ -5,19 +5,22 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::clock::Clock;
+
 use rand::RngCore;
 use tower_cookies::Cookies;
 
 use crate::client::{RegisterError, UpstreamClient, UpstreamError};
 use crate::cookies::{self, CookiePolicy, ReadSession};
-use crate::refresh::{Known, RefreshConfig, Refresher};
+use crate::refresh::{Known, RefreshConfig, Refresher, Revocation};
 use crate::seal::KeyRing;
 use crate::session::{Freshness, Profile, Session, Token};
 
 /// How long sessions and tokens may live.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Refresh an access token that expires within this window before using it.
+    /// Refresh an access token that expires within this window before using it (at most half
+    /// the token's lifetime: see [`Session::freshness`]).
     pub refresh_skew: Duration,
     /// A session unused for this long is over.
     pub idle_timeout: Duration,
@@ -68,6 +71,7 @@ pub enum SignInError {
 }
 
 pub struct SessionManager {
+    clock: Arc<dyn Clock>,
     client: Arc<UpstreamClient>,
     refresher: Refresher,
     ring: KeyRing,
@@ -97,10 +101,30 @@ impl SessionManager {
         cookie: CookiePolicy,
         limits: Limits,
         refresh: RefreshConfig,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let client = Arc::new(client);
-        let refresher = Refresher::new(client.clone(), refresh);
-        SessionManager { client, refresher, ring, cookie, limits }
+        Self::with_grants(client.clone(), client, ring, cookie, limits, refresh, clock)
+    }
+
+    /// As [`SessionManager::new`], with refresh and revocation answered by `grants` instead of
+    /// the client (tests drive every interleaving through a double).
+    pub fn with_grants(
+        client: Arc<UpstreamClient>,
+        grants: Arc<dyn crate::grants::TokenGrants>,
+        ring: KeyRing,
+        cookie: CookiePolicy,
+        limits: Limits,
+        refresh: RefreshConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let refresher = Refresher::new(grants, refresh, clock.clone());
+        SessionManager { clock, client, refresher, ring, cookie, limits }
+    }
+
+    /// Unix seconds by the manager's clock.
+    pub fn now(&self) -> u64 {
+        self.clock.unix()
     }
 
     /// Single-flight refresh, rotation grace, newest-wins bookkeeping and their counters.
@@ -131,7 +155,7 @@ impl SessionManager {
     /// value sealed with an old key is sealed again. Every change goes into `cookies`, so it
     /// reaches the browser on this response.
     pub async fn load(&self, cookies: &Cookies) -> Loaded {
-        let now = now();
+        let now = self.now();
         let (mut session, stale_key) = match cookies::read(&self.cookie, &self.ring, cookies) {
             ReadSession::Absent => return Loaded::default(),
             ReadSession::Invalid => {
@@ -141,6 +165,7 @@ impl SessionManager {
             }
             ReadSession::Valid { session, stale_key } => (session, stale_key),
         };
+        let incoming = session.clone();
         let mut rewrite = stale_key;
         // Another request may have rotated this cookie's refresh token already, or signed out.
         match self.refresher.known(&session) {
@@ -169,7 +194,7 @@ impl SessionManager {
                 cookies::clear(&self.cookie, cookies);
                 return Loaded { ended: Some(Ended::Expired), ..Loaded::default() };
             }
-            Freshness::Refresh => match self.refresher.refresh(&session, true).await {
+            Freshness::Refresh => match self.refresher.refresh(&session).await {
                 Ok(refreshed) => {
                     session = refreshed;
                     rewrite = true;
@@ -189,21 +214,21 @@ impl SessionManager {
             session.last_seen_at = now;
             rewrite = true;
         }
-        if rewrite && !refresh_failed {
-            self.store(cookies, &session, now);
+        // A session upgraded from the remembered results is written even when this request's
+        // own refresh failed: the browser must not keep presenting a rotated token.
+        if rewrite && (!refresh_failed || session.generation > incoming.generation)
+            && self.store(cookies, &session, now)
+        {
+            self.refresher.delivered(&incoming, &session);
         }
         Loaded { session: Some(session), ended: None, refresh_failed }
     }
 
     /// New tokens for a session whose access token `refused` the upstream just turned down:
     /// the newest already known when another request rotated them, else one refresh (single
-    /// flight). `deliverable`: this response can still carry a cookie.
-    pub async fn renew(
-        &self,
-        session: &Session,
-        refused: &Token,
-        deliverable: bool,
-    ) -> Result<Session, UpstreamError> {
+    /// flight). Until a response carries the result ([`Refresher::delivered`]), it is kept for
+    /// the session's next request.
+    pub async fn renew(&self, session: &Session, refused: &Token) -> Result<Session, UpstreamError> {
         let current = match self.refresher.known(session) {
             Known::Current => session.clone(),
             Known::Newer(newer) => newer,
@@ -212,18 +237,20 @@ impl SessionManager {
         if current.tokens.access_token != *refused {
             return Ok(current);
         }
-        self.refresher.refresh(&current, deliverable).await
+        self.refresher.refresh(&current).await
     }
 
     /// Writes `session` into the response's cookies, unless a newer generation of it was issued
-    /// since: an older cookie would put back a retired refresh token.
-    pub fn store(&self, cookies: &Cookies, session: &Session, now: u64) {
+    /// since (or it signed out): an older cookie would put back a retired refresh token.
+    /// `true` when written.
+    pub fn store(&self, cookies: &Cookies, session: &Session, now: u64) -> bool {
         if self.refresher.is_superseded(session) {
             tracing::debug!(session = %session.id, generation = session.generation, "a newer cookie was issued; not writing this one");
-            return;
+            return false;
         }
         let max_age = Duration::from_secs(self.ends_at(session).saturating_sub(now));
         cookies::write(&self.cookie, &self.ring, cookies, session, max_age);
+        true
     }
 
     /// Keeps what a failed plain form post typed for the page the browser goes back to
@@ -244,7 +271,7 @@ impl SessionManager {
         email: &str,
         password: &str,
     ) -> Result<Session, SignInError> {
-        let now = now();
+        let now = self.now();
         let tokens = match self.client.password_grant(email, password, now).await {
             Ok(tokens) => tokens,
             Err(UpstreamError::Refused { code }) if code == "invalid_grant" => {
@@ -278,21 +305,35 @@ impl SessionManager {
         }
     }
 
-    /// Revokes the refresh token upstream (RFC 7009; the access token when there is none) and
-    /// deletes every session cookie. Clearing happens even when revocation fails.
-    pub async fn sign_out(&self, cookies: &Cookies, session: Option<&Session>) {
-        if let Some(session) = session {
-            let (token, hint) = match &session.tokens.refresh_token {
-                Some(refresh) => (refresh, "refresh_token"),
-                None => (&session.tokens.access_token, "access_token"),
-            };
-            self.refresher.ended(&session.id);
-            match self.client.revoke(token, hint).await {
-                Ok(()) => tracing::info!(session = %session.id, "signed out; tokens revoked"),
-                Err(e) => tracing::warn!(session = %session.id, error = %e, "signed out; revocation failed"),
-            }
-        }
+    /// Ends `session` everywhere this process can see: marked signed out until its absolute
+    /// end (its cookies refused, a refresh in flight for it revoked when it lands), and its
+    /// newest refresh token revoked upstream (RFC 7009; the access token when there is none).
+    /// The newest: a refresh may have rotated the cookie's token already, and an upstream may
+    /// answer 200 to revoking a retired token without revoking its successor.
+    pub async fn end(&self, session: &Session) -> Revocation {
+        let newest = match self.refresher.known(session) {
+            Known::Newer(newer) => newer,
+            Known::Current | Known::Ended => session.clone(),
+        };
+        self.refresher.end(&session.id, self.ends_at(&newest).max(self.ends_at(session)));
+        let (token, hint) = match &newest.tokens.refresh_token {
+            Some(refresh) => (refresh.clone(), "refresh_token"),
+            None => (newest.tokens.access_token.clone(), "access_token"),
+        };
+        let revocation = self.refresher.revoke(token, hint).await;
+        tracing::info!(session = %session.id, ?revocation, "session ended");
+        revocation
+    }
+
+    /// Signs out: ends the session (see [`SessionManager::end`]) and deletes every session
+    /// cookie, even when revocation fails. `None` when there was no session.
+    pub async fn sign_out(&self, cookies: &Cookies, session: Option<&Session>) -> Option<Revocation> {
+        let revocation = match session {
+            Some(session) => Some(self.end(session).await),
+            None => None,
+        };
         cookies::clear(&self.cookie, cookies);
+        revocation
     }
 }
 

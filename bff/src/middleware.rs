@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use tower_cookies::Cookies;
 
 use crate::client::{RegisterError, UpstreamError};
-use crate::manager::{now, Ended, SessionManager, SignInError};
+use crate::manager::{Ended, SessionManager, SignInError};
+use crate::refresh::Revocation;
 use crate::session::{Profile, Session};
 
 /// Loads the session from the request's cookies (see [`SessionManager::load`]); put the result
@@ -125,44 +126,61 @@ impl RequestSession {
         self.lock().session.as_ref().map(|s| self.manager.ends_at(s))
     }
 
+    /// Signs in; a session this request already had is ended (marked and revoked upstream:
+    /// OWASP's "invalidate on re-authentication"), whoever signs in.
     pub async fn sign_in(&self, email: &str, password: &str) -> Result<Profile, SignInError> {
         let session = self.manager.sign_in(&self.cookies, email, password).await?;
         let profile = session.profile.clone();
-        self.replace(Some(session));
+        self.replace(Some(session)).await;
         Ok(profile)
     }
 
+    /// Creates the account and signs in with it; a previous session is ended as in `sign_in`.
     pub async fn register(&self, email: &str, name: &str, password: &str) -> Result<Profile, RegisterError> {
         let session = self.manager.register(&self.cookies, email, name, password).await?;
         let profile = session.profile.clone();
-        self.replace(Some(session));
+        self.replace(Some(session)).await;
         Ok(profile)
     }
 
-    pub async fn sign_out(&self) {
+    /// Signs out (see [`SessionManager::sign_out`]): `Some(Revocation::Pending)` tells the user
+    /// that the upstream could not confirm it yet (it is retried in the background).
+    pub async fn sign_out(&self) -> Option<Revocation> {
         let session = self.session();
-        self.manager.sign_out(&self.cookies, session.as_ref()).await;
-        self.replace(None);
+        let revocation = self.manager.sign_out(&self.cookies, session.as_ref()).await;
+        self.set(None);
+        revocation
     }
 
-    fn replace(&self, session: Option<Session>) {
+    /// Puts `session` in place of the request's, ending the one it had.
+    async fn replace(&self, session: Option<Session>) {
+        let previous = self.set(session);
+        if let Some(previous) = previous {
+            self.manager.end(&previous).await;
+        }
+    }
+
+    fn set(&self, session: Option<Session>) -> Option<Session> {
         let mut state = self.lock();
-        state.session = session;
         state.ended = None;
         state.refresh_failed = false;
+        std::mem::replace(&mut state.session, session)
     }
 
     /// New tokens after the upstream refused `session`'s access token: the newest known, or one
     /// refresh (single flight). The new session goes into this response's cookies while its
     /// headers are not sent yet. A refusal to refresh ends the session (cookies cleared).
     pub async fn renew_after_refusal(&self, session: &Session) -> Result<Session, UpstreamError> {
-        let deliverable = !self.lock().committed;
-        match self.manager.renew(session, &session.tokens.access_token, deliverable).await {
+        match self.manager.renew(session, &session.tokens.access_token).await {
             Ok(renewed) => {
-                if deliverable {
-                    self.manager.store(&self.cookies, &renewed, now());
+                // Whether the headers are still here is decided now, after the wait, under the
+                // lock `commit` takes: a cookie written into a jar already sent would be lost,
+                // and the result must then stay remembered for the next request (hand-off).
+                let mut state = self.lock();
+                if !state.committed && self.manager.store(&self.cookies, &renewed, self.manager.now()) {
+                    self.manager.refresher().delivered(session, &renewed);
                 }
-                self.lock().session = Some(renewed.clone());
+                state.session = Some(renewed.clone());
                 Ok(renewed)
             }
             Err(UpstreamError::Refused { code }) => {

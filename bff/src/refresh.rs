@@ -4,19 +4,27 @@
 //! - **one flight per refresh token**: the first request that needs a refresh starts it, every
 //!   other request carrying the same refresh token waits for that flight (bounded wait) and
 //!   shares its result. The grant runs in its own task, so a request that gives up or is
-//!   dropped never leaves a half-done rotation that a retry would turn into a reuse;
+//!   dropped never leaves a half-done rotation that a retry would turn into a reuse; a task that
+//!   panics removes its flight on the way out (a drop guard), so the token is not stuck;
 //! - **rotation grace**: a flight's result is remembered, keyed by the SHA-256 of the refresh
 //!   token it consumed (never the token), and handed to requests that arrive later with the old
-//!   cookie (parallel fetches, a second tab). Briefly (`grace`) once a response has carried the
-//!   new cookie; longer (`HANDOFF`) while no response could (every waiter gave up, or the
-//!   response's headers were already sent), so the next request picks it up;
+//!   cookie (parallel fetches, a second tab): [`HANDOFF`] until a response has actually carried
+//!   the new cookie ([`Refresher::delivered`]), then only `grace`;
 //! - **newest wins**: the newest generation issued for each session is known, and a response
-//!   never writes an older one (it writes the newest it can rebuild, or nothing);
-//! - sessions that signed out are marked, so their cookies are refused without a call upstream;
+//!   never writes an older one (it writes the newest it can rebuild, or nothing). A result is
+//!   only handed to a cookie older than it, so an upstream that does not rotate (the same
+//!   refresh token every time) gets a new flight for every expiry, not the old tokens back;
+//! - **sign-out wins**: sessions that signed out are marked until their absolute end (their own
+//!   bounded map, never evicted by refresh churn), their cookies refused without a call
+//!   upstream; a flight that lands after the sign-out is turned into a refusal and what it got
+//!   is revoked;
+//! - revocation that fails because the upstream is down is retried in the background;
 //! - counters and a duration histogram, in Prometheus text on demand.
 //!
-//! Memory is bounded: at most `capacity` remembered results and as many session marks, the
-//! oldest dropped first. Flights in the air are bounded by the requests in flight.
+//! Time comes from an injected [`Clock`] and the upstream from [`TokenGrants`], so every
+//! interleaving and expiry here is testable without sleeping. Memory is bounded: at most
+//! `capacity` remembered results and newest-generation marks, `ended_capacity` sign-out marks,
+//! the oldest dropped first. Flights in the air are bounded by the requests in flight.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -33,19 +41,24 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::client::{UpstreamClient, UpstreamError};
+use crate::client::UpstreamError;
+use crate::clock::Clock;
+use crate::grants::TokenGrants;
 use crate::session::{Session, Token, TokenSet};
 
-/// How long an unclaimed result (no response could carry its cookie) is kept for the session's
-/// next request.
+/// How long a result no response has carried yet is kept for the session's next request.
 pub const HANDOFF: Duration = Duration::from_secs(10 * 60);
 
-/// How long a signed-out session's cookies are refused without asking the upstream.
-const ENDED_MARK: Duration = Duration::from_secs(24 * 3600);
+/// Sign-out marks never outlive this, whatever the session's own end (a year: sessions with no
+/// known end are bounded too).
+const ENDED_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Links followed from a cookie's refresh token to the newest result (each link a rotation that
 /// happened while the older cookie was still in use).
 const MAX_CHAIN: usize = 16;
+
+/// The refusal code a flight that landed after sign-out is turned into.
+pub const SIGNED_OUT: &str = "signed_out";
 
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshConfig {
@@ -57,8 +70,14 @@ pub struct RefreshConfig {
     pub grant_timeout: Duration,
     /// How long a result stays available to late requests once a response has carried it.
     pub grace: Duration,
-    /// Remembered results (and session marks) at most.
+    /// Remembered results (and newest-generation marks) at most.
     pub capacity: usize,
+    /// Signed-out sessions remembered at most (kept until each session's absolute end).
+    pub ended_capacity: usize,
+    /// Revocations that failed on an outage are tried again this many times...
+    pub revoke_retries: u32,
+    /// ...after this delay, doubled each time (capped at a minute).
+    pub revoke_retry_delay: Duration,
 }
 
 impl Default for RefreshConfig {
@@ -68,6 +87,9 @@ impl Default for RefreshConfig {
             grant_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(60),
             capacity: 100_000,
+            ended_capacity: 100_000,
+            revoke_retries: 8,
+            revoke_retry_delay: Duration::from_secs(2),
         }
     }
 }
@@ -92,15 +114,6 @@ enum Outcome {
     Refused(String),
     Unavailable(String),
 }
-
-#[derive(Debug, Clone, Copy)]
-enum Mark {
-    /// The newest generation issued for the session.
-    Newest(u64),
-    /// Signed out.
-    Ended,
-}
-
 /// A map whose entries expire and whose size is capped, the oldest going first.
 #[derive(Debug)]
 struct Bounded<K, V> {
@@ -170,7 +183,10 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
 struct Memory {
     flights: HashMap<Key, watch::Receiver<Option<Outcome>>>,
     results: Bounded<Key, Outcome>,
-    sessions: Bounded<String, Mark>,
+    /// The newest generation issued per session id.
+    newest: Bounded<String, u64>,
+    /// Session ids that signed out.
+    ended: Bounded<String, ()>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -196,6 +212,9 @@ struct Metrics {
     wait_timeouts: Counter,
     older_not_written: Counter,
     ended_refused: Counter,
+    landed_after_sign_out: Counter,
+    revocations_pending: Gauge,
+    revocations_abandoned: Counter,
     remembered: Gauge,
     duration: Histogram,
 }
@@ -205,31 +224,45 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tokenless_refresh");
         let grants = Family::<OutcomeLabel, Counter>::default();
         registry.register("grants", "Refresh grants sent upstream, by outcome", grants.clone());
-        let joined = Counter::default();
-        registry.register("joined", "Requests that waited for a refresh already in flight", joined.clone());
-        let grace_hits = Counter::default();
-        registry.register(
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let joined =
+            counter(&mut registry, "joined", "Requests that waited for a refresh already in flight");
+        let grace_hits = counter(
+            &mut registry,
             "grace_hits",
             "Requests with a rotated refresh token served the remembered result",
-            grace_hits.clone(),
         );
-        let wait_timeouts = Counter::default();
-        registry.register(
-            "wait_timeouts",
-            "Requests that stopped waiting for a refresh (it went on)",
-            wait_timeouts.clone(),
-        );
-        let older_not_written = Counter::default();
-        registry.register(
+        let wait_timeouts =
+            counter(&mut registry, "wait_timeouts", "Requests that stopped waiting for a refresh (it went on)");
+        let older_not_written = counter(
+            &mut registry,
             "older_cookie_not_written",
             "Responses that would have set an older session than the newest issued",
-            older_not_written.clone(),
         );
-        let ended_refused = Counter::default();
-        registry.register(
+        let ended_refused = counter(
+            &mut registry,
             "signed_out_cookie_refused",
             "Requests carrying the cookie of a session that signed out",
-            ended_refused.clone(),
+        );
+        let landed_after_sign_out = counter(
+            &mut registry,
+            "landed_after_sign_out",
+            "Refreshes that completed after their session signed out (their tokens revoked)",
+        );
+        let revocations_abandoned = counter(
+            &mut registry,
+            "revocations_abandoned",
+            "Revocations still failing after every retry (the token lives on upstream)",
+        );
+        let revocations_pending = Gauge::default();
+        registry.register(
+            "revocations_pending",
+            "Revocations waiting to be tried again after an outage",
+            revocations_pending.clone(),
         );
         let remembered = Gauge::default();
         registry.register("remembered", "Refresh results remembered for late requests", remembered.clone());
@@ -243,6 +276,9 @@ impl Metrics {
             wait_timeouts,
             older_not_written,
             ended_refused,
+            landed_after_sign_out,
+            revocations_pending,
+            revocations_abandoned,
             remembered,
             duration,
         }
@@ -267,6 +303,9 @@ pub struct RefreshCounts {
     pub wait_timeouts: u64,
     pub older_not_written: u64,
     pub signed_out_refused: u64,
+    pub landed_after_sign_out: u64,
+    pub revocations_pending: u64,
+    pub revocations_abandoned: u64,
 }
 
 /// What is known of a cookie's session beyond the cookie itself.
@@ -281,8 +320,20 @@ pub enum Known {
     Ended,
 }
 
+/// Whether the upstream confirmed a revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Revoked (or the upstream says the token was no good anyway).
+    Confirmed,
+    /// The upstream could not be reached; it is tried again in the background.
+    Pending,
+    /// The upstream answered something else (logged); not tried again.
+    Failed,
+}
+
 struct Inner {
-    client: Arc<UpstreamClient>,
+    grants: Arc<dyn TokenGrants>,
+    clock: Arc<dyn Clock>,
     config: RefreshConfig,
     memory: Mutex<Memory>,
     metrics: Metrics,
@@ -300,20 +351,43 @@ impl std::fmt::Debug for Refresher {
     }
 }
 
+/// Removes a flight from memory if its task ends without landing (a panic): later requests
+/// then start a new flight instead of joining one that will never answer.
+struct FlightGuard {
+    refresher: Refresher,
+    key: Key,
+    landed: bool,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if !self.landed {
+            tracing::error!("a refresh task ended without a result; its flight is removed");
+            self.refresher.memory().flights.remove(&self.key);
+        }
+    }
+}
+
 impl Refresher {
-    pub fn new(client: Arc<UpstreamClient>, config: RefreshConfig) -> Self {
+    pub fn new(grants: Arc<dyn TokenGrants>, config: RefreshConfig, clock: Arc<dyn Clock>) -> Self {
         let memory = Memory {
             flights: HashMap::new(),
             results: Bounded::new(config.capacity),
-            sessions: Bounded::new(config.capacity),
+            newest: Bounded::new(config.capacity),
+            ended: Bounded::new(config.ended_capacity),
         };
         Refresher {
-            inner: Arc::new(Inner { client, config, memory: Mutex::new(memory), metrics: Metrics::new() }),
+            inner: Arc::new(Inner { grants, clock, config, memory: Mutex::new(memory), metrics: Metrics::new() }),
         }
     }
 
     pub fn config(&self) -> RefreshConfig {
         self.inner.config
+    }
+
+    /// The clock every expiry here is measured with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     fn memory(&self) -> MutexGuard<'_, Memory> {
@@ -325,9 +399,9 @@ impl Refresher {
     /// What the process knows that the cookie does not: a newer generation built from
     /// remembered results, or that the session ended.
     pub fn known(&self, session: &Session) -> Known {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let memory = self.memory();
-        if let Some(Mark::Ended) = memory.sessions.get(&session.id, now) {
+        if memory.ended.get(&session.id, now).is_some() {
             self.inner.metrics.ended_refused.inc();
             return Known::Ended;
         }
@@ -352,13 +426,14 @@ impl Refresher {
         }
     }
 
-    /// Whether a session newer than `session` was issued: writing `session` would put back
-    /// a retired refresh token.
+    /// Whether a session newer than `session` was issued, or it signed out: writing `session`
+    /// would put back a retired refresh token.
     pub fn is_superseded(&self, session: &Session) -> bool {
-        let superseded = match self.memory().sessions.get(&session.id, Instant::now()) {
-            Some(Mark::Newest(newest)) => *newest > session.generation,
-            Some(Mark::Ended) => true,
-            None => false,
+        let now = self.inner.clock.now();
+        let superseded = {
+            let memory = self.memory();
+            memory.ended.get(&session.id, now).is_some()
+                || memory.newest.get(&session.id, now).is_some_and(|newest| *newest > session.generation)
         };
         if superseded {
             self.inner.metrics.older_not_written.inc();
@@ -366,39 +441,79 @@ impl Refresher {
         superseded
     }
 
+    /// A response carried `to` to a browser that sent `from`: the results that took `from` to
+    /// `to` need only be remembered for the grace period now (other copies of the old cookie in
+    /// the air), not the whole hand-off.
+    pub fn delivered(&self, from: &Session, to: &Session) {
+        let now = self.inner.clock.now();
+        let until = now + self.inner.config.grace;
+        let mut memory = self.memory();
+        let mut at_generation = from.generation;
+        let mut token = from.tokens.refresh_token.clone();
+        for _ in 0..MAX_CHAIN {
+            let Some(t) = token else { break };
+            let key = key_of(&t);
+            let next = match memory.results.get(&key, now) {
+                Some(Outcome::Refreshed(r)) if r.generation > at_generation && r.generation <= to.generation => {
+                    r.clone()
+                }
+                _ => break,
+            };
+            memory.results.shorten(&key, until);
+            at_generation = next.generation;
+            token = next.tokens.refresh_token.clone();
+        }
+    }
+
     /// The session after one refresh of its tokens: joined to a flight in the air for the same
-    /// refresh token, or a new flight. `deliverable`: this request's response can still carry a
-    /// cookie (its headers are not sent), so the result need only be remembered briefly.
-    pub async fn refresh(&self, session: &Session, deliverable: bool) -> Result<Session, UpstreamError> {
+    /// refresh token, a result that landed for it meanwhile, or a new flight. Until a response
+    /// carries it ([`Refresher::delivered`]), the result is kept for [`HANDOFF`].
+    pub async fn refresh(&self, session: &Session) -> Result<Session, UpstreamError> {
         let Some(token) = session.tokens.refresh_token.clone() else {
             return Err(UpstreamError::Refused { code: "no_refresh_token".into() });
         };
         let key = key_of(&token);
+        let now = self.inner.clock.now();
         let mut receiver = {
             let mut memory = self.memory();
+            if memory.ended.get(&session.id, now).is_some() {
+                self.inner.metrics.ended_refused.inc();
+                return Err(UpstreamError::Refused { code: SIGNED_OUT.into() });
+            }
             if let Some(receiver) = memory.flights.get(&key) {
                 self.inner.metrics.joined.inc();
                 receiver.clone()
-            } else if let Some(landed) = memory.results.get(&key, Instant::now()).cloned() {
-                // The flight for this token landed after the caller looked (`known`) and before
-                // it asked: use its result. Another flight would send the rotated token again,
-                // which the upstream takes for theft and answers by revoking the sign-in.
-                drop(memory);
-                self.inner.metrics.grace_hits.inc();
-                return self.settle(session, &key, Some(landed), deliverable);
             } else {
-                let (sender, receiver) = watch::channel(None);
-                memory.flights.insert(key, receiver.clone());
-                drop(memory);
-                self.start(key, token, session.id.clone(), session.generation, sender);
-                receiver
+                match memory.results.get(&key, now) {
+                    // The flight for this token landed after the caller looked (`known`) and
+                    // before it asked: use its result. Another flight would send the rotated
+                    // token again, which the upstream takes for theft and answers by revoking
+                    // the sign-in. Only a result newer than the cookie: an upstream that keeps
+                    // the same refresh token needs a new flight for every expiry.
+                    Some(Outcome::Refreshed(r)) if r.generation > session.generation => {
+                        let r = r.clone();
+                        drop(memory);
+                        self.inner.metrics.grace_hits.inc();
+                        return Ok(apply(session, &r));
+                    }
+                    Some(Outcome::Refused(code)) => {
+                        return Err(UpstreamError::Refused { code: code.clone() });
+                    }
+                    _ => {
+                        let (sender, receiver) = watch::channel(None);
+                        memory.flights.insert(key, receiver.clone());
+                        drop(memory);
+                        self.start(key, token, session.id.clone(), session.generation, sender);
+                        receiver
+                    }
+                }
             }
         };
         let waited = tokio::time::timeout(self.inner.config.wait, receiver.wait_for(Option::is_some)).await;
         let outcome = match waited {
             Ok(Ok(outcome)) => outcome.clone(),
             // The flight's task ended without a word: only a panic does that.
-            Ok(Err(_)) => Some(Outcome::Unavailable("the refresh stopped unexpectedly".into())),
+            Ok(Err(_)) => None,
             Err(_) => {
                 self.inner.metrics.wait_timeouts.inc();
                 return Err(UpstreamError::Unavailable(
@@ -406,29 +521,11 @@ impl Refresher {
                 ));
             }
         };
-        self.settle(session, &key, outcome, deliverable)
-    }
-
-    /// The session after a flight's `outcome`. A response that will carry the new cookie
-    /// shortens how long the result is remembered to the grace period.
-    fn settle(
-        &self,
-        session: &Session,
-        key: &Key,
-        outcome: Option<Outcome>,
-        deliverable: bool,
-    ) -> Result<Session, UpstreamError> {
         match outcome {
-            Some(Outcome::Refreshed(r)) => {
-                if deliverable {
-                    let until = Instant::now() + self.inner.config.grace;
-                    self.memory().results.shorten(key, until);
-                }
-                Ok(apply(session, &r))
-            }
+            Some(Outcome::Refreshed(r)) => Ok(apply(session, &r)),
             Some(Outcome::Refused(code)) => Err(UpstreamError::Refused { code }),
             Some(Outcome::Unavailable(detail)) => Err(UpstreamError::Unavailable(detail)),
-            None => Err(UpstreamError::Unavailable("no refresh result".into())),
+            None => Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into())),
         }
     }
 
@@ -444,28 +541,16 @@ impl Refresher {
         let span = tracing::info_span!("refresh", session = %session_id, outcome = tracing::field::Empty, elapsed_ms = tracing::field::Empty);
         tokio::spawn(
             async move {
+                let mut guard = FlightGuard { refresher: this.clone(), key, landed: false };
                 let started = Instant::now();
-                let result = this
-                    .inner
-                    .client
-                    .refresh_grant(&token, crate::manager::now(), Some(this.inner.config.grant_timeout))
-                    .await;
+                let config = this.inner.config;
+                let result = this.inner.grants.refresh(&token, this.inner.clock.unix(), config.grant_timeout).await;
                 let elapsed = started.elapsed();
-                let (outcome, kind) = match result {
-                    Ok(tokens) => (
-                        Outcome::Refreshed(Arc::new(Refreshed { tokens, generation: generation + 1 })),
-                        OutcomeKind::refreshed,
-                    ),
-                    Err(UpstreamError::Refused { code }) => (Outcome::Refused(code), OutcomeKind::refused),
-                    Err(e) => {
-                        let kind =
-                            if e.is_timeout() { OutcomeKind::timeout } else { OutcomeKind::unavailable };
-                        let detail = match e {
-                            UpstreamError::Unavailable(detail) => detail,
-                            other => other.to_string(),
-                        };
-                        (Outcome::Unavailable(detail), kind)
-                    }
+                let kind = match &result {
+                    Ok(_) => OutcomeKind::refreshed,
+                    Err(UpstreamError::Refused { .. }) => OutcomeKind::refused,
+                    Err(e) if e.is_timeout() => OutcomeKind::timeout,
+                    Err(_) => OutcomeKind::unavailable,
                 };
                 let m = &this.inner.metrics;
                 m.grants.get_or_create(&OutcomeLabel { outcome: kind }).inc();
@@ -473,6 +558,8 @@ impl Refresher {
                 let span = tracing::Span::current();
                 span.record("outcome", format!("{kind:?}"));
                 span.record("elapsed_ms", elapsed.as_millis() as u64);
+                let (outcome, revoke) = this.land(key, &session_id, generation, result);
+                guard.landed = true;
                 match &outcome {
                     Outcome::Unavailable(detail) => {
                         tracing::warn!(%detail, "refresh failed; the session is kept")
@@ -480,39 +567,126 @@ impl Refresher {
                     Outcome::Refused(code) => tracing::info!(%code, "refresh refused"),
                     Outcome::Refreshed(_) => tracing::debug!("refreshed"),
                 }
-                {
-                    let now = Instant::now();
-                    let mut memory = this.memory();
-                    memory.flights.remove(&key);
-                    match &outcome {
-                        Outcome::Refreshed(r) => {
-                            memory.results.insert(key, outcome.clone(), now + HANDOFF, now);
-                            let newest = match memory.sessions.get(&session_id, now) {
-                                Some(Mark::Newest(g)) => (*g).max(r.generation),
-                                _ => r.generation,
-                            };
-                            memory.sessions.insert(session_id, Mark::Newest(newest), now + HANDOFF, now);
-                        }
-                        Outcome::Refused(_) => {
-                            let grace = this.inner.config.grace;
-                            memory.results.insert(key, outcome.clone(), now + grace, now);
-                        }
-                        // Not remembered: the next request tries again.
-                        Outcome::Unavailable(_) => {}
-                    }
-                    m.remembered.set(memory.results.len() as i64);
-                }
                 // No receiver left (every waiter gave up) is fine: the result is remembered.
                 let _ = sender.send(Some(outcome));
+                if let Some(token) = revoke {
+                    tracing::info!("the session signed out while its refresh was in flight; revoking what it got");
+                    this.revoke(token, "refresh_token").await;
+                }
             }
             .instrument(span),
         );
     }
 
-    /// Marks a session as signed out: its cookies are refused from now on.
-    pub fn ended(&self, session_id: &str) {
-        let now = Instant::now();
-        self.memory().sessions.insert(session_id.to_string(), Mark::Ended, now + ENDED_MARK, now);
+    /// Records a flight's result, under the same lock that removes the flight. A session that
+    /// signed out meanwhile wins: the result becomes a refusal and its new refresh token is
+    /// handed back to be revoked.
+    fn land(
+        &self,
+        key: Key,
+        session_id: &str,
+        generation: u64,
+        result: Result<TokenSet, UpstreamError>,
+    ) -> (Outcome, Option<Token>) {
+        let now = self.inner.clock.now();
+        let grace = self.inner.config.grace;
+        let mut memory = self.memory();
+        memory.flights.remove(&key);
+        let signed_out = memory.ended.get(&session_id.to_string(), now).is_some();
+        let (outcome, revoke) = match result {
+            Ok(tokens) if signed_out => {
+                self.inner.metrics.landed_after_sign_out.inc();
+                let revoke = tokens.refresh_token.or(Some(tokens.access_token));
+                (Outcome::Refused(SIGNED_OUT.into()), revoke)
+            }
+            Ok(tokens) => {
+                // Newer than anything issued for the session so far, whatever the cookie that
+                // started the flight.
+                let newest = memory.newest.get(&session_id.to_string(), now).copied().unwrap_or(0);
+                let generation = generation.max(newest) + 1;
+                memory.newest.insert(session_id.to_string(), generation, now + HANDOFF, now);
+                (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation })), None)
+            }
+            Err(UpstreamError::Refused { code }) => (Outcome::Refused(code), None),
+            Err(UpstreamError::Unavailable(detail)) => (Outcome::Unavailable(detail), None),
+            Err(other) => (Outcome::Unavailable(other.to_string()), None),
+        };
+        match &outcome {
+            Outcome::Refreshed(_) => memory.results.insert(key, outcome.clone(), now + HANDOFF, now),
+            Outcome::Refused(_) => memory.results.insert(key, outcome.clone(), now + grace, now),
+            // Not remembered: the next request tries again.
+            Outcome::Unavailable(_) => {}
+        }
+        self.inner.metrics.remembered.set(memory.results.len() as i64);
+        (outcome, revoke)
+    }
+
+    /// Marks a session as signed out until `until` (Unix seconds; its absolute end): its
+    /// cookies are refused, no refresh starts for it, and a refresh in flight for it lands as
+    /// a refusal.
+    pub fn end(&self, session_id: &str, until: u64) {
+        let now = self.inner.clock.now();
+        let left = Duration::from_secs(until.saturating_sub(self.inner.clock.unix())).min(ENDED_MAX);
+        // At least the grace period, so copies of the cookie in the air are refused too.
+        let left = left.max(self.inner.config.grace);
+        self.memory().ended.insert(session_id.to_string(), (), now + left, now);
+    }
+
+    /// Revokes `token` upstream. When the upstream cannot be reached, the revocation is tried
+    /// again in the background (`revoke_retries` times, the delay doubling) and `Pending` says so.
+    pub async fn revoke(&self, token: Token, hint: &'static str) -> Revocation {
+        match self.inner.grants.revoke(&token, hint).await {
+            Ok(()) => Revocation::Confirmed,
+            // RFC 7009: the upstream answers 200 for tokens it does not know; an error code here
+            // (invalid_token...) still means the token is not usable.
+            Err(UpstreamError::Refused { code }) => {
+                tracing::info!(%code, "revocation refused; the token is not usable anyway");
+                Revocation::Confirmed
+            }
+            Err(UpstreamError::Unavailable(detail)) => {
+                tracing::warn!(%detail, "revocation failed on an outage; trying again in the background");
+                self.retry_revocation(token, hint);
+                Revocation::Pending
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation failed");
+                Revocation::Failed
+            }
+        }
+    }
+
+    fn retry_revocation(&self, token: Token, hint: &'static str) {
+        let this = self.clone();
+        let metrics_gauge = self.inner.metrics.revocations_pending.clone();
+        metrics_gauge.inc();
+        tokio::spawn(async move {
+            let config = this.inner.config;
+            let mut delay = config.revoke_retry_delay;
+            let mut done = false;
+            for attempt in 1..=config.revoke_retries {
+                tokio::time::sleep(delay).await;
+                match this.inner.grants.revoke(&token, hint).await {
+                    Ok(()) | Err(UpstreamError::Refused { .. }) => {
+                        tracing::info!(attempt, "revocation confirmed after a retry");
+                        done = true;
+                        break;
+                    }
+                    Err(UpstreamError::Unavailable(detail)) => {
+                        tracing::warn!(attempt, %detail, "revocation retry failed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(attempt, error = %e, "revocation retry failed; giving up");
+                        break;
+                    }
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+            if !done {
+                this.inner.metrics.revocations_abandoned.inc();
+                tracing::error!("revocation never confirmed; the token lives on upstream until it expires");
+            }
+            metrics_gauge.dec();
+        });
     }
 
     pub fn counts(&self) -> RefreshCounts {
@@ -532,6 +706,9 @@ impl Refresher {
             wait_timeouts: m.wait_timeouts.get(),
             older_not_written: m.older_not_written.get(),
             signed_out_refused: m.ended_refused.get(),
+            landed_after_sign_out: m.landed_after_sign_out.get(),
+            revocations_pending: u64::try_from(m.revocations_pending.get()).unwrap_or(0),
+            revocations_abandoned: m.revocations_abandoned.get(),
         }
     }
 

@@ -108,18 +108,23 @@ impl KeyRing {
 
     /// Seals `plaintext` for the cookie called `name`.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
-        let key = &self.keys[0];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        self.seal_with_nonce(name, plaintext, &nonce)
+    }
+
+    /// [`KeyRing::seal`] with a given nonce (the known-answer tests pin the envelope's bytes).
+    fn seal_with_nonce(&self, name: &str, plaintext: &[u8], nonce: &Nonce<<Aes256Gcm as AeadCore>::NonceSize>) -> String {
+        let key = &self.keys[0];
         let aad = aad(name);
         // Encryption with a valid key and nonce fails only past 64 GiB of plaintext.
         let ciphertext = key
             .cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: &aad })
+            .encrypt(nonce, Payload { msg: plaintext, aad: &aad })
             .unwrap_or_else(|_| unreachable!("AES-GCM encryption of a cookie-sized value"));
         let mut envelope = Vec::with_capacity(HEADER_LEN + ciphertext.len());
         envelope.push(VERSION);
         envelope.push(key.id);
-        envelope.extend_from_slice(&nonce);
+        envelope.extend_from_slice(nonce);
         envelope.extend_from_slice(&ciphertext);
         URL_SAFE_NO_PAD.encode(envelope)
     }
@@ -220,6 +225,23 @@ pub fn chunk_name(name: &str, i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Known answer, computed outside this code (Python's `cryptography` AES-GCM): key 3 =
+    /// 32 × 0x07, nonce 01..0c, cookie `tokenless_session`, plaintext "known answer". A change of
+    /// envelope layout, AAD or cipher makes every cookie in the field unreadable: it fails here.
+    const KNOWN_SEALED: &str = "AQMBAgMEBQYHCAkKCwzQEofpBMqDQpZJZ2wsR9TDP2SELKdmNFjv29Dp";
+
+    #[test]
+    fn known_answer_envelope() {
+        let ring = KeyRing::new(&[(3, [7; 32])]).unwrap();
+        let nonce: [u8; 12] = std::array::from_fn(|i| i as u8 + 1);
+        let sealed = ring.seal_with_nonce("tokenless_session", b"known answer", Nonce::from_slice(&nonce));
+        assert_eq!(sealed, KNOWN_SEALED);
+        let opened = ring.open("tokenless_session", KNOWN_SEALED).unwrap();
+        assert_eq!(opened.plaintext, b"known answer");
+        assert!(!opened.stale_key);
+        assert_eq!(ring.open("tokenless_session_form", KNOWN_SEALED), None, "bound to its cookie name");
+    }
 
     fn ring(ids: &[u8]) -> KeyRing {
         let keys: Vec<(u8, [u8; 32])> =

@@ -49,13 +49,58 @@ pub struct TokenSet {
     pub refresh_token: Option<Token>,
     /// Unix seconds; `None` when the upstream did not say.
     pub refresh_expires_at: Option<u64>,
+    /// Unix seconds when the access token was received; 0 when unknown (a format-2 cookie).
+    /// With the expiry it gives the token's lifetime, which bounds the refresh skew.
+    pub access_issued_at: u64,
 }
 
-/// The format of [`Session`]; a cookie of another format is "signed out". Format 1 was JSON
+/// The format of [`Session`]; a cookie of an unknown format is "signed out". Format 1 was JSON
 /// (its first byte, `{`, is never 2); format 2 is postcard: the same fields in order, integers
 /// as varints, strings length-prefixed, no field names, so a session costs about a fifth of the
-/// time and 20 % fewer bytes (BENCHMARKS.md).
-pub const SESSION_FORMAT: u8 = 2;
+/// time and 20 % fewer bytes (BENCHMARKS.md). Format 3 adds `access_issued_at` at the end of the
+/// token set; format-2 cookies still open (read as "issued at: unknown"). Field order is the
+/// format: the known-answer tests pin the bytes.
+pub const SESSION_FORMAT: u8 = 3;
+
+/// Format 2, read only: cookies written before format 3 keep their session.
+#[derive(Deserialize)]
+struct SessionV2 {
+    _format: u8,
+    id: String,
+    generation: u64,
+    created_at: u64,
+    last_seen_at: u64,
+    tokens: TokenSetV2,
+    profile: Profile,
+}
+
+#[derive(Deserialize)]
+struct TokenSetV2 {
+    access_token: Token,
+    access_expires_at: u64,
+    refresh_token: Option<Token>,
+    refresh_expires_at: Option<u64>,
+}
+
+impl From<SessionV2> for Session {
+    fn from(v2: SessionV2) -> Self {
+        Session {
+            format: SESSION_FORMAT,
+            id: v2.id,
+            generation: v2.generation,
+            created_at: v2.created_at,
+            last_seen_at: v2.last_seen_at,
+            tokens: TokenSet {
+                access_token: v2.tokens.access_token,
+                access_expires_at: v2.tokens.access_expires_at,
+                refresh_token: v2.tokens.refresh_token,
+                refresh_expires_at: v2.tokens.refresh_expires_at,
+                access_issued_at: 0,
+            },
+            profile: v2.profile,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -96,7 +141,19 @@ impl Session {
         }
     }
 
+    /// The refresh skew for this token: `skew_secs`, but at most half the token's lifetime, so
+    /// that a token living no longer than the skew (seed 003's 10 s tokens, a provider's 30 s
+    /// ones) is not refreshed on every request, and a token just issued never is.
+    pub fn effective_skew(&self, skew_secs: u64) -> u64 {
+        let t = &self.tokens;
+        if t.access_issued_at == 0 {
+            return skew_secs;
+        }
+        skew_secs.min(t.access_expires_at.saturating_sub(t.access_issued_at) / 2)
+    }
+
     pub fn freshness(&self, now: u64, skew_secs: u64) -> Freshness {
+        let skew_secs = self.effective_skew(skew_secs);
         if now.saturating_add(skew_secs) < self.tokens.access_expires_at {
             return Freshness::Fresh;
         }
@@ -130,13 +187,18 @@ impl Session {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// `None` for anything that is not exactly one session of the current format.
+    /// `None` for anything that is not exactly one session of the current format (or format 2,
+    /// upgraded).
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.first() != Some(&SESSION_FORMAT) {
-            return None;
-        }
-        match postcard::take_from_bytes::<Session>(bytes) {
-            Ok((session, [])) => Some(session),
+        match bytes.first() {
+            Some(&SESSION_FORMAT) => match postcard::take_from_bytes::<Session>(bytes) {
+                Ok((session, [])) => Some(session),
+                _ => None,
+            },
+            Some(2) => match postcard::take_from_bytes::<SessionV2>(bytes) {
+                Ok((session, [])) => Some(session.into()),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -145,6 +207,71 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Known answers, encoded outside this code (a hand-written postcard encoder in Python):
+    /// the fields in declaration order, u64 as LEB128 varints, strings length-prefixed, options
+    /// as a 0/1 tag. A reordered, added or retyped field changes these bytes, and every cookie in
+    /// the field would read as "signed out": it fails here first.
+    const KNOWN_V3: &str = "030830313233616263640380e2cfaa06e4e2cfaa060a6163636573732e6a777490e5cfaa060109726566726573682d310180fcedab06e4e2cfaa0603752d310444616e611064616e61406578616d706c652e636f6d020561646d696e096576616c7561746f72";
+    const KNOWN_V2: &str = "020830313233616263640380e2cfaa06e4e2cfaa060a6163636573732e6a777490e5cfaa060109726566726573682d310180fcedab0603752d310444616e611064616e61406578616d706c652e636f6d020561646d696e096576616c7561746f72";
+
+    fn known_session() -> Session {
+        Session {
+            format: SESSION_FORMAT,
+            id: "0123abcd".into(),
+            generation: 3,
+            created_at: 1_700_000_000,
+            last_seen_at: 1_700_000_100,
+            tokens: TokenSet {
+                access_token: Token::new("access.jwt"),
+                access_expires_at: 1_700_000_400,
+                refresh_token: Some(Token::new("refresh-1")),
+                refresh_expires_at: Some(1_702_592_000),
+                access_issued_at: 1_700_000_100,
+            },
+            profile: Profile {
+                id: "u-1".into(),
+                name: "Dana".into(),
+                email: "dana@example.com".into(),
+                roles: vec!["admin".into(), "evaluator".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn known_answer_payload() {
+        let known = known_session();
+        assert_eq!(hex::encode(known.to_bytes()), KNOWN_V3);
+        assert_eq!(Session::from_bytes(&hex::decode(KNOWN_V3).unwrap()), Some(known.clone()));
+        // A format-2 cookie (before `access_issued_at`) keeps its session: issued-at unknown.
+        let mut upgraded = known;
+        upgraded.tokens.access_issued_at = 0;
+        assert_eq!(Session::from_bytes(&hex::decode(KNOWN_V2).unwrap()), Some(upgraded));
+        let v2 = hex::decode(KNOWN_V2).unwrap();
+        for cut in 0..v2.len() {
+            assert_eq!(Session::from_bytes(&v2[..cut]), None, "format 2 cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_skew_is_at_most_half_the_tokens_lifetime() {
+        let mut s = session(110, Some(1000));
+        s.tokens.access_issued_at = 100;
+        // A 10-second token with a 30-second skew: refreshed in its last 5 seconds only.
+        assert_eq!(s.effective_skew(30), 5);
+        assert_eq!(s.freshness(100, 30), Freshness::Fresh, "just issued: never refreshed");
+        assert_eq!(s.freshness(104, 30), Freshness::Fresh);
+        assert_eq!(s.freshness(105, 30), Freshness::Refresh);
+        // A long-lived token keeps the configured skew.
+        s.tokens.access_expires_at = 100 + 3600;
+        assert_eq!(s.effective_skew(30), 30);
+        // Unknown issue time (a format-2 cookie): the configured skew, as before.
+        s.tokens.access_issued_at = 0;
+        assert_eq!(s.effective_skew(30), 30);
+        // Nonsense (issued after it expires) never underflows.
+        s.tokens.access_issued_at = 10_000;
+        assert_eq!(s.effective_skew(30), 0);
+    }
 
     fn session(access_expires_at: u64, refresh: Option<u64>) -> Session {
         Session::new(
@@ -155,6 +282,7 @@ mod tests {
                 access_expires_at,
                 refresh_token: refresh.map(|_| Token::new("secret-refresh")),
                 refresh_expires_at: refresh,
+                access_issued_at: 0,
             },
             Profile { id: "1".into(), name: "A".into(), email: "a@b.co".into(), roles: vec!["admin".into()] },
         )

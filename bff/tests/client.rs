@@ -149,14 +149,14 @@ async fn a_refresh_asked_for_after_the_flight_landed_uses_its_result() {
     let tokens = client.password_grant("user@example.com", "frogs-are-green", now).await.unwrap();
     let profile = Profile { id: "1".into(), name: "U".into(), email: "user@example.com".into(), roles: vec![] };
     let session = Session::new("sid-late".into(), now, tokens, profile);
-    let refresher = Refresher::new(Arc::new(client), RefreshConfig::default());
+    let refresher = Refresher::new(Arc::new(client), RefreshConfig::default(), tokenless_bff::clock::system());
 
     // The late request's look: nothing remembered yet.
     assert!(matches!(refresher.known(&session), Known::Current));
     // The flight (another request's) lands.
-    let first = refresher.refresh(&session, true).await.unwrap();
+    let first = refresher.refresh(&session).await.unwrap();
     // Now the late request asks.
-    let late = refresher.refresh(&session, true).await.unwrap();
+    let late = refresher.refresh(&session).await.unwrap();
 
     assert_eq!(late.tokens, first.tokens);
     assert_eq!(late.generation, session.generation + 1);
@@ -164,4 +164,86 @@ async fn a_refresh_asked_for_after_the_flight_landed_uses_its_result() {
     assert_eq!(counters.grants.get("refresh_token").copied().unwrap_or(0), 1, "{counters:?}");
     assert_eq!(counters.reuse_events, 0, "{counters:?}");
     assert_eq!(refresher.counts().grace_hits, 1);
+}
+
+/// A stand-in upstream under `/v1` that answers whatever a test wants, recording the paths asked.
+async fn mock_under_v1(token_answer: serde_json::Value) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::routing::{get, post};
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = |seen: Arc<std::sync::Mutex<Vec<String>>>, path: &'static str| {
+        seen.lock().unwrap().push(path.to_string());
+    };
+    let app = axum::Router::new()
+        .route(
+            "/v1/oauth/token",
+            post({
+                let seen = seen.clone();
+                move || {
+                    record(seen.clone(), "/v1/oauth/token");
+                    let body = token_answer.clone();
+                    async move { axum::Json(body) }
+                }
+            }),
+        )
+        .route(
+            "/v1/frogs",
+            get({
+                let seen = seen.clone();
+                move || {
+                    record(seen.clone(), "/v1/frogs");
+                    async { axum::Json(serde_json::json!(["fern"])) }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1"), seen)
+}
+
+fn client_for(base: &str) -> UpstreamClient {
+    UpstreamClient::new(ClientConfig {
+        endpoints: UpstreamEndpoints::under(&Url::parse(base).unwrap()).unwrap(),
+        client_id: "c".into(),
+        client_secret: SecretString::from("s".to_string()),
+        auth: ClientAuth::ClientSecretBasic,
+        timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+    })
+    .unwrap()
+}
+
+/// Hardening finding 8: a hostile `expires_in` saturates instead of overflowing (which panicked
+/// the refresh task and left its flight stuck).
+#[tokio::test]
+async fn a_hostile_expires_in_saturates() {
+    let (base, _) = mock_under_v1(serde_json::json!({
+        "access_token": "a", "token_type": "Bearer", "expires_in": u64::MAX,
+        "refresh_token": "r", "refresh_expires_in": u64::MAX,
+    }))
+    .await;
+    let tokens = client_for(&base).refresh_grant(&Token::new("old"), 1_000_000, None).await.unwrap();
+    assert_eq!(tokens.access_expires_at, u64::MAX);
+    assert_eq!(tokens.refresh_expires_at, Some(u64::MAX));
+    assert_eq!(tokens.access_issued_at, 1_000_000);
+}
+
+/// Hardening finding 10: a base URL with a path keeps it for every call, grants and resources
+/// alike (the passthrough builds its URLs the same way: `upstream_url`).
+#[tokio::test]
+async fn a_base_url_with_a_path_keeps_it_for_every_call() {
+    let (base, seen) = mock_under_v1(serde_json::json!({
+        "access_token": "a", "token_type": "Bearer", "expires_in": 60, "refresh_token": "r",
+    }))
+    .await;
+    let client = client_for(&base);
+    let tokens = client.password_grant("u", "p", 1).await.unwrap();
+    let frogs: Vec<String> = client.get_json("/frogs", &tokens.access_token).await.unwrap();
+    assert_eq!(frogs, vec!["fern".to_string()]);
+    let forwarded = client
+        .forward(reqwest::Method::GET, "/frogs", Default::default(), Default::default(), &tokens.access_token)
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 200);
+    assert_eq!(*seen.lock().unwrap(), vec!["/v1/oauth/token", "/v1/frogs", "/v1/frogs"]);
 }

@@ -16,7 +16,9 @@ pub fn LoginPage() -> impl IntoView {
     let action = ServerAction::<Login>::new();
     let query = use_query_map();
     let next = move || query.read().get("next").unwrap_or_default();
-    let expired = move || query.read().get("reason").as_deref() == Some("expired");
+    let reason = move || query.read().get("reason");
+    let expired = move || reason().as_deref() == Some("expired");
+    let signout_pending = move || reason().as_deref() == Some(crate::app::SIGNOUT_PENDING);
     Effect::new(move |_| {
         if let Some(Ok(())) = action.value().get() {
             auth.signed_in_again();
@@ -41,6 +43,12 @@ pub fn LoginPage() -> impl IntoView {
             {move || expired().then(|| view! {
                 <p class="notice" role="status" data-testid="session-ended">
                     "Your session ended. Please sign in again."
+                </p>
+            })}
+            {move || signout_pending().then(|| view! {
+                <p class="notice" role="status" data-testid="signout-pending">
+                    "You are signed out on this device. The sign-in service could not be reached to \
+                     end your sign-in everywhere; Tokenless keeps trying in the background."
                 </p>
             })}
             <ActionForm action=action attr:class="form" attr:data-testid="login-form">

@@ -9,6 +9,7 @@ use tokenless_bff::client::{RegisterError, UpstreamError};
 use tokenless_bff::manager::SignInError;
 use tokenless_bff::middleware::{RequestSession, ResourceError};
 use tokenless_bff::redirect::safe_next;
+use tokenless_bff::refresh::Revocation;
 use tokenless_bff::session::Profile;
 
 use crate::api::{AccountView, AdminStatsView, FrogView, UserView};
@@ -169,8 +170,13 @@ async fn create_account(name: &str, email: &str, password: &str, next: &str) -> 
 }
 
 pub async fn logout() -> Result<(), AppError> {
-    request_session()?.sign_out().await;
-    leptos_axum::redirect("/");
+    let revocation = request_session()?.sign_out().await;
+    if revocation == Some(Revocation::Pending) {
+        // Signed out here; say that the upstream has not confirmed it yet (retried meanwhile).
+        leptos_axum::redirect(&format!("/login?reason={}", crate::app::SIGNOUT_PENDING));
+    } else {
+        leptos_axum::redirect("/");
+    }
     Ok(())
 }
 

@@ -86,7 +86,15 @@ fn expected_origin(state: &AppState, headers: &HeaderMap) -> String {
 
 /// Query parameters leptos_axum adds when it sends a plain form post back to its page with the
 /// error: the page shows the error they carry.
-const FORM_ERROR_PARAMS: [&str; 2] = ["__err=", "__path="];
+const FORM_ERROR_PARAMS: [&str; 2] = ["__err", "__path"];
+
+/// Whether a raw `key=value` pair of a query is a form error. The key is percent-decoded first,
+/// the way Leptos reads it (`%5F%5Ferr` is `__err` to Leptos, so it must be to us too).
+fn is_form_error_pair(pair: &str) -> bool {
+    url::form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .is_some_and(|(key, _)| FORM_ERROR_PARAMS.contains(&key.as_ref()))
+}
 
 /// The same page without a form error in its URL, when the URL carries one that this site's
 /// own redirect did not put there: a link from elsewhere could make a form show any message
@@ -97,8 +105,7 @@ fn without_foreign_form_error(method: &Method, uri: &Uri, headers: &HeaderMap, o
         return None;
     }
     let query = uri.query()?;
-    let is_form_error = |pair: &&str| FORM_ERROR_PARAMS.iter().any(|p| pair.starts_with(p));
-    if !query.split('&').any(|pair| is_form_error(&pair)) {
+    if !query.split('&').any(is_form_error_pair) {
         return None;
     }
     let ours = match headers.get("sec-fetch-site") {
@@ -111,7 +118,7 @@ fn without_foreign_form_error(method: &Method, uri: &Uri, headers: &HeaderMap, o
     if ours {
         return None;
     }
-    let kept: Vec<&str> = query.split('&').filter(|pair| !is_form_error(pair)).collect();
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_form_error_pair(pair)).collect();
     let path = uri.path();
     let clean = if kept.is_empty() { path.to_string() } else { format!("{path}?{}", kept.join("&")) };
     // `//host/...` would leave the site.
@@ -215,6 +222,21 @@ mod tests {
             assert_eq!(clean(uri, headers).as_deref(), Some("/login?next=%2Ffrogs"), "{headers:?}");
         }
         assert_eq!(clean("/register?__err=x", &[]).as_deref(), Some("/register"));
+        // Percent-encoded keys are the same keys to Leptos (url's query_pairs decodes them).
+        for sneaky in [
+            "/login?%5F%5Fpath=%2Fapi%2Flogin&%5F%5Ferr=eyJ4IjoxfQ",
+            "/login?%5f%5fpath=%2Fapi%2Flogin&_%5Ferr=eyJ4IjoxfQ",
+            "/login?__p%61th=%2Fapi%2Flogin&__%65rr=eyJ4IjoxfQ",
+            "/login?__err",
+            "/login?next=%2F&__err",
+        ] {
+            let cleaned = clean(sneaky, &[("sec-fetch-site", "cross-site")]);
+            let cleaned = cleaned.unwrap_or_else(|| panic!("{sneaky} kept its form error"));
+            assert!(cleaned == "/login" || cleaned == "/login?next=%2F", "{sneaky} -> {cleaned}");
+        }
+        // A key that only looks like one after decoding something else is left alone.
+        assert_eq!(clean("/login?x=__err", &[]), None);
+        assert_eq!(clean("/login?__errata=1", &[]), None);
         assert_eq!(clean("//evil.test/?__err=x", &[]).as_deref(), Some("/"), "never off the site");
         // Nothing to do.
         assert_eq!(clean("/login?next=%2F", &[]), None);

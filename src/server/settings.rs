@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokenless_bff::client::ClientAuth;
 use tokenless_bff::seal::KeyRing;
@@ -510,6 +510,14 @@ impl Settings {
                 "production needs a real upstream; the embedded demo is for development",
             ));
         }
+        if mode == Mode::Production && upstream.client_secret.expose_secret() == DEFAULT_CLIENT_SECRET {
+            return Err(invalid(
+                "upstream.client_secret",
+                "TOKENLESS_UPSTREAM__CLIENT_SECRET",
+                "production refuses the demo upstream's built-in client secret (it is public in this \
+                 repository): set the client secret your upstream issued to Tokenless",
+            ));
+        }
 
         let d = raw.demo;
         if d.bench_fixed_session && mode == Mode::Production {
@@ -649,6 +657,11 @@ mod tests {
             ("TOKENLESS_SESSION__KEYS", &key),
             ("TOKENLESS_UPSTREAM__BASE_URL", "https://api.example"),
         ];
+        // The demo's client secret is in this repository: never in production.
+        let e = Settings::from_sources(None, env(&complete)).unwrap_err().to_string();
+        assert!(e.contains("TOKENLESS_UPSTREAM__CLIENT_SECRET"), "{e}");
+        let complete = [&complete[..], &[("TOKENLESS_UPSTREAM__CLIENT_SECRET", "a-real-secret-from-the-upstream")]].concat();
+        let complete = &complete[..];
         for weak in ["", "short"] {
             let e = Settings::from_sources(None, env(&[&complete[..], &[("TOKENLESS_METRICS__TOKEN", weak)]].concat()))
                 .unwrap_err()

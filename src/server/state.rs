@@ -109,8 +109,11 @@ impl AppState {
             grant_timeout: u.refresh_timeout,
             grace: s.rotation_grace,
             capacity: s.refresh_memory,
+            ended_capacity: s.refresh_memory,
+            ..RefreshConfig::default()
         };
-        let sessions = Arc::new(SessionManager::new(client, ring, policy, limits, refresh));
+        let sessions =
+            Arc::new(SessionManager::new(client, ring, policy, limits, refresh, tokenless_bff::clock::system()));
         let fixed_session = if settings.demo.bench_fixed_session {
             tracing::warn!("demo.bench_fixed_session: every request is the demo user, no cookie involved (benchmarks only)");
             Some(Arc::new(bench_session(&sessions).await?))

@@ -1,0 +1,420 @@
+//! The refresh machinery on an injected clock and a scripted upstream: every interleaving around
+//! a landing flight, grace and hand-off expiry, sign-out races, panics and revocation retries,
+//! deterministic (no wall-clock sleeps, no live upstream). The live-upstream tests stay in
+//! `client.rs` and the app's `tests/refresh.rs`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokenless_bff::client::{ClientAuth, ClientConfig, UpstreamClient, UpstreamEndpoints, UpstreamError};
+use tokenless_bff::clock::{Clock, ManualClock};
+use tokenless_bff::cookies::{self, CookiePolicy, ReadSession};
+use tokenless_bff::grants::{BoxFuture, TokenGrants};
+use tokenless_bff::manager::{Limits, SessionManager};
+use tokenless_bff::middleware::attach;
+use tokenless_bff::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
+use tokenless_bff::seal::KeyRing;
+use tokenless_bff::session::{Profile, Session, Token, TokenSet};
+use tokio::sync::Semaphore;
+use tower_cookies::cookie::SameSite;
+use tower_cookies::Cookies;
+
+/// What the scripted upstream does on a refresh.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Script {
+    /// A new refresh token every time (the demo upstream, RFC 9700's rotation).
+    Rotate,
+    /// The same refresh token back every time (allowed, and common).
+    Keep,
+    /// Panics inside the grant.
+    Panic,
+    /// Upstream down.
+    Down,
+}
+
+struct Scripted {
+    script: Mutex<VecDeque<Script>>,
+    /// Refreshes wait for a permit: a test holds a flight in the air by giving none.
+    gate: Semaphore,
+    refreshes: AtomicU64,
+    /// Refreshes that reached the upstream (held at the gate or past it).
+    entered: AtomicU64,
+    revoke_failures: AtomicU64,
+    revoked: Mutex<Vec<String>>,
+    lifetime: u64,
+}
+
+impl Scripted {
+    fn new(script: &[Script], open: bool) -> Arc<Self> {
+        Arc::new(Scripted {
+            script: Mutex::new(script.iter().copied().collect()),
+            gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
+            refreshes: AtomicU64::new(0),
+            entered: AtomicU64::new(0),
+            revoke_failures: AtomicU64::new(0),
+            revoked: Mutex::new(Vec::new()),
+            lifetime: 300,
+        })
+    }
+
+    fn release(&self, n: usize) {
+        self.gate.add_permits(n);
+    }
+
+    fn entered(&self) -> u64 {
+        self.entered.load(Ordering::SeqCst)
+    }
+
+    fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::SeqCst)
+    }
+
+    fn revoked(&self) -> Vec<String> {
+        self.revoked.lock().unwrap().clone()
+    }
+}
+
+impl TokenGrants for Scripted {
+    fn refresh<'a>(
+        &'a self,
+        refresh_token: &'a Token,
+        now: u64,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<TokenSet, UpstreamError>> {
+        Box::pin(async move {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await.expect("gate open").forget();
+            let n = self.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
+            let step = self.script.lock().unwrap().pop_front().unwrap_or(Script::Rotate);
+            let refresh = match step {
+                Script::Rotate => Token::new(format!("refresh-{n}")),
+                Script::Keep => refresh_token.clone(),
+                Script::Panic => panic!("scripted panic inside the refresh grant"),
+                Script::Down => return Err(UpstreamError::Unavailable("scripted outage".into())),
+            };
+            Ok(TokenSet {
+                access_token: Token::new(format!("access-{n}")),
+                access_expires_at: now + self.lifetime,
+                refresh_token: Some(refresh),
+                refresh_expires_at: Some(now + 30 * 24 * 3600),
+                access_issued_at: now,
+            })
+        })
+    }
+
+    fn revoke<'a>(&'a self, token: &'a Token, _hint: &'static str) -> BoxFuture<'a, Result<(), UpstreamError>> {
+        Box::pin(async move {
+            let left = self.revoke_failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.revoke_failures.store(left - 1, Ordering::SeqCst);
+                return Err(UpstreamError::Unavailable("scripted outage".into()));
+            }
+            self.revoked.lock().unwrap().push(token.expose().to_string());
+            Ok(())
+        })
+    }
+}
+
+fn config() -> RefreshConfig {
+    RefreshConfig {
+        wait: Duration::from_secs(5),
+        grace: Duration::from_secs(60),
+        revoke_retry_delay: Duration::from_millis(5),
+        revoke_retries: 4,
+        ..RefreshConfig::default()
+    }
+}
+
+fn session(clock: &ManualClock, id: &str) -> Session {
+    let now = clock.unix();
+    Session::new(
+        id.into(),
+        now,
+        TokenSet {
+            access_token: Token::new("access-0"),
+            access_expires_at: now + 300,
+            refresh_token: Some(Token::new("refresh-0")),
+            refresh_expires_at: Some(now + 30 * 24 * 3600),
+            access_issued_at: now,
+        },
+        Profile { id: "u1".into(), name: "U".into(), email: "u@example.com".into(), roles: vec![] },
+    )
+}
+
+fn refresher(grants: &Arc<Scripted>, clock: &ManualClock) -> Refresher {
+    Refresher::new(grants.clone(), config(), Arc::new(clock.clone()))
+}
+
+/// Lets spawned tasks run until `done` holds (each check yields to the runtime; no sleeping).
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the condition never held");
+}
+
+#[tokio::test]
+async fn a_result_is_kept_for_the_handoff_until_delivered_then_for_the_grace_only() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    let r = refresher(&grants, &clock);
+    let old = session(&clock, "s");
+    let new = r.refresh(&old).await.unwrap();
+    assert_eq!(new.generation, 2);
+    // Not delivered yet: the next request with the old cookie gets it for ten minutes.
+    clock.advance(Duration::from_secs(9 * 60));
+    assert!(matches!(r.known(&old), Known::Newer(s) if s.tokens == new.tokens));
+    // Delivered: only the grace period from now on.
+    r.delivered(&old, &new);
+    clock.advance(Duration::from_secs(59));
+    assert!(matches!(r.known(&old), Known::Newer(_)), "inside the grace period");
+    clock.advance(Duration::from_secs(2));
+    assert!(matches!(r.known(&old), Known::Current), "grace over");
+    assert_eq!(grants.refreshes(), 1);
+}
+
+/// Finding 1: a sign-out while a refresh is in flight is not undone by its landing.
+#[tokio::test]
+async fn sign_out_wins_over_a_flight_that_lands_after_it() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+    let r = refresher(&grants, &clock);
+    let s = session(&clock, "s");
+    let waiter = tokio::spawn({
+        let (r, s) = (r.clone(), s.clone());
+        async move { r.refresh(&s).await }
+    });
+    until(|| grants.entered() == 1).await;
+    r.end(&s.id, clock.unix() + 3600);
+    grants.release(1);
+    let answer = waiter.await.unwrap();
+    assert!(matches!(&answer, Err(UpstreamError::Refused { code }) if code == SIGNED_OUT), "{answer:?}");
+    until(|| grants.revoked() == vec!["refresh-1".to_string()]).await;
+    assert!(matches!(r.known(&s), Known::Ended));
+    let mut landed = s.clone();
+    landed.generation = 2;
+    assert!(r.is_superseded(&landed), "no response writes what the flight got");
+    assert!(r.refresh(&s).await.is_err(), "no new flight for a signed-out session");
+    assert_eq!(grants.refreshes(), 1);
+    assert_eq!(r.counts().landed_after_sign_out, 1);
+}
+
+/// Finding 5: an upstream that keeps the same refresh token gets a new flight per expiry.
+#[tokio::test]
+async fn a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Keep, Script::Keep, Script::Keep], true));
+    let r = refresher(&grants, &clock);
+    let first = session(&clock, "s");
+    let second = r.refresh(&first).await.unwrap();
+    r.delivered(&first, &second);
+    assert_eq!(second.tokens.refresh_token, first.tokens.refresh_token);
+    // Still inside the grace period, where the first result is remembered under the same key
+    // (short-lived tokens, or the hand-off when no response carried it).
+    clock.advance(Duration::from_secs(10));
+    let third = r.refresh(&second).await.unwrap();
+    assert_ne!(third.tokens.access_token, second.tokens.access_token, "fresh tokens, not the old ones back");
+    assert_eq!(third.generation, 3);
+    assert_eq!(grants.refreshes(), 2);
+    // A cookie of the first generation still gets the newest.
+    assert!(matches!(r.known(&first), Known::Newer(s) if s.generation == 3));
+    assert!(matches!(r.known(&third), Known::Current));
+}
+
+/// Finding 8: a refresh task that panics does not leave its token stuck.
+#[tokio::test]
+async fn a_panicking_refresh_does_not_poison_the_token() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Panic, Script::Rotate], true));
+    let r = refresher(&grants, &clock);
+    let s = session(&clock, "s");
+    let first = r.refresh(&s).await;
+    assert!(matches!(first, Err(UpstreamError::Unavailable(_))), "{first:?}");
+    let second = r.refresh(&s).await.expect("a new flight after the panic");
+    assert_eq!(second.tokens.access_token, Token::new("access-2"));
+}
+
+#[tokio::test]
+async fn an_outage_is_not_remembered_and_the_next_request_tries_again() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Down, Script::Rotate], true));
+    let r = refresher(&grants, &clock);
+    let s = session(&clock, "s");
+    assert!(matches!(r.refresh(&s).await, Err(UpstreamError::Unavailable(_))));
+    assert!(matches!(r.known(&s), Known::Current));
+    assert!(r.refresh(&s).await.is_ok());
+    assert_eq!(grants.refreshes(), 2);
+}
+
+#[tokio::test]
+async fn joiners_of_a_held_flight_share_one_grant() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+    let r = refresher(&grants, &clock);
+    let s = session(&clock, "s");
+    let waiters: Vec<_> = (0..50)
+        .map(|_| {
+            let (r, s) = (r.clone(), s.clone());
+            tokio::spawn(async move { r.refresh(&s).await })
+        })
+        .collect();
+    until(|| r.counts().joined == 49).await;
+    grants.release(1);
+    for w in waiters {
+        assert_eq!(w.await.unwrap().unwrap().tokens.access_token, Token::new("access-1"));
+    }
+    assert_eq!(grants.refreshes(), 1);
+}
+
+/// Finding 6: a revocation that fails on an outage is retried; sign-out marks last until the
+/// session's end and are not pushed out by refresh churn.
+#[tokio::test]
+async fn revocation_is_retried_and_ended_marks_outlive_churn() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    grants.revoke_failures.store(2, Ordering::SeqCst);
+    let cfg = RefreshConfig { capacity: 10, ..config() };
+    let r = Refresher::new(grants.clone(), cfg, Arc::new(clock.clone()));
+    let s = session(&clock, "ended-one");
+    r.end(&s.id, clock.unix() + 30 * 24 * 3600);
+    assert_eq!(r.revoke(Token::new("refresh-0"), "refresh_token").await, Revocation::Pending);
+    until(|| grants.revoked() == vec!["refresh-0".to_string()]).await;
+    until(|| r.counts().revocations_pending == 0).await;
+    assert_eq!(r.counts().revocations_abandoned, 0);
+    // Churn: many other sessions refresh.
+    for i in 0..100 {
+        let other = session(&clock, &format!("other-{i}"));
+        let mut other = other;
+        other.tokens.refresh_token = Some(Token::new(format!("other-refresh-{i}")));
+        r.refresh(&other).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(2 * 24 * 3600));
+    assert!(matches!(r.known(&s), Known::Ended), "still refused two days later, after churn");
+    clock.advance(Duration::from_secs(29 * 24 * 3600));
+    assert!(matches!(r.known(&s), Known::Current), "forgotten after the session's own end");
+}
+
+// ---------------------------------------------------------------- through the session manager
+
+const COOKIE: &str = "tokenless_session";
+
+fn manager(grants: &Arc<Scripted>, clock: &ManualClock) -> Arc<SessionManager> {
+    let endpoints = UpstreamEndpoints::under(&"http://127.0.0.1:9".parse().unwrap()).unwrap();
+    let client = UpstreamClient::new(ClientConfig {
+        endpoints,
+        client_id: "c".into(),
+        client_secret: SecretString::from("s".to_string()),
+        auth: ClientAuth::ClientSecretBasic,
+        timeout: Duration::from_millis(100),
+        connect_timeout: Duration::from_millis(100),
+    })
+    .unwrap();
+    Arc::new(SessionManager::with_grants(
+        Arc::new(client),
+        grants.clone(),
+        KeyRing::new(&[(1, [9; 32])]).unwrap(),
+        CookiePolicy::new(COOKIE, false, SameSite::Lax),
+        Limits::default(),
+        config(),
+        Arc::new(clock.clone()),
+    ))
+}
+
+/// A browser's request carrying `session` in its cookie.
+fn jar(m: &SessionManager, session: &Session) -> Cookies {
+    let cookies = Cookies::default();
+    cookies::write(m.cookie_policy(), &KeyRing::new(&[(1, [9; 32])]).unwrap(), &cookies, session, Duration::from_secs(3600));
+    cookies
+}
+
+fn in_jar(cookies: &Cookies) -> Option<Session> {
+    match cookies::read(&CookiePolicy::new(COOKIE, false, SameSite::Lax), &KeyRing::new(&[(1, [9; 32])]).unwrap(), cookies) {
+        ReadSession::Valid { session, .. } => Some(session),
+        _ => None,
+    }
+}
+
+/// Finding 4: a stale cookie upgraded from the remembered results shortens them to the grace.
+#[tokio::test]
+async fn an_upgraded_stale_cookie_counts_as_delivered() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    let m = manager(&grants, &clock);
+    let old = session(&clock, "s");
+    // A flight whose response could not carry the cookie: kept for the hand-off.
+    let new = m.refresher().refresh(&old).await.unwrap();
+    let cookies = jar(&m, &old);
+    let loaded = m.load(&cookies).await;
+    assert_eq!(loaded.session.unwrap().tokens, new.tokens, "upgraded");
+    assert_eq!(in_jar(&cookies).unwrap().generation, 2, "and written");
+    clock.advance(Duration::from_secs(61));
+    assert!(matches!(m.refresher().known(&old), Known::Current), "only the grace period after delivery");
+}
+
+/// Finding 3: a renewal that finishes after the response's headers left keeps its result for
+/// the next request (hand-off), and writes nothing into the jar already sent.
+#[tokio::test]
+async fn a_renewal_finishing_after_the_headers_left_is_kept_for_the_next_request() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+    let m = manager(&grants, &clock);
+    let old = session(&clock, "s");
+    let cookies = jar(&m, &old);
+    let before = cookies.get(COOKIE).unwrap().value().to_string();
+    let request = attach(&m, cookies.clone()).await;
+    let renewing = tokio::spawn({
+        let (request, old) = (request.clone(), old.clone());
+        async move { request.renew_after_refusal(&old).await }
+    });
+    until(|| grants.entered() == 1).await;
+    // The headers leave while the refresh is in the air.
+    request.commit();
+    grants.release(1);
+    let renewed = renewing.await.unwrap().unwrap();
+    assert_eq!(renewed.generation, 2);
+    assert_eq!(cookies.get(COOKIE).unwrap().value(), before, "nothing written after the headers left");
+    clock.advance(Duration::from_secs(5 * 60));
+    assert!(
+        matches!(m.refresher().known(&old), Known::Newer(s) if s.generation == 2),
+        "the next request with the old cookie still gets the result minutes later"
+    );
+    assert_eq!(grants.refreshes(), 1);
+}
+
+/// Finding 11: tokens that live no longer than the skew are not refreshed on every request.
+#[tokio::test]
+async fn short_lived_tokens_are_not_refreshed_on_every_request() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    let m = manager(&grants, &clock);
+    let mut s = session(&clock, "s");
+    // A 10-second token (seed 003), the skew 30 s.
+    s.tokens.access_expires_at = clock.unix() + 10;
+    let cookies = jar(&m, &s);
+    for _ in 0..3 {
+        assert!(m.load(&cookies).await.session.is_some());
+    }
+    assert_eq!(grants.refreshes(), 0, "a token just issued is never refreshed");
+    clock.advance(Duration::from_secs(6));
+    assert!(m.load(&cookies).await.session.is_some());
+    assert_eq!(grants.refreshes(), 1, "refreshed in the last half of its life");
+}
+
+/// Finding 1 through the manager: sign-out revokes the newest token, not the cookie's retired one.
+#[tokio::test]
+async fn sign_out_revokes_the_newest_tokens() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    let m = manager(&grants, &clock);
+    let old = session(&clock, "s");
+    m.refresher().refresh(&old).await.unwrap();
+    let cookies = jar(&m, &old);
+    let revocation = m.sign_out(&cookies, Some(&old)).await;
+    assert_eq!(revocation, Some(Revocation::Confirmed));
+    assert_eq!(grants.revoked(), vec!["refresh-1".to_string()], "the successor, which is the live one");
+    assert!(in_jar(&cookies).is_none(), "cookies cleared");
+    assert!(m.load(&jar(&m, &old)).await.session.is_none(), "the old cookie is refused");
+}
+
+#[test]
+fn the_manual_clock_is_the_one_in_use() {
+    let clock = ManualClock::new();
+    let t = clock.unix();
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(clock.unix(), t + 5);
+}
