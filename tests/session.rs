@@ -243,6 +243,7 @@ fn sign_out_revokes_upstream_and_clears_every_cookie() {
         let app = app().await;
         let b = Browser::new(&app);
         b.sign_in(USER).await;
+        assert!(b.get("/").await.headers.get("strict-transport-security").is_none(), "no HSTS over http");
         let before = app.counters().await["revocations"].as_u64().unwrap();
         let out = b.call("logout", &[]).await;
         assert_eq!(out.status, StatusCode::OK, "{}", out.body);
@@ -440,7 +441,9 @@ fn on_https_the_cookie_is_secure_and_host_prefixed() {
         assert_eq!(c.secure(), Some(true));
         assert_eq!(c.path(), Some("/"));
         assert_eq!(c.domain(), None);
-        assert_eq!(b.get("/frogs").await.status, StatusCode::OK);
+        let page = b.get("/frogs").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.headers.get("strict-transport-security").unwrap(), "max-age=31536000", "HSTS on https");
         // The origin check uses the configured origin, not the Host header.
         let from_http = b
             .send(
@@ -590,7 +593,10 @@ fn short_lived_access_tokens_are_not_refreshed_on_every_request() {
         }
         assert_eq!(app.refresh_grants().await, 0, "a token just issued is never refreshed");
         // In the last half of its life it is.
-        b.edit_session(|s| s.tokens.access_expires_at = now() + 4);
+        b.edit_session(|s| {
+            s.tokens.access_issued_at = now() - 6;
+            s.tokens.access_expires_at = now() + 4;
+        });
         assert_eq!(b.get("/frogs").await.status, StatusCode::OK);
         assert_eq!(app.refresh_grants().await, 1);
         app.assert_no_reuse().await;

@@ -65,7 +65,7 @@ function aad(name: string) {
   return Buffer.from(`tokenless/v1/${name}`);
 }
 
-// The sealed session (bff/src/session.rs, format 2) is postcard: the fields in declaration
+// The sealed session (bff/src/session.rs, format 3) is postcard: the fields in declaration
 // order, unsigned integers as LEB128 varints (the format byte as one raw byte), strings and
 // lists prefixed by their length, options as a 0/1 tag.
 export interface Session {
@@ -79,6 +79,7 @@ export interface Session {
     access_expires_at: number;
     refresh_token: string | null;
     refresh_expires_at: number | null;
+    access_issued_at: number;
   };
   profile: { id: string; name: string; email: string; roles: string[] };
 }
@@ -115,10 +116,11 @@ function decodeSession(bytes: Buffer): Session {
       access_expires_at: uint(),
       refresh_token: option(str),
       refresh_expires_at: option(uint),
+      access_issued_at: uint(),
     },
     profile: { id: str(), name: str(), email: str(), roles: Array.from({ length: uint() }, str) },
   };
-  expect(session.format).toBe(2);
+  expect(session.format).toBe(3);
   expect(at, 'nothing after the session').toBe(bytes.length);
   return session;
 }
@@ -150,6 +152,7 @@ function encodeSession(session: Session): Buffer {
   uint(session.tokens.access_expires_at);
   option(session.tokens.refresh_token, str);
   option(session.tokens.refresh_expires_at, uint);
+  uint(session.tokens.access_issued_at);
   str(session.profile.id);
   str(session.profile.name);
   str(session.profile.email);

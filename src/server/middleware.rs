@@ -60,6 +60,11 @@ pub async fn security_headers(State(state): State<AppState>, mut request: Reques
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    if state.settings.site.secure() {
+        // https origin: browsers keep to https for a year (never sent over plain http, where it
+        // would mean nothing, and never on localhost development).
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
     if dynamic {
         // Pages show who is signed in: never store them in a shared or browser cache.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

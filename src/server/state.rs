@@ -49,7 +49,12 @@ impl AppState {
     /// no upstream is configured.
     pub async fn build(settings: Settings, leptos_options: LeptosOptions) -> Result<Self, StateError> {
         let (base, demo, label) = match &settings.upstream.base_url {
-            Some(base) => (base.clone(), None, base.origin().ascii_serialization()),
+            // The status shown to anyone does not name the upstream's address (an internal host
+            // is nobody's business); the log does.
+            Some(base) => {
+                tracing::info!(upstream = %base.origin().ascii_serialization(), "upstream configured");
+                (base.clone(), None, "configured upstream".to_string())
+            }
             None => {
                 let demo = start_demo(&settings).await?;
                 tracing::info!(
