@@ -88,8 +88,10 @@ TOML
         || fail "building the wasm32 std failed (see above)"
     mkdir -p "$DEBIAN_WASM_SYSROOT"
     find "$tmp/target/wasm32-unknown-unknown/release/deps" -name 'lib*.rlib' \
-        ! -name 'libwasm_std_seed*' -exec cp {} "$DEBIAN_WASM_SYSROOT/" \;
+        ! -name 'libwasm_std_seed*' -exec cp -t "$DEBIAN_WASM_SYSROOT/" {} + \
+        || fail "could not copy the wasm32 std into $DEBIAN_WASM_SYSROOT"
     rm -rf "$tmp"
+    debian_has_wasm || fail "the wasm32 std is still missing from $DEBIAN_WASM_SYSROOT after building it"
 }
 
 MIN_RUST_MINOR=96 # cargo-leptos 0.3.11 needs Rust 1.96
@@ -139,6 +141,12 @@ setup_toolchain() {
             || [ ! -d "$DEBIAN_RUST_SRC" ] || [ ! -e "$DEBIAN_LLD" ]; then
             apt_install rustc-web cargo-web rust-web-src lld-22 || fail \
                 "No usable Rust for wasm32: run 'rustup update stable && rustup target add wasm32-unknown-unknown' (Rust 1.$MIN_RUST_MINOR or newer), or on Debian 12 as root 'apt-get install rustc-web cargo-web rust-web-src lld-22', then run this again."
+            m="$(rustc_minor "$DEBIAN_RUSTC")"
+            if [ -z "$m" ] || [ "$m" -lt "$MIN_RUST_MINOR" ]; then
+                local v
+                v="$("$DEBIAN_RUSTC" --version 2>/dev/null || echo missing)"
+                fail "Debian's rustc-web is older than 1.$MIN_RUST_MINOR ($v): run 'apt-get update && apt-get install rustc-web' or use rustup's Rust 1.$MIN_RUST_MINOR or newer."
+            fi
         fi
         debian_has_wasm || build_debian_wasm_std
         # Debian's cargo/rustc first; tools installed by `cargo install` stay in ~/.cargo/bin.

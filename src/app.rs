@@ -23,6 +23,8 @@ pub fn is_protected(path: &str) -> bool {
 
 /// The sign-in page's `reason` after a sign-out whose revocation upstream is not confirmed yet.
 pub const SIGNOUT_PENDING: &str = "signout_pending";
+/// ... and after a sign-out the upstream refused to revoke (the sign-in may live on upstream).
+pub const SIGNOUT_UNCONFIRMED: &str = "signout_unconfirmed";
 
 /// `/login?next=<here>` (and `&reason=expired` when a session just ended).
 pub fn login_href(next: &str, expired: bool) -> String {

@@ -12,7 +12,7 @@ use tower_cookies::Cookies;
 
 use crate::client::{RegisterError, UpstreamClient, UpstreamError};
 use crate::cookies::{self, CookiePolicy, ReadSession};
-use crate::refresh::{Known, RefreshConfig, Refresher, Revocation};
+use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
 use crate::seal::KeyRing;
 use crate::session::{Freshness, Profile, Session, Token};
 
@@ -180,6 +180,13 @@ impl SessionManager {
                 cookies::clear(&self.cookie, cookies);
                 return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
             }
+            // Refused, but the cookie is not deleted: the browser's cookie of that name may be a
+            // new session already (signed in again in another tab while this request was on
+            // its way), and deleting it would sign the user out of that one.
+            Known::SignedOut => {
+                tracing::info!(session = %session.id, "the cookie's session signed out; refused");
+                return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
+            }
         }
         let idle_over = now.saturating_sub(session.last_seen_at) > self.limits.idle_timeout.as_secs();
         if idle_over || now >= self.ends_at(&session) {
@@ -201,7 +208,9 @@ impl SessionManager {
                 }
                 Err(UpstreamError::Refused { code }) => {
                     tracing::info!(session = %session.id, %code, "refresh refused; signing out");
-                    cookies::clear(&self.cookie, cookies);
+                    if code != SIGNED_OUT {
+                        cookies::clear(&self.cookie, cookies);
+                    }
                     return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
                 }
                 Err(e) => {
@@ -233,6 +242,7 @@ impl SessionManager {
             Known::Current => session.clone(),
             Known::Newer(newer) => newer,
             Known::Ended => return Err(UpstreamError::Refused { code: "session_ended".into() }),
+            Known::SignedOut => return Err(UpstreamError::Refused { code: SIGNED_OUT.into() }),
         };
         if current.tokens.access_token != *refused {
             return Ok(current);
@@ -311,11 +321,9 @@ impl SessionManager {
     /// The newest: a refresh may have rotated the cookie's token already, and an upstream may
     /// answer 200 to revoking a retired token without revoking its successor.
     pub async fn end(&self, session: &Session) -> Revocation {
-        let newest = match self.refresher.known(session) {
-            Known::Newer(newer) => newer,
-            Known::Current | Known::Ended => session.clone(),
-        };
-        self.refresher.end(&session.id, self.ends_at(&newest).max(self.ends_at(session)));
+        // Until the absolute end, which bounds every generation of the session.
+        let until = session.created_at.saturating_add(self.limits.absolute_timeout.as_secs());
+        let newest = self.refresher.end(session, until);
         let (token, hint) = match &newest.tokens.refresh_token {
             Some(refresh) => (refresh.clone(), "refresh_token"),
             None => (newest.tokens.access_token.clone(), "access_token"),

@@ -185,7 +185,10 @@ impl RequestSession {
             }
             Err(UpstreamError::Refused { code }) => {
                 tracing::info!(session = %session.id, %code, "refresh after 401 refused; signing out");
-                crate::cookies::clear(self.manager.cookie_policy(), &self.cookies);
+                // A signed-out session's cookie is left alone (it may be a new session's by now).
+                if code != crate::refresh::SIGNED_OUT {
+                    crate::cookies::clear(self.manager.cookie_policy(), &self.cookies);
+                }
                 let mut state = self.lock();
                 state.session = None;
                 state.ended = Some(Ended::Revoked);

@@ -57,6 +57,12 @@ const ENDED_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 /// happened while the older cookie was still in use).
 const MAX_CHAIN: usize = 16;
 
+/// `now + d`, never overflowing: durations come from configuration and a library user's
+/// "forever" (`u64::MAX` seconds) must not panic on the first refresh.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(ENDED_MAX)).unwrap_or(now)
+}
+
 /// The refusal code a flight that landed after sign-out is turned into.
 pub const SIGNED_OUT: &str = "signed_out";
 
@@ -316,8 +322,11 @@ pub enum Known {
     /// Its refresh token was rotated already: here is the newest session rebuilt from the
     /// remembered results.
     Newer(Session),
-    /// Its refresh token was refused, or the session signed out.
+    /// Its refresh token was refused: the cookie is dead, remove it.
     Ended,
+    /// The session signed out (or was replaced by a new sign-in): refused, but its cookie is
+    /// left alone, since the browser's cookie of that name may already be the new session's.
+    SignedOut,
 }
 
 /// Whether the upstream confirmed a revocation.
@@ -403,20 +412,12 @@ impl Refresher {
         let memory = self.memory();
         if memory.ended.get(&session.id, now).is_some() {
             self.inner.metrics.ended_refused.inc();
-            return Known::Ended;
+            return Known::SignedOut;
         }
-        let mut current: Option<Session> = None;
-        for _ in 0..MAX_CHAIN {
-            let at = current.as_ref().unwrap_or(session);
-            let Some(token) = &at.tokens.refresh_token else { break };
-            match memory.results.get(&key_of(token), now) {
-                Some(Outcome::Refreshed(r)) if r.generation > at.generation => {
-                    current = Some(apply(at, r));
-                }
-                Some(Outcome::Refused(_)) if current.is_none() => return Known::Ended,
-                _ => break,
-            }
-        }
+        let current = match newest_known(&memory, session, now) {
+            Ok(current) => current,
+            Err(()) => return Known::Ended,
+        };
         match current {
             Some(newer) => {
                 self.inner.metrics.grace_hits.inc();
@@ -446,7 +447,7 @@ impl Refresher {
     /// the air), not the whole hand-off.
     pub fn delivered(&self, from: &Session, to: &Session) {
         let now = self.inner.clock.now();
-        let until = now + self.inner.config.grace;
+        let until = after(now, self.inner.config.grace);
         let mut memory = self.memory();
         let mut at_generation = from.generation;
         let mut token = from.tokens.refresh_token.clone();
@@ -522,6 +523,12 @@ impl Refresher {
             }
         };
         match outcome {
+            // A sign-out between the landing and this waiter's wake-up wins too.
+            Some(Outcome::Refreshed(_))
+                if self.memory().ended.get(&session.id, self.inner.clock.now()).is_some() =>
+            {
+                Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
+            }
             Some(Outcome::Refreshed(r)) => Ok(apply(session, &r)),
             Some(Outcome::Refused(code)) => Err(UpstreamError::Refused { code }),
             Some(Outcome::Unavailable(detail)) => Err(UpstreamError::Unavailable(detail)),
@@ -539,9 +546,12 @@ impl Refresher {
     ) {
         let this = self.clone();
         let span = tracing::info_span!("refresh", session = %session_id, outcome = tracing::field::Empty, elapsed_ms = tracing::field::Empty);
+        // Made before the spawn: a task dropped before it first runs removes its flight too.
+        let guard = FlightGuard { refresher: this.clone(), key, landed: false };
         tokio::spawn(
             async move {
-                let mut guard = FlightGuard { refresher: this.clone(), key, landed: false };
+                // The whole guard moves into the task (not just the field it sets).
+                let mut guard = guard;
                 let started = Instant::now();
                 let config = this.inner.config;
                 let result = this.inner.grants.refresh(&token, this.inner.clock.unix(), config.grant_timeout).await;
@@ -569,9 +579,9 @@ impl Refresher {
                 }
                 // No receiver left (every waiter gave up) is fine: the result is remembered.
                 let _ = sender.send(Some(outcome));
-                if let Some(token) = revoke {
+                if let Some((token, hint)) = revoke {
                     tracing::info!("the session signed out while its refresh was in flight; revoking what it got");
-                    this.revoke(token, "refresh_token").await;
+                    this.revoke(token, hint).await;
                 }
             }
             .instrument(span),
@@ -587,7 +597,7 @@ impl Refresher {
         session_id: &str,
         generation: u64,
         result: Result<TokenSet, UpstreamError>,
-    ) -> (Outcome, Option<Token>) {
+    ) -> (Outcome, Option<(Token, &'static str)>) {
         let now = self.inner.clock.now();
         let grace = self.inner.config.grace;
         let mut memory = self.memory();
@@ -596,15 +606,18 @@ impl Refresher {
         let (outcome, revoke) = match result {
             Ok(tokens) if signed_out => {
                 self.inner.metrics.landed_after_sign_out.inc();
-                let revoke = tokens.refresh_token.or(Some(tokens.access_token));
-                (Outcome::Refused(SIGNED_OUT.into()), revoke)
+                let revoke = match tokens.refresh_token {
+                    Some(refresh) => (refresh, "refresh_token"),
+                    None => (tokens.access_token, "access_token"),
+                };
+                (Outcome::Refused(SIGNED_OUT.into()), Some(revoke))
             }
             Ok(tokens) => {
                 // Newer than anything issued for the session so far, whatever the cookie that
                 // started the flight.
                 let newest = memory.newest.get(&session_id.to_string(), now).copied().unwrap_or(0);
                 let generation = generation.max(newest) + 1;
-                memory.newest.insert(session_id.to_string(), generation, now + HANDOFF, now);
+                memory.newest.insert(session_id.to_string(), generation, after(now, HANDOFF), now);
                 (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation })), None)
             }
             Err(UpstreamError::Refused { code }) => (Outcome::Refused(code), None),
@@ -612,8 +625,8 @@ impl Refresher {
             Err(other) => (Outcome::Unavailable(other.to_string()), None),
         };
         match &outcome {
-            Outcome::Refreshed(_) => memory.results.insert(key, outcome.clone(), now + HANDOFF, now),
-            Outcome::Refused(_) => memory.results.insert(key, outcome.clone(), now + grace, now),
+            Outcome::Refreshed(_) => memory.results.insert(key, outcome.clone(), after(now, HANDOFF), now),
+            Outcome::Refused(_) => memory.results.insert(key, outcome.clone(), after(now, grace), now),
             // Not remembered: the next request tries again.
             Outcome::Unavailable(_) => {}
         }
@@ -621,27 +634,32 @@ impl Refresher {
         (outcome, revoke)
     }
 
-    /// Marks a session as signed out until `until` (Unix seconds; its absolute end): its
+    /// Marks `session` as signed out until `until` (Unix seconds; its absolute end): its
     /// cookies are refused, no refresh starts for it, and a refresh in flight for it lands as
-    /// a refusal.
-    pub fn end(&self, session_id: &str, until: u64) {
+    /// a refusal. Returns the newest session known at that moment (under the same lock, so a
+    /// refresh landing meanwhile is either in it or lands as a refusal): the one to revoke.
+    pub fn end(&self, session: &Session, until: u64) -> Session {
         let now = self.inner.clock.now();
         let left = Duration::from_secs(until.saturating_sub(self.inner.clock.unix())).min(ENDED_MAX);
         // At least the grace period, so copies of the cookie in the air are refused too.
         let left = left.max(self.inner.config.grace);
-        self.memory().ended.insert(session_id.to_string(), (), now + left, now);
+        let mut memory = self.memory();
+        let newest = newest_known(&memory, session, now).ok().flatten().unwrap_or_else(|| session.clone());
+        memory.ended.insert(session.id.clone(), (), after(now, left), now);
+        newest
     }
 
     /// Revokes `token` upstream. When the upstream cannot be reached, the revocation is tried
     /// again in the background (`revoke_retries` times, the delay doubling) and `Pending` says so.
     pub async fn revoke(&self, token: Token, hint: &'static str) -> Revocation {
         match self.inner.grants.revoke(&token, hint).await {
+            // RFC 7009: the upstream answers 200 also for tokens it does not know; only a 2xx
+            // confirms. An error code (invalid_client, unsupported_token_type) means the token
+            // may live on: said, not retried (retrying will not fix a configuration).
             Ok(()) => Revocation::Confirmed,
-            // RFC 7009: the upstream answers 200 for tokens it does not know; an error code here
-            // (invalid_token...) still means the token is not usable.
             Err(UpstreamError::Refused { code }) => {
-                tracing::info!(%code, "revocation refused; the token is not usable anyway");
-                Revocation::Confirmed
+                tracing::error!(%code, "revocation refused; the token may live on upstream until it expires");
+                Revocation::Failed
             }
             Err(UpstreamError::Unavailable(detail)) => {
                 tracing::warn!(%detail, "revocation failed on an outage; trying again in the background");
@@ -666,7 +684,7 @@ impl Refresher {
             for attempt in 1..=config.revoke_retries {
                 tokio::time::sleep(delay).await;
                 match this.inner.grants.revoke(&token, hint).await {
-                    Ok(()) | Err(UpstreamError::Refused { .. }) => {
+                    Ok(()) => {
                         tracing::info!(attempt, "revocation confirmed after a retry");
                         done = true;
                         break;
@@ -720,6 +738,24 @@ impl Refresher {
         }
         text
     }
+}
+
+/// The newest session the remembered results rebuild from `session`: `Ok(None)` when there is
+/// nothing newer, `Err(())` when its refresh token was refused.
+fn newest_known(memory: &Memory, session: &Session, now: Instant) -> Result<Option<Session>, ()> {
+    let mut current: Option<Session> = None;
+    for _ in 0..MAX_CHAIN {
+        let at = current.as_ref().unwrap_or(session);
+        let Some(token) = &at.tokens.refresh_token else { break };
+        match memory.results.get(&key_of(token), now) {
+            Some(Outcome::Refreshed(r)) if r.generation > at.generation => {
+                current = Some(apply(at, r));
+            }
+            Some(Outcome::Refused(_)) if current.is_none() => return Err(()),
+            _ => break,
+        }
+    }
+    Ok(current)
 }
 
 /// `session` with a refresh's result in it.
@@ -776,6 +812,13 @@ mod tests {
         assert!(m.order.len() <= 36, "stale positions do not pile up: {}", m.order.len());
         assert_eq!(m.get(&1, t0), Some(&9_999));
         assert_eq!(m.get(&0, t0), Some(&0));
+    }
+
+    #[test]
+    fn durations_from_configuration_never_overflow() {
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now);
+        assert_eq!(after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
     }
 
     #[test]

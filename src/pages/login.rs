@@ -19,6 +19,7 @@ pub fn LoginPage() -> impl IntoView {
     let reason = move || query.read().get("reason");
     let expired = move || reason().as_deref() == Some("expired");
     let signout_pending = move || reason().as_deref() == Some(crate::app::SIGNOUT_PENDING);
+    let signout_unconfirmed = move || reason().as_deref() == Some(crate::app::SIGNOUT_UNCONFIRMED);
     Effect::new(move |_| {
         if let Some(Ok(())) = action.value().get() {
             auth.signed_in_again();
@@ -49,6 +50,12 @@ pub fn LoginPage() -> impl IntoView {
                 <p class="notice" role="status" data-testid="signout-pending">
                     "You are signed out on this device. The sign-in service could not be reached to \
                      end your sign-in everywhere; Tokenless keeps trying in the background."
+                </p>
+            })}
+            {move || signout_unconfirmed().then(|| view! {
+                <p class="notice" role="status" data-testid="signout-unconfirmed">
+                    "You are signed out on this device, but the sign-in service did not confirm \
+                     that your sign-in ended everywhere."
                 </p>
             })}
             <ActionForm action=action attr:class="form" attr:data-testid="login-form">

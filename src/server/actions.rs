@@ -171,11 +171,15 @@ async fn create_account(name: &str, email: &str, password: &str, next: &str) -> 
 
 pub async fn logout() -> Result<(), AppError> {
     let revocation = request_session()?.sign_out().await;
-    if revocation == Some(Revocation::Pending) {
-        // Signed out here; say that the upstream has not confirmed it yet (retried meanwhile).
-        leptos_axum::redirect(&format!("/login?reason={}", crate::app::SIGNOUT_PENDING));
-    } else {
-        leptos_axum::redirect("/");
+    match revocation {
+        // Signed out here; say that the upstream has not confirmed it (retried meanwhile, or not).
+        Some(Revocation::Pending) => {
+            leptos_axum::redirect(&format!("/login?reason={}", crate::app::SIGNOUT_PENDING))
+        }
+        Some(Revocation::Failed) => {
+            leptos_axum::redirect(&format!("/login?reason={}", crate::app::SIGNOUT_UNCONFIRMED))
+        }
+        Some(Revocation::Confirmed) | None => leptos_axum::redirect("/"),
     }
     Ok(())
 }

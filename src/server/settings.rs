@@ -306,9 +306,15 @@ fn parse_address(raw: &str, key: &'static str, env: &'static str) -> Result<Sock
     })
 }
 
+/// Ten years: more than any session, token or wait should last, and far from overflowing.
+const MAX_SECONDS: u64 = 10 * 366 * 24 * 3600;
+
 fn seconds(value: u64, key: &'static str, env: &'static str) -> Result<Duration, SettingsError> {
     if value == 0 {
         return Err(invalid(key, env, "must be at least 1"));
+    }
+    if value > MAX_SECONDS {
+        return Err(invalid(key, env, format!("must be at most {MAX_SECONDS} (ten years)")));
     }
     Ok(Duration::from_secs(value))
 }
@@ -459,7 +465,9 @@ impl Settings {
             idle_timeout,
             absolute_timeout,
             refresh_wait: Duration::from_millis(s.refresh_wait_ms),
-            rotation_grace: Duration::from_secs(s.rotation_grace_secs),
+            // 0 is allowed (no grace: a parallel request with the old cookie then presents a
+            // rotated token, which a strict upstream punishes); tests use it on purpose.
+            rotation_grace: Duration::from_secs(s.rotation_grace_secs.min(MAX_SECONDS)),
             refresh_memory: s.refresh_memory,
         };
 
@@ -693,4 +701,54 @@ mod tests {
         let e = Settings::from_sources(None, env(&[("TOKENLESS_SESSION__SAME_SITE", "none")])).unwrap_err();
         assert!(e.to_string().contains("TOKENLESS_SESSION__SAME_SITE"));
     }
+
+    const VARS: &[&str] = &[
+        "TOKENLESS_DEMO__ACCESS_TTL_SECS", "TOKENLESS_DEMO__ADDRESS", "TOKENLESS_DEMO__BENCH_FIXED_SESSION",
+        "TOKENLESS_DEMO__CONTROL_ADDRESS", "TOKENLESS_DEMO__REFRESH_TTL_SECS", "TOKENLESS_DEMO__TEST_CONTROLS",
+        "TOKENLESS_METRICS__ENABLED", "TOKENLESS_METRICS__TOKEN", "TOKENLESS_PASSTHROUGH__ALLOW",
+        "TOKENLESS_SERVER__ADDRESS", "TOKENLESS_SERVER__MODE", "TOKENLESS_SESSION__ABSOLUTE_TIMEOUT_SECS",
+        "TOKENLESS_SESSION__COOKIE_NAME", "TOKENLESS_SESSION__IDLE_TIMEOUT_SECS", "TOKENLESS_SESSION__KEYS",
+        "TOKENLESS_SESSION__REFRESH_MEMORY", "TOKENLESS_SESSION__REFRESH_WAIT_MS", "TOKENLESS_SESSION__SAME_SITE",
+        "TOKENLESS_SESSION__REFRESH_SKEW_SECS", "TOKENLESS_SESSION__ROTATION_GRACE_SECS", "TOKENLESS_SITE__ORIGIN",
+        "TOKENLESS_UPSTREAM__BASE_URL", "TOKENLESS_UPSTREAM__CLIENT_AUTH", "TOKENLESS_UPSTREAM__CLIENT_ID",
+        "TOKENLESS_UPSTREAM__CLIENT_SECRET", "TOKENLESS_UPSTREAM__REGISTRATION_URL",
+        "TOKENLESS_UPSTREAM__REVOCATION_URL", "TOKENLESS_UPSTREAM__TIMEOUT_MS", "TOKENLESS_UPSTREAM__TOKEN_URL",
+        "TOKENLESS_UPSTREAM__USERINFO_URL", "TOKENLESS_UPSTREAM__REFRESH_TIMEOUT_MS",
+    ];
+
+    proptest::proptest! {
+        /// Any environment gets an answer: settings, or an error that says something. Never a
+        /// panic (huge numbers, odd URLs, unicode, empty values...).
+        #[test]
+        fn any_environment_is_an_answer_never_a_panic(
+            pairs in proptest::collection::vec(
+                (
+                    proptest::sample::select(VARS),
+                    proptest::prop_oneof![
+                        "[0-9]{1,25}",
+                        ".{0,30}",
+                        proptest::strategy::Just("production".to_string()),
+                        proptest::strategy::Just("true".to_string()),
+                        "(https?|ftp)://[a-z.]{0,10}(:[0-9]{1,6})?(/[a-z%.]{0,8}){0,2}",
+                        "[0-9]{1,3}:[A-Za-z0-9+/=]{0,50}",
+                    ],
+                ),
+                0..8,
+            )
+        ) {
+            let env: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            if let Err(e) = Settings::from_sources(None, env) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn durations_have_an_upper_bound() {
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_SESSION__IDLE_TIMEOUT_SECS", "18446744073709551615")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TOKENLESS_SESSION__IDLE_TIMEOUT_SECS") && e.contains("ten years"), "{e}");
+    }
+
 }
