@@ -324,11 +324,8 @@ impl SessionManager {
         // Until the absolute end, which bounds every generation of the session.
         let until = session.created_at.saturating_add(self.limits.absolute_timeout.as_secs());
         let newest = self.refresher.end(session, until);
-        let (token, hint) = match &newest.tokens.refresh_token {
-            Some(refresh) => (refresh.clone(), "refresh_token"),
-            None => (newest.tokens.access_token.clone(), "access_token"),
-        };
-        let revocation = self.refresher.revoke(token, hint).await;
+        let (token, hint) = newest.tokens.revocable();
+        let revocation = self.refresher.revoke(token.clone(), hint).await;
         tracing::info!(session = %session.id, ?revocation, "session ended");
         revocation
     }

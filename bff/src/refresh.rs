@@ -606,11 +606,8 @@ impl Refresher {
         let (outcome, revoke) = match result {
             Ok(tokens) if signed_out => {
                 self.inner.metrics.landed_after_sign_out.inc();
-                let revoke = match tokens.refresh_token {
-                    Some(refresh) => (refresh, "refresh_token"),
-                    None => (tokens.access_token, "access_token"),
-                };
-                (Outcome::Refused(SIGNED_OUT.into()), Some(revoke))
+                let (token, hint) = tokens.revocable();
+                (Outcome::Refused(SIGNED_OUT.into()), Some((token.clone(), hint)))
             }
             Ok(tokens) => {
                 // Newer than anything issued for the session so far, whatever the cookie that

@@ -54,6 +54,17 @@ pub struct TokenSet {
     pub access_issued_at: u64,
 }
 
+impl TokenSet {
+    /// The token whose revocation ends this sign-in (RFC 7009) and its `token_type_hint`: the
+    /// refresh token, else the access token.
+    pub fn revocable(&self) -> (&Token, &'static str) {
+        match &self.refresh_token {
+            Some(refresh) => (refresh, "refresh_token"),
+            None => (&self.access_token, "access_token"),
+        }
+    }
+}
+
 /// The format of [`Session`]; a cookie of an unknown format is "signed out". Format 1 was JSON
 /// (its first byte, `{`, is never 2); format 2 is postcard: the same fields in order, integers
 /// as varints, strings length-prefixed, no field names, so a session costs about a fifth of the
