@@ -2,9 +2,12 @@
 //! expiry inside the sealed cookie, then N requests carrying that cookie are sent at once (each
 //! its own task, pages and server functions mixed) through the app's router, with the embedded
 //! demo upstream (rotation on, reuse revokes) behind it. Reported: upstream refresh grants,
-//! the app's own counters, time until every request was answered, errors, reuse events.
+//! the app's own counters, time until every request was answered, errors, reuse events. Each N
+//! runs twice: the demo upstream's store in memory, then in a SQLite file (its development
+//! default), so the store's share shows.
 //!
-//! `cargo bench --features ssr --bench fanout` (add `-- 1 10` to choose N).
+//! `cargo bench --features ssr --bench fanout` (add `-- 1 10` to choose N, `-- memory` or
+//! `-- file` to choose the store).
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,8 +41,14 @@ fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
 }
 
 /// Returns whether the run was clean: no error, one refresh, no reuse.
-async fn run(n: usize) -> bool {
+async fn run(n: usize, store: &str) -> bool {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database = match store {
+        "file" => dir.path().join("demo.sqlite3").display().to_string(),
+        _ => ":memory:".to_string(),
+    };
     let env = vec![
+        ("TOKENLESS_DEMO__DATABASE".to_string(), database),
         ("TOKENLESS_DEMO__TEST_CONTROLS".to_string(), "true".to_string()),
         ("TOKENLESS_DEMO__FAST_HASHING".to_string(), "true".to_string()),
         ("TOKENLESS_SESSION__KEYS".to_string(), KEYS.to_string()),
@@ -102,7 +111,7 @@ async fn run(n: usize) -> bool {
     let refreshes = counters["grants"]["refresh_token"].as_u64().unwrap_or(0);
     let reuse = counters["reuse_events"].as_u64().unwrap_or(0);
     println!(
-        "| {n:>5} | {:>7} | {:>6} | {:>10} | {:>9.1} ms | {errors:>6} | {:>5} |",
+        "| {n:>5} | {store:>6} | {:>7} | {:>6} | {:>10} | {:>9.1} ms | {errors:>6} | {:>5} |",
         refreshes,
         c.joined,
         c.grace_hits,
@@ -114,13 +123,20 @@ async fn run(n: usize) -> bool {
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let chosen: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let chosen: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let ns = if chosen.is_empty() { vec![1, 10, 100, 1000] } else { chosen };
-    println!("| N | upstream refreshes | joined | grace hits | all answered in | errors | reuse |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let stores: Vec<&str> = ["memory", "file"].into_iter().filter(|s| args.iter().any(|a| a == s)).collect();
+    let stores = if stores.is_empty() { vec!["memory", "file"] } else { stores };
+    println!(
+        "| N | demo store | upstream refreshes | joined | grace hits | all answered in | errors | reuse |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     let mut clean = true;
     for n in ns {
-        clean &= runtime.block_on(run(n));
+        for store in &stores {
+            clean &= runtime.block_on(run(n, store));
+        }
     }
     if !clean {
         eprintln!("a fan-out had errors, more than one refresh, or a reuse event");

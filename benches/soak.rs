@@ -98,6 +98,7 @@ async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
         ("TOKENLESS_DEMO__TEST_CONTROLS".to_string(), "true".to_string()),
         ("TOKENLESS_DEMO__FAST_HASHING".to_string(), "true".to_string()),
         ("TOKENLESS_DEMO__ACCESS_TTL_SECS".to_string(), ttl.to_string()),
+        ("TOKENLESS_DEMO__DATABASE".to_string(), ":memory:".to_string()),
         ("TOKENLESS_SESSION__KEYS".to_string(), KEYS.to_string()),
         ("TOKENLESS_SERVER__LOG".to_string(), "warn".to_string()),
     ];
@@ -113,7 +114,8 @@ async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
     for i in 0..sessions {
         let user = &users[i as usize % users.len()];
         let body =
-            serde_urlencoded::to_string([("email", user.email), ("password", user.password), ("next", "/")]).unwrap();
+            serde_urlencoded::to_string([("email", user.email), ("password", user.password), ("next", "/")])
+                .unwrap();
         let answer = app.clone().oneshot(server_fn("login", "", body)).await.unwrap();
         assert_eq!(answer.status(), StatusCode::OK, "sign-in");
         cookies.push(set_cookie(&answer).expect("a session cookie"));
@@ -142,7 +144,11 @@ async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
                         tokio::spawn(async move {
                             let response = app.oneshot(request).await.unwrap();
                             let status = response.status();
-                            let location = response.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
+                            let location = response
+                                .headers()
+                                .get("location")
+                                .and_then(|l| l.to_str().ok())
+                                .map(str::to_string);
                             let renewed = set_cookie(&response);
                             let _ = response.into_body().collect().await;
                             (status, location, renewed)
@@ -153,7 +159,9 @@ async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
                     let (status, location, renewed) = call.await.unwrap();
                     if status == StatusCode::OK {
                         tally.ok.fetch_add(1, Ordering::Relaxed);
-                    } else if location.as_deref().is_some_and(|l| l.starts_with("/login")) || status == StatusCode::UNAUTHORIZED {
+                    } else if location.as_deref().is_some_and(|l| l.starts_with("/login"))
+                        || status == StatusCode::UNAUTHORIZED
+                    {
                         tally.signed_out.fetch_add(1, Ordering::Relaxed);
                         eprintln!("session {i}: signed out ({status}, {location:?})");
                     } else {
@@ -182,8 +190,11 @@ async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
     let refreshes = counters["grants"]["refresh_token"].as_u64().unwrap_or(0);
     let reuse = counters["reuse_events"].as_u64().unwrap_or(0);
     let c = state.sessions.refresher().counts();
-    let (ok, errors, signed_out) =
-        (tally.ok.load(Ordering::Relaxed), tally.errors.load(Ordering::Relaxed), tally.signed_out.load(Ordering::Relaxed));
+    let (ok, errors, signed_out) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.errors.load(Ordering::Relaxed),
+        tally.signed_out.load(Ordering::Relaxed),
+    );
     let warm: Vec<_> = samples.iter().copied().filter(|(t, _)| *t >= secs as f64 * 0.2).collect();
     let elapsed = started.elapsed().as_secs_f64();
     println!("soak: {secs} s, {sessions} sessions x {parallel} parallel requests, access tokens {ttl} s");
@@ -196,7 +207,8 @@ async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
         c.grace_hits,
         c.older_not_written,
     );
-    let rss: Vec<String> = samples.iter().map(|(t, kb)| format!("{t:.0}s:{:.1}MB", *kb as f64 / 1024.0)).collect();
+    let rss: Vec<String> =
+        samples.iter().map(|(t, kb)| format!("{t:.0}s:{:.1}MB", *kb as f64 / 1024.0)).collect();
     println!("RSS samples: {}", rss.join(" "));
     println!("RSS slope after warm-up (last 80 %): {:+.1} KB/min", slope_kb_per_min(&warm));
     errors == 0 && signed_out == 0 && reuse == 0 && ok > 0 && refreshes > 0

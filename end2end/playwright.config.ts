@@ -59,6 +59,8 @@ export default defineConfig({
       TOKENLESS_DEMO__TEST_CONTROLS: 'true',
       TOKENLESS_DEMO__CONTROL_ADDRESS: `127.0.0.1:${port + 1}`,
       TOKENLESS_DEMO__FAST_HASHING: 'true',
+      // A fresh demo upstream per run: accounts the tests register never reach the developer's.
+      TOKENLESS_DEMO__DATABASE: ':memory:',
       TOKENLESS_SESSION__KEYS: sessionKeys,
       LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
       RUST_LOG: process.env.RUST_LOG ?? 'info',

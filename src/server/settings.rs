@@ -14,12 +14,17 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokenless_bff::client::ClientAuth;
 use tokenless_bff::seal::KeyRing;
-use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE};
+use tokenless_upstream::Database;
 use tower_cookies::cookie::SameSite;
 use url::Url;
 
 /// Where the settings file is, unless `TOKENLESS_CONFIG` says otherwise.
 pub const DEFAULT_FILE: &str = "Leptos.toml";
+
+/// Where development keeps its session key when none is configured, relative to the directory
+/// the app runs in (the project root under `cargo leptos` and `make`).
+pub const DEV_KEY_FILE: &str = "target/tokenless-dev/session-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -92,9 +97,12 @@ impl SiteSettings {
 pub struct SessionSettings {
     pub cookie_name: String,
     pub same_site: SameSite,
-    /// `ID:BASE64` keys, comma separated, the first one seals. `None`: a throw-away key
-    /// (development only).
+    /// `ID:BASE64` keys, comma separated, the first one seals. `None`: development's key from
+    /// `dev_key_file`.
     pub keys: Option<SecretString>,
+    /// Development without `keys`: the file its key is kept in (made at the first start), so
+    /// sessions survive restarts. `None`: a throw-away key per start.
+    pub dev_key_file: Option<PathBuf>,
     pub refresh_skew: Duration,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
@@ -136,6 +144,8 @@ pub struct DemoSettings {
     pub control_address: SocketAddr,
     /// Cheap password hashing (tests create many accounts on debug builds).
     pub fast_hashing: bool,
+    /// Where its users and sign-ins are kept: a SQLite file, or in memory.
+    pub database: Database,
 }
 
 /// The shape of the file and environment, before validation.
@@ -200,6 +210,7 @@ struct RawSession {
     cookie_name: String,
     same_site: String,
     keys: String,
+    dev_key_file: String,
     refresh_skew_secs: u64,
     idle_timeout_secs: u64,
     absolute_timeout_secs: u64,
@@ -214,6 +225,7 @@ impl Default for RawSession {
             cookie_name: "tokenless_session".into(),
             same_site: "lax".into(),
             keys: String::new(),
+            dev_key_file: DEV_KEY_FILE.into(),
             refresh_skew_secs: 30,
             idle_timeout_secs: 14 * 24 * 3600,
             absolute_timeout_secs: 30 * 24 * 3600,
@@ -268,6 +280,7 @@ struct RawDemo {
     bench_fixed_session: bool,
     control_address: String,
     fast_hashing: bool,
+    database: String,
 }
 
 impl Default for RawDemo {
@@ -280,6 +293,7 @@ impl Default for RawDemo {
             bench_fixed_session: false,
             control_address: "127.0.0.1:0".into(),
             fast_hashing: false,
+            database: DEV_DATABASE.into(),
         }
     }
 }
@@ -432,6 +446,10 @@ impl Settings {
                 .map_err(|e| invalid("session.keys", "TOKENLESS_SESSION__KEYS", e.to_string()))?;
             Some(SecretString::from(s.keys))
         };
+        let dev_key_file = match s.dev_key_file.trim() {
+            "" => None,
+            path => Some(PathBuf::from(path)),
+        };
         let refresh_skew = Duration::from_secs(s.refresh_skew_secs);
         let idle_timeout = seconds(
             s.idle_timeout_secs,
@@ -461,6 +479,7 @@ impl Settings {
             cookie_name,
             same_site,
             keys,
+            dev_key_file,
             refresh_skew,
             idle_timeout,
             absolute_timeout,
@@ -555,6 +574,16 @@ impl Settings {
                 "TOKENLESS_DEMO__CONTROL_ADDRESS",
             )?,
             fast_hashing: d.fast_hashing,
+            database: match d.database.trim() {
+                "" => {
+                    return Err(invalid(
+                        "demo.database",
+                        "TOKENLESS_DEMO__DATABASE",
+                        format!("must name a SQLite file (the default is {DEV_DATABASE}) or be \":memory:\""),
+                    ))
+                }
+                raw => Database::parse(raw),
+            },
         };
         let m = raw.metrics;
         let token = m.token.trim();
@@ -625,6 +654,24 @@ mod tests {
     }
 
     #[test]
+    fn development_keeps_its_state_under_target_unless_told_otherwise() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.session.dev_key_file.as_deref(), Some(std::path::Path::new(DEV_KEY_FILE)));
+        assert_eq!(s.demo.database, Database::File(DEV_DATABASE.into()));
+        assert!(DEV_KEY_FILE.starts_with("target/") && DEV_DATABASE.starts_with("target/"));
+        let s = Settings::from_sources(
+            None,
+            env(&[("TOKENLESS_SESSION__DEV_KEY_FILE", ""), ("TOKENLESS_DEMO__DATABASE", ":memory:")]),
+        )
+        .unwrap();
+        assert_eq!(s.session.dev_key_file, None);
+        assert_eq!(s.demo.database, Database::Memory);
+        let e =
+            Settings::from_sources(None, env(&[("TOKENLESS_DEMO__DATABASE", " ")])).unwrap_err().to_string();
+        assert!(e.contains("TOKENLESS_DEMO__DATABASE") && e.contains(":memory:"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let e = Settings::from_sources(None, env(&[("TOKENLESS_SERVER__ADDRESS", "localhost")]))
             .unwrap_err()
@@ -668,20 +715,34 @@ mod tests {
         // The demo's client secret is in this repository: never in production.
         let e = Settings::from_sources(None, env(&complete)).unwrap_err().to_string();
         assert!(e.contains("TOKENLESS_UPSTREAM__CLIENT_SECRET"), "{e}");
-        let complete = [&complete[..], &[("TOKENLESS_UPSTREAM__CLIENT_SECRET", "a-real-secret-from-the-upstream")]].concat();
+        let complete =
+            [&complete[..], &[("TOKENLESS_UPSTREAM__CLIENT_SECRET", "a-real-secret-from-the-upstream")]]
+                .concat();
         let complete = &complete[..];
         for weak in ["", "short"] {
-            let e = Settings::from_sources(None, env(&[&complete[..], &[("TOKENLESS_METRICS__TOKEN", weak)]].concat()))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("TOKENLESS_METRICS__TOKEN") && e.contains("TOKENLESS_METRICS__ENABLED=false"), "{e}");
+            let e = Settings::from_sources(
+                None,
+                env(&[&complete[..], &[("TOKENLESS_METRICS__TOKEN", weak)]].concat()),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("TOKENLESS_METRICS__TOKEN") && e.contains("TOKENLESS_METRICS__ENABLED=false"),
+                "{e}"
+            );
         }
-        let off = Settings::from_sources(None, env(&[&complete[..], &[("TOKENLESS_METRICS__ENABLED", "false")]].concat()))
-            .unwrap();
+        let off = Settings::from_sources(
+            None,
+            env(&[&complete[..], &[("TOKENLESS_METRICS__ENABLED", "false")]].concat()),
+        )
+        .unwrap();
         assert!(!off.metrics.enabled);
         let metrics_token = "0123456789abcdef0123456789abcdef";
-        let s = Settings::from_sources(None, env(&[&complete[..], &[("TOKENLESS_METRICS__TOKEN", metrics_token)]].concat()))
-            .unwrap();
+        let s = Settings::from_sources(
+            None,
+            env(&[&complete[..], &[("TOKENLESS_METRICS__TOKEN", metrics_token)]].concat()),
+        )
+        .unwrap();
         assert!(s.site.secure());
         assert!(!format!("{s:?}").contains(metrics_token), "the metrics token never prints");
         assert!(!format!("{s:?}").contains(key.split(':').nth(1).unwrap()), "keys never print");
@@ -703,17 +764,37 @@ mod tests {
     }
 
     const VARS: &[&str] = &[
-        "TOKENLESS_DEMO__ACCESS_TTL_SECS", "TOKENLESS_DEMO__ADDRESS", "TOKENLESS_DEMO__BENCH_FIXED_SESSION",
-        "TOKENLESS_DEMO__CONTROL_ADDRESS", "TOKENLESS_DEMO__REFRESH_TTL_SECS", "TOKENLESS_DEMO__TEST_CONTROLS",
-        "TOKENLESS_METRICS__ENABLED", "TOKENLESS_METRICS__TOKEN", "TOKENLESS_PASSTHROUGH__ALLOW",
-        "TOKENLESS_SERVER__ADDRESS", "TOKENLESS_SERVER__MODE", "TOKENLESS_SESSION__ABSOLUTE_TIMEOUT_SECS",
-        "TOKENLESS_SESSION__COOKIE_NAME", "TOKENLESS_SESSION__IDLE_TIMEOUT_SECS", "TOKENLESS_SESSION__KEYS",
-        "TOKENLESS_SESSION__REFRESH_MEMORY", "TOKENLESS_SESSION__REFRESH_WAIT_MS", "TOKENLESS_SESSION__SAME_SITE",
-        "TOKENLESS_SESSION__REFRESH_SKEW_SECS", "TOKENLESS_SESSION__ROTATION_GRACE_SECS", "TOKENLESS_SITE__ORIGIN",
-        "TOKENLESS_UPSTREAM__BASE_URL", "TOKENLESS_UPSTREAM__CLIENT_AUTH", "TOKENLESS_UPSTREAM__CLIENT_ID",
-        "TOKENLESS_UPSTREAM__CLIENT_SECRET", "TOKENLESS_UPSTREAM__REGISTRATION_URL",
-        "TOKENLESS_UPSTREAM__REVOCATION_URL", "TOKENLESS_UPSTREAM__TIMEOUT_MS", "TOKENLESS_UPSTREAM__TOKEN_URL",
-        "TOKENLESS_UPSTREAM__USERINFO_URL", "TOKENLESS_UPSTREAM__REFRESH_TIMEOUT_MS",
+        "TOKENLESS_DEMO__ACCESS_TTL_SECS",
+        "TOKENLESS_DEMO__ADDRESS",
+        "TOKENLESS_DEMO__BENCH_FIXED_SESSION",
+        "TOKENLESS_DEMO__CONTROL_ADDRESS",
+        "TOKENLESS_DEMO__REFRESH_TTL_SECS",
+        "TOKENLESS_DEMO__TEST_CONTROLS",
+        "TOKENLESS_METRICS__ENABLED",
+        "TOKENLESS_METRICS__TOKEN",
+        "TOKENLESS_PASSTHROUGH__ALLOW",
+        "TOKENLESS_SERVER__ADDRESS",
+        "TOKENLESS_SERVER__MODE",
+        "TOKENLESS_SESSION__ABSOLUTE_TIMEOUT_SECS",
+        "TOKENLESS_SESSION__COOKIE_NAME",
+        "TOKENLESS_SESSION__IDLE_TIMEOUT_SECS",
+        "TOKENLESS_SESSION__KEYS",
+        "TOKENLESS_SESSION__REFRESH_MEMORY",
+        "TOKENLESS_SESSION__REFRESH_WAIT_MS",
+        "TOKENLESS_SESSION__SAME_SITE",
+        "TOKENLESS_SESSION__REFRESH_SKEW_SECS",
+        "TOKENLESS_SESSION__ROTATION_GRACE_SECS",
+        "TOKENLESS_SITE__ORIGIN",
+        "TOKENLESS_UPSTREAM__BASE_URL",
+        "TOKENLESS_UPSTREAM__CLIENT_AUTH",
+        "TOKENLESS_UPSTREAM__CLIENT_ID",
+        "TOKENLESS_UPSTREAM__CLIENT_SECRET",
+        "TOKENLESS_UPSTREAM__REGISTRATION_URL",
+        "TOKENLESS_UPSTREAM__REVOCATION_URL",
+        "TOKENLESS_UPSTREAM__TIMEOUT_MS",
+        "TOKENLESS_UPSTREAM__TOKEN_URL",
+        "TOKENLESS_UPSTREAM__USERINFO_URL",
+        "TOKENLESS_UPSTREAM__REFRESH_TIMEOUT_MS",
     ];
 
     proptest::proptest! {
@@ -745,10 +826,12 @@ mod tests {
 
     #[test]
     fn durations_have_an_upper_bound() {
-        let e = Settings::from_sources(None, env(&[("TOKENLESS_SESSION__IDLE_TIMEOUT_SECS", "18446744073709551615")]))
-            .unwrap_err()
-            .to_string();
+        let e = Settings::from_sources(
+            None,
+            env(&[("TOKENLESS_SESSION__IDLE_TIMEOUT_SECS", "18446744073709551615")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("TOKENLESS_SESSION__IDLE_TIMEOUT_SECS") && e.contains("ten years"), "{e}");
     }
-
 }

@@ -14,6 +14,7 @@ use tokenless_bff::refresh::RefreshConfig;
 use tokenless_bff::seal::KeyRing;
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
+use crate::server::dev_keys::Origin;
 use crate::server::settings::{Mode, Settings};
 
 #[derive(Clone)]
@@ -42,6 +43,8 @@ pub enum StateError {
     BenchSession(#[from] tokenless_bff::client::UpstreamError),
     #[error("setting `session.keys` (env TOKENLESS_SESSION__KEYS) is invalid: {0}")]
     Keys(#[from] tokenless_bff::seal::KeyError),
+    #[error(transparent)]
+    DevKey(#[from] crate::server::dev_keys::DevKeyError),
 }
 
 impl AppState {
@@ -61,6 +64,14 @@ impl AppState {
                     api = %demo.base_url(),
                     controls = ?demo.control_url(),
                     "no upstream configured: started the embedded demo upstream (demo users: user@example.com / frogs-are-green, admin@example.com / admin-frogs-rule)"
+                );
+                tracing::info!(
+                    "the demo upstream keeps its accounts and sign-ins {} (TOKENLESS_DEMO__DATABASE; `make reset-demo` starts over)",
+                    match &settings.demo.database {
+                        tokenless_upstream::Database::File(_) =>
+                            format!("in {}", tokenless_upstream::store::describe(&settings.demo.database)),
+                        tokenless_upstream::Database::Memory => "in memory, until it stops".to_string(),
+                    }
                 );
                 let base = url::Url::parse(&demo.base_url())?;
                 (base, Some(Arc::new(demo)), "demo upstream (in-process)".to_string())
@@ -88,13 +99,29 @@ impl AppState {
             timeout: u.timeout,
             connect_timeout: u.connect_timeout,
         })?;
-        let ring = match &settings.session.keys {
-            Some(keys) => KeyRing::parse(keys.expose_secret())?,
-            None => {
-                // Settings validation refuses production without keys.
+        let ring = match (&settings.session.keys, &settings.session.dev_key_file) {
+            (Some(keys), _) => KeyRing::parse(keys.expose_secret())?,
+            // Settings validation refuses production without keys.
+            (None, Some(path)) => {
+                debug_assert_eq!(settings.server.mode, Mode::Development);
+                let (ring, origin) = crate::server::dev_keys::load_or_create(path)?;
+                let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                match origin {
+                    Origin::Made => tracing::info!(
+                        "no session key configured (TOKENLESS_SESSION__KEYS): made a development key and kept it in {} so sessions survive restarts; delete it to sign everyone out",
+                        shown.display()
+                    ),
+                    Origin::Kept => tracing::info!(
+                        "no session key configured (TOKENLESS_SESSION__KEYS): using the development key kept in {}",
+                        shown.display()
+                    ),
+                }
+                ring
+            }
+            (None, None) => {
                 debug_assert_eq!(settings.server.mode, Mode::Development);
                 tracing::warn!(
-                    "no session key configured (TOKENLESS_SESSION__KEYS): using a throw-away key; sessions end when the server stops"
+                    "no session key configured (TOKENLESS_SESSION__KEYS, TOKENLESS_SESSION__DEV_KEY_FILE): using a throw-away key; sessions end when the server stops"
                 );
                 KeyRing::ephemeral()
             }
@@ -117,8 +144,14 @@ impl AppState {
             ended_capacity: s.refresh_memory,
             ..RefreshConfig::default()
         };
-        let sessions =
-            Arc::new(SessionManager::new(client, ring, policy, limits, refresh, tokenless_bff::clock::system()));
+        let sessions = Arc::new(SessionManager::new(
+            client,
+            ring,
+            policy,
+            limits,
+            refresh,
+            tokenless_bff::clock::system(),
+        ));
         let fixed_session = if settings.demo.bench_fixed_session {
             tracing::warn!("demo.bench_fixed_session: every request is the demo user, no cookie involved (benchmarks only)");
             Some(Arc::new(bench_session(&sessions).await?))
@@ -158,6 +191,7 @@ async fn start_demo(settings: &Settings) -> Result<RunningUpstream, tokenless_up
         refresh_ttl: d.refresh_ttl,
         test_controls: d.test_controls,
         hash_cost: if d.fast_hashing { HashCost::Fast } else { HashCost::Standard },
+        database: d.database.clone(),
         ..UpstreamConfig::default()
     };
     tokenless_upstream::spawn(config).await

@@ -53,6 +53,8 @@ pub async fn app_with(extra: &[(&str, &str)]) -> TestApp {
         ("TOKENLESS_DEMO__TEST_CONTROLS".into(), "true".into()),
         ("TOKENLESS_DEMO__FAST_HASHING".into(), "true".into()),
         ("TOKENLESS_SESSION__KEYS".into(), TEST_KEYS.into()),
+        // Each test app its own fresh demo upstream, nothing shared through a file.
+        ("TOKENLESS_DEMO__DATABASE".into(), ":memory:".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::from_sources(None, env).expect("test settings are valid");

@@ -1,8 +1,10 @@
 //! The demo upstream's settings: token lifetimes, the confidential client it accepts, test
-//! controls, password-hashing cost.
+//! controls, password-hashing cost, where the data is kept.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+pub use crate::store::Database;
 
 /// A confidential client allowed to use the token and revocation endpoints.
 #[derive(Clone)]
@@ -46,7 +48,15 @@ pub struct UpstreamConfig {
     pub issuer: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Where users, sign-ins and the signing key are kept. In memory by default: each start is
+    /// fresh. The app's development default is [`DEV_DATABASE`].
+    pub database: Database,
 }
+
+/// Where the app keeps the embedded demo upstream's data in development, relative to the
+/// directory it runs in (the project root under `cargo leptos` and `make`). `cargo clean`, or
+/// `make reset-demo`, removes it.
+pub const DEV_DATABASE: &str = "target/tokenless-dev/demo-upstream.sqlite3";
 
 pub const DEFAULT_CLIENT_ID: &str = "tokenless";
 pub const DEFAULT_CLIENT_SECRET: &str = "tokenless-demo-secret";
@@ -69,6 +79,7 @@ impl Default for UpstreamConfig {
             signing_key: None,
             issuer: "tokenless-demo-upstream".into(),
             max_body_bytes: 16 * 1024,
+            database: Database::Memory,
         }
     }
 }

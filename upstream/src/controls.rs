@@ -55,12 +55,12 @@ async fn clear_faults(State(u): State<Upstream>) -> StatusCode {
 }
 
 async fn revoke_user(State(u): State<Upstream>, Path(email): Path<String>) -> Result<Response, ApiError> {
-    let revoked = u.revoke_user(&email).ok_or(ApiError::NotFound)?;
+    let revoked = u.revoke_user(&email).map_err(ApiError::store)?.ok_or(ApiError::NotFound)?;
     Ok(Json(json!({ "revoked_sessions": revoked })).into_response())
 }
 
 async fn tokens(State(u): State<Upstream>, Path(email): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(u.issued_to(&email).ok_or(ApiError::NotFound)?).into_response())
+    Ok(Json(u.issued_to(&email).map_err(ApiError::store)?.ok_or(ApiError::NotFound)?).into_response())
 }
 
 async fn requests(State(u): State<Upstream>) -> Response {

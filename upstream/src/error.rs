@@ -40,6 +40,23 @@ pub struct FieldProblem {
     pub message: String,
 }
 
+impl ApiError {
+    /// The store failed: logged here, a plain 500 on the wire.
+    pub fn store(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "the demo upstream's store failed");
+        ApiError::Internal
+    }
+
+    /// A refused grant as `invalid_grant`; the store's own failure as a 500 (never a refusal:
+    /// a client would sign its user out over our fault).
+    pub fn grant(e: crate::store::GrantError) -> ApiError {
+        match e {
+            crate::store::GrantError::Storage => ApiError::Internal,
+            e => ApiError::InvalidGrant(e.to_string()),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,

@@ -15,7 +15,7 @@ pub mod state;
 pub mod store;
 pub mod tokens;
 
-pub use config::{ClientCredentials, HashCost, UpstreamConfig, DEMO_USERS};
+pub use config::{ClientCredentials, Database, HashCost, UpstreamConfig, DEMO_USERS, DEV_DATABASE};
 pub use faults::{FaultKind, FaultSpec};
 pub use server::{spawn, RunningUpstream, StartError};
 pub use state::Upstream;

@@ -10,13 +10,14 @@
 //! | `DEMO_UPSTREAM_TEST_CONTROLS` (`true`/`false`) | `false` |
 //! | `DEMO_UPSTREAM_CONTROL_ADDRESS` | `127.0.0.1:4001` |
 //! | `DEMO_UPSTREAM_FAST_HASHING` (`true`/`false`; tests and benchmarks) | `false` |
+//! | `DEMO_UPSTREAM_DATABASE` (a SQLite file, created if missing, or `:memory:`) | `:memory:` |
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokenless_upstream::{spawn, ClientCredentials, HashCost, UpstreamConfig};
+use tokenless_upstream::{spawn, ClientCredentials, Database, HashCost, UpstreamConfig};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -52,6 +53,9 @@ fn config() -> Result<UpstreamConfig, String> {
     c.test_controls = parse::<bool>("DEMO_UPSTREAM_TEST_CONTROLS", "true or false")?.unwrap_or(false);
     if parse::<bool>("DEMO_UPSTREAM_FAST_HASHING", "true or false")?.unwrap_or(false) {
         c.hash_cost = HashCost::Fast;
+    }
+    if let Some(raw) = var("DEMO_UPSTREAM_DATABASE") {
+        c.database = Database::parse(&raw);
     }
     if let (Some(id), Some(secret)) = (var("DEMO_UPSTREAM_CLIENT_ID"), var("DEMO_UPSTREAM_CLIENT_SECRET")) {
         c.clients = vec![ClientCredentials { id, secret }];

@@ -106,8 +106,11 @@ pub async fn token(
             let username = form.require("username")?.to_string();
             let password = form.require("password")?.to_string();
             let scope = form.get("scope").unwrap_or("").to_string();
-            let found =
-                upstream.store().user_by_email(&username).map(|u| (u.id.clone(), u.password_hash.clone()));
+            let found = upstream
+                .store()
+                .user_by_email(&username)
+                .map_err(ApiError::store)?
+                .map(|u| (u.id, u.password_hash));
             let decoy = upstream.decoy_hash().to_string();
             let (user_id, matches) = passwords::off_thread(move || match found {
                 Some((id, stored)) => (Some(id), passwords::verify(&password, &stored)),
@@ -130,14 +133,14 @@ pub async fn token(
             upstream
                 .store()
                 .issue_for_password(&user_id, &client_id, &scope, now_ms(), signer)
-                .map_err(|e| ApiError::InvalidGrant(e.to_string()))?
+                .map_err(ApiError::grant)?
         }
         "refresh_token" => {
             let presented = form.require("refresh_token")?;
             upstream
                 .store()
                 .refresh(presented, &client_id, now_ms(), upstream.signer())
-                .map_err(|e| ApiError::InvalidGrant(e.to_string()))?
+                .map_err(ApiError::grant)?
         }
         other => {
             let shown: String = other.chars().take(40).collect();
@@ -161,7 +164,8 @@ pub async fn revoke(
             return Err(ApiError::InvalidRequest("unsupported token_type_hint".into()));
         }
     }
-    let revoked = upstream.store().revoke(token, &client_id, now_ms(), upstream.signer());
+    let revoked =
+        upstream.store().revoke(token, &client_id, now_ms(), upstream.signer()).map_err(ApiError::store)?;
     tracing::debug!(revoked, "revocation request");
     Ok(no_store(StatusCode::OK.into_response()))
 }

@@ -13,7 +13,7 @@ use crate::error::{ApiError, FieldProblem};
 use crate::oauth::authenticate_client;
 use crate::passwords;
 use crate::state::{now_ms, Upstream};
-use crate::store::{AccessError, Profile};
+use crate::store::{AccessError, AddUserError, Profile};
 use crate::tokens::AccessClaims;
 
 /// Reads and checks the Bearer token of a request.
@@ -34,6 +34,8 @@ fn bearer(upstream: &Upstream, headers: &HeaderMap) -> Result<AccessClaims, ApiE
                 AccessError::Invalid => "the access token is invalid",
                 AccessError::Expired => "the access token has expired",
                 AccessError::Revoked => "the access token was revoked",
+                // Logged by the store; our fault, not the token's.
+                AccessError::Storage => return ApiError::Internal,
             }
             .into(),
         )
@@ -46,9 +48,12 @@ pub async fn userinfo(
     headers: HeaderMap,
 ) -> Result<Json<Profile>, ApiError> {
     let claims = bearer(&upstream, &headers)?;
-    let store = upstream.store();
-    let user = store.user(&claims.sub).ok_or_else(|| ApiError::InvalidToken("the user is gone".into()))?;
-    Ok(Json(Profile::from(user)))
+    let user = upstream
+        .store()
+        .user(&claims.sub)
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::InvalidToken("the user is gone".into()))?;
+    Ok(Json(Profile::from(&user)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,7 +133,7 @@ pub async fn frog(
 ) -> Result<Response, ApiError> {
     bearer(&upstream, &headers)?;
     let frog = frog_by_id(&id)?;
-    let croaks = upstream.store().croaks(frog.id);
+    let croaks = upstream.store().croaks(frog.id).map_err(ApiError::store)?;
     let cookie = [(header::SET_COOKIE, "demo_upstream_visit=1; Path=/; HttpOnly")];
     Ok((cookie, Json(FrogDetail { frog, croaks })).into_response())
 }
@@ -141,7 +146,7 @@ pub async fn croak(
 ) -> Result<Response, ApiError> {
     bearer(&upstream, &headers)?;
     let frog = frog_by_id(&id)?;
-    let croaks = upstream.store().croak(frog.id);
+    let croaks = upstream.store().croak(frog.id).map_err(ApiError::store)?;
     Ok((StatusCode::CREATED, Json(FrogDetail { frog, croaks })).into_response())
 }
 
@@ -164,8 +169,8 @@ pub async fn admin_stats(
     }
     let store = upstream.store();
     Ok(Json(AdminStats {
-        users: store.user_count(),
-        active_sessions: store.active_sessions(),
+        users: store.user_count().map_err(ApiError::store)?,
+        active_sessions: store.active_sessions().map_err(ApiError::store)?,
         refresh_grants: store.counters.grants.get("refresh_token").copied().unwrap_or(0),
         reuse_events: store.counters.reuse_events,
     }))
@@ -253,7 +258,7 @@ pub async fn register(
     if !problems.is_empty() {
         return Err(ApiError::InvalidFields(problems));
     }
-    if upstream.store().email_taken(&registration.email) {
+    if upstream.store().email_taken(&registration.email).map_err(ApiError::store)? {
         return Err(ApiError::EmailTaken);
     }
     let cost = upstream.hash_cost();
@@ -265,7 +270,10 @@ pub async fn register(
     let profile = upstream
         .store()
         .add_user(&registration.email, &registration.name, hash, vec!["user".into()])
-        .map_err(|_| ApiError::EmailTaken)?;
+        .map_err(|e| match e {
+            AddUserError::EmailTaken => ApiError::EmailTaken,
+            AddUserError::Store(e) => ApiError::store(e),
+        })?;
     Ok((StatusCode::CREATED, Json(profile)).into_response())
 }
 

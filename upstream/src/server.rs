@@ -81,6 +81,8 @@ pub enum StartError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("hashing the demo users' passwords failed")]
     Seed,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A running upstream. Dropping it (or calling `shutdown`) stops its listeners.
@@ -112,30 +114,12 @@ impl Drop for RunningUpstream {
     }
 }
 
-/// Seeds the demo users (if configured), binds the listeners and serves them in the background.
+/// Opens the store, adds the demo users it lacks (if configured), binds the listeners and serves
+/// them in the background.
 pub async fn spawn(config: UpstreamConfig) -> Result<RunningUpstream, StartError> {
-    let upstream = Upstream::new(&config);
+    let upstream = Upstream::new(&config)?;
     if config.seed_demo_users {
-        let cost = config.hash_cost;
-        let hashed = passwords::off_thread(move || {
-            DEMO_USERS
-                .iter()
-                .map(|u| passwords::hash(u.password, cost).map(|h| (u, h)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .and_then(Result::ok)
-        .ok_or(StartError::Seed)?;
-        let mut store = upstream.store();
-        for (user, hash) in hashed {
-            // A fresh store has no users, so these cannot clash.
-            let _ = store.add_user(
-                user.email,
-                user.name,
-                hash,
-                user.roles.iter().map(|r| r.to_string()).collect(),
-            );
-        }
+        seed_demo_users(&upstream, config.hash_cost).await?;
     }
 
     let (stop, stopped) = watch::channel(false);
@@ -165,6 +149,39 @@ pub async fn spawn(config: UpstreamConfig) -> Result<RunningUpstream, StartError
     };
     tracing::info!(api = %api_address, controls = ?control_address, "demo upstream listening");
     Ok(RunningUpstream { api_address, control_address, upstream, stop })
+}
+
+/// Adds each demo user the store does not have yet: once for a database that persists, so a
+/// restart neither hashes their passwords again nor undoes a change to them.
+async fn seed_demo_users(upstream: &Upstream, cost: crate::config::HashCost) -> Result<(), StartError> {
+    let mut missing = Vec::new();
+    for user in DEMO_USERS {
+        if !upstream.store().email_taken(user.email)? {
+            missing.push(user);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let hashed = passwords::off_thread(move || {
+        missing
+            .into_iter()
+            .map(|u| passwords::hash(u.password, cost).map(|h| (u, h)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .and_then(Result::ok)
+    .ok_or(StartError::Seed)?;
+    let mut store = upstream.store();
+    for (user, hash) in hashed {
+        match store.add_user(user.email, user.name, hash, user.roles.iter().map(|r| r.to_string()).collect())
+        {
+            // Another process on the same file seeded it in between: theirs is as good.
+            Ok(_) | Err(crate::store::AddUserError::EmailTaken) => {}
+            Err(crate::store::AddUserError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 async fn serve_until<L>(listener: L, app: Router, mut stopped: watch::Receiver<bool>)

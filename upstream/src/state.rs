@@ -6,8 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::{ClientCredentials, HashCost, UpstreamConfig};
 use crate::faults::{FaultSpec, Faults};
 use crate::recorder::{RecordedRequest, Recorder};
-use crate::store::{Counters, IssuedToUser, Lifetimes, Store};
-use crate::tokens::{random_key, Signer};
+use crate::store::{Counters, IssuedToUser, Lifetimes, Store, StoreError};
+use crate::tokens::Signer;
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -30,16 +30,22 @@ pub fn now_ms() -> u64 {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Self {
-        let key = config.signing_key.clone().unwrap_or_else(random_key);
+    /// Opens (or creates) the store the configuration names. The signing key is the
+    /// configured one, else the one kept in the store (made at its first start).
+    pub fn new(config: &UpstreamConfig) -> Result<Self, StoreError> {
         let lifetimes = Lifetimes {
             access_ms: config.access_ttl.as_millis() as u64,
             refresh_ms: config.refresh_ttl.as_millis() as u64,
             grace_ms: config.rotation_grace.as_millis() as u64,
         };
-        Upstream {
+        let mut store = Store::open(&config.database, lifetimes, config.test_controls)?;
+        let key = match &config.signing_key {
+            Some(key) => key.clone(),
+            None => store.signing_key()?,
+        };
+        Ok(Upstream {
             inner: Arc::new(Inner {
-                store: Mutex::new(Store::new(lifetimes, config.test_controls)),
+                store: Mutex::new(store),
                 signer: Signer::new(&key, &config.issuer),
                 clients: config.clients.clone(),
                 hash_cost: config.hash_cost,
@@ -48,7 +54,7 @@ impl Upstream {
                 recorder: Recorder::default(),
                 test_controls: config.test_controls,
             }),
-        }
+        })
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {
@@ -109,11 +115,11 @@ impl Upstream {
     }
 
     /// Revokes every sign-in of the user; `None` when there is no such user.
-    pub fn revoke_user(&self, email: &str) -> Option<usize> {
+    pub fn revoke_user(&self, email: &str) -> Result<Option<usize>, StoreError> {
         self.store().revoke_user(email)
     }
 
-    pub fn issued_to(&self, email: &str) -> Option<IssuedToUser> {
+    pub fn issued_to(&self, email: &str) -> Result<Option<IssuedToUser>, StoreError> {
         self.store().issued_to(email)
     }
 
