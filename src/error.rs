@@ -28,6 +28,8 @@ pub enum AppError {
     EmailTaken,
     #[error("Please correct the highlighted fields.")]
     Validation(Vec<FieldError>),
+    #[error("New accounts cannot be created here.")]
+    RegistrationClosed,
     #[error("The request came from another site and was refused.")]
     CrossSite,
     #[error("The service is unavailable right now. Please try again in a moment.")]
@@ -55,7 +57,7 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::Unauthorized | AppError::SessionExpired | AppError::InvalidCredentials => 401,
-            AppError::Forbidden | AppError::CrossSite => 403,
+            AppError::Forbidden | AppError::CrossSite | AppError::RegistrationClosed => 403,
             AppError::EmailTaken => 409,
             AppError::Validation(_) => 422,
             AppError::BadRequest => 400,

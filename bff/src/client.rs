@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
 use crate::session::{Profile, Token, TokenSet};
+use crate::upstream::{BoxFuture, Registered, SignInError, Upstream};
 
 /// How the client authenticates to the token and revocation endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -95,7 +95,7 @@ impl UpstreamError {
         matches!(self, UpstreamError::Unavailable(detail) if detail.starts_with(TIMED_OUT))
     }
 
-    fn from_reqwest(e: reqwest::Error) -> Self {
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         // No URL in the message: it could carry a query string.
         let e = e.without_url();
         if e.is_timeout() {
@@ -117,6 +117,9 @@ pub enum RegisterError {
     EmailTaken,
     #[error("some fields are invalid")]
     Invalid(Vec<FieldProblem>),
+    /// This upstream has no registration.
+    #[error("this upstream does not register accounts")]
+    Unsupported,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -265,31 +268,10 @@ impl UpstreamClient {
         }
     }
 
-    /// The profile behind an access token.
+    /// The profile behind an access token (`GET userinfo`, Bearer).
     pub async fn userinfo(&self, access: &Token) -> Result<Profile, UpstreamError> {
-        self.get_json_at(self.config.endpoints.userinfo_url.clone(), access).await
-    }
-
-    /// `GET {resource_base}{path}` with the access token; JSON back.
-    pub async fn get_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        access: &Token,
-    ) -> Result<T, UpstreamError> {
-        let url = upstream_url(&self.config.endpoints.resource_base, path)
-            .map_err(|e| UpstreamError::Unexpected(format!("resource path: {e}")))?;
-        self.get_json_at(url, access).await
-    }
-
-    async fn get_json_at<T: DeserializeOwned>(&self, url: Url, access: &Token) -> Result<T, UpstreamError> {
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(access.expose())
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(UpstreamError::from_reqwest)?;
+        let request = self.http.get(self.config.endpoints.userinfo_url.clone()).header("accept", "application/json");
+        let response = request.bearer_auth(access.expose()).send().await.map_err(UpstreamError::from_reqwest)?;
         match response.status() {
             s if s.is_success() => response.json().await.map_err(UpstreamError::from_reqwest),
             StatusCode::UNAUTHORIZED => Err(UpstreamError::Unauthorized),
@@ -299,27 +281,8 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends a passthrough request to `{resource_base}{path_and_query}` with the access token.
-    /// `path_and_query` must already be checked (see [`crate::passthrough`]). The answer comes
-    /// back as it is, its body unread, so that it can be streamed on.
-    pub async fn forward(
-        &self,
-        method: reqwest::Method,
-        path_and_query: &str,
-        headers: reqwest::header::HeaderMap,
-        body: bytes::Bytes,
-        access: &Token,
-    ) -> Result<Response, UpstreamError> {
-        let url = upstream_url(&self.config.endpoints.resource_base, path_and_query)
-            .map_err(|e| UpstreamError::Unexpected(format!("passthrough URL: {e}")))?;
-        let mut request = self.http.request(method, url).headers(headers).bearer_auth(access.expose());
-        if !body.is_empty() {
-            request = request.body(body);
-        }
-        request.send().await.map_err(UpstreamError::from_reqwest)
-    }
-
-    /// Creates an account (the demo's `POST /users`; another API can supply its own client).
+    /// Creates an account (the demo's `POST /users`, JSON `{email, name, password}`, client
+    /// authentication): 409 is "taken", 422/400 with `fields` one message per field.
     pub async fn register(&self, email: &str, name: &str, password: &str) -> Result<Profile, RegisterError> {
         let mut form = Vec::new();
         let request = self.authenticated(&self.config.endpoints.registration_url, &mut form);
@@ -341,6 +304,46 @@ impl UpstreamClient {
             s if s.is_server_error() => Err(UpstreamError::Unavailable(format!("status {s}")).into()),
             s => Err(UpstreamError::Unexpected(format!("registration answered {s}")).into()),
         }
+    }
+}
+
+impl Upstream for UpstreamClient {
+    fn sign_in<'a>(&'a self, email: &'a str, password: &'a str, now: u64) -> BoxFuture<'a, Result<TokenSet, SignInError>> {
+        Box::pin(async move {
+            match self.password_grant(email, password, now).await {
+                Ok(tokens) => Ok(tokens),
+                Err(UpstreamError::Refused { code }) if code == "invalid_grant" => Err(SignInError::InvalidCredentials),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn profile<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<Profile, UpstreamError>> {
+        Box::pin(self.userinfo(&tokens.access_token))
+    }
+
+    fn register<'a>(
+        &'a self,
+        email: &'a str,
+        name: &'a str,
+        password: &'a str,
+        _now: u64,
+    ) -> BoxFuture<'a, Result<Registered, RegisterError>> {
+        Box::pin(async move {
+            let profile = UpstreamClient::register(self, email, name, password).await?;
+            tracing::info!(user = %profile.id, "registered");
+            Ok(Registered::Created)
+        })
+    }
+
+    fn resource(&self, method: Method, path_and_query: &str) -> Result<RequestBuilder, UpstreamError> {
+        let url = upstream_url(&self.config.endpoints.resource_base, path_and_query)
+            .map_err(|e| UpstreamError::Unexpected(format!("resource URL: {e}")))?;
+        Ok(self.http.request(method, url))
+    }
+
+    fn attach(&self, request: RequestBuilder, access: &Token) -> RequestBuilder {
+        request.bearer_auth(access.expose())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The token operations the refresh machinery needs from the upstream — refresh a token set,
-//! revoke a token — as a trait, so the machinery does not care which kind of upstream (or which
-//! test double) answers. [`crate::client::UpstreamClient`] is the implementation for OAuth 2.0.
+//! end a sign-in — as a trait, so the machinery does not care which kind of upstream (or which
+//! test double) answers. Every [`crate::upstream::Upstream`] is one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,8 +24,10 @@ pub trait TokenGrants: Send + Sync + 'static {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<TokenSet, UpstreamError>>;
 
-    /// Revokes `token` (RFC 7009); `hint` is `refresh_token` or `access_token`.
-    fn revoke<'a>(&'a self, token: &'a Token, hint: &'static str) -> BoxFuture<'a, Result<(), UpstreamError>>;
+    /// Ends the sign-in these tokens belong to, upstream: RFC 7009 revocation of the refresh
+    /// token (else the access token) for OAuth 2.0, the logout endpoint for an HTTP API. Only
+    /// `Ok` confirms it.
+    fn revoke<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), UpstreamError>>;
 }
 
 impl TokenGrants for UpstreamClient {
@@ -38,7 +40,8 @@ impl TokenGrants for UpstreamClient {
         Box::pin(self.refresh_grant(refresh_token, now, Some(timeout)))
     }
 
-    fn revoke<'a>(&'a self, token: &'a Token, hint: &'static str) -> BoxFuture<'a, Result<(), UpstreamError>> {
+    fn revoke<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), UpstreamError>> {
+        let (token, hint) = tokens.revocable();
         Box::pin(UpstreamClient::revoke(self, token, hint))
     }
 }

@@ -7,9 +7,11 @@
 //!   and the freshness decision.
 //! - [`cookies`]: the session cookie's name and attributes, read/write/clear with chunks.
 //! - [`clock`]: the injected clock that every expiry is measured with.
+//! - [`upstream`]: the upstream contract (sign in, refresh, end a sign-in, profile, register,
+//!   how resource calls carry the access token) every kind of upstream implements.
 //! - [`grants`]: refresh and revocation as a trait the refresh machinery calls.
-//! - [`client`]: the one upstream client (OAuth 2.0 grants, revocation, userinfo, registration,
-//!   resources) with errors that tell a refusal from an outage.
+//! - [`client`]: the OAuth 2.0 upstream (password and refresh grants, RFC 7009 revocation,
+//!   userinfo, registration) with errors that tell a refusal from an outage.
 //! - [`manager`]: loading a request's session (limits, refresh, key rotation), sign-in/out.
 //! - [`refresh`]: one refresh per rotated token however many requests need it, the result
 //!   handed to late requests, newest cookie wins, counters.
@@ -31,3 +33,4 @@ pub mod redirect;
 pub mod refresh;
 pub mod seal;
 pub mod session;
+pub mod upstream;

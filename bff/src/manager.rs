@@ -1,6 +1,6 @@
 //! The session manager: turns the request's cookies into a live session (lifetime limits,
 //! key rotation, refreshing an access token about to expire) and signs people in and out.
-//! One per process, shared; it owns the upstream client and the key ring.
+//! One per process, shared; it owns the upstream (any [`Upstream`]) and the key ring.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,11 +10,14 @@ use crate::clock::Clock;
 use rand::RngCore;
 use tower_cookies::Cookies;
 
-use crate::client::{RegisterError, UpstreamClient, UpstreamError};
+use crate::client::{RegisterError, UpstreamError};
+use crate::grants::TokenGrants;
+pub use crate::upstream::SignInError;
+use crate::upstream::{Registered, Upstream};
 use crate::cookies::{self, CookiePolicy, ReadSession};
 use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
 use crate::seal::KeyRing;
-use crate::session::{Freshness, Profile, Session, Token};
+use crate::session::{Freshness, Profile, Session, Token, TokenSet};
 
 /// How long sessions and tokens may live.
 #[derive(Debug, Clone, Copy)]
@@ -61,18 +64,9 @@ pub struct Loaded {
     pub refresh_failed: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SignInError {
-    /// Wrong email or password: one message, never which of the two.
-    #[error("wrong email or password")]
-    InvalidCredentials,
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-}
-
 pub struct SessionManager {
     clock: Arc<dyn Clock>,
-    client: Arc<UpstreamClient>,
+    upstream: Arc<dyn Upstream>,
     refresher: Refresher,
     ring: KeyRing,
     cookie: CookiePolicy,
@@ -96,22 +90,22 @@ pub fn now() -> u64 {
 
 impl SessionManager {
     pub fn new(
-        client: UpstreamClient,
+        upstream: Arc<dyn Upstream>,
         ring: KeyRing,
         cookie: CookiePolicy,
         limits: Limits,
         refresh: RefreshConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let client = Arc::new(client);
-        Self::with_grants(client.clone(), client, ring, cookie, limits, refresh, clock)
+        let grants: Arc<dyn TokenGrants> = upstream.clone();
+        Self::with_grants(upstream, grants, ring, cookie, limits, refresh, clock)
     }
 
     /// As [`SessionManager::new`], with refresh and revocation answered by `grants` instead of
-    /// the client (tests drive every interleaving through a double).
+    /// the upstream (tests drive every interleaving through a double).
     pub fn with_grants(
-        client: Arc<UpstreamClient>,
-        grants: Arc<dyn crate::grants::TokenGrants>,
+        upstream: Arc<dyn Upstream>,
+        grants: Arc<dyn TokenGrants>,
         ring: KeyRing,
         cookie: CookiePolicy,
         limits: Limits,
@@ -119,7 +113,7 @@ impl SessionManager {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let refresher = Refresher::new(grants, refresh, clock.clone());
-        SessionManager { clock, client, refresher, ring, cookie, limits }
+        SessionManager { clock, upstream, refresher, ring, cookie, limits }
     }
 
     /// Unix seconds by the manager's clock.
@@ -132,8 +126,9 @@ impl SessionManager {
         &self.refresher
     }
 
-    pub fn client(&self) -> &UpstreamClient {
-        &self.client
+    /// The upstream every sign-in, refresh and resource call goes to.
+    pub fn upstream(&self) -> &dyn Upstream {
+        &*self.upstream
     }
 
     pub fn cookie_policy(&self) -> &CookiePolicy {
@@ -274,7 +269,7 @@ impl SessionManager {
         cookies::take_form_memory(&self.cookie, &self.ring, cookies)
     }
 
-    /// Password grant, then the profile; on success the session cookie is written.
+    /// Signs in upstream, then reads the profile; on success the session cookie is written.
     pub async fn sign_in(
         &self,
         cookies: &Cookies,
@@ -282,21 +277,21 @@ impl SessionManager {
         password: &str,
     ) -> Result<Session, SignInError> {
         let now = self.now();
-        let tokens = match self.client.password_grant(email, password, now).await {
-            Ok(tokens) => tokens,
-            Err(UpstreamError::Refused { code }) if code == "invalid_grant" => {
-                return Err(SignInError::InvalidCredentials)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let profile = self.client.userinfo(&tokens.access_token).await?;
+        let tokens = self.upstream.sign_in(email, password, now).await?;
+        Ok(self.start(cookies, tokens, now).await?)
+    }
+
+    /// A new session (a new id) for tokens just issued: the profile read, the cookie written.
+    async fn start(&self, cookies: &Cookies, tokens: TokenSet, now: u64) -> Result<Session, UpstreamError> {
+        let profile: Profile = self.upstream.profile(&tokens).await?;
         let session = Session::new(new_session_id(), now, tokens, profile);
         self.store(cookies, &session, now);
         tracing::info!(session = %session.id, user = %session.profile.id, "signed in");
         Ok(session)
     }
 
-    /// Creates the account upstream and signs in with it.
+    /// Creates the account upstream and signs in with it (or keeps the sign-in the upstream
+    /// gave with the account).
     pub async fn register(
         &self,
         cookies: &Cookies,
@@ -304,8 +299,10 @@ impl SessionManager {
         name: &str,
         password: &str,
     ) -> Result<Session, RegisterError> {
-        let profile: Profile = self.client.register(email, name, password).await?;
-        tracing::info!(user = %profile.id, "registered");
+        let now = self.now();
+        if let Registered::SignedIn(tokens) = self.upstream.register(email, name, password, now).await? {
+            return Ok(self.start(cookies, tokens, now).await?);
+        }
         match self.sign_in(cookies, email, password).await {
             Ok(session) => Ok(session),
             Err(SignInError::InvalidCredentials) => Err(RegisterError::Upstream(UpstreamError::Unexpected(
@@ -324,8 +321,7 @@ impl SessionManager {
         // Until the absolute end, which bounds every generation of the session.
         let until = session.created_at.saturating_add(self.limits.absolute_timeout.as_secs());
         let newest = self.refresher.end(session, until);
-        let (token, hint) = newest.tokens.revocable();
-        let revocation = self.refresher.revoke(token.clone(), hint).await;
+        let revocation = self.refresher.revoke(newest.tokens).await;
         tracing::info!(session = %session.id, ?revocation, "session ended");
         revocation
     }

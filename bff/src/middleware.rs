@@ -211,7 +211,7 @@ impl RequestSession {
         if self.refresh_failed() {
             return Err(ResourceError::Unavailable("the access token could not be refreshed".into()));
         }
-        match self.manager.client().get_json(path, &session.tokens.access_token).await {
+        match crate::upstream::get_json(self.manager.upstream(), path, &session.tokens.access_token).await {
             Err(UpstreamError::Unauthorized) => {}
             other => return other.map_err(resource_error),
         }
@@ -222,7 +222,7 @@ impl RequestSession {
             Err(e) => return Err(resource_error(e)),
         };
         let access = refreshed.tokens.access_token.clone();
-        match self.manager.client().get_json(path, &access).await {
+        match crate::upstream::get_json(self.manager.upstream(), path, &access).await {
             Err(UpstreamError::Unauthorized) => {
                 Err(ResourceError::Unexpected("a freshly refreshed access token was refused".into()))
             }

@@ -251,14 +251,22 @@ pub async fn forward(
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let client = session.manager().client();
+    let upstream = session.manager().upstream();
     let upstream_headers = forwarded_headers(headers);
     let send = |access: crate::session::Token| {
         let method = method.clone();
         let headers = upstream_headers.clone();
         let body = body.clone();
         let target = target.clone();
-        async move { client.forward(method, &target, headers, body, &access).await }
+        async move {
+            // The forwarded headers first, the credential last: nothing from the browser can
+            // stand in for it.
+            let mut request = upstream.resource(method, &target)?.headers(headers);
+            if !body.is_empty() {
+                request = request.body(body);
+            }
+            upstream.attach(request, &access).send().await.map_err(UpstreamError::from_reqwest)
+        }
     };
     let mut response = send(current.tokens.access_token.clone()).await.map_err(outage)?;
     if response.status() == StatusCode::UNAUTHORIZED {

@@ -579,9 +579,9 @@ impl Refresher {
                 }
                 // No receiver left (every waiter gave up) is fine: the result is remembered.
                 let _ = sender.send(Some(outcome));
-                if let Some((token, hint)) = revoke {
+                if let Some(tokens) = revoke {
                     tracing::info!("the session signed out while its refresh was in flight; revoking what it got");
-                    this.revoke(token, hint).await;
+                    this.revoke(tokens).await;
                 }
             }
             .instrument(span),
@@ -597,7 +597,7 @@ impl Refresher {
         session_id: &str,
         generation: u64,
         result: Result<TokenSet, UpstreamError>,
-    ) -> (Outcome, Option<(Token, &'static str)>) {
+    ) -> (Outcome, Option<TokenSet>) {
         let now = self.inner.clock.now();
         let grace = self.inner.config.grace;
         let mut memory = self.memory();
@@ -606,8 +606,7 @@ impl Refresher {
         let (outcome, revoke) = match result {
             Ok(tokens) if signed_out => {
                 self.inner.metrics.landed_after_sign_out.inc();
-                let (token, hint) = tokens.revocable();
-                (Outcome::Refused(SIGNED_OUT.into()), Some((token.clone(), hint)))
+                (Outcome::Refused(SIGNED_OUT.into()), Some(tokens))
             }
             Ok(tokens) => {
                 // Newer than anything issued for the session so far, whatever the cookie that
@@ -646,10 +645,10 @@ impl Refresher {
         newest
     }
 
-    /// Revokes `token` upstream. When the upstream cannot be reached, the revocation is tried
+    /// Ends the sign-in of `tokens` upstream. When the upstream cannot be reached, it is tried
     /// again in the background (`revoke_retries` times, the delay doubling) and `Pending` says so.
-    pub async fn revoke(&self, token: Token, hint: &'static str) -> Revocation {
-        match self.inner.grants.revoke(&token, hint).await {
+    pub async fn revoke(&self, tokens: TokenSet) -> Revocation {
+        match self.inner.grants.revoke(&tokens).await {
             // RFC 7009: the upstream answers 200 also for tokens it does not know; only a 2xx
             // confirms. An error code (invalid_client, unsupported_token_type) means the token
             // may live on: said, not retried (retrying will not fix a configuration).
@@ -660,7 +659,7 @@ impl Refresher {
             }
             Err(UpstreamError::Unavailable(detail)) => {
                 tracing::warn!(%detail, "revocation failed on an outage; trying again in the background");
-                self.retry_revocation(token, hint);
+                self.retry_revocation(tokens);
                 Revocation::Pending
             }
             Err(e) => {
@@ -670,7 +669,7 @@ impl Refresher {
         }
     }
 
-    fn retry_revocation(&self, token: Token, hint: &'static str) {
+    fn retry_revocation(&self, tokens: TokenSet) {
         let this = self.clone();
         let metrics_gauge = self.inner.metrics.revocations_pending.clone();
         metrics_gauge.inc();
@@ -680,7 +679,7 @@ impl Refresher {
             let mut done = false;
             for attempt in 1..=config.revoke_retries {
                 tokio::time::sleep(delay).await;
-                match this.inner.grants.revoke(&token, hint).await {
+                match this.inner.grants.revoke(&tokens).await {
                     Ok(()) => {
                         tracing::info!(attempt, "revocation confirmed after a retry");
                         done = true;

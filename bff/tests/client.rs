@@ -10,6 +10,7 @@ use tokenless_bff::client::{
     ClientAuth, ClientConfig, RegisterError, UpstreamClient, UpstreamEndpoints, UpstreamError,
 };
 use tokenless_bff::refresh::{Known, RefreshConfig, Refresher};
+use tokenless_bff::upstream::{get_json, Upstream};
 use tokenless_bff::session::{Profile, Session, Token};
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use tokenless_upstream::{spawn, FaultKind, FaultSpec, RunningUpstream, UpstreamConfig};
@@ -41,7 +42,7 @@ async fn sign_in_use_refresh_revoke() {
         assert!(tokens.refresh_expires_at.unwrap() > NOW + 86_400);
         let profile = c.userinfo(&tokens.access_token).await.unwrap();
         assert_eq!(profile.email, "user@example.com");
-        let frogs: Vec<serde_json::Value> = c.get_json("/frogs", &tokens.access_token).await.unwrap();
+        let frogs: Vec<serde_json::Value> = get_json(&c, "/frogs", &tokens.access_token).await.unwrap();
         assert!(!frogs.is_empty());
 
         let rotated = c.refresh_grant(tokens.refresh_token.as_ref().unwrap(), NOW, None).await.unwrap();
@@ -238,12 +239,10 @@ async fn a_base_url_with_a_path_keeps_it_for_every_call() {
     .await;
     let client = client_for(&base);
     let tokens = client.password_grant("u", "p", 1).await.unwrap();
-    let frogs: Vec<String> = client.get_json("/frogs", &tokens.access_token).await.unwrap();
+    let frogs: Vec<String> = get_json(&client, "/frogs", &tokens.access_token).await.unwrap();
     assert_eq!(frogs, vec!["fern".to_string()]);
-    let forwarded = client
-        .forward(reqwest::Method::GET, "/frogs", Default::default(), Default::default(), &tokens.access_token)
-        .await
-        .unwrap();
+    let request = client.resource(reqwest::Method::GET, "/frogs").unwrap();
+    let forwarded = client.attach(request, &tokens.access_token).send().await.unwrap();
     assert_eq!(forwarded.status(), 200);
     assert_eq!(*seen.lock().unwrap(), vec!["/v1/oauth/token", "/v1/frogs", "/v1/frogs"]);
 }

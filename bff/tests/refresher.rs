@@ -105,7 +105,8 @@ impl TokenGrants for Scripted {
         })
     }
 
-    fn revoke<'a>(&'a self, token: &'a Token, _hint: &'static str) -> BoxFuture<'a, Result<(), UpstreamError>> {
+    fn revoke<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), UpstreamError>> {
+        let token = tokens.refresh_token.as_ref().unwrap_or(&tokens.access_token);
         Box::pin(async move {
             let left = self.revoke_failures.load(Ordering::SeqCst);
             if left > 0 {
@@ -275,7 +276,7 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn() {
     let r = Refresher::new(grants.clone(), cfg, Arc::new(clock.clone()));
     let s = session(&clock, "ended-one");
     r.end(&s, clock.unix() + 30 * 24 * 3600);
-    assert_eq!(r.revoke(Token::new("refresh-0"), "refresh_token").await, Revocation::Pending);
+    assert_eq!(r.revoke(s.tokens.clone()).await, Revocation::Pending);
     until(|| grants.revoked() == vec!["refresh-0".to_string()]).await;
     until(|| r.counts().revocations_pending == 0).await;
     assert_eq!(r.counts().revocations_abandoned, 0);
@@ -308,7 +309,7 @@ fn manager(grants: &Arc<Scripted>, clock: &ManualClock) -> Arc<SessionManager> {
     })
     .unwrap();
     Arc::new(SessionManager::with_grants(
-        Arc::new(client),
+        Arc::new(client) as Arc<dyn tokenless_bff::upstream::Upstream>,
         grants.clone(),
         KeyRing::new(&[(1, [9; 32])]).unwrap(),
         CookiePolicy::new(COOKIE, false, SameSite::Lax),

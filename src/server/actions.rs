@@ -166,6 +166,7 @@ async fn create_account(name: &str, email: &str, password: &str, next: &str) -> 
             fields.into_iter().map(|f| FieldError { field: f.field, message: f.message }).collect(),
         )),
         Err(RegisterError::Upstream(e)) => Err(upstream_error("registration", e)),
+        Err(RegisterError::Unsupported) => Err(AppError::RegistrationClosed),
     }
 }
 

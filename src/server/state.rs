@@ -145,7 +145,7 @@ impl AppState {
             ..RefreshConfig::default()
         };
         let sessions = Arc::new(SessionManager::new(
-            client,
+            Arc::new(client),
             ring,
             policy,
             limits,
@@ -177,8 +177,11 @@ impl AppState {
 async fn bench_session(sessions: &SessionManager) -> Result<tokenless_bff::session::Session, StateError> {
     let now = tokenless_bff::manager::now();
     let user = &tokenless_upstream::config::DEMO_USERS[0];
-    let tokens = sessions.client().password_grant(user.email, user.password, now).await?;
-    let profile = sessions.client().userinfo(&tokens.access_token).await?;
+    let tokens = sessions.upstream().sign_in(user.email, user.password, now).await.map_err(|e| match e {
+        tokenless_bff::upstream::SignInError::Upstream(e) => e,
+        refused => tokenless_bff::client::UpstreamError::Unexpected(refused.to_string()),
+    })?;
+    let profile = sessions.upstream().profile(&tokens).await?;
     Ok(tokenless_bff::session::Session::new("bench-fixed-session".into(), now, tokens, profile))
 }
 

@@ -1,0 +1,86 @@
+//! The upstream contract: what Tokenless needs from the API it signs people in against — sign
+//! in with credentials, refresh and end a sign-in ([`TokenGrants`], which the refresh machinery
+//! calls), the profile, optionally registration, and how a resource request carries the access
+//! token. Every kind of upstream implements [`Upstream`]: the OAuth 2.0 token endpoint
+//! ([`crate::client::UpstreamClient`]) and HTTP APIs that speak cookies or custom JSON
+//! ([`crate::http_api::HttpApi`]). Single flight, grace, newest-wins and the failure policy
+//! are the same for every implementation.
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+pub use crate::client::{FieldProblem, RegisterError, UpstreamError};
+pub use crate::grants::{BoxFuture, TokenGrants};
+use crate::session::{Profile, Token, TokenSet};
+
+/// Why a sign-in did not give tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Wrong email or password: one message, never which of the two.
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// What a registration gave.
+#[derive(Debug)]
+pub enum Registered {
+    /// The account exists; signing in is the next step.
+    Created,
+    /// The API signed the new account in on the spot (seed 003's `/auth/register`).
+    SignedIn(TokenSet),
+}
+
+/// An upstream Tokenless can sign people in against. Object safe: the session manager holds an
+/// `Arc<dyn Upstream>`.
+pub trait Upstream: TokenGrants {
+    /// Tokens for an email and password; expiries computed from `now` (Unix seconds).
+    fn sign_in<'a>(
+        &'a self,
+        email: &'a str,
+        password: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<TokenSet, SignInError>>;
+
+    /// The signed-in person, as pages show them.
+    fn profile<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<Profile, UpstreamError>>;
+
+    /// Creates an account. An upstream without registration answers
+    /// [`RegisterError::Unsupported`] (the default).
+    fn register<'a>(
+        &'a self,
+        _email: &'a str,
+        _name: &'a str,
+        _password: &'a str,
+        _now: u64,
+    ) -> BoxFuture<'a, Result<Registered, RegisterError>> {
+        Box::pin(async { Err(RegisterError::Unsupported) })
+    }
+
+    /// A request for the resource at `path_and_query` (starting with `/`, already checked),
+    /// without any credential yet.
+    fn resource(&self, method: Method, path_and_query: &str) -> Result<RequestBuilder, UpstreamError>;
+
+    /// Adds the access token to a resource request the way this API reads it (a Bearer header,
+    /// or a `Cookie`). Called last, after any forwarded headers.
+    fn attach(&self, request: RequestBuilder, access: &Token) -> RequestBuilder;
+}
+
+/// `GET path` with the access token; JSON back. 401 and 403 are told apart from outages (5xx,
+/// unreachable) and from answers that make no sense.
+pub async fn get_json<T: DeserializeOwned>(
+    upstream: &dyn Upstream,
+    path: &str,
+    access: &Token,
+) -> Result<T, UpstreamError> {
+    let request = upstream.resource(Method::GET, path)?.header("accept", "application/json");
+    let response = upstream.attach(request, access).send().await.map_err(UpstreamError::from_reqwest)?;
+    match response.status() {
+        s if s.is_success() => response.json().await.map_err(UpstreamError::from_reqwest),
+        StatusCode::UNAUTHORIZED => Err(UpstreamError::Unauthorized),
+        StatusCode::FORBIDDEN => Err(UpstreamError::Forbidden),
+        s if s.is_server_error() => Err(UpstreamError::Unavailable(format!("status {s}"))),
+        s => Err(UpstreamError::Unexpected(format!("status {s}"))),
+    }
+}
