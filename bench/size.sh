@@ -52,7 +52,7 @@ wasm="$pkg/tokenless.wasm"
 # browser that accepts brotli (HTML is sent as rendered; assets precompressed when built so).
 if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
     bin=target/release/tokenless; [ -x "$bin" ] || bin=target/debug/tokenless
-    TOKENLESS_SERVER__ADDRESS=127.0.0.1:3310 TOKENLESS_SERVER__LOG=warn TOKENLESS_DEMO__FAST_HASHING=true TOKENLESS_DEMO__DATABASE=:memory: \
+    TOKENLESS_SERVER__ADDRESS=127.0.0.1:3310 TOKENLESS_SERVER__LOG=warn TOKENLESS_DEMO__FAST_HASHING=true TOKENLESS_DEMO__DATABASE=:memory: TOKENLESS_SESSION__DEV_KEY_FILE= \
         LEPTOS_SITE_ROOT="$ROOT/target/site" "$bin" >"$work/app.log" 2>&1 &
     app=$!
     trap 'kill $app 2>/dev/null; rm -rf "$work"' EXIT

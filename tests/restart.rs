@@ -211,6 +211,13 @@ fn the_server_killed_and_started_again_keeps_the_session() {
         let (status, body) = account(http.clone(), origin.clone(), cookie.clone()).await;
         assert_eq!(status, 200);
         assert!(body.contains("Dana User"));
+        let frogs = |http: reqwest::Client, origin: String, cookie: String| async move {
+            let r = http.get(format!("{origin}/frogs")).header("cookie", cookie).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        let (status, body) = frogs(http.clone(), origin.clone(), cookie.clone()).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("Fern"));
 
         drop(server);
         let kept = dir.path().join("target/tokenless-dev");
@@ -218,10 +225,15 @@ fn the_server_killed_and_started_again_keeps_the_session() {
 
         let server = start();
         ready(http.clone(), origin.clone()).await;
-        let (status, body) = account(http.clone(), origin.clone(), cookie).await;
+        let (status, body) = account(http.clone(), origin.clone(), cookie.clone()).await;
+        // The page that calls the upstream with the access token from before the kill: the
+        // sign-in and the signing key survived in the database, not only the cookie's key.
+        let (frogs_status, frogs_body) = frogs(http.clone(), origin.clone(), cookie).await;
         drop(server);
         assert_eq!(status, 200, "signed in after the restart: {body}");
         assert!(body.contains("Dana User"));
+        assert_eq!(frogs_status, 200, "{frogs_body}");
+        assert!(frogs_body.contains("Fern"), "the frogs, not the sign-in page: {frogs_body}");
     })
 }
 

@@ -10,6 +10,8 @@
 //! - [`upstream`]: the upstream contract (sign in, refresh, end a sign-in, profile, register,
 //!   how resource calls carry the access token) every kind of upstream implements.
 //! - [`grants`]: refresh and revocation as a trait the refresh machinery calls.
+//! - [`http_api`]: HTTP APIs described by configuration (tokens in JSON or `Set-Cookie`,
+//!   presented as Bearer or `Cookie`), the seeds' kind of backend.
 //! - [`client`]: the OAuth 2.0 upstream (password and refresh grants, RFC 7009 revocation,
 //!   userinfo, registration) with errors that tell a refusal from an outage.
 //! - [`manager`]: loading a request's session (limits, refresh, key rotation), sign-in/out.
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod cookies;
 pub mod csrf;
 pub mod grants;
+pub mod http_api;
 pub mod manager;
 pub mod middleware;
 pub mod passthrough;

@@ -57,6 +57,22 @@ impl ApiError {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::GrantError;
+
+    /// A store failure is the upstream's fault: a 500, never a refusal that makes a client sign
+    /// its user out.
+    #[test]
+    fn store_failures_are_500_and_refusals_400() {
+        assert_eq!(ApiError::grant(GrantError::Storage).into_response().status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ApiError::grant(GrantError::Reused).into_response().status(), StatusCode::BAD_REQUEST);
+        let e = crate::store::StoreError::Sql(rusqlite::Error::InvalidQuery);
+        assert_eq!(ApiError::store(e).into_response().status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,

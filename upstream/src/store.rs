@@ -284,6 +284,7 @@ impl Store {
                     std::fs::create_dir_all(dir)
                         .map_err(|source| StoreError::Directory { path: dir.to_path_buf(), source })?;
                 }
+                owner_only(path).map_err(|source| StoreError::Directory { path: path.to_path_buf(), source })?;
                 let conn = Connection::open(path).map_err(open_error)?;
                 conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
                 let mode: String =
@@ -303,7 +304,10 @@ impl Store {
             issued_since_prune: 0,
             counters: Counters::default(),
         };
-        store.migrate(database)?;
+        store.migrate(database).map_err(|e| match e {
+            StoreError::Sql(source) => StoreError::Open { database: database.clone(), source },
+            other => other,
+        })?;
         store.prune(crate::state::now_ms())?;
         Ok(store)
     }
@@ -804,6 +808,24 @@ fn rotate(
     Ok(Rotation::Reused { revoked })
 }
 
+/// Creates the database file readable by its owner only (it holds the signing key and password
+/// hashes; SQLite gives its `-wal` and `-shm` files the same mode). An existing file is left as
+/// it is.
+#[cfg(unix)]
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn owner_only(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The path a [`Database::File`] names, for messages.
 pub fn describe(database: &Database) -> String {
     match database {
@@ -1042,6 +1064,8 @@ mod tests {
 
     #[test]
     fn everything_but_the_counters_survives_a_reopen() {
+        // Opening prunes by the real clock: the times here are now, not a fixed instant.
+        let t0 = crate::state::now_ms();
         let dir = tempfile::tempdir().unwrap();
         let db = Database::File(dir.path().join("nested/demo.sqlite3"));
         let sg;
@@ -1050,8 +1074,8 @@ mod tests {
             let (mut s, id) = with_ann(Store::open(&db, LIFETIMES, true).unwrap());
             ann = id;
             sg = Signer::new(&s.signing_key().unwrap(), "demo");
-            t1 = s.issue_for_password(&ann, "c", "", T0, &sg).unwrap();
-            t2 = s.refresh(&t1.refresh_token, "c", T0 + 1, &sg).unwrap();
+            t1 = s.issue_for_password(&ann, "c", "", t0, &sg).unwrap();
+            t2 = s.refresh(&t1.refresh_token, "c", t0 + 1, &sg).unwrap();
             s.croak(7).unwrap();
         }
         let mut s = Store::open(&db, LIFETIMES, true).unwrap();
@@ -1060,16 +1084,16 @@ mod tests {
             Some(ann)
         );
         assert!(s.email_taken("ann@example.com").unwrap());
-        assert!(s.authenticate(&t2.access_token, T0 + 2, &sg).is_ok(), "the access token still works");
+        assert!(s.authenticate(&t2.access_token, t0 + 2, &sg).is_ok(), "the access token still works");
         assert_eq!(s.croaks(7).unwrap(), 1);
         assert_eq!(s.counters, Counters::default(), "counters describe one run");
-        let t3 = s.refresh(&t2.refresh_token, "c", T0 + 3, &sg).unwrap();
+        let t3 = s.refresh(&t2.refresh_token, "c", t0 + 3, &sg).unwrap();
         assert_eq!(
-            s.refresh(&t1.refresh_token, "c", T0 + 4, &sg).unwrap_err(),
+            s.refresh(&t1.refresh_token, "c", t0 + 4, &sg).unwrap_err(),
             GrantError::Reused,
             "reuse still caught"
         );
-        assert_eq!(s.authenticate(&t3.access_token, T0 + 5, &sg).unwrap_err(), AccessError::Revoked);
+        assert_eq!(s.authenticate(&t3.access_token, t0 + 5, &sg).unwrap_err(), AccessError::Revoked);
     }
 
     #[test]
@@ -1108,6 +1132,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::File(dir.path().join("shared.sqlite3"));
         let (mut first, ann) = with_ann(Store::open(&db, LIFETIMES, false).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let Database::File(path) = &db else { unreachable!() };
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "owner-only: {mode:o}");
+        }
         let key = first.signing_key().unwrap();
         let second = Store::open(&db, LIFETIMES, false).unwrap();
         assert_eq!(
