@@ -15,7 +15,8 @@ use serde::Deserialize;
 use tokenless_bff::client::ClientAuth;
 use tokenless_bff::seal::KeyRing;
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE};
-use tokenless_upstream::Database;
+use tokenless_bff::http_api::HttpApiConfig;
+use tokenless_upstream::{Database, Shape};
 use tower_cookies::cookie::SameSite;
 use url::Url;
 
@@ -114,10 +115,21 @@ pub struct SessionSettings {
     pub refresh_memory: usize,
 }
 
+/// What kind of API the upstream is.
+#[derive(Debug, Clone)]
+pub enum UpstreamKind {
+    /// An OAuth 2.0 token endpoint (password and refresh grants, RFC 7009, userinfo).
+    OAuth2,
+    /// An HTTP API described in `[upstream.http_api]`.
+    HttpApi(Box<HttpApiConfig>),
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
     /// `None`: start the demo upstream in-process and use it.
     pub base_url: Option<Url>,
+    /// For a configured `base_url`; the embedded demo's kind follows `demo.shape`.
+    pub kind: UpstreamKind,
     pub token_url: Option<Url>,
     pub revocation_url: Option<Url>,
     pub userinfo_url: Option<Url>,
@@ -146,6 +158,42 @@ pub struct DemoSettings {
     pub fast_hashing: bool,
     /// Where its users and sign-ins are kept: a SQLite file, or in memory.
     pub database: Database,
+    /// The API it speaks; the app talks to it accordingly (a cookie shape through
+    /// [`HttpApiConfig`] presets: [`preset`]).
+    pub shape: Shape,
+}
+
+/// The `[upstream.http_api]` block that fronts the demo upstream in a seed's shape: the same
+/// text as README's "Plug in your API" (a test keeps them equal).
+pub fn preset_text(shape: Shape) -> Option<&'static str> {
+    match shape {
+        Shape::OAuth2 => None,
+        Shape::Seed003 => Some(include_str!("presets/seed003.toml")),
+        Shape::Seed002 => Some(include_str!("presets/seed002.toml")),
+    }
+}
+
+/// The demo upstream's [`HttpApiConfig`] for a cookie shape.
+pub fn preset(shape: Shape) -> Option<HttpApiConfig> {
+    let text = preset_text(shape)?;
+    #[derive(Deserialize)]
+    struct Wrapper {
+        upstream: UpstreamTable,
+    }
+    #[derive(Deserialize)]
+    struct UpstreamTable {
+        http_api: HttpApiConfig,
+    }
+    let parsed: Result<Wrapper, _> =
+        Config::builder().add_source(File::from_str(text, FileFormat::Toml)).build().and_then(|c| c.try_deserialize());
+    match parsed {
+        Ok(w) => Some(w.upstream.http_api),
+        Err(e) => {
+            // Compiled in and covered by a test: cannot happen in a build that passed it.
+            tracing::error!(error = %e, "a built-in upstream preset does not parse");
+            None
+        }
+    }
 }
 
 /// The shape of the file and environment, before validation.
@@ -250,6 +298,8 @@ struct RawUpstream {
     timeout_ms: u64,
     connect_timeout_ms: u64,
     refresh_timeout_ms: u64,
+    kind: String,
+    http_api: Option<HttpApiConfig>,
 }
 
 impl Default for RawUpstream {
@@ -266,6 +316,8 @@ impl Default for RawUpstream {
             timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
             refresh_timeout_ms: 30_000,
+            kind: "oauth2".into(),
+            http_api: None,
         }
     }
 }
@@ -274,8 +326,9 @@ impl Default for RawUpstream {
 #[serde(default)]
 struct RawDemo {
     address: String,
-    access_ttl_secs: u64,
-    refresh_ttl_secs: u64,
+    access_ttl_secs: Option<u64>,
+    refresh_ttl_secs: Option<u64>,
+    shape: String,
     test_controls: bool,
     bench_fixed_session: bool,
     control_address: String,
@@ -287,8 +340,9 @@ impl Default for RawDemo {
     fn default() -> Self {
         RawDemo {
             address: "127.0.0.1:0".into(),
-            access_ttl_secs: 300,
-            refresh_ttl_secs: 30 * 24 * 3600,
+            access_ttl_secs: None,
+            refresh_ttl_secs: None,
+            shape: "oauth2".into(),
             test_controls: false,
             bench_fixed_session: false,
             control_address: "127.0.0.1:0".into(),
@@ -505,7 +559,32 @@ impl Settings {
         if u.client_id.trim().is_empty() {
             return Err(invalid("upstream.client_id", "TOKENLESS_UPSTREAM__CLIENT_ID", "must not be empty"));
         }
+        let kind = match (u.kind.trim().to_ascii_lowercase().as_str(), u.http_api) {
+            ("oauth2", _) => UpstreamKind::OAuth2,
+            ("http_api", Some(api)) => {
+                api.validate().map_err(|problem| {
+                    invalid("upstream.http_api", "TOKENLESS_UPSTREAM__HTTP_API__...", problem)
+                })?;
+                UpstreamKind::HttpApi(Box::new(api))
+            }
+            ("http_api", None) => {
+                return Err(invalid(
+                    "upstream.http_api",
+                    "TOKENLESS_UPSTREAM__HTTP_API__...",
+                    "upstream.kind = \"http_api\" needs an [upstream.http_api] table describing the API \
+                     (README: Plug in your API)",
+                ))
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "upstream.kind",
+                    "TOKENLESS_UPSTREAM__KIND",
+                    format!("{other:?} is neither \"oauth2\" nor \"http_api\""),
+                ))
+            }
+        };
         let upstream = UpstreamSettings {
+            kind,
             base_url: optional_url(&u.base_url, "upstream.base_url", "TOKENLESS_UPSTREAM__BASE_URL")?,
             token_url: optional_url(&u.token_url, "upstream.token_url", "TOKENLESS_UPSTREAM__TOKEN_URL")?,
             revocation_url: optional_url(
@@ -554,18 +633,21 @@ impl Settings {
                 "bypasses sign-in for benchmarks; never in production",
             ));
         }
+        let shape = Shape::parse(&d.shape).ok_or_else(|| {
+            invalid("demo.shape", "TOKENLESS_DEMO__SHAPE", format!("{:?} is not oauth2, seed003 or seed002", d.shape))
+        })?;
+        let (access_default, refresh_default) = shape.lifetimes();
         let demo = DemoSettings {
             address: parse_address(&d.address, "demo.address", "TOKENLESS_DEMO__ADDRESS")?,
-            access_ttl: seconds(
-                d.access_ttl_secs,
-                "demo.access_ttl_secs",
-                "TOKENLESS_DEMO__ACCESS_TTL_SECS",
-            )?,
-            refresh_ttl: seconds(
-                d.refresh_ttl_secs,
-                "demo.refresh_ttl_secs",
-                "TOKENLESS_DEMO__REFRESH_TTL_SECS",
-            )?,
+            access_ttl: match d.access_ttl_secs {
+                Some(v) => seconds(v, "demo.access_ttl_secs", "TOKENLESS_DEMO__ACCESS_TTL_SECS")?,
+                None => access_default,
+            },
+            refresh_ttl: match d.refresh_ttl_secs {
+                Some(v) => seconds(v, "demo.refresh_ttl_secs", "TOKENLESS_DEMO__REFRESH_TTL_SECS")?,
+                None => refresh_default,
+            },
+            shape,
             test_controls: d.test_controls,
             bench_fixed_session: d.bench_fixed_session,
             control_address: parse_address(

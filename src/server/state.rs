@@ -15,7 +15,9 @@ use tokenless_bff::seal::KeyRing;
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
 use crate::server::dev_keys::Origin;
-use crate::server::settings::{Mode, Settings};
+use crate::server::settings::{Mode, Settings, UpstreamKind, UpstreamSettings};
+use tokenless_bff::http_api::HttpApi;
+use tokenless_bff::upstream::Upstream;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -78,27 +80,19 @@ impl AppState {
             }
         };
         let u = &settings.upstream;
-        let mut endpoints = UpstreamEndpoints::under(&base)?;
-        if let Some(url) = &u.token_url {
-            endpoints.token_url = url.clone();
-        }
-        if let Some(url) = &u.revocation_url {
-            endpoints.revocation_url = url.clone();
-        }
-        if let Some(url) = &u.userinfo_url {
-            endpoints.userinfo_url = url.clone();
-        }
-        if let Some(url) = &u.registration_url {
-            endpoints.registration_url = url.clone();
-        }
-        let client = UpstreamClient::new(ClientConfig {
-            endpoints,
-            client_id: u.client_id.clone(),
-            client_secret: u.client_secret.clone(),
-            auth: u.client_auth,
-            timeout: u.timeout,
-            connect_timeout: u.connect_timeout,
-        })?;
+        // The embedded demo speaks the shape it was started in; a configured upstream is what
+        // `upstream.kind` says.
+        let kind = match (&demo, settings.demo.shape) {
+            (Some(_), shape) => match crate::server::settings::preset(shape) {
+                Some(api) => UpstreamKind::HttpApi(Box::new(api)),
+                None => UpstreamKind::OAuth2,
+            },
+            (None, _) => u.kind.clone(),
+        };
+        let upstream: Arc<dyn Upstream> = match kind {
+            UpstreamKind::HttpApi(api) => Arc::new(HttpApi::new(base, *api, u.timeout, u.connect_timeout)?),
+            UpstreamKind::OAuth2 => Arc::new(oauth2_client(&base, u)?),
+        };
         let ring = match (&settings.session.keys, &settings.session.dev_key_file) {
             (Some(keys), _) => KeyRing::parse(keys.expose_secret())?,
             // Settings validation refuses production without keys.
@@ -145,7 +139,7 @@ impl AppState {
             ..RefreshConfig::default()
         };
         let sessions = Arc::new(SessionManager::new(
-            Arc::new(client),
+            upstream,
             ring,
             policy,
             limits,
@@ -173,6 +167,31 @@ impl AppState {
     }
 }
 
+/// The OAuth 2.0 client: endpoints under `base` unless configured one by one.
+fn oauth2_client(base: &url::Url, u: &UpstreamSettings) -> Result<UpstreamClient, StateError> {
+    let mut endpoints = UpstreamEndpoints::under(base)?;
+    if let Some(url) = &u.token_url {
+        endpoints.token_url = url.clone();
+    }
+    if let Some(url) = &u.revocation_url {
+        endpoints.revocation_url = url.clone();
+    }
+    if let Some(url) = &u.userinfo_url {
+        endpoints.userinfo_url = url.clone();
+    }
+    if let Some(url) = &u.registration_url {
+        endpoints.registration_url = url.clone();
+    }
+    Ok(UpstreamClient::new(ClientConfig {
+        endpoints,
+        client_id: u.client_id.clone(),
+        client_secret: u.client_secret.clone(),
+        auth: u.client_auth,
+        timeout: u.timeout,
+        connect_timeout: u.connect_timeout,
+    })?)
+}
+
 /// The benchmark baseline's session: the demo user, signed in once at start.
 async fn bench_session(sessions: &SessionManager) -> Result<tokenless_bff::session::Session, StateError> {
     let now = tokenless_bff::manager::now();
@@ -195,6 +214,7 @@ async fn start_demo(settings: &Settings) -> Result<RunningUpstream, tokenless_up
         test_controls: d.test_controls,
         hash_cost: if d.fast_hashing { HashCost::Fast } else { HashCost::Standard },
         database: d.database.clone(),
+        shape: d.shape,
         ..UpstreamConfig::default()
     };
     tokenless_upstream::spawn(config).await

@@ -19,6 +19,39 @@ impl std::fmt::Debug for ClientCredentials {
     }
 }
 
+/// Which API the demo upstream speaks (its tokens, rotation and reuse rules are the same).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shape {
+    /// RFC 6749 / 7009: `/oauth/token`, `/oauth/revoke`, `/userinfo`, `/users`.
+    #[default]
+    OAuth2,
+    /// Seed 003's Express backend: access token in JSON, refresh token in a cookie, 10 s tokens.
+    Seed003,
+    /// Seed 002's NestJS backend: both tokens only in cookies.
+    Seed002,
+}
+
+impl Shape {
+    /// `oauth2`, `seed003` or `seed002`.
+    pub fn parse(raw: &str) -> Option<Shape> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "oauth2" => Some(Shape::OAuth2),
+            "seed003" => Some(Shape::Seed003),
+            "seed002" => Some(Shape::Seed002),
+            _ => None,
+        }
+    }
+
+    /// The access and refresh token lifetimes of the backend this shape imitates.
+    pub fn lifetimes(self) -> (Duration, Duration) {
+        match self {
+            Shape::OAuth2 => (Duration::from_secs(5 * 60), Duration::from_secs(30 * 24 * 3600)),
+            Shape::Seed003 => (Duration::from_secs(10), Duration::from_secs(3600)),
+            Shape::Seed002 => (Duration::from_secs(30 * 60), Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
 /// Argon2id parameters. `Standard` is OWASP's recommendation (19 MiB, 2 passes); `Fast` is for
 /// tests, which hash many passwords on a debug build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +84,7 @@ pub struct UpstreamConfig {
     /// Where users, sign-ins and the signing key are kept. In memory by default: each start is
     /// fresh. The app's development default is [`DEV_DATABASE`].
     pub database: Database,
+    pub shape: Shape,
 }
 
 /// Where the app keeps the embedded demo upstream's data in development, relative to the
@@ -66,8 +100,8 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             control_address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            access_ttl: Duration::from_secs(15 * 60),
-            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            access_ttl: Shape::OAuth2.lifetimes().0,
+            refresh_ttl: Shape::OAuth2.lifetimes().1,
             rotation_grace: Duration::ZERO,
             test_controls: false,
             clients: vec![ClientCredentials {
@@ -80,6 +114,7 @@ impl Default for UpstreamConfig {
             issuer: "tokenless-demo-upstream".into(),
             max_body_bytes: 16 * 1024,
             database: Database::Memory,
+            shape: Shape::OAuth2,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod controls;
+pub mod cookie_api;
 pub mod error;
 pub mod faults;
 pub mod oauth;
@@ -15,7 +16,7 @@ pub mod state;
 pub mod store;
 pub mod tokens;
 
-pub use config::{ClientCredentials, Database, HashCost, UpstreamConfig, DEMO_USERS, DEV_DATABASE};
+pub use config::{ClientCredentials, Database, HashCost, Shape, UpstreamConfig, DEMO_USERS, DEV_DATABASE};
 pub use faults::{FaultKind, FaultSpec};
 pub use server::{spawn, RunningUpstream, StartError};
 pub use state::Upstream;

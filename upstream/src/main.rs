@@ -3,21 +3,22 @@
 //! | variable | default |
 //! |---|---|
 //! | `DEMO_UPSTREAM_ADDRESS` | `127.0.0.1:4000` |
-//! | `DEMO_UPSTREAM_ACCESS_TTL` (seconds) | `900` |
-//! | `DEMO_UPSTREAM_REFRESH_TTL` (seconds) | `2592000` |
+//! | `DEMO_UPSTREAM_ACCESS_TTL` (seconds) | the shape's: `300`, seed003 `10`, seed002 `1800` |
+//! | `DEMO_UPSTREAM_REFRESH_TTL` (seconds) | the shape's: `2592000`, seed003 `3600`, seed002 `604800` |
 //! | `DEMO_UPSTREAM_ROTATION_GRACE` (seconds) | `0` |
 //! | `DEMO_UPSTREAM_CLIENT_ID` / `DEMO_UPSTREAM_CLIENT_SECRET` | `tokenless` / `tokenless-demo-secret` |
 //! | `DEMO_UPSTREAM_TEST_CONTROLS` (`true`/`false`) | `false` |
 //! | `DEMO_UPSTREAM_CONTROL_ADDRESS` | `127.0.0.1:4001` |
 //! | `DEMO_UPSTREAM_FAST_HASHING` (`true`/`false`; tests and benchmarks) | `false` |
 //! | `DEMO_UPSTREAM_DATABASE` (a SQLite file, created if missing, or `:memory:`) | `:memory:` |
+//! | `DEMO_UPSTREAM_SHAPE` (`oauth2`, `seed003` or `seed002`: the API it speaks) | `oauth2` |
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokenless_upstream::{spawn, ClientCredentials, Database, HashCost, UpstreamConfig};
+use tokenless_upstream::{spawn, ClientCredentials, Database, HashCost, Shape, UpstreamConfig};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -32,6 +33,11 @@ fn parse<T: std::str::FromStr>(name: &str, what: &str) -> Result<Option<T>, Stri
 
 fn config() -> Result<UpstreamConfig, String> {
     let mut c = UpstreamConfig::default();
+    if let Some(raw) = var("DEMO_UPSTREAM_SHAPE") {
+        c.shape = Shape::parse(&raw).ok_or_else(|| format!("DEMO_UPSTREAM_SHAPE={raw:?} is not oauth2, seed003 or seed002"))?;
+        // The shape's own lifetimes unless set below.
+        (c.access_ttl, c.refresh_ttl) = c.shape.lifetimes();
+    }
     c.address = parse::<SocketAddr>("DEMO_UPSTREAM_ADDRESS", "an address like 127.0.0.1:4000")?
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4000)));
     c.control_address =

@@ -17,7 +17,18 @@ use crate::store::{AccessError, AddUserError, Profile};
 use crate::tokens::AccessClaims;
 
 /// Reads and checks the Bearer token of a request.
-fn bearer(upstream: &Upstream, headers: &HeaderMap) -> Result<AccessClaims, ApiError> {
+/// The access token's claims: from `Authorization: Bearer`, or (seed 002's shape) the
+/// `access_token` cookie.
+pub(crate) fn bearer(upstream: &Upstream, headers: &HeaderMap) -> Result<AccessClaims, ApiError> {
+    let from_cookie = match upstream.shape() {
+        crate::config::Shape::Seed002 if !headers.contains_key(header::AUTHORIZATION) => {
+            crate::cookie_api::request_cookie(headers, crate::cookie_api::ACCESS_COOKIE)
+        }
+        _ => None,
+    };
+    if let Some(token) = from_cookie {
+        return check(upstream, &token);
+    }
     let value =
         headers.get(header::AUTHORIZATION).ok_or_else(|| ApiError::InvalidToken("no access token".into()))?;
     let token = value
@@ -28,6 +39,10 @@ fn bearer(upstream: &Upstream, headers: &HeaderMap) -> Result<AccessClaims, ApiE
         .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::InvalidToken("the Authorization header is not a Bearer token".into()))?;
+    check(upstream, token)
+}
+
+fn check(upstream: &Upstream, token: &str) -> Result<AccessClaims, ApiError> {
     upstream.store().authenticate(token, now_ms(), upstream.signer()).map_err(|e| {
         ApiError::InvalidToken(
             match e {

@@ -7,26 +7,39 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{UpstreamConfig, DEMO_USERS};
+use crate::config::{Shape, UpstreamConfig, DEMO_USERS};
 use crate::error::ApiError;
 use crate::faults::{Applied, FaultyListener};
 use crate::recorder::RecordedRequest;
 use crate::state::Upstream;
-use crate::{controls, oauth, passwords, resources};
+use crate::{controls, cookie_api, oauth, passwords, resources};
 
 /// The API (not the test controls).
 pub fn api_router(upstream: Upstream, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/oauth/token", post(oauth::token))
-        .route("/oauth/revoke", post(oauth::revoke))
-        .route("/userinfo", get(resources::userinfo))
-        .route("/users", post(resources::register))
-        .route("/frogs", get(resources::list_frogs))
+    let auth = match upstream.shape() {
+        Shape::OAuth2 => Router::new()
+            .route("/oauth/token", post(oauth::token))
+            .route("/oauth/revoke", post(oauth::revoke))
+            .route("/userinfo", get(resources::userinfo))
+            .route("/users", post(resources::register)),
+        Shape::Seed003 => Router::new()
+            .route("/auth/login", post(cookie_api::login))
+            .route("/auth/register", post(cookie_api::register))
+            .route("/auth/refresh-token", post(cookie_api::refresh))
+            .route("/auth/logout", delete(cookie_api::logout))
+            .route("/me", get(cookie_api::me)),
+        Shape::Seed002 => Router::new()
+            .route("/auth/login", post(cookie_api::login))
+            .route("/auth/refresh", post(cookie_api::refresh))
+            .route("/auth/logout", post(cookie_api::logout))
+            .route("/users/me", get(cookie_api::me)),
+    };
+    auth.route("/frogs", get(resources::list_frogs))
         .route("/frogs/{id}", get(resources::frog))
         .route("/frogs/{id}/croaks", post(resources::croak))
         .route("/admin/stats", get(resources::admin_stats))

@@ -3,10 +3,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{ClientCredentials, HashCost, UpstreamConfig};
+use crate::config::{ClientCredentials, HashCost, Shape, UpstreamConfig};
 use crate::faults::{FaultSpec, Faults};
 use crate::recorder::{RecordedRequest, Recorder};
-use crate::store::{Counters, IssuedToUser, Lifetimes, Store, StoreError};
+use crate::store::{Counters, IssuedToUser, Lifetimes, Policy, Store, StoreError};
 use crate::tokens::Signer;
 
 #[derive(Clone)]
@@ -23,6 +23,7 @@ struct Inner {
     faults: Arc<Faults>,
     recorder: Recorder,
     test_controls: bool,
+    shape: Shape,
 }
 
 pub fn now_ms() -> u64 {
@@ -39,6 +40,10 @@ impl Upstream {
             grace_ms: config.rotation_grace.as_millis() as u64,
         };
         let mut store = Store::open(&config.database, lifetimes, config.test_controls)?;
+        store.set_policy(Policy {
+            current_access_only: config.shape == Shape::Seed003,
+            reuse_revokes_user: config.shape == Shape::Seed002,
+        });
         let key = match &config.signing_key {
             Some(key) => key.clone(),
             None => store.signing_key()?,
@@ -53,6 +58,7 @@ impl Upstream {
                 faults: Arc::new(Faults::default()),
                 recorder: Recorder::default(),
                 test_controls: config.test_controls,
+                shape: config.shape,
             }),
         })
     }
@@ -85,6 +91,10 @@ impl Upstream {
 
     pub fn recorder(&self) -> &Recorder {
         &self.inner.recorder
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.inner.shape
     }
 
     pub fn test_controls_enabled(&self) -> bool {

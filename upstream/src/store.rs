@@ -226,7 +226,20 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX refresh_tokens_by_family ON refresh_tokens(family);
      CREATE TABLE revoked_access (jti TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;
      CREATE TABLE croaks (frog INTEGER PRIMARY KEY, count INTEGER NOT NULL);",
+    // 2: the access token a sign-in issued last, for APIs where a refresh retires it.
+    "ALTER TABLE families ADD COLUMN access_jti TEXT;",
 ];
+
+/// How strict the store is beyond rotation and reuse detection, per API shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Only a sign-in's newest access token is valid: a refresh retires the one before it
+    /// (seed 003's backend keeps one token per user).
+    pub current_access_only: bool,
+    /// A reused refresh token revokes every sign-in of its user, not only its own (seed 002's
+    /// backend wipes all of the user's refresh tokens).
+    pub reuse_revokes_user: bool,
+}
 
 #[derive(Debug)]
 pub struct Store {
@@ -235,6 +248,7 @@ pub struct Store {
     keep_issued: bool,
     issued: HashMap<String, IssuedToUser>,
     issued_since_prune: u32,
+    policy: Policy,
     pub counters: Counters,
 }
 
@@ -302,6 +316,7 @@ impl Store {
             keep_issued,
             issued: HashMap::new(),
             issued_since_prune: 0,
+            policy: Policy::default(),
             counters: Counters::default(),
         };
         store.migrate(database).map_err(|e| match e {
@@ -310,6 +325,11 @@ impl Store {
         })?;
         store.prune(crate::state::now_ms())?;
         Ok(store)
+    }
+
+    /// Sets how strict the store is (see [`Policy`]).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
     }
 
     /// A fresh in-memory store (tests).
@@ -465,11 +485,11 @@ impl Store {
         now_ms: u64,
         signer: &Signer,
     ) -> Result<IssuedTokens, GrantError> {
-        let lifetimes = self.lifetimes;
+        let (lifetimes, policy) = (self.lifetimes, self.policy);
         let result =
             self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage).and_then(
                 |tx| {
-                    let rotation = rotate(&tx, &lifetimes, presented, client_id, now_ms, signer)?;
+                    let rotation = rotate(&tx, &lifetimes, policy, presented, client_id, now_ms, signer)?;
                     // A reuse revoked the family: that write is committed too.
                     tx.commit().map_err(storage)?;
                     Ok(rotation)
@@ -579,9 +599,12 @@ impl Store {
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM revoked_access WHERE jti = ?1),
                         EXISTS (SELECT 1 FROM families f JOIN users u ON u.id = f.user_id
-                                WHERE f.id = ?2 AND f.revoked = 0 AND u.id = ?3)",
+                                WHERE f.id = ?2 AND f.revoked = 0 AND u.id = ?3
+                                  AND (?4 = 0 OR f.access_jti = ?1))",
             )?
-            .query_row(params![claims.jti, claims.sid, claims.sub], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row(params![claims.jti, claims.sid, claims.sub, self.policy.current_access_only], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         if revoked || !live {
             return Ok(Err(AccessError::Revoked));
         }
@@ -709,6 +732,9 @@ fn issue_in_family(
         tracing::error!(error = %e, "signing an access token failed");
         GrantError::Storage
     })?;
+    tx.prepare_cached("UPDATE families SET access_jti = ?1 WHERE id = ?2")
+        .and_then(|mut s| s.execute(params![claims.jti, family]))
+        .map_err(storage)?;
     let refresh_token = new_refresh_token();
     tx.prepare_cached(
         "INSERT INTO refresh_tokens (hash, family, client_id, scope, expires_at_ms, state)
@@ -740,6 +766,7 @@ fn issue_in_family(
 fn rotate(
     tx: &Transaction<'_>,
     lifetimes: &Lifetimes,
+    policy: Policy,
     presented: &str,
     client_id: &str,
     now_ms: u64,
@@ -804,7 +831,19 @@ fn rotate(
         return Ok(Rotation::Issued { tokens, user_id, email, grace: true });
     }
     tracing::warn!(%family, "refresh token reuse detected; revoking the family");
-    let revoked = revoke_family(tx, &family).map_err(storage)?;
+    let mut revoked = revoke_family(tx, &family).map_err(storage)?;
+    if policy.reuse_revokes_user {
+        let others: Vec<String> = tx
+            .prepare_cached(
+                "SELECT id FROM families WHERE revoked = 0
+                 AND user_id = (SELECT user_id FROM families WHERE id = ?1)",
+            )
+            .and_then(|mut s| s.query_map([&family], |r| r.get(0))?.collect())
+            .map_err(storage)?;
+        for other in &others {
+            revoked |= revoke_family(tx, other).map_err(storage)?;
+        }
+    }
     Ok(Rotation::Reused { revoked })
 }
 
