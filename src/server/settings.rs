@@ -753,6 +753,60 @@ mod tests {
         assert!(e.contains("TOKENLESS_DEMO__DATABASE") && e.contains(":memory:"), "{e}");
     }
 
+    /// A settings file holding `text`, as a user would write it.
+    fn settings_file(text: &str) -> (tempfile::TempDir, File<config::FileSourceFile, FileFormat>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        std::fs::write(&path, text).unwrap();
+        let file = File::from(path).format(FileFormat::Toml).required(true);
+        (dir, file)
+    }
+
+    #[test]
+    fn the_presets_parse_validate_and_are_the_readmes_blocks() {
+        let readme = include_str!("../../README.md");
+        for shape in [Shape::Seed003, Shape::Seed002] {
+            let api = preset(shape).expect("parses");
+            api.validate().unwrap();
+            assert!(readme.contains(preset_text(shape).unwrap()), "README shows the {shape:?} preset as it is");
+            // The block, copied into a settings file, gives the same description.
+            let (_dir, file) = settings_file(preset_text(shape).unwrap());
+            let s = Settings::from_sources(Some(file), env(&[])).unwrap();
+            match s.upstream.kind {
+                UpstreamKind::HttpApi(configured) => assert_eq!(*configured, api),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(s.upstream.base_url.unwrap().as_str(), "http://127.0.0.1:4000/");
+        }
+        assert!(preset(Shape::OAuth2).is_none());
+    }
+
+    #[test]
+    fn an_http_api_is_described_in_a_file_and_overridden_by_the_environment() {
+        let (_dir, file) = settings_file(preset_text(Shape::Seed003).unwrap());
+        let s = Settings::from_sources(
+            Some(file),
+            env(&[("TOKENLESS_UPSTREAM__HTTP_API__PRESENT_ACCESS", "cookie:access_token")]),
+        )
+        .unwrap();
+        let UpstreamKind::HttpApi(api) = s.upstream.kind else { panic!("http_api") };
+        assert_eq!(api.present_access, tokenless_bff::http_api::Presentation::Cookie("access_token".into()));
+
+        let (_dir2, file) = settings_file(preset_text(Shape::Seed003).unwrap());
+        let e = Settings::from_sources(Some(file), env(&[("TOKENLESS_UPSTREAM__HTTP_API__ACCESS_TOKEN", "accessToken")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("json:/accessToken") && e.contains("access_token"), "{e}");
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "http_api")])).unwrap_err().to_string();
+        assert!(e.contains("[upstream.http_api]"), "{e}");
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "soap")])).unwrap_err().to_string();
+        assert!(e.contains("TOKENLESS_UPSTREAM__KIND"), "{e}");
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_DEMO__SHAPE", "seed004")])).unwrap_err().to_string();
+        assert!(e.contains("TOKENLESS_DEMO__SHAPE"), "{e}");
+        let s = Settings::from_sources(None, env(&[("TOKENLESS_DEMO__SHAPE", "seed003")])).unwrap();
+        assert_eq!(s.demo.access_ttl.as_secs(), 10, "the shape's lifetime");
+    }
+
     #[test]
     fn bad_values_name_the_variable() {
         let e = Settings::from_sources(None, env(&[("TOKENLESS_SERVER__ADDRESS", "localhost")]))
