@@ -3,11 +3,12 @@
 //! its own task, pages and server functions mixed) through the app's router, with the embedded
 //! demo upstream (rotation on, reuse revokes) behind it. Reported: upstream refresh grants,
 //! the app's own counters, time until every request was answered, errors, reuse events. Each N
-//! runs twice: the demo upstream's store in memory, then in a SQLite file (its development
-//! default), so the store's share shows.
+//! runs against each kind of upstream: OAuth 2.0 with the demo's store in memory and in a SQLite
+//! file (its development default), then the seed-003 and seed-002 API shapes (through the
+//! `[upstream.http_api]` presets, store in memory).
 //!
-//! `cargo bench --features ssr --bench fanout` (add `-- 1 10` to choose N, `-- memory` or
-//! `-- file` to choose the store).
+//! `cargo bench --features ssr --bench fanout` (add `-- 1 10` to choose N; `-- oauth2`,
+//! `-- seed003`, `-- seed002`, `-- file` to choose runs).
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,7 +42,7 @@ fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
 }
 
 /// Returns whether the run was clean: no error, one refresh, no reuse.
-async fn run(n: usize, store: &str) -> bool {
+async fn run(n: usize, shape: &str, store: &str) -> bool {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = match store {
         "file" => dir.path().join("demo.sqlite3").display().to_string(),
@@ -49,6 +50,9 @@ async fn run(n: usize, store: &str) -> bool {
     };
     let env = vec![
         ("TOKENLESS_DEMO__DATABASE".to_string(), database),
+        ("TOKENLESS_DEMO__SHAPE".to_string(), shape.to_string()),
+        // Aged in the cookie below; long-lived otherwise, so only the fan-out refreshes.
+        ("TOKENLESS_DEMO__ACCESS_TTL_SECS".to_string(), "600".to_string()),
         ("TOKENLESS_DEMO__TEST_CONTROLS".to_string(), "true".to_string()),
         ("TOKENLESS_DEMO__FAST_HASHING".to_string(), "true".to_string()),
         ("TOKENLESS_SESSION__KEYS".to_string(), KEYS.to_string()),
@@ -111,7 +115,7 @@ async fn run(n: usize, store: &str) -> bool {
     let refreshes = counters["grants"]["refresh_token"].as_u64().unwrap_or(0);
     let reuse = counters["reuse_events"].as_u64().unwrap_or(0);
     println!(
-        "| {n:>5} | {store:>6} | {:>7} | {:>6} | {:>10} | {:>9.1} ms | {errors:>6} | {:>5} |",
+        "| {n:>5} | {shape:>7} | {store:>6} | {:>7} | {:>6} | {:>10} | {:>9.1} ms | {errors:>6} | {:>5} |",
         refreshes,
         c.joined,
         c.grace_hits,
@@ -126,16 +130,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let chosen: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let ns = if chosen.is_empty() { vec![1, 10, 100, 1000] } else { chosen };
-    let stores: Vec<&str> = ["memory", "file"].into_iter().filter(|s| args.iter().any(|a| a == s)).collect();
-    let stores = if stores.is_empty() { vec!["memory", "file"] } else { stores };
-    println!(
-        "| N | demo store | upstream refreshes | joined | grace hits | all answered in | errors | reuse |"
-    );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    const RUNS: [(&str, &str); 4] =
+        [("oauth2", "memory"), ("oauth2", "file"), ("seed003", "memory"), ("seed002", "memory")];
+    let chosen_runs: Vec<(&str, &str)> =
+        RUNS.into_iter().filter(|(shape, store)| args.iter().any(|a| a == shape || a == store)).collect();
+    let runs = if chosen_runs.is_empty() { RUNS.to_vec() } else { chosen_runs };
+    println!("| N | upstream | demo store | upstream refreshes | joined | grace hits | all answered in | errors | reuse |");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
     let mut clean = true;
     for n in ns {
-        for store in &stores {
-            clean &= runtime.block_on(run(n, store));
+        for (shape, store) in &runs {
+            clean &= runtime.block_on(run(n, shape, store));
         }
     }
     if !clean {

@@ -46,24 +46,38 @@ export default defineConfig({
             ],
           },
   },
-  webServer: {
+  // The default project runs every spec against the demo upstream's OAuth 2.0 shape; the two API
+  // projects run api-shapes.spec.ts against the same binary with the demo in seed 003's and seed
+  // 002's shapes (fronted through the [upstream.http_api] presets), each on its own ports.
+  projects: [
+    { name: 'oauth2', testIgnore: /api-shapes\.spec\.ts/ },
+    { name: 'seed003', testMatch: /api-shapes\.spec\.ts/, use: { baseURL: `http://127.0.0.1:${port + 10}` } },
+    { name: 'seed002', testMatch: /api-shapes\.spec\.ts/, use: { baseURL: `http://127.0.0.1:${port + 20}` } },
+  ],
+  webServer: [server(port, 'oauth2'), server(port + 10, 'seed003'), server(port + 20, 'seed002')],
+});
+
+/** The app on `at`, its demo upstream in `shape`, the test controls on `at + 1`. */
+function server(at: number, shape: string) {
+  return {
     command: binary,
     cwd: root,
-    url: `${baseURL}/`,
+    url: `http://127.0.0.1:${at}/`,
     reuseExistingServer: false,
     timeout: 60_000,
-    stdout: 'pipe',
-    stderr: 'pipe',
+    stdout: 'pipe' as const,
+    stderr: 'pipe' as const,
     env: {
-      TOKENLESS_SERVER__ADDRESS: `127.0.0.1:${port}`,
+      TOKENLESS_SERVER__ADDRESS: `127.0.0.1:${at}`,
+      TOKENLESS_DEMO__SHAPE: shape,
       TOKENLESS_DEMO__TEST_CONTROLS: 'true',
-      TOKENLESS_DEMO__CONTROL_ADDRESS: `127.0.0.1:${port + 1}`,
+      TOKENLESS_DEMO__CONTROL_ADDRESS: `127.0.0.1:${at + 1}`,
       TOKENLESS_DEMO__FAST_HASHING: 'true',
       // A fresh demo upstream per run: accounts the tests register never reach the developer's.
       TOKENLESS_DEMO__DATABASE: ':memory:',
       TOKENLESS_SESSION__KEYS: sessionKeys,
       LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
-      RUST_LOG: process.env.RUST_LOG ?? 'info',
+      RUST_LOG: process.env.RUST_LOG ?? (shape === 'oauth2' ? 'info' : 'warn'),
     },
-  },
-});
+  };
+}

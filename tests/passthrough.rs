@@ -276,3 +276,45 @@ fn upstream_outages_are_502_or_503_and_big_bodies_413() {
         assert_eq!(b.send(call("GET", "/frogs").body(Body::empty()).unwrap()).await.status, StatusCode::OK);
     })
 }
+
+/// An API that reads the access token from a cookie (seed 002's shape): the passthrough sends
+/// exactly that cookie (one `Cookie` header, no Bearer), never the browser's own cookies, and
+/// never hands the upstream's `Set-Cookie` back; a token the upstream refuses is renewed once.
+#[test]
+fn a_cookie_api_gets_its_access_cookie_and_only_that() {
+    block_on(async {
+        let app = app_with(&[
+            ("TOKENLESS_PASSTHROUGH__ALLOW", ALLOW),
+            ("TOKENLESS_DEMO__SHAPE", "seed002"),
+            ("TOKENLESS_DEMO__ACCESS_TTL_SECS", "600"),
+        ])
+        .await;
+        let b = Browser::new(&app);
+        b.sign_in(USER).await;
+        let access = b.session().tokens.access_token.expose().to_string();
+        let answer = b
+            .send(call("GET", "/frogs/2").header("authorization", "Bearer stolen-elsewhere").body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert!(answer.headers.get("set-cookie").is_none(), "the upstream's Set-Cookie is dropped");
+        let seen = app.received().await;
+        let last = seen.last().unwrap();
+        assert_eq!(last["path"], "/frogs/2");
+        assert_eq!(header(last, "cookie"), Some(format!("access_token={access}").as_str()));
+        assert_eq!(header(last, "authorization"), None, "the browser's Authorization stays behind");
+
+        // Revoked upstream before its time: one renewal through the single flight, then the call.
+        let demo = &app.state.demo.as_ref().unwrap().upstream;
+        let now = tokenless_upstream::state::now_ms();
+        let web = tokenless_upstream::cookie_api::WEB_CLIENT;
+        assert!(demo.store().revoke(&access, web, now, demo.signer()).unwrap());
+        let after = b.send(call("GET", "/frogs/2").body(Body::empty()).unwrap()).await;
+        assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+        assert_eq!(app.refresh_grants().await, 1);
+        let renewed = b.session().tokens.access_token.expose().to_string();
+        assert_ne!(renewed, access);
+        let seen = app.received().await;
+        assert_eq!(header(seen.last().unwrap(), "cookie"), Some(format!("access_token={renewed}").as_str()));
+        app.assert_no_reuse().await;
+    })
+}
