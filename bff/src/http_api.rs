@@ -314,6 +314,9 @@ impl HttpApiConfig {
     }
 }
 
+/// The largest sign-in, refresh or registration answer read (tokens and a profile are a few KB).
+const MAX_ANSWER: usize = 64 * 1024;
+
 /// Access tokens whose expiry cannot be read (a broken JWT) are assumed to live this long.
 const FALLBACK_LIFETIME: u64 = 60;
 
@@ -409,10 +412,17 @@ impl HttpApi {
             Some(t) => request.timeout(t),
             None => request,
         };
-        let response = request.send().await.map_err(UpstreamError::from_reqwest)?;
+        let mut response = request.send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
         let cookies = set_cookies(response.headers());
-        let bytes = response.bytes().await.map_err(UpstreamError::from_reqwest)?;
+        // Read at most MAX_ANSWER: an upstream that never stops sending must not fill memory.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(UpstreamError::from_reqwest)? {
+            if bytes.len() + chunk.len() > MAX_ANSWER {
+                return Err(UpstreamError::Unexpected(format!("an answer larger than {MAX_ANSWER} bytes")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let json = serde_json::from_slice(&bytes).ok();
         Ok(Answer { status, cookies, json })
     }
