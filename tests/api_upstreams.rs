@@ -42,7 +42,8 @@ fn sign_in_pages_and_the_token_canary() {
         for shape in SHAPES {
             let app = app_in(shape).await;
             let b = Browser::new(&app);
-            let wrong = b.call("login", &[("email", USER.0), ("password", "not the password"), ("next", "/")]).await;
+            let wrong =
+                b.call("login", &[("email", USER.0), ("password", "not the password"), ("next", "/")]).await;
             assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{shape}: {}", wrong.body);
             assert!(wrong.body.contains("InvalidCredentials"), "{shape}: {}", wrong.body);
             b.sign_in(USER).await;
@@ -85,7 +86,8 @@ fn fan_out_of_an_expired_session_is_one_refresh_and_late_cookies_no_reuse() {
                 async move {
                     let tab = Browser::new(app);
                     tab.set_cookie(COOKIE, &expired);
-                    let answer = if i % 2 == 0 { tab.get("/frogs").await } else { tab.call("frogs", &[]).await };
+                    let answer =
+                        if i % 2 == 0 { tab.get("/frogs").await } else { tab.call("frogs", &[]).await };
                     (tab, answer)
                 }
             }))
@@ -175,7 +177,12 @@ fn seed003_registration_signs_in_on_the_spot() {
     block_on(async {
         let app = app_in("seed003").await;
         let b = Browser::new(&app);
-        let form = [("name", "New Comer"), ("email", "new@example.com"), ("password", "long enough pw"), ("next", "/")];
+        let form = [
+            ("name", "New Comer"),
+            ("email", "new@example.com"),
+            ("password", "long enough pw"),
+            ("next", "/"),
+        ];
         let ok = b.call("register", &form).await;
         assert!(ok.status.is_success(), "{ok:?}");
         assert!(b.get("/account").await.body.contains("New Comer"));

@@ -51,7 +51,8 @@ impl FromStr for Route {
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         const EXPECTED: &str = "a route like \"POST /auth/login\"";
         let (method, path) = s.trim().split_once(' ').ok_or_else(|| bad(s, EXPECTED))?;
-        let method = Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes()).map_err(|_| bad(s, EXPECTED))?;
+        let method = Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|_| bad(s, EXPECTED))?;
         let path = path.trim();
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
             return Err(bad(s, EXPECTED));
@@ -115,7 +116,8 @@ pub enum Presentation {
 impl FromStr for Presentation {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        const EXPECTED: &str = "how a token is sent: \"bearer\", \"cookie:refresh_token\" or \"body:refreshToken\"";
+        const EXPECTED: &str =
+            "how a token is sent: \"bearer\", \"cookie:refresh_token\" or \"body:refreshToken\"";
         match s.trim().split_once(':') {
             None if s.trim() == "bearer" => Ok(Presentation::Bearer),
             Some(("cookie", n)) if is_cookie_name(n) => Ok(Presentation::Cookie(n.to_string())),
@@ -292,10 +294,14 @@ impl HttpApiConfig {
     /// Checks what types cannot: a JSON pointer into an answer only where there is JSON, an
     /// expiry readable from where the token comes, statuses that are statuses.
     pub fn validate(&self) -> Result<(), String> {
-        if matches!(self.access_expiry, Expiry::Cookie) && !matches!(self.access_token, TokenSource::Cookie(_)) {
+        if matches!(self.access_expiry, Expiry::Cookie)
+            && !matches!(self.access_token, TokenSource::Cookie(_))
+        {
             return Err("access_expiry = \"cookie\" needs access_token = \"cookie:NAME\"".into());
         }
-        if matches!(self.refresh_expiry, Some(Expiry::Cookie)) && !matches!(self.refresh_token, TokenSource::Cookie(_)) {
+        if matches!(self.refresh_expiry, Some(Expiry::Cookie))
+            && !matches!(self.refresh_token, TokenSource::Cookie(_))
+        {
             return Err("refresh_expiry = \"cookie\" needs refresh_token = \"cookie:NAME\"".into());
         }
         for (name, list) in [
@@ -329,7 +335,9 @@ pub struct HttpApi {
 
 impl std::fmt::Debug for HttpApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpApi").field("base", &self.base.origin().ascii_serialization()).finish_non_exhaustive()
+        f.debug_struct("HttpApi")
+            .field("base", &self.base.origin().ascii_serialization())
+            .finish_non_exhaustive()
     }
 }
 
@@ -388,7 +396,12 @@ struct Answer {
 }
 
 impl HttpApi {
-    pub fn new(base: Url, config: HttpApiConfig, timeout: Duration, connect_timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        base: Url,
+        config: HttpApiConfig,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(connect_timeout)
@@ -403,11 +416,16 @@ impl HttpApi {
     }
 
     fn request(&self, route: &Route) -> Result<RequestBuilder, UpstreamError> {
-        let url = upstream_url(&self.base, &route.path).map_err(|e| UpstreamError::Unexpected(format!("URL: {e}")))?;
+        let url = upstream_url(&self.base, &route.path)
+            .map_err(|e| UpstreamError::Unexpected(format!("URL: {e}")))?;
         Ok(self.http.request(route.method.clone(), url).header("accept", "application/json"))
     }
 
-    async fn send(&self, request: RequestBuilder, timeout: Option<Duration>) -> Result<Answer, UpstreamError> {
+    async fn send(
+        &self,
+        request: RequestBuilder,
+        timeout: Option<Duration>,
+    ) -> Result<Answer, UpstreamError> {
         let request = match timeout {
             Some(t) => request.timeout(t),
             None => request,
@@ -428,26 +446,50 @@ impl HttpApi {
     }
 
     /// The tokens in a sign-in, registration or refresh answer.
-    fn tokens(&self, answer: &Answer, now: u64, presented_refresh: Option<&Token>) -> Result<TokenSet, UpstreamError> {
-        let (access, access_cookie) = find(&self.config.access_token, answer)
-            .ok_or_else(|| UpstreamError::Unexpected("the answer has no access token where configured".into()))?;
+    fn tokens(
+        &self,
+        answer: &Answer,
+        now: u64,
+        presented_refresh: Option<&Token>,
+    ) -> Result<TokenSet, UpstreamError> {
+        let (access, access_cookie) = find(&self.config.access_token, answer).ok_or_else(|| {
+            UpstreamError::Unexpected("the answer has no access token where configured".into())
+        })?;
         let refresh = find(&self.config.refresh_token, answer);
-        let access_expires_at = match expiry(&self.config.access_expiry, &access, access_cookie.as_ref(), answer, now) {
+        let access_expires_at = match expiry(
+            &self.config.access_expiry,
+            &access,
+            access_cookie.as_ref(),
+            answer,
+            now,
+        ) {
             Some(at) => at,
             None => {
-                tracing::warn!("the access token's expiry cannot be read as configured; assuming {FALLBACK_LIFETIME} s");
+                tracing::warn!(
+                    "the access token's expiry cannot be read as configured; assuming {FALLBACK_LIFETIME} s"
+                );
                 now.saturating_add(FALLBACK_LIFETIME)
             }
         };
         let (refresh_token, refresh_expires_at) = match refresh {
             Some((token, cookie)) => {
-                let at = self.config.refresh_expiry.as_ref().and_then(|e| expiry(e, &token, cookie.as_ref(), answer, now));
+                let at = self
+                    .config
+                    .refresh_expiry
+                    .as_ref()
+                    .and_then(|e| expiry(e, &token, cookie.as_ref(), answer, now));
                 (Some(token), at)
             }
             // No new refresh token: the API does not rotate; the presented one stays.
             None => (presented_refresh.cloned(), None),
         };
-        Ok(TokenSet { access_token: access, access_expires_at, refresh_token, refresh_expires_at, access_issued_at: now })
+        Ok(TokenSet {
+            access_token: access,
+            access_expires_at,
+            refresh_token,
+            refresh_expires_at,
+            access_issued_at: now,
+        })
     }
 
     fn credentials_body(&self, pairs: &[(&str, &str)]) -> Outgoing {
@@ -486,7 +528,13 @@ fn find(source: &TokenSource, answer: &Answer) -> Option<(Token, Option<Cookie<'
 }
 
 /// When a token expires (Unix seconds), as `how` says; `None` when it cannot be read.
-fn expiry(how: &Expiry, token: &Token, cookie: Option<&Cookie<'_>>, answer: &Answer, now: u64) -> Option<u64> {
+fn expiry(
+    how: &Expiry,
+    token: &Token,
+    cookie: Option<&Cookie<'_>>,
+    answer: &Answer,
+    now: u64,
+) -> Option<u64> {
     match how {
         Expiry::Jwt => jwt_exp(token.expose()),
         Expiry::Cookie => {
@@ -556,11 +604,15 @@ pub fn map_profile(map: &ProfileMap, json: &Value) -> Result<Profile, UpstreamEr
     let id = if map.id.is_empty() { String::new() } else { text(json.pointer(&map.id)) };
     let id = if id.is_empty() { email.clone() } else { id };
     if id.is_empty() {
-        return Err(UpstreamError::Unexpected("the profile has neither the configured id nor an email".into()));
+        return Err(UpstreamError::Unexpected(
+            "the profile has neither the configured id nor an email".into(),
+        ));
     }
     let roles = match (map.roles.is_empty(), json.pointer(&map.roles)) {
         (true, _) | (false, None) => Vec::new(),
-        (false, Some(Value::Array(items))) => items.iter().filter_map(|r| r.as_str().map(str::to_string)).collect(),
+        (false, Some(Value::Array(items))) => {
+            items.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()
+        }
         (false, Some(Value::String(one))) => vec![one.clone()],
         (false, Some(_)) => Vec::new(),
     };
@@ -587,7 +639,12 @@ fn error_message(json: Option<&Value>) -> Option<String> {
 }
 
 impl TokenGrants for HttpApi {
-    fn refresh<'a>(&'a self, refresh_token: &'a Token, now: u64, timeout: Duration) -> BoxFuture<'a, Result<TokenSet, UpstreamError>> {
+    fn refresh<'a>(
+        &'a self,
+        refresh_token: &'a Token,
+        now: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<TokenSet, UpstreamError>> {
         Box::pin(async move {
             let mut out = Outgoing::new();
             out.present(&self.config.present_refresh, refresh_token);
@@ -617,7 +674,9 @@ impl TokenGrants for HttpApi {
                 s if s.is_success() => Ok(()),
                 // Already over upstream (expired, revoked): nothing is left to end.
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(()),
-                s if s.is_client_error() => Err(UpstreamError::Refused { code: format!("status {}", s.as_u16()) }),
+                s if s.is_client_error() => {
+                    Err(UpstreamError::Refused { code: format!("status {}", s.as_u16()) })
+                }
                 s => Err(failure(s, "sign-out")),
             }
         })
@@ -625,7 +684,12 @@ impl TokenGrants for HttpApi {
 }
 
 impl Upstream for HttpApi {
-    fn sign_in<'a>(&'a self, email: &'a str, password: &'a str, now: u64) -> BoxFuture<'a, Result<TokenSet, SignInError>> {
+    fn sign_in<'a>(
+        &'a self,
+        email: &'a str,
+        password: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<TokenSet, SignInError>> {
         Box::pin(async move {
             let f = &self.config.fields;
             let out = self.credentials_body(&[(&f.email, email), (&f.password, password)]);
@@ -649,7 +713,13 @@ impl Upstream for HttpApi {
         })
     }
 
-    fn register<'a>(&'a self, email: &'a str, name: &'a str, password: &'a str, now: u64) -> BoxFuture<'a, Result<Registered, RegisterError>> {
+    fn register<'a>(
+        &'a self,
+        email: &'a str,
+        name: &'a str,
+        password: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Registered, RegisterError>> {
         Box::pin(async move {
             let Some(route) = &self.config.register else { return Err(RegisterError::Unsupported) };
             let f = &self.config.fields;
@@ -677,7 +747,8 @@ impl Upstream for HttpApi {
     }
 
     fn resource(&self, method: Method, path_and_query: &str) -> Result<RequestBuilder, UpstreamError> {
-        let url = upstream_url(&self.base, path_and_query).map_err(|e| UpstreamError::Unexpected(format!("resource URL: {e}")))?;
+        let url = upstream_url(&self.base, path_and_query)
+            .map_err(|e| UpstreamError::Unexpected(format!("resource URL: {e}")))?;
         Ok(self.http.request(method, url))
     }
 
@@ -702,16 +773,28 @@ mod tests {
             let e = bad.parse::<Route>().unwrap_err().to_string();
             assert!(e.contains("POST /auth/login"), "{e}");
         }
-        assert_eq!("json:/accessToken".parse::<TokenSource>().unwrap(), TokenSource::Json("/accessToken".into()));
-        assert_eq!("cookie:refresh_token".parse::<TokenSource>().unwrap(), TokenSource::Cookie("refresh_token".into()));
+        assert_eq!(
+            "json:/accessToken".parse::<TokenSource>().unwrap(),
+            TokenSource::Json("/accessToken".into())
+        );
+        assert_eq!(
+            "cookie:refresh_token".parse::<TokenSource>().unwrap(),
+            TokenSource::Cookie("refresh_token".into())
+        );
         for bad in ["json:accessToken", "cookie:", "cookie:a b", "header:x", "accessToken"] {
             assert!(bad.parse::<TokenSource>().is_err(), "{bad}");
         }
         assert_eq!("bearer".parse::<Presentation>().unwrap(), Presentation::Bearer);
-        assert_eq!("body:refreshToken".parse::<Presentation>().unwrap(), Presentation::Body("refreshToken".into()));
+        assert_eq!(
+            "body:refreshToken".parse::<Presentation>().unwrap(),
+            Presentation::Body("refreshToken".into())
+        );
         assert!("cookie;x".parse::<Presentation>().is_err());
         assert_eq!("lifetime:10".parse::<Expiry>().unwrap(), Expiry::Lifetime(10));
-        assert_eq!("expires_in:/expires_in".parse::<Expiry>().unwrap(), Expiry::ExpiresIn("/expires_in".into()));
+        assert_eq!(
+            "expires_in:/expires_in".parse::<Expiry>().unwrap(),
+            Expiry::ExpiresIn("/expires_in".into())
+        );
         for bad in ["lifetime:0", "lifetime:x", "exp", "expires_in:x"] {
             assert!(bad.parse::<Expiry>().unwrap_err().to_string().contains("lifetime:600"), "{bad}");
         }
@@ -725,7 +808,9 @@ mod tests {
     fn jwt_expiry_is_read_and_garbage_is_none() {
         assert_eq!(jwt_exp(&jwt(r#"{"sub":"1","exp":1800000000}"#)), Some(1_800_000_000));
         assert_eq!(jwt_exp(&jwt(r#"{"exp":1.8e9}"#)), Some(1_800_000_000));
-        for garbage in ["", "a.b.c", "only-one-part", &jwt(r#"{"exp":"soon"}"#), &jwt(r#"{"exp":-5}"#), &jwt("not json")] {
+        for garbage in
+            ["", "a.b.c", "only-one-part", &jwt(r#"{"exp":"soon"}"#), &jwt(r#"{"exp":-5}"#), &jwt("not json")]
+        {
             assert_eq!(jwt_exp(garbage), None, "{garbage}");
         }
     }
@@ -733,13 +818,24 @@ mod tests {
     #[test]
     fn profiles_map_by_pointer_and_template() {
         let seed002 = serde_json::json!({"id": 7, "firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com", "roles": ["admin", "evaluator"]});
-        let map = ProfileMap { name: "{firstName} {lastName}".into(), roles: "/roles".into(), ..ProfileMap::default() };
+        let map = ProfileMap {
+            name: "{firstName} {lastName}".into(),
+            roles: "/roles".into(),
+            ..ProfileMap::default()
+        };
         let p = map_profile(&map, &seed002).unwrap();
-        assert_eq!((p.id.as_str(), p.name.as_str(), p.email.as_str()), ("7", "Ada Lovelace", "ada@example.com"));
+        assert_eq!(
+            (p.id.as_str(), p.name.as_str(), p.email.as_str()),
+            ("7", "Ada Lovelace", "ada@example.com")
+        );
         assert_eq!(p.roles, vec!["admin", "evaluator"]);
         let seed003 = serde_json::json!({"name": "Fern", "email": "fern@example.com"});
         let p = map_profile(&ProfileMap::default(), &seed003).unwrap();
-        assert_eq!((p.id.as_str(), p.name.as_str()), ("fern@example.com", "Fern"), "no id: the email stands in");
+        assert_eq!(
+            (p.id.as_str(), p.name.as_str()),
+            ("fern@example.com", "Fern"),
+            "no id: the email stands in"
+        );
         let no_last = serde_json::json!({"firstName": "Ada", "email": "a@b.co"});
         assert_eq!(map_profile(&map, &no_last).unwrap().name, "Ada");
         let nameless = serde_json::json!({"email": "a@b.co"});
@@ -760,7 +856,13 @@ mod tests {
     fn api(config: &str) -> HttpApi {
         let config: HttpApiConfig = serde_json::from_str(config).unwrap();
         config.validate().unwrap();
-        HttpApi::new("http://127.0.0.1:9".parse().unwrap(), config, Duration::from_secs(1), Duration::from_secs(1)).unwrap()
+        HttpApi::new(
+            "http://127.0.0.1:9".parse().unwrap(),
+            config,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap()
     }
 
     const SEED003: &str = r#"{"sign_in": "POST /auth/login", "refresh": "POST /auth/refresh-token", "profile": "GET /me",
@@ -800,12 +902,14 @@ mod tests {
         let mut out = Outgoing::new();
         out.present(&Presentation::Cookie("access_token".into()), &Token::new("a1"));
         out.present(&Presentation::Cookie("refresh_token".into()), &Token::new("r1"));
-        let request = out.apply(reqwest::Client::new().post("http://127.0.0.1:9/x"), BodyKind::Json).build().unwrap();
+        let request =
+            out.apply(reqwest::Client::new().post("http://127.0.0.1:9/x"), BodyKind::Json).build().unwrap();
         let cookies: Vec<_> = request.headers().get_all(COOKIE).iter().collect();
         assert_eq!(cookies, vec!["access_token=a1; refresh_token=r1"]);
         let mut out = Outgoing::new();
         out.present(&Presentation::Body("refreshToken".into()), &Token::new("r1"));
-        let request = out.apply(reqwest::Client::new().post("http://127.0.0.1:9/x"), BodyKind::Form).build().unwrap();
+        let request =
+            out.apply(reqwest::Client::new().post("http://127.0.0.1:9/x"), BodyKind::Form).build().unwrap();
         assert_eq!(request.body().and_then(|b| b.as_bytes()), Some(&b"refreshToken=r1"[..]));
     }
 
@@ -817,9 +921,13 @@ mod tests {
         let mut c: HttpApiConfig = serde_json::from_str(SEED003).unwrap();
         c.refresh_refused = vec![200];
         assert!(c.validate().unwrap_err().contains("refresh_refused"));
-        let e = serde_json::from_str::<HttpApiConfig>(&SEED003.replace("GET /me", "/me")).unwrap_err().to_string();
+        let e = serde_json::from_str::<HttpApiConfig>(&SEED003.replace("GET /me", "/me"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("POST /auth/login"), "{e}");
-        let e = serde_json::from_str::<HttpApiConfig>(&SEED003.replace("\"sign_in\"", "\"signin\"")).unwrap_err().to_string();
+        let e = serde_json::from_str::<HttpApiConfig>(&SEED003.replace("\"sign_in\"", "\"signin\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("signin"), "{e}");
     }
 }

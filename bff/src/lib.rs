@@ -17,6 +17,8 @@
 //! - [`manager`]: loading a request's session (limits, refresh, key rotation), sign-in/out.
 //! - [`refresh`]: one refresh per rotated token however many requests need it, the result
 //!   handed to late requests, newest cookie wins, counters.
+//! - [`layer`]: the one Layer an app adds (cookies, cross-site refusal, loading, refresh,
+//!   writing the cookie once) and the [`RequestSession`] extractor.
 //! - [`middleware`]: the per-request session handle that handlers and components use.
 //! - [`passthrough`]: allowlisted upstream calls for browser code, token attached, nothing
 //!   leaked either way.
@@ -29,6 +31,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod grants;
 pub mod http_api;
+pub mod layer;
 pub mod manager;
 pub mod middleware;
 pub mod passthrough;
@@ -37,3 +40,11 @@ pub mod refresh;
 pub mod seal;
 pub mod session;
 pub mod upstream;
+
+pub use client::{UpstreamClient, UpstreamError};
+pub use http_api::{HttpApi, HttpApiConfig};
+pub use layer::SessionLayer;
+pub use manager::SessionManager;
+pub use middleware::RequestSession;
+pub use session::{Profile, Session};
+pub use upstream::Upstream;

@@ -26,7 +26,8 @@ async fn mock(script: Script) -> String {
         move |headers: HeaderMap| {
             let script = script.clone();
             async move {
-                let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let cookie =
+                    headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 script.received_cookies.lock().unwrap().push(cookie);
                 let answer = script.next.lock().unwrap().expect("an answer was scripted");
                 answer()
@@ -52,7 +53,8 @@ fn api(base: &str) -> HttpApi {
         "refresh_refused": [401, 403],
     }))
     .unwrap();
-    HttpApi::new(base.parse().unwrap(), config, Duration::from_millis(500), Duration::from_millis(500)).unwrap()
+    HttpApi::new(base.parse().unwrap(), config, Duration::from_millis(500), Duration::from_millis(500))
+        .unwrap()
 }
 
 fn with_cookie(body: &'static str, set_cookie: &'static str) -> Response {
@@ -72,8 +74,14 @@ async fn answers_without_usable_tokens_are_never_a_session() {
     let cases: [fn() -> Response; 6] = [
         || (StatusCode::OK, "not json").into_response(),
         || (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"token":"x"}"#).into_response(),
-        || (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"accessToken":""}"#).into_response(),
-        || (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"accessToken":42}"#).into_response(),
+        || {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"accessToken":""}"#)
+                .into_response()
+        },
+        || {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"accessToken":42}"#)
+                .into_response()
+        },
         // Larger than any token answer: read up to the limit, then refused.
         || (StatusCode::OK, "x".repeat(200 * 1024)).into_response(),
         // A redirect is not followed (credentials never go elsewhere), and is no session.
@@ -93,15 +101,22 @@ async fn hostile_expiries_saturate_and_the_last_cookie_of_a_name_wins() {
     let script = Script::default();
     let api = api(&mock(script.clone()).await);
     *script.next.lock().unwrap() = Some(|| {
-        let mut r = with_cookie(r#"{"accessToken":"a1","expiresIn":18446744073709551615}"#, "refresh_token=old; Max-Age=60");
-        r.headers_mut().append(header::SET_COOKIE, HeaderValue::from_static("refresh_token=new; Max-Age=99999999999999"));
+        let mut r = with_cookie(
+            r#"{"accessToken":"a1","expiresIn":18446744073709551615}"#,
+            "refresh_token=old; Max-Age=60",
+        );
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("refresh_token=new; Max-Age=99999999999999"),
+        );
         r
     });
     let t = sign_in(&api).await.unwrap();
     assert_eq!(t.access_expires_at, u64::MAX);
     assert_eq!(t.refresh_token.as_ref().map(Token::expose), Some("new"));
     assert!(t.refresh_expires_at.unwrap() > 1_000_000);
-    *script.next.lock().unwrap() = Some(|| with_cookie(r#"{"accessToken":"a1","expiresIn":"soon"}"#, "refresh_token=r"));
+    *script.next.lock().unwrap() =
+        Some(|| with_cookie(r#"{"accessToken":"a1","expiresIn":"soon"}"#, "refresh_token=r"));
     let t = sign_in(&api).await.unwrap();
     assert_eq!(t.access_expires_at, 1_000_060, "unreadable: a short assumed lifetime, so it refreshes soon");
 }
@@ -115,16 +130,27 @@ async fn refresh_failures_keep_or_end_the_session_as_configured() {
     }
     *script.next.lock().unwrap() = Some(|| (StatusCode::FORBIDDEN, "reuse").into_response());
     assert!(matches!(refresh(&api).await, Err(UpstreamError::Refused { .. })));
-    *script.next.lock().unwrap() = Some(|| (StatusCode::INTERNAL_SERVER_ERROR, "jwt must be provided").into_response());
+    *script.next.lock().unwrap() =
+        Some(|| (StatusCode::INTERNAL_SERVER_ERROR, "jwt must be provided").into_response());
     assert!(matches!(refresh(&api).await, Err(UpstreamError::Unavailable(_))), "a 500 keeps the session");
     *script.next.lock().unwrap() = Some(|| (StatusCode::BAD_REQUEST, "?").into_response());
-    assert!(matches!(refresh(&api).await, Err(UpstreamError::Unexpected(_))), "not configured as refused: kept");
+    assert!(
+        matches!(refresh(&api).await, Err(UpstreamError::Unexpected(_))),
+        "not configured as refused: kept"
+    );
     *script.next.lock().unwrap() = Some(|| (StatusCode::OK, "{}").into_response());
     assert!(matches!(refresh(&api).await, Err(UpstreamError::Unexpected(_))));
     // The presented token went as the configured cookie, alone.
     assert_eq!(script.received_cookies.lock().unwrap().last().unwrap(), "refresh_token=r0");
     // No new refresh cookie: the API does not rotate, the presented one stays.
-    *script.next.lock().unwrap() = Some(|| (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"accessToken":"a2","expiresIn":10}"#).into_response());
+    *script.next.lock().unwrap() = Some(|| {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"accessToken":"a2","expiresIn":10}"#,
+        )
+            .into_response()
+    });
     let t = refresh(&api).await.unwrap();
     assert_eq!(t.refresh_token.as_ref().map(Token::expose), Some("r0"));
 }

@@ -14,8 +14,7 @@ use base64::Engine;
 use leptos::server_fn::error::FromServerFnError;
 use rand::RngCore;
 use tokenless_bff::manager::Ended;
-use tokenless_bff::middleware::attach;
-use tower_cookies::Cookies;
+use tokenless_bff::{RequestSession, SessionLayer};
 
 use crate::app::{is_protected, login_href};
 use crate::error::AppError;
@@ -105,7 +104,12 @@ fn is_form_error_pair(pair: &str) -> bool {
 /// own redirect did not put there: a link from elsewhere could make a form show any message
 /// ("your account is locked, call..."). Ours is a navigation from this origin (Sec-Fetch-Site
 /// `same-origin`, or, for browsers without Fetch Metadata, a Referer of this origin).
-fn without_foreign_form_error(method: &Method, uri: &Uri, headers: &HeaderMap, origin: &str) -> Option<String> {
+fn without_foreign_form_error(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    origin: &str,
+) -> Option<String> {
     if method != Method::GET {
         return None;
     }
@@ -130,47 +134,55 @@ fn without_foreign_form_error(method: &Method, uri: &Uri, headers: &HeaderMap, o
     Some(tokenless_bff::redirect::safe_next(&clean).unwrap_or_else(|| "/".to_string()))
 }
 
-pub async fn refuse_cross_site(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// A link from elsewhere must not make a form show its text: see [`without_foreign_form_error`].
+pub async fn refuse_foreign_form_errors(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let origin = expected_origin(&state, request.headers());
-    if let Some(clean) = without_foreign_form_error(request.method(), request.uri(), request.headers(), &origin) {
+    if let Some(clean) =
+        without_foreign_form_error(request.method(), request.uri(), request.headers(), &origin)
+    {
         tracing::info!(path = %request.uri().path(), "dropped a form error that did not come from this site");
         return Redirect::to(&clean).into_response();
-    }
-    if let Err(why) = tokenless_bff::csrf::check(request.method(), request.headers(), &origin) {
-        tracing::warn!(method = %request.method(), path = %request.uri().path(), %why, "refused a cross-site request");
-        // The body is the error the server-function client understands.
-        let body = AppError::CrossSite.ser();
-        return (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
     next.run(request).await
 }
 
-pub async fn session(
-    State(state): State<AppState>,
-    cookies: Cookies,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if is_sessionless(request.uri().path()) {
-        return next.run(request).await;
+/// The BFF's layer as this app configures it: the site's origin, no session work for static
+/// files and `/metrics`, the server-function error body for a refused cross-site request, the
+/// benchmark baseline's fixed session when enabled.
+pub fn session_layer(state: &AppState) -> SessionLayer {
+    let mut layer = SessionLayer::new(state.sessions.clone())
+        .skip(is_sessionless)
+        // The body is the error the server-function client understands.
+        .cross_site_answer(|| {
+            let body = AppError::CrossSite.ser();
+            (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        })
+        .fixed_session(state.fixed_session.as_deref().cloned());
+    if let Some(origin) = &state.settings.site.origin {
+        layer = layer.origin(origin);
     }
-    let session = match &state.fixed_session {
-        Some(fixed) => tokenless_bff::middleware::fixed(&state.sessions, cookies, (**fixed).clone()),
-        None => attach(&state.sessions, cookies).await,
+    layer
+}
+
+/// Signed-out visitors of a protected page go to sign-in (with where they were going), before
+/// anything renders. The cookie changes of a session that just ended go out with the redirect.
+pub async fn protect(request: Request, next: Next) -> Response {
+    // Paths the layer skips (static files, /metrics) have no session and are never protected.
+    let Some(session) = request.extensions().get::<RequestSession>().cloned() else {
+        return next.run(request).await;
     };
     let guarded =
         matches!(*request.method(), Method::GET | Method::HEAD) && is_protected(request.uri().path());
     if guarded && !session.is_signed_in() {
         let here = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
         let expired = matches!(session.ended(), Some(Ended::Revoked | Ended::Expired));
-        // The cookie changes (a cleared session) still go out with the redirect.
         return Redirect::to(&login_href(here, expired)).into_response();
     }
-    request.extensions_mut().insert(session.clone());
-    let response = next.run(request).await;
-    // The headers leave now; a streamed body may still be rendering.
-    session.commit();
-    response
+    next.run(request).await
 }
 
 /// Leptos answers every server-function error with 500. This gives each the status that says
@@ -246,7 +258,12 @@ mod tests {
         // Nothing to do.
         assert_eq!(clean("/login?next=%2F", &[]), None);
         assert_eq!(clean("/login", &[]), None);
-        let post = without_foreign_form_error(&Method::POST, &"/api/login?__err=x".parse().unwrap(), &HeaderMap::new(), ORIGIN);
+        let post = without_foreign_form_error(
+            &Method::POST,
+            &"/api/login?__err=x".parse().unwrap(),
+            &HeaderMap::new(),
+            ORIGIN,
+        );
         assert_eq!(post, None);
     }
 }

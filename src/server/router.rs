@@ -6,7 +6,6 @@ use axum::Router;
 use leptos::nonce::Nonce;
 use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
-use tower_cookies::CookieManagerLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::{shell, App};
@@ -52,12 +51,14 @@ pub fn router(state: AppState) -> Router {
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(provide_state, shell))
-        // Innermost first: the session, then the cross-site check before it, cookies around
-        // both, security headers around everything.
+        // Innermost first: signed-out visitors sent away from protected pages, then the BFF's
+        // layer (cookies, cross-site refusal, the session loaded and refreshed), form errors
+        // that another site put in a URL dropped before any of it, security headers around
+        // everything.
         .layer(axum::middleware::from_fn(middleware::server_fn_status))
-        .layer(from_fn_with_state(state.clone(), middleware::session))
-        .layer(from_fn_with_state(state.clone(), middleware::refuse_cross_site))
-        .layer(CookieManagerLayer::new())
+        .layer(axum::middleware::from_fn(middleware::protect))
+        .layer(middleware::session_layer(&state))
+        .layer(from_fn_with_state(state.clone(), middleware::refuse_foreign_form_errors))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .with_state(state)

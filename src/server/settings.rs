@@ -13,9 +13,9 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokenless_bff::client::ClientAuth;
+use tokenless_bff::http_api::HttpApiConfig;
 use tokenless_bff::seal::KeyRing;
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE};
-use tokenless_bff::http_api::HttpApiConfig;
 use tokenless_upstream::{Database, Shape};
 use tower_cookies::cookie::SameSite;
 use url::Url;
@@ -184,8 +184,10 @@ pub fn preset(shape: Shape) -> Option<HttpApiConfig> {
     struct UpstreamTable {
         http_api: HttpApiConfig,
     }
-    let parsed: Result<Wrapper, _> =
-        Config::builder().add_source(File::from_str(text, FileFormat::Toml)).build().and_then(|c| c.try_deserialize());
+    let parsed: Result<Wrapper, _> = Config::builder()
+        .add_source(File::from_str(text, FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize());
     match parsed {
         Ok(w) => Some(w.upstream.http_api),
         Err(e) => {
@@ -634,7 +636,11 @@ impl Settings {
             ));
         }
         let shape = Shape::parse(&d.shape).ok_or_else(|| {
-            invalid("demo.shape", "TOKENLESS_DEMO__SHAPE", format!("{:?} is not oauth2, seed003 or seed002", d.shape))
+            invalid(
+                "demo.shape",
+                "TOKENLESS_DEMO__SHAPE",
+                format!("{:?} is not oauth2, seed003 or seed002", d.shape),
+            )
         })?;
         let (access_default, refresh_default) = shape.lifetimes();
         let demo = DemoSettings {
@@ -768,7 +774,10 @@ mod tests {
         for shape in [Shape::Seed003, Shape::Seed002] {
             let api = preset(shape).expect("parses");
             api.validate().unwrap();
-            assert!(readme.contains(preset_text(shape).unwrap()), "README shows the {shape:?} preset as it is");
+            assert!(
+                readme.contains(preset_text(shape).unwrap()),
+                "README shows the {shape:?} preset as it is"
+            );
             // The block, copied into a settings file, gives the same description.
             let (_dir, file) = settings_file(preset_text(shape).unwrap());
             let s = Settings::from_sources(Some(file), env(&[])).unwrap();
@@ -793,15 +802,24 @@ mod tests {
         assert_eq!(api.present_access, tokenless_bff::http_api::Presentation::Cookie("access_token".into()));
 
         let (_dir2, file) = settings_file(preset_text(Shape::Seed003).unwrap());
-        let e = Settings::from_sources(Some(file), env(&[("TOKENLESS_UPSTREAM__HTTP_API__ACCESS_TOKEN", "accessToken")]))
+        let e = Settings::from_sources(
+            Some(file),
+            env(&[("TOKENLESS_UPSTREAM__HTTP_API__ACCESS_TOKEN", "accessToken")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("json:/accessToken") && e.contains("access_token"), "{e}");
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "http_api")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("json:/accessToken") && e.contains("access_token"), "{e}");
-        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "http_api")])).unwrap_err().to_string();
         assert!(e.contains("[upstream.http_api]"), "{e}");
-        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "soap")])).unwrap_err().to_string();
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "soap")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("TOKENLESS_UPSTREAM__KIND"), "{e}");
-        let e = Settings::from_sources(None, env(&[("TOKENLESS_DEMO__SHAPE", "seed004")])).unwrap_err().to_string();
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_DEMO__SHAPE", "seed004")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("TOKENLESS_DEMO__SHAPE"), "{e}");
         let s = Settings::from_sources(None, env(&[("TOKENLESS_DEMO__SHAPE", "seed003")])).unwrap();
         assert_eq!(s.demo.access_ttl.as_secs(), 10, "the shape's lifetime");

@@ -69,7 +69,9 @@ pub fn request_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 fn set_cookie(shape: Shape, name: &str, value: &str, max_age_s: u64) -> HeaderValue {
     let line = match shape {
         // NestJS's `res.cookie(..., { httpOnly: true, secure: true, sameSite: 'none' })`.
-        Shape::Seed002 => format!("{name}={value}; Max-Age={max_age_s}; Path=/; HttpOnly; Secure; SameSite=None"),
+        Shape::Seed002 => {
+            format!("{name}={value}; Max-Age={max_age_s}; Path=/; HttpOnly; Secure; SameSite=None")
+        }
         _ => format!("{name}={value}; Max-Age={max_age_s}; Path=/; HttpOnly"),
     };
     // Tokens are base64url or JWTs: always a valid header value.
@@ -77,7 +79,8 @@ fn set_cookie(shape: Shape, name: &str, value: &str, max_age_s: u64) -> HeaderVa
 }
 
 fn clear_cookie(name: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{name}=; Max-Age=0; Path=/")).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+    HeaderValue::from_str(&format!("{name}=; Max-Age=0; Path=/"))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
 /// The answer to a successful sign-in, registration or refresh.
@@ -88,7 +91,10 @@ fn tokens_answer(shape: Shape, tokens: &IssuedTokens, message: &str) -> Response
     };
     let headers = response.headers_mut();
     if shape == Shape::Seed002 {
-        headers.append(header::SET_COOKIE, set_cookie(shape, ACCESS_COOKIE, &tokens.access_token, tokens.expires_in));
+        headers.append(
+            header::SET_COOKIE,
+            set_cookie(shape, ACCESS_COOKIE, &tokens.access_token, tokens.expires_in),
+        );
     }
     headers.append(
         header::SET_COOKIE,
@@ -115,7 +121,11 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) 
 }
 
 /// Checks the password off the async threads; the user's id when it matches.
-async fn check_password(upstream: &Upstream, email: &str, password: String) -> Result<Option<String>, Response> {
+async fn check_password(
+    upstream: &Upstream,
+    email: &str,
+    password: String,
+) -> Result<Option<String>, Response> {
     let shape = upstream.shape();
     let found = upstream.store().user_by_email(email).map_err(|e| {
         tracing::error!(error = %e, "the demo upstream's store failed");
@@ -164,7 +174,8 @@ pub async fn login(State(upstream): State<Upstream>, headers: HeaderMap, body: B
         Err(response) => response,
         Ok(None) => {
             *upstream.store().counters.grant_failures.entry("bad_password".into()).or_default() += 1;
-            let message = if shape == Shape::Seed002 { "Invalid credentials" } else { "Invalid email or password" };
+            let message =
+                if shape == Shape::Seed002 { "Invalid credentials" } else { "Invalid email or password" };
             error(shape, StatusCode::UNAUTHORIZED, message)
         }
         Ok(Some(user_id)) => match issue(&upstream, &user_id, &email) {

@@ -1,0 +1,195 @@
+//! A plain axum app (no Leptos) that uses only the library's public API: sign in with a form,
+//! a protected JSON resource from the upstream, who am I, sign out. Tokens stay on the server;
+//! the browser holds one sealed, HttpOnly cookie.
+//!
+//! `cargo run -p tokenless-bff --example plain_axum` starts the bundled demo upstream and serves
+//! on http://127.0.0.1:3300 (`curl` below); `cargo test -p tokenless-bff --example plain_axum`
+//! drives it the way a browser would.
+//!
+//! ```sh
+//! curl -i -c jar -H 'Origin: http://127.0.0.1:3300' -d 'email=user@example.com&password=frogs-are-green' http://127.0.0.1:3300/login
+//! curl -b jar http://127.0.0.1:3300/frogs
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+use tokenless_bff::client::{ClientAuth, ClientConfig, UpstreamEndpoints};
+use tokenless_bff::cookies::CookiePolicy;
+use tokenless_bff::manager::{Limits, SignInError};
+use tokenless_bff::refresh::RefreshConfig;
+use tokenless_bff::seal::KeyRing;
+use tokenless_bff::{RequestSession, SessionLayer, SessionManager, UpstreamClient};
+
+/// The whole app: four routes and the layer.
+pub fn app(manager: Arc<SessionManager>) -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/frogs", get(frogs))
+        .route("/logout", post(logout))
+        .layer(SessionLayer::new(manager))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+async fn login(session: RequestSession, Form(c): Form<Credentials>) -> Response {
+    match session.sign_in(&c.email, &c.password).await {
+        Ok(profile) => Json(profile).into_response(),
+        Err(SignInError::InvalidCredentials) => {
+            (StatusCode::UNAUTHORIZED, "wrong email or password").into_response()
+        }
+        Err(SignInError::Upstream(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "try again in a moment").into_response()
+        }
+    }
+}
+
+async fn me(session: RequestSession) -> Response {
+    match session.profile() {
+        Some(profile) => Json(profile).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+/// An upstream resource with the session's access token (refreshed on the way if needed).
+async fn frogs(session: RequestSession) -> Response {
+    match session.get_json::<serde_json::Value>("/frogs").await {
+        Ok(frogs) => Json(frogs).into_response(),
+        Err(
+            tokenless_bff::middleware::ResourceError::SignedOut
+            | tokenless_bff::middleware::ResourceError::SessionEnded,
+        ) => StatusCode::UNAUTHORIZED.into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn logout(session: RequestSession) -> StatusCode {
+    session.sign_out().await;
+    StatusCode::NO_CONTENT
+}
+
+/// A session manager in front of an OAuth 2.0 upstream at `base`.
+pub fn manager(base: &str) -> Arc<SessionManager> {
+    let base = url::Url::parse(base).expect("the upstream's URL");
+    let client = UpstreamClient::new(ClientConfig {
+        endpoints: UpstreamEndpoints::under(&base).expect("endpoints"),
+        client_id: tokenless_upstream::config::DEFAULT_CLIENT_ID.into(),
+        client_secret: tokenless_upstream::config::DEFAULT_CLIENT_SECRET.to_string().into(),
+        auth: ClientAuth::ClientSecretBasic,
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+    })
+    .expect("an HTTP client");
+    Arc::new(SessionManager::new(
+        Arc::new(client),
+        // A real app reads its keys from configuration (`tokenless generate-key`).
+        KeyRing::ephemeral(),
+        CookiePolicy::new("session", false, tower_cookies::cookie::SameSite::Lax),
+        Limits::default(),
+        RefreshConfig::default(),
+        tokenless_bff::clock::system(),
+    ))
+}
+
+#[tokio::main]
+async fn main() {
+    let demo = tokenless_upstream::spawn(tokenless_upstream::UpstreamConfig::default())
+        .await
+        .expect("the demo upstream");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3300").await.expect("port 3300");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "plain_axum on http://127.0.0.1:3300 (demo upstream {})",
+        demo.base_url()
+    );
+    axum::serve(listener, app(manager(&demo.base_url()))).await.expect("serve");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    const ORIGIN: &str = "http://127.0.0.1:3300";
+
+    async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Option<String>, String) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+        let body =
+            String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        (status, cookie, body)
+    }
+
+    fn post(path: &str, cookie: &str, body: &str, origin: &str) -> Request<Body> {
+        Request::post(path)
+            .header("host", "127.0.0.1:3300")
+            .header("origin", origin)
+            .header("cookie", cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    fn get(path: &str, cookie: &str) -> Request<Body> {
+        Request::get(path)
+            .header("host", "127.0.0.1:3300")
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sign_in_read_a_protected_resource_sign_out() {
+        let demo = tokenless_upstream::spawn(tokenless_upstream::UpstreamConfig::for_tests()).await.unwrap();
+        let app = app(manager(&demo.base_url()));
+        let form = "email=user%40example.com&password=frogs-are-green";
+
+        let (status, _, _) =
+            send(&app, post("/login", "", "email=user%40example.com&password=no", ORIGIN)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = send(&app, post("/login", "", form, "https://evil.test")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a cross-site post is refused by the layer");
+
+        let (status, cookie, body) = send(&app, post("/login", "", form, ORIGIN)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let cookie = cookie.expect("the session cookie");
+        assert!(body.contains("Dana User"));
+        for token in demo.upstream.issued_to("user@example.com").unwrap().unwrap().access_tokens {
+            assert!(!cookie.contains(&token) && !body.contains(&token), "tokens stay on the server");
+        }
+
+        let (status, _, body) = send(&app, get("/frogs", &cookie)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("Fern"));
+        let (status, _, body) = send(&app, get("/me", &cookie)).await;
+        assert_eq!((status, body.contains("user@example.com")), (StatusCode::OK, true));
+
+        let (status, cleared, _) = send(&app, post("/logout", &cookie, "", ORIGIN)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(cleared.as_deref(), Some("session="), "the cookie is deleted");
+        assert_eq!(send(&app, get("/me", "")).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            send(&app, get("/frogs", &cookie)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "the old cookie is refused"
+        );
+    }
+}
