@@ -301,6 +301,9 @@ fn a_cookie_api_gets_its_access_cookie_and_only_that() {
         let last = seen.last().unwrap();
         assert_eq!(last["path"], "/frogs/2");
         assert_eq!(header(last, "cookie"), Some(format!("access_token={access}").as_str()));
+        let cookie_headers = last["headers"].as_array().unwrap().iter().filter(|h| h[0] == "cookie").count();
+        assert_eq!(cookie_headers, 1, "one Cookie header: {last}");
+        assert!(!last.to_string().contains("tokenless_session"), "the browser's cookie stays behind");
         assert_eq!(header(last, "authorization"), None, "the browser's Authorization stays behind");
 
         // Revoked upstream before its time: one renewal through the single flight, then the call.

@@ -267,7 +267,7 @@ fn default_invalid_credentials() -> Vec<u16> {
 }
 
 fn default_refresh_refused() -> Vec<u16> {
-    vec![400, 401, 403]
+    vec![401, 403]
 }
 
 fn default_email_taken() -> Vec<u16> {
@@ -315,6 +315,31 @@ impl HttpApiConfig {
         }
         if self.profile.method != Method::GET {
             return Err("profile must be a GET route".into());
+        }
+        if matches!(self.present_access, Presentation::Body(_)) {
+            return Err("present_access must be \"bearer\" or \"cookie:NAME\" (resources have bodies of their own)".into());
+        }
+        if let Some(s) = self.refresh_refused.iter().find(|s| !(400..=499).contains(*s)) {
+            return Err(format!(
+                "refresh_refused: {s} is not a client error (400-499); an outage must never sign people out"
+            ));
+        }
+        let m = &self.profile_map;
+        for (name, pointer, may_be_empty) in [
+            ("profile_map.id", &m.id, true),
+            ("profile_map.email", &m.email, false),
+            ("profile_map.roles", &m.roles, true),
+            ("profile_map.name_fallback", &m.name_fallback, true),
+        ] {
+            if !(pointer.starts_with('/') || (may_be_empty && pointer.is_empty())) {
+                return Err(format!("{name}: {pointer:?} is not a JSON pointer (they start with /)"));
+            }
+        }
+        if !(m.name.starts_with('/') || m.name.contains('{')) {
+            return Err(format!(
+                "profile_map.name: {:?} is neither a JSON pointer (/name) nor a template (\"{{firstName}} {{lastName}}\")",
+                m.name
+            ));
         }
         Ok(())
     }
@@ -366,7 +391,12 @@ impl Outgoing {
 
     fn apply(self, mut request: RequestBuilder, body: BodyKind) -> RequestBuilder {
         if !self.cookies.is_empty() {
-            request = request.header(COOKIE, self.cookies.join("; "));
+            // Checked token text (`is_token_text`), so always a valid value; marked sensitive
+            // like `bearer_auth`'s, so no HTTP layer logs it.
+            if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&self.cookies.join("; ")) {
+                value.set_sensitive(true);
+                request = request.header(COOKIE, value);
+            }
         }
         if let Some(bearer) = self.bearer {
             request = request.bearer_auth(bearer);
@@ -408,6 +438,9 @@ impl HttpApi {
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        if config.sign_out.is_none() {
+            tracing::warn!("no sign_out route configured: signing out forgets the tokens, but the sign-in lives on upstream until it expires");
+        }
         Ok(HttpApi { http, base, config })
     }
 
@@ -434,15 +467,28 @@ impl HttpApi {
         let status = response.status();
         let cookies = set_cookies(response.headers());
         // Read at most MAX_ANSWER: an upstream that never stops sending must not fill memory.
+        // Once the status is in, a body that breaks off or overflows is only "no JSON": the
+        // status decides (a 2xx refresh may have rotated the token already).
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(UpstreamError::from_reqwest)? {
-            if bytes.len() + chunk.len() > MAX_ANSWER {
-                return Err(UpstreamError::Unexpected(format!("an answer larger than {MAX_ANSWER} bytes")));
+        let mut whole = true;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if bytes.len() + chunk.len() <= MAX_ANSWER => bytes.extend_from_slice(&chunk),
+                Ok(Some(_)) => {
+                    tracing::warn!("an upstream answer larger than {MAX_ANSWER} bytes; not read");
+                    whole = false;
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e.without_url(), "an upstream answer broke off");
+                    whole = false;
+                    break;
+                }
             }
-            bytes.extend_from_slice(&chunk);
         }
-        let json = serde_json::from_slice(&bytes).ok();
-        Ok(Answer { status, cookies, json })
+        let json = if whole { serde_json::from_slice(&bytes).ok() } else { None };
+        Ok(Answer { status, cookies: if whole { cookies } else { Vec::new() }, json })
     }
 
     /// The tokens in a sign-in, registration or refresh answer.
@@ -515,16 +561,32 @@ fn set_cookies(headers: &HeaderMap) -> Vec<Cookie<'static>> {
 /// A token where `source` says, with the cookie it came in. An empty value (a cookie being
 /// cleared) is no token.
 fn find(source: &TokenSource, answer: &Answer) -> Option<(Token, Option<Cookie<'static>>)> {
-    match source {
+    let found = match source {
         TokenSource::Json(pointer) => {
             let value = answer.json.as_ref()?.pointer(pointer)?.as_str()?;
-            (!value.is_empty()).then(|| (Token::new(value), None))
+            (Token::new(value), None)
         }
         TokenSource::Cookie(name) => {
             let cookie = answer.cookies.iter().rev().find(|c| c.name() == name)?;
-            (!cookie.value().is_empty()).then(|| (Token::new(cookie.value()), Some(cookie.clone())))
+            (Token::new(cookie.value()), Some(cookie.clone()))
         }
+    };
+    if !is_token_text(found.0.expose()) {
+        if !found.0.expose().is_empty() {
+            tracing::warn!("the upstream's token holds characters a cookie or header cannot carry; not used");
+        }
+        return None;
     }
+    Some(found)
+}
+
+/// RFC 6265 cookie octets (no space, quote, comma, semicolon or backslash, no control
+/// character), at most 16 KiB: a token goes back as a cookie value or a header, where anything
+/// else would inject into it or break it. Empty is no token (a cookie being cleared).
+fn is_token_text(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 16 * 1024
+        && value.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E))
 }
 
 /// When a token expires (Unix seconds), as `how` says; `None` when it cannot be read.
@@ -536,7 +598,15 @@ fn expiry(
     now: u64,
 ) -> Option<u64> {
     match how {
-        Expiry::Jwt => jwt_exp(token.expose()),
+        Expiry::Jwt => {
+            // `exp - iat` counted from our own clock when both are there: a clock apart from the
+            // upstream's must not make 10 s tokens arrive expired (every request refreshing).
+            let (exp, iat) = jwt_times(token.expose())?;
+            match iat {
+                Some(iat) if exp > iat => Some(now.saturating_add(exp - iat)),
+                _ => Some(exp),
+            }
+        }
         Expiry::Cookie => {
             let cookie = cookie?;
             if let Some(age) = cookie.max_age() {
@@ -556,11 +626,16 @@ fn expiry(
 /// The `exp` claim of a JWT, read without checking the signature: the upstream checks its own
 /// tokens; this only decides when to refresh.
 pub fn jwt_exp(token: &str) -> Option<u64> {
+    jwt_times(token).map(|(exp, _)| exp)
+}
+
+/// The `exp` and `iat` claims of a JWT (unverified).
+fn jwt_times(token: &str) -> Option<(u64, Option<u64>)> {
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?;
-    exp.as_u64().or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    let seconds = |v: &Value| v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64));
+    Some((seconds(claims.get("exp")?)?, claims.get("iat").and_then(seconds)))
 }
 
 /// `{field}` replaced by top-level string (or number) fields; a template without braces is a
@@ -651,7 +726,12 @@ impl TokenGrants for HttpApi {
             let request = out.apply(self.request(&self.config.refresh)?, self.config.body);
             let answer = self.send(request, Some(timeout)).await?;
             if answer.status.is_success() {
-                return self.tokens(&answer, now, Some(refresh_token));
+                // A 2xx that cannot be used: the upstream may have rotated the token already, so
+                // presenting it again would look like theft. The session ends cleanly instead.
+                return self.tokens(&answer, now, Some(refresh_token)).map_err(|e| {
+                    tracing::warn!(error = %e, "a successful refresh answer without usable tokens; ending the session");
+                    UpstreamError::Refused { code: "unusable_refresh_answer".into() }
+                });
             }
             if self.config.refresh_refused.contains(&answer.status.as_u16()) {
                 return Err(UpstreamError::Refused { code: format!("status {}", answer.status.as_u16()) });
@@ -663,23 +743,50 @@ impl TokenGrants for HttpApi {
     fn revoke<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), UpstreamError>> {
         Box::pin(async move {
             let Some(route) = &self.config.sign_out else { return Ok(()) };
-            let mut out = Outgoing::new();
-            out.present(&self.config.present_access, &tokens.access_token);
-            if let Some(refresh) = &tokens.refresh_token {
-                out.present(&self.config.present_refresh, refresh);
+            let status = self.sign_out_once(route, tokens).await?;
+            if status.is_success() {
+                return Ok(());
             }
-            let request = out.apply(self.request(route)?, self.config.body);
-            let answer = self.send(request, None).await?;
-            match answer.status {
+            let (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, Some(refresh)) = (status, &tokens.refresh_token)
+            else {
+                return Err(sign_out_failure(status));
+            };
+            // The API guards its logout with the access token, which has expired: refresh, then
+            // log out with the new one. A refused refresh means the sign-in is over already.
+            let now = crate::manager::now();
+            let renewed = match TokenGrants::refresh(self, refresh, now, Duration::from_secs(10)).await {
+                Ok(renewed) => renewed,
+                Err(UpstreamError::Refused { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            match self.sign_out_once(route, &renewed).await? {
                 s if s.is_success() => Ok(()),
-                // Already over upstream (expired, revoked): nothing is left to end.
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(()),
-                s if s.is_client_error() => {
-                    Err(UpstreamError::Refused { code: format!("status {}", s.as_u16()) })
-                }
-                s => Err(failure(s, "sign-out")),
+                s => Err(sign_out_failure(s)),
             }
         })
+    }
+}
+
+/// A sign-out the API did not confirm: 4xx means it will not (said, not retried), anything else
+/// is an outage (retried in the background).
+fn sign_out_failure(status: StatusCode) -> UpstreamError {
+    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        UpstreamError::Refused { code: format!("status {}", status.as_u16()) }
+    } else {
+        failure(status, "sign-out")
+    }
+}
+
+impl HttpApi {
+    /// One call of the sign-out route with both tokens; its status.
+    async fn sign_out_once(&self, route: &Route, tokens: &TokenSet) -> Result<StatusCode, UpstreamError> {
+        let mut out = Outgoing::new();
+        out.present(&self.config.present_access, &tokens.access_token);
+        if let Some(refresh) = &tokens.refresh_token {
+            out.present(&self.config.present_refresh, refresh);
+        }
+        let request = out.apply(self.request(route)?, self.config.body);
+        Ok(self.send(request, None).await?.status)
     }
 }
 
@@ -914,7 +1021,35 @@ mod tests {
     }
 
     #[test]
+    fn jwt_lifetimes_count_from_our_clock_and_token_text_is_checked() {
+        let a = answer(Some(serde_json::json!({})), &[]);
+        let skewed = Token::new(jwt(r#"{"iat":5000,"exp":5010}"#));
+        assert_eq!(expiry(&Expiry::Jwt, &skewed, None, &a, 1_000_000), Some(1_000_010), "10 s from now");
+        let no_iat = Token::new(jwt(r#"{"exp":5010}"#));
+        assert_eq!(expiry(&Expiry::Jwt, &no_iat, None, &a, 1_000_000), Some(5010));
+        for bad in ["", "a;b", "a b", "a,b", "a\"b", "a\\b", "a\u{7f}", "é"] {
+            assert!(!is_token_text(bad), "{bad:?}");
+        }
+        assert!(is_token_text(&jwt(r#"{"exp":1}"#)) && is_token_text("Zm9v-_.~+/="));
+        assert!(!is_token_text(&"a".repeat(16 * 1024 + 1)));
+    }
+
+    #[test]
     fn configuration_mistakes_are_named() {
+        let mut c: HttpApiConfig = serde_json::from_str(SEED003).unwrap();
+        c.present_access = Presentation::Body("token".into());
+        assert!(c.validate().unwrap_err().contains("present_access"));
+        let mut c: HttpApiConfig = serde_json::from_str(SEED003).unwrap();
+        c.refresh_refused = vec![401, 500];
+        assert!(c.validate().unwrap_err().contains("outage"));
+        let mut c: HttpApiConfig = serde_json::from_str(SEED003).unwrap();
+        c.profile_map.email = "email".into();
+        assert!(c.validate().unwrap_err().contains("profile_map.email"));
+        let mut c: HttpApiConfig = serde_json::from_str(SEED003).unwrap();
+        c.profile_map.name = "firstName".into();
+        assert!(c.validate().unwrap_err().contains("profile_map.name"));
+        let c: HttpApiConfig = serde_json::from_str(SEED003).unwrap();
+        assert_eq!(c.refresh_refused, vec![401, 403], "the default: only what means the sign-in is over");
         let mut c: HttpApiConfig = serde_json::from_str(SEED003).unwrap();
         c.access_expiry = Expiry::Cookie;
         assert!(c.validate().unwrap_err().contains("access_expiry"));
