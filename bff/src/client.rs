@@ -272,13 +272,7 @@ impl UpstreamClient {
     pub async fn userinfo(&self, access: &Token) -> Result<Profile, UpstreamError> {
         let request = self.http.get(self.config.endpoints.userinfo_url.clone()).header("accept", "application/json");
         let response = request.bearer_auth(access.expose()).send().await.map_err(UpstreamError::from_reqwest)?;
-        match response.status() {
-            s if s.is_success() => response.json().await.map_err(UpstreamError::from_reqwest),
-            StatusCode::UNAUTHORIZED => Err(UpstreamError::Unauthorized),
-            StatusCode::FORBIDDEN => Err(UpstreamError::Forbidden),
-            s if s.is_server_error() => Err(UpstreamError::Unavailable(format!("status {s}"))),
-            s => Err(UpstreamError::Unexpected(format!("status {s}"))),
-        }
+        crate::upstream::read_json(response).await
     }
 
     /// Creates an account (the demo's `POST /users`, JSON `{email, name, password}`, client

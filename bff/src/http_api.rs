@@ -223,14 +223,14 @@ pub struct HttpApiConfig {
     /// e.g. `"POST /auth/login"`; its answer carries the tokens.
     pub sign_in: Route,
     /// `"POST /auth/register"`; `""` or absent: no registration.
-    #[serde(default, deserialize_with = "optional_route")]
+    #[serde(default, deserialize_with = "optional")]
     pub register: Option<Route>,
     /// Whether the registration answer carries tokens (signed in on the spot), read as sign-in's.
     #[serde(default)]
     pub register_signs_in: bool,
     pub refresh: Route,
     /// Called with both tokens when a session ends; absent: nothing to call.
-    #[serde(default, deserialize_with = "optional_route")]
+    #[serde(default, deserialize_with = "optional")]
     pub sign_out: Option<Route>,
     /// `GET` route of the signed-in person.
     pub profile: Route,
@@ -246,7 +246,7 @@ pub struct HttpApiConfig {
     pub present_access: Presentation,
     pub access_expiry: Expiry,
     /// `None`: the refresh token's end is not known (the session's own limits apply).
-    #[serde(default, deserialize_with = "optional_expiry")]
+    #[serde(default, deserialize_with = "optional")]
     pub refresh_expiry: Option<Expiry>,
     #[serde(default)]
     pub profile_map: ProfileMap,
@@ -274,15 +274,12 @@ fn default_email_taken() -> Vec<u16> {
     vec![409]
 }
 
-fn optional_route<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Route>, D::Error> {
-    let raw: Option<String> = Option::deserialize(d)?;
-    match raw.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
-    }
-}
-
-fn optional_expiry<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Expiry>, D::Error> {
+/// An optional small string (`register`, `sign_out`, `refresh_expiry`): absent or `""` is none.
+fn optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr<Err = ConfigError>,
+{
     let raw: Option<String> = Option::deserialize(d)?;
     match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
@@ -814,8 +811,8 @@ impl Upstream for HttpApi {
 
     fn profile<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<Profile, UpstreamError>> {
         Box::pin(async move {
-            let path = self.config.profile.path.clone();
-            let json: Value = crate::upstream::get_json(self, &path, &tokens.access_token).await?;
+            let path = &self.config.profile.path;
+            let json: Value = crate::upstream::get_json(self, path, &tokens.access_token).await?;
             map_profile(&self.config.profile_map, &json)
         })
     }

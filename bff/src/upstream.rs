@@ -76,6 +76,12 @@ pub async fn get_json<T: DeserializeOwned>(
 ) -> Result<T, UpstreamError> {
     let request = upstream.resource(Method::GET, path)?.header("accept", "application/json");
     let response = upstream.attach(request, access).send().await.map_err(UpstreamError::from_reqwest)?;
+    read_json(response).await
+}
+
+/// A resource answer's JSON, or what its status means: 401 and 403 told apart from outages (5xx)
+/// and from answers that make no sense. Every upstream's resource and profile reads use it.
+pub(crate) async fn read_json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, UpstreamError> {
     match response.status() {
         s if s.is_success() => response.json().await.map_err(UpstreamError::from_reqwest),
         StatusCode::UNAUTHORIZED => Err(UpstreamError::Unauthorized),

@@ -69,11 +69,7 @@ impl AppState {
                 );
                 tracing::info!(
                     "the demo upstream keeps its accounts and sign-ins {} (TOKENLESS_DEMO__DATABASE; `make reset-demo` starts over)",
-                    match &settings.demo.database {
-                        tokenless_upstream::Database::File(_) =>
-                            format!("in {}", tokenless_upstream::store::describe(&settings.demo.database)),
-                        tokenless_upstream::Database::Memory => "in memory, until it stops".to_string(),
-                    }
+                    tokenless_upstream::store::describe(&settings.demo.database)
                 );
                 let base = url::Url::parse(&demo.base_url())?;
                 (base, Some(Arc::new(demo)), "demo upstream (in-process)".to_string())

@@ -52,6 +52,12 @@ fn server_error(shape: Shape) -> Response {
     error(shape, StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
 }
 
+/// The store failed: logged here, a plain 500 in the shape's format on the wire.
+fn store_failed(shape: Shape, e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "the demo upstream's store failed");
+    server_error(shape)
+}
+
 /// The value of cookie `name` in the request's `Cookie` header(s).
 pub fn request_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -127,10 +133,7 @@ async fn check_password(
     password: String,
 ) -> Result<Option<String>, Response> {
     let shape = upstream.shape();
-    let found = upstream.store().user_by_email(email).map_err(|e| {
-        tracing::error!(error = %e, "the demo upstream's store failed");
-        server_error(shape)
-    })?;
+    let found = upstream.store().user_by_email(email).map_err(|e| store_failed(shape, e))?;
     let found = found.map(|u| (u.id, u.password_hash));
     let decoy = upstream.decoy_hash().to_string();
     let (id, matches) = passwords::off_thread(move || match found {
@@ -151,10 +154,7 @@ fn issue(upstream: &Upstream, user_id: &str, email: &str) -> Result<IssuedTokens
     let shape = upstream.shape();
     let mut store = upstream.store();
     if shape == Shape::Seed003 {
-        store.revoke_user(email).map_err(|e| {
-            tracing::error!(error = %e, "the demo upstream's store failed");
-            server_error(shape)
-        })?;
+        store.revoke_user(email).map_err(|e| store_failed(shape, e))?;
     }
     store.issue_for_password(user_id, WEB_CLIENT, "", now_ms(), upstream.signer()).map_err(|e| {
         tracing::error!(error = %e, "issuing tokens failed");
@@ -206,10 +206,7 @@ pub async fn register(State(upstream): State<Upstream>, headers: HeaderMap, body
             Err(response) => response,
         },
         Err(AddUserError::EmailTaken) => error(shape, StatusCode::CONFLICT, "Email already registered"),
-        Err(AddUserError::Store(e)) => {
-            tracing::error!(error = %e, "the demo upstream's store failed");
-            server_error(shape)
-        }
+        Err(AddUserError::Store(e)) => store_failed(shape, e),
     }
 }
 
@@ -242,8 +239,7 @@ pub async fn logout(State(upstream): State<Upstream>, headers: HeaderMap) -> Res
     }
     if let Some(token) = refresh {
         if let Err(e) = upstream.store().revoke(&token, WEB_CLIENT, now_ms(), upstream.signer()) {
-            tracing::error!(error = %e, "the demo upstream's store failed");
-            return server_error(shape);
+            return store_failed(shape, e);
         }
     }
     let mut response = match shape {
@@ -269,10 +265,7 @@ pub async fn me(State(upstream): State<Upstream>, headers: HeaderMap) -> Respons
     let user = match upstream.store().user(&claims.sub) {
         Ok(Some(user)) => user,
         Ok(None) => return error(shape, StatusCode::UNAUTHORIZED, "Unauthorized"),
-        Err(e) => {
-            tracing::error!(error = %e, "the demo upstream's store failed");
-            return server_error(shape);
-        }
+        Err(e) => return store_failed(shape, e),
     };
     let body = match shape {
         Shape::Seed002 => {

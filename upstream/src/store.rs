@@ -865,16 +865,14 @@ fn owner_only(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The path a [`Database::File`] names, for messages.
+/// Where the data is, for a log line: "in /abs/path" or "in memory (...)".
 pub fn describe(database: &Database) -> String {
     match database {
         Database::Memory => "in memory (gone when the upstream stops)".into(),
-        Database::File(path) => display_path(path),
+        Database::File(path) => {
+            format!("in {}", std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).display())
+        }
     }
-}
-
-fn display_path(path: &Path) -> String {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
 }
 
 #[cfg(test)]
