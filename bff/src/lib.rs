@@ -33,6 +33,7 @@ pub mod grants;
 pub mod http_api;
 pub mod layer;
 pub mod manager;
+pub mod memory;
 pub mod middleware;
 pub mod passthrough;
 pub mod redirect;

@@ -163,7 +163,7 @@ impl SessionManager {
         let incoming = session.clone();
         let mut rewrite = stale_key;
         // Another request may have rotated this cookie's refresh token already, or signed out.
-        match self.refresher.known(&session) {
+        match self.refresher.known(&session).await {
             Known::Current => {}
             Known::Newer(newer) => {
                 tracing::debug!(session = %session.id, generation = newer.generation, "the cookie was rotated already; using the newest tokens");
@@ -220,10 +220,11 @@ impl SessionManager {
         }
         // A session upgraded from the remembered results is written even when this request's
         // own refresh failed: the browser must not keep presenting a rotated token.
-        if rewrite && (!refresh_failed || session.generation > incoming.generation)
-            && self.store(cookies, &session, now)
+        if rewrite
+            && (!refresh_failed || session.generation > incoming.generation)
+            && self.store(cookies, &session, now).await
         {
-            self.refresher.delivered(&incoming, &session);
+            self.refresher.delivered(&incoming, &session).await;
         }
         Loaded { session: Some(session), ended: None, refresh_failed }
     }
@@ -233,7 +234,7 @@ impl SessionManager {
     /// flight). Until a response carries the result ([`Refresher::delivered`]), it is kept for
     /// the session's next request.
     pub async fn renew(&self, session: &Session, refused: &Token) -> Result<Session, UpstreamError> {
-        let current = match self.refresher.known(session) {
+        let current = match self.refresher.known(session).await {
             Known::Current => session.clone(),
             Known::Newer(newer) => newer,
             Known::Ended => return Err(UpstreamError::Refused { code: "session_ended".into() }),
@@ -248,14 +249,28 @@ impl SessionManager {
     /// Writes `session` into the response's cookies, unless a newer generation of it was issued
     /// since (or it signed out): an older cookie would put back a retired refresh token.
     /// `true` when written.
-    pub fn store(&self, cookies: &Cookies, session: &Session, now: u64) -> bool {
-        if self.refresher.is_superseded(session) {
-            tracing::debug!(session = %session.id, generation = session.generation, "a newer cookie was issued; not writing this one");
+    pub async fn store(&self, cookies: &Cookies, session: &Session, now: u64) -> bool {
+        if self.superseded(session).await {
             return false;
         }
+        self.write(cookies, session, now);
+        true
+    }
+
+    /// Whether a newer generation of `session` was issued since (or it signed out): writing it
+    /// would put back a retired refresh token.
+    pub(crate) async fn superseded(&self, session: &Session) -> bool {
+        let superseded = self.refresher.is_superseded(session).await;
+        if superseded {
+            tracing::debug!(session = %session.id, generation = session.generation, "a newer cookie was issued; not writing this one");
+        }
+        superseded
+    }
+
+    /// Writes `session` into the response's cookies, its lifetime the session's end.
+    pub(crate) fn write(&self, cookies: &Cookies, session: &Session, now: u64) {
         let max_age = Duration::from_secs(self.ends_at(session).saturating_sub(now));
         cookies::write(&self.cookie, &self.ring, cookies, session, max_age);
-        true
     }
 
     /// Keeps what a failed plain form post typed for the page the browser goes back to
@@ -285,7 +300,7 @@ impl SessionManager {
     async fn start(&self, cookies: &Cookies, tokens: TokenSet, now: u64) -> Result<Session, UpstreamError> {
         let profile: Profile = self.upstream.profile(&tokens).await?;
         let session = Session::new(new_session_id(), now, tokens, profile);
-        self.store(cookies, &session, now);
+        self.store(cookies, &session, now).await;
         tracing::info!(session = %session.id, user = %session.profile.id, "signed in");
         Ok(session)
     }
@@ -320,7 +335,7 @@ impl SessionManager {
     pub async fn end(&self, session: &Session) -> Revocation {
         // Until the absolute end, which bounds every generation of the session.
         let until = session.created_at.saturating_add(self.limits.absolute_timeout.as_secs());
-        let newest = self.refresher.end(session, until);
+        let newest = self.refresher.end(session, until).await;
         let revocation = self.refresher.revoke(newest.tokens).await;
         tracing::info!(session = %session.id, ?revocation, "session ended");
         revocation

@@ -173,14 +173,22 @@ impl RequestSession {
     pub async fn renew_after_refusal(&self, session: &Session) -> Result<Session, UpstreamError> {
         match self.manager.renew(session, &session.tokens.access_token).await {
             Ok(renewed) => {
+                let superseded = self.manager.superseded(&renewed).await;
                 // Whether the headers are still here is decided now, after the wait, under the
                 // lock `commit` takes: a cookie written into a jar already sent would be lost,
                 // and the result must then stay remembered for the next request (hand-off).
-                let mut state = self.lock();
-                if !state.committed && self.manager.store(&self.cookies, &renewed, self.manager.now()) {
-                    self.manager.refresher().delivered(session, &renewed);
+                let written = {
+                    let mut state = self.lock();
+                    let write = !state.committed && !superseded;
+                    if write {
+                        self.manager.write(&self.cookies, &renewed, self.manager.now());
+                    }
+                    state.session = Some(renewed.clone());
+                    write
+                };
+                if written {
+                    self.manager.refresher().delivered(session, &renewed).await;
                 }
-                state.session = Some(renewed.clone());
                 Ok(renewed)
             }
             Err(UpstreamError::Refused { code }) => {

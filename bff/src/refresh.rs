@@ -21,14 +21,14 @@
 //! - revocation that fails because the upstream is down is retried in the background;
 //! - counters and a duration histogram, in Prometheus text on demand.
 //!
-//! Time comes from an injected [`Clock`] and the upstream from [`TokenGrants`], so every
-//! interleaving and expiry here is testable without sleeping. Memory is bounded: at most
-//! `capacity` remembered results and newest-generation marks, `ended_capacity` sign-out marks,
-//! the oldest dropped first. Flights in the air are bounded by the requests in flight.
+//! Time comes from an injected [`Clock`], the upstream from [`TokenGrants`] and what is
+//! remembered between requests from a [`RefreshMemory`] (this process's [`InProcess`] memory by
+//! default: at most `capacity` remembered results and newest-generation marks,
+//! `ended_capacity` sign-out marks, the oldest dropped first), so every interleaving and expiry
+//! here is testable without sleeping, and a store shared by several instances changes nothing
+//! here.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -37,31 +37,20 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::client::UpstreamError;
 use crate::clock::Clock;
 use crate::grants::TokenGrants;
+use crate::memory::{Claim, InProcess, Landing, Outcome, Refreshed, RefreshMemory, TokenKey};
 use crate::session::{Session, Token, TokenSet};
 
 /// How long a result no response has carried yet is kept for the session's next request.
 pub const HANDOFF: Duration = Duration::from_secs(10 * 60);
 
-/// Sign-out marks never outlive this, whatever the session's own end (a year: sessions with no
-/// known end are bounded too).
-const ENDED_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
-
 /// Links followed from a cookie's refresh token to the newest result (each link a rotation that
 /// happened while the older cookie was still in use).
 const MAX_CHAIN: usize = 16;
-
-/// `now + d`, never overflowing: durations come from configuration and a library user's
-/// "forever" (`u64::MAX` seconds) must not panic on the first refresh.
-fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d.min(ENDED_MAX)).unwrap_or(now)
-}
 
 /// The refusal code a flight that landed after sign-out is turned into.
 pub const SIGNED_OUT: &str = "signed_out";
@@ -98,101 +87,6 @@ impl Default for RefreshConfig {
             revoke_retry_delay: Duration::from_secs(2),
         }
     }
-}
-
-/// SHA-256 of a refresh token: the only form in which one is remembered.
-type Key = [u8; 32];
-
-fn key_of(token: &Token) -> Key {
-    Sha256::digest(token.expose().as_bytes()).into()
-}
-
-/// What a refresh produced: the next tokens and the generation they make.
-#[derive(Debug, Clone)]
-struct Refreshed {
-    tokens: TokenSet,
-    generation: u64,
-}
-
-#[derive(Debug, Clone)]
-enum Outcome {
-    Refreshed(Arc<Refreshed>),
-    Refused(String),
-    Unavailable(String),
-}
-/// A map whose entries expire and whose size is capped, the oldest going first.
-#[derive(Debug)]
-struct Bounded<K, V> {
-    entries: HashMap<K, (V, Instant, u64)>,
-    order: VecDeque<(K, u64)>,
-    capacity: usize,
-    next_seq: u64,
-}
-
-impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
-    fn new(capacity: usize) -> Self {
-        Bounded { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1), next_seq: 0 }
-    }
-
-    fn get(&self, key: &K, now: Instant) -> Option<&V> {
-        self.entries.get(key).filter(|(_, until, _)| now < *until).map(|(v, _, _)| v)
-    }
-
-    fn insert(&mut self, key: K, value: V, until: Instant, now: Instant) {
-        self.next_seq += 1;
-        self.entries.insert(key.clone(), (value, until, self.next_seq));
-        self.order.push_back((key, self.next_seq));
-        // Drop from the front: entries replaced since (stale positions), expired ones, and the
-        // oldest while over capacity.
-        while let Some((front, seq)) = self.order.front() {
-            let current = self.entries.get(front).map(|(_, until, s)| (*until, *s));
-            let drop_it = match current {
-                Some((_, s)) if s != *seq => {
-                    self.order.pop_front();
-                    continue;
-                }
-                None => {
-                    self.order.pop_front();
-                    continue;
-                }
-                Some((until, _)) => until <= now || self.entries.len() > self.capacity,
-            };
-            if !drop_it {
-                break;
-            }
-            if let Some((k, _)) = self.order.pop_front() {
-                self.entries.remove(&k);
-            }
-        }
-        // Replaced entries leave stale positions behind a long-lived front entry: rebuild the
-        // order from the entries when those outnumber them (amortized constant per insert).
-        if self.order.len() > 2 * self.capacity.max(self.entries.len()) + 16 {
-            let mut live: Vec<(K, u64)> =
-                self.entries.iter().map(|(k, (_, _, seq))| (k.clone(), *seq)).collect();
-            live.sort_by_key(|(_, seq)| *seq);
-            self.order = live.into();
-        }
-    }
-
-    /// Brings an entry's expiry forward to `until` (never later).
-    fn shorten(&mut self, key: &K, until: Instant) {
-        if let Some(entry) = self.entries.get_mut(key) {
-            entry.1 = entry.1.min(until);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-}
-
-struct Memory {
-    flights: HashMap<Key, watch::Receiver<Option<Outcome>>>,
-    results: Bounded<Key, Outcome>,
-    /// The newest generation issued per session id.
-    newest: Bounded<String, u64>,
-    /// Session ids that signed out.
-    ended: Bounded<String, ()>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -344,7 +238,7 @@ struct Inner {
     grants: Arc<dyn TokenGrants>,
     clock: Arc<dyn Clock>,
     config: RefreshConfig,
-    memory: Mutex<Memory>,
+    memory: Arc<dyn RefreshMemory>,
     metrics: Metrics,
 }
 
@@ -360,11 +254,11 @@ impl std::fmt::Debug for Refresher {
     }
 }
 
-/// Removes a flight from memory if its task ends without landing (a panic): later requests
-/// then start a new flight instead of joining one that will never answer.
+/// Abandons a flight if its task ends without landing (a panic): later requests then start a
+/// new flight instead of joining one that will never answer.
 struct FlightGuard {
-    refresher: Refresher,
-    key: Key,
+    memory: Arc<dyn RefreshMemory>,
+    key: TokenKey,
     landed: bool,
 }
 
@@ -372,24 +266,30 @@ impl Drop for FlightGuard {
     fn drop(&mut self) {
         if !self.landed {
             tracing::error!("a refresh task ended without a result; its flight is removed");
-            self.refresher.memory().flights.remove(&self.key);
+            self.memory.abandon(self.key);
         }
     }
 }
 
 impl Refresher {
+    /// Refreshes through `grants`, remembering in this process's memory ([`InProcess`], bounded
+    /// by the configuration's capacities).
     pub fn new(grants: Arc<dyn TokenGrants>, config: RefreshConfig, clock: Arc<dyn Clock>) -> Self {
-        let memory = Memory {
-            flights: HashMap::new(),
-            results: Bounded::new(config.capacity),
-            newest: Bounded::new(config.capacity),
-            ended: Bounded::new(config.ended_capacity),
-        };
-        Refresher {
-            inner: Arc::new(Inner { grants, clock, config, memory: Mutex::new(memory), metrics: Metrics::new() }),
-        }
+        let memory = Arc::new(InProcess::new(config.capacity, config.ended_capacity, clock.clone()));
+        Self::with_memory(grants, config, clock, memory)
     }
 
+    /// Refreshes through `grants`, remembering in `memory` (a store several instances share).
+    pub fn with_memory(
+        grants: Arc<dyn TokenGrants>,
+        config: RefreshConfig,
+        clock: Arc<dyn Clock>,
+        memory: Arc<dyn RefreshMemory>,
+    ) -> Self {
+        Refresher { inner: Arc::new(Inner { grants, clock, config, memory, metrics: Metrics::new() }) }
+    }
+
+    /// The configuration it runs with.
     pub fn config(&self) -> RefreshConfig {
         self.inner.config
     }
@@ -399,43 +299,32 @@ impl Refresher {
         &self.inner.clock
     }
 
-    fn memory(&self) -> MutexGuard<'_, Memory> {
-        // Never held across an await; a panic elsewhere cannot leave it half-updated in a way
-        // that matters (worst case: a result forgotten, and the upstream asked again).
-        self.inner.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn memory(&self) -> &dyn RefreshMemory {
+        &*self.inner.memory
     }
 
-    /// What the process knows that the cookie does not: a newer generation built from
+    /// What the memory knows that the cookie does not: a newer generation built from
     /// remembered results, or that the session ended.
-    pub fn known(&self, session: &Session) -> Known {
-        let now = self.inner.clock.now();
-        let memory = self.memory();
-        if memory.ended.get(&session.id, now).is_some() {
+    pub async fn known(&self, session: &Session) -> Known {
+        if self.memory().marks(&session.id).await.signed_out {
             self.inner.metrics.ended_refused.inc();
             return Known::SignedOut;
         }
-        let current = match newest_known(&memory, session, now) {
-            Ok(current) => current,
-            Err(()) => return Known::Ended,
-        };
-        match current {
-            Some(newer) => {
+        match self.newest_known(session).await {
+            Err(()) => Known::Ended,
+            Ok(Some(newer)) => {
                 self.inner.metrics.grace_hits.inc();
                 Known::Newer(newer)
             }
-            None => Known::Current,
+            Ok(None) => Known::Current,
         }
     }
 
     /// Whether a session newer than `session` was issued, or it signed out: writing `session`
     /// would put back a retired refresh token.
-    pub fn is_superseded(&self, session: &Session) -> bool {
-        let now = self.inner.clock.now();
-        let superseded = {
-            let memory = self.memory();
-            memory.ended.get(&session.id, now).is_some()
-                || memory.newest.get(&session.id, now).is_some_and(|newest| *newest > session.generation)
-        };
+    pub async fn is_superseded(&self, session: &Session) -> bool {
+        let marks = self.memory().marks(&session.id).await;
+        let superseded = marks.signed_out || marks.newest.is_some_and(|newest| newest > session.generation);
         if superseded {
             self.inner.metrics.older_not_written.inc();
         }
@@ -445,22 +334,18 @@ impl Refresher {
     /// A response carried `to` to a browser that sent `from`: the results that took `from` to
     /// `to` need only be remembered for the grace period now (other copies of the old cookie in
     /// the air), not the whole hand-off.
-    pub fn delivered(&self, from: &Session, to: &Session) {
-        let now = self.inner.clock.now();
-        let until = after(now, self.inner.config.grace);
-        let mut memory = self.memory();
+    pub async fn delivered(&self, from: &Session, to: &Session) {
+        let grace = self.inner.config.grace;
         let mut at_generation = from.generation;
         let mut token = from.tokens.refresh_token.clone();
         for _ in 0..MAX_CHAIN {
             let Some(t) = token else { break };
-            let key = key_of(&t);
-            let next = match memory.results.get(&key, now) {
-                Some(Outcome::Refreshed(r)) if r.generation > at_generation && r.generation <= to.generation => {
-                    r.clone()
-                }
+            let key = TokenKey::of(&t);
+            let next = match self.memory().remembered(key).await {
+                Some(Outcome::Refreshed(r)) if r.generation > at_generation && r.generation <= to.generation => r,
                 _ => break,
             };
-            memory.results.shorten(&key, until);
+            self.memory().shorten(key, grace).await;
             at_generation = next.generation;
             token = next.tokens.refresh_token.clone();
         }
@@ -473,48 +358,32 @@ impl Refresher {
         let Some(token) = session.tokens.refresh_token.clone() else {
             return Err(UpstreamError::Refused { code: "no_refresh_token".into() });
         };
-        let key = key_of(&token);
-        let now = self.inner.clock.now();
-        let mut receiver = {
-            let mut memory = self.memory();
-            if memory.ended.get(&session.id, now).is_some() {
+        let key = TokenKey::of(&token);
+        let wait = match self.memory().claim(key, &session.id, session.generation).await {
+            Claim::SignedOut => {
                 self.inner.metrics.ended_refused.inc();
                 return Err(UpstreamError::Refused { code: SIGNED_OUT.into() });
             }
-            if let Some(receiver) = memory.flights.get(&key) {
+            Claim::Join(wait) => {
                 self.inner.metrics.joined.inc();
-                receiver.clone()
-            } else {
-                match memory.results.get(&key, now) {
-                    // The flight for this token landed after the caller looked (`known`) and
-                    // before it asked: use its result. Another flight would send the rotated
-                    // token again, which the upstream takes for theft and answers by revoking
-                    // the sign-in. Only a result newer than the cookie: an upstream that keeps
-                    // the same refresh token needs a new flight for every expiry.
-                    Some(Outcome::Refreshed(r)) if r.generation > session.generation => {
-                        let r = r.clone();
-                        drop(memory);
-                        self.inner.metrics.grace_hits.inc();
-                        return Ok(apply(session, &r));
-                    }
-                    Some(Outcome::Refused(code)) => {
-                        return Err(UpstreamError::Refused { code: code.clone() });
-                    }
-                    _ => {
-                        let (sender, receiver) = watch::channel(None);
-                        memory.flights.insert(key, receiver.clone());
-                        drop(memory);
-                        self.start(key, token, session.id.clone(), session.generation, sender);
-                        receiver
-                    }
-                }
+                wait
+            }
+            // The flight for this token landed after the caller looked (`known`) and before it
+            // asked: use its result. Another flight would send the rotated token again, which
+            // the upstream takes for theft and answers by revoking the sign-in.
+            Claim::Remembered(Outcome::Refreshed(r)) => {
+                self.inner.metrics.grace_hits.inc();
+                return Ok(apply(session, &r));
+            }
+            Claim::Remembered(Outcome::Refused(code)) => return Err(UpstreamError::Refused { code }),
+            Claim::Remembered(Outcome::Unavailable(detail)) => return Err(UpstreamError::Unavailable(detail)),
+            Claim::Fly(wait) => {
+                self.start(key, token, session.id.clone(), session.generation);
+                wait
             }
         };
-        let waited = tokio::time::timeout(self.inner.config.wait, receiver.wait_for(Option::is_some)).await;
-        let outcome = match waited {
-            Ok(Ok(outcome)) => outcome.clone(),
-            // The flight's task ended without a word: only a panic does that.
-            Ok(Err(_)) => None,
+        let outcome = match tokio::time::timeout(self.inner.config.wait, wait).await {
+            Ok(outcome) => outcome,
             Err(_) => {
                 self.inner.metrics.wait_timeouts.inc();
                 return Err(UpstreamError::Unavailable(
@@ -524,30 +393,22 @@ impl Refresher {
         };
         match outcome {
             // A sign-out between the landing and this waiter's wake-up wins too.
-            Some(Outcome::Refreshed(_))
-                if self.memory().ended.get(&session.id, self.inner.clock.now()).is_some() =>
-            {
+            Some(Outcome::Refreshed(_)) if self.memory().marks(&session.id).await.signed_out => {
                 Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
             }
             Some(Outcome::Refreshed(r)) => Ok(apply(session, &r)),
             Some(Outcome::Refused(code)) => Err(UpstreamError::Refused { code }),
             Some(Outcome::Unavailable(detail)) => Err(UpstreamError::Unavailable(detail)),
+            // The flight's task ended without a word: only a panic does that.
             None => Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into())),
         }
     }
 
-    fn start(
-        &self,
-        key: Key,
-        token: Token,
-        session_id: String,
-        generation: u64,
-        sender: watch::Sender<Option<Outcome>>,
-    ) {
+    fn start(&self, key: TokenKey, token: Token, session_id: String, generation: u64) {
         let this = self.clone();
         let span = tracing::info_span!("refresh", session = %session_id, outcome = tracing::field::Empty, elapsed_ms = tracing::field::Empty);
-        // Made before the spawn: a task dropped before it first runs removes its flight too.
-        let guard = FlightGuard { refresher: this.clone(), key, landed: false };
+        // Made before the spawn: a task dropped before it first runs abandons its flight too.
+        let guard = FlightGuard { memory: self.inner.memory.clone(), key, landed: false };
         tokio::spawn(
             async move {
                 // The whole guard moves into the task (not just the field it sets).
@@ -568,18 +429,21 @@ impl Refresher {
                 let span = tracing::Span::current();
                 span.record("outcome", format!("{kind:?}"));
                 span.record("elapsed_ms", elapsed.as_millis() as u64);
-                let (outcome, revoke) = this.land(key, &session_id, generation, result);
+                let landing = Landing { session_id: &session_id, generation, result, handoff: HANDOFF, grace: config.grace };
+                let landed = this.memory().land(key, landing).await;
                 guard.landed = true;
-                match &outcome {
+                if let Some(count) = this.memory().remembered_count() {
+                    m.remembered.set(i64::try_from(count).unwrap_or(i64::MAX));
+                }
+                match &landed.outcome {
                     Outcome::Unavailable(detail) => {
                         tracing::warn!(%detail, "refresh failed; the session is kept")
                     }
                     Outcome::Refused(code) => tracing::info!(%code, "refresh refused"),
                     Outcome::Refreshed(_) => tracing::debug!("refreshed"),
                 }
-                // No receiver left (every waiter gave up) is fine: the result is remembered.
-                let _ = sender.send(Some(outcome));
-                if let Some(tokens) = revoke {
+                if let Some(tokens) = landed.revoke {
+                    m.landed_after_sign_out.inc();
                     tracing::info!("the session signed out while its refresh was in flight; revoking what it got");
                     this.revoke(tokens).await;
                 }
@@ -588,61 +452,35 @@ impl Refresher {
         );
     }
 
-    /// Records a flight's result, under the same lock that removes the flight. A session that
-    /// signed out meanwhile wins: the result becomes a refusal and its new refresh token is
-    /// handed back to be revoked.
-    fn land(
-        &self,
-        key: Key,
-        session_id: &str,
-        generation: u64,
-        result: Result<TokenSet, UpstreamError>,
-    ) -> (Outcome, Option<TokenSet>) {
-        let now = self.inner.clock.now();
-        let grace = self.inner.config.grace;
-        let mut memory = self.memory();
-        memory.flights.remove(&key);
-        let signed_out = memory.ended.get(&session_id.to_string(), now).is_some();
-        let (outcome, revoke) = match result {
-            Ok(tokens) if signed_out => {
-                self.inner.metrics.landed_after_sign_out.inc();
-                (Outcome::Refused(SIGNED_OUT.into()), Some(tokens))
-            }
-            Ok(tokens) => {
-                // Newer than anything issued for the session so far, whatever the cookie that
-                // started the flight.
-                let newest = memory.newest.get(&session_id.to_string(), now).copied().unwrap_or(0);
-                let generation = generation.max(newest) + 1;
-                memory.newest.insert(session_id.to_string(), generation, after(now, HANDOFF), now);
-                (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation })), None)
-            }
-            Err(UpstreamError::Refused { code }) => (Outcome::Refused(code), None),
-            Err(UpstreamError::Unavailable(detail)) => (Outcome::Unavailable(detail), None),
-            Err(other) => (Outcome::Unavailable(other.to_string()), None),
-        };
-        match &outcome {
-            Outcome::Refreshed(_) => memory.results.insert(key, outcome.clone(), after(now, HANDOFF), now),
-            Outcome::Refused(_) => memory.results.insert(key, outcome.clone(), after(now, grace), now),
-            // Not remembered: the next request tries again.
-            Outcome::Unavailable(_) => {}
-        }
-        self.inner.metrics.remembered.set(memory.results.len() as i64);
-        (outcome, revoke)
-    }
-
     /// Marks `session` as signed out until `until` (Unix seconds; its absolute end): its
     /// cookies are refused, no refresh starts for it, and a refresh in flight for it lands as
-    /// a refusal. Returns the newest session known at that moment (under the same lock, so a
-    /// refresh landing meanwhile is either in it or lands as a refusal): the one to revoke.
-    pub fn end(&self, session: &Session, until: u64) -> Session {
-        let now = self.inner.clock.now();
-        let left = Duration::from_secs(until.saturating_sub(self.inner.clock.unix())).min(ENDED_MAX);
+    /// a refusal. Returns the newest session known once the mark is set — the one to revoke: a
+    /// refresh that landed before the mark is in it, one landing after becomes a refusal (and
+    /// is revoked by the refresher).
+    pub async fn end(&self, session: &Session, until: u64) -> Session {
+        let left = Duration::from_secs(until.saturating_sub(self.inner.clock.unix()));
         // At least the grace period, so copies of the cookie in the air are refused too.
         let left = left.max(self.inner.config.grace);
-        let mut memory = self.memory();
-        let newest = newest_known(&memory, session, now).ok().flatten().unwrap_or_else(|| session.clone());
-        memory.ended.insert(session.id.clone(), (), after(now, left), now);
-        newest
+        self.memory().sign_out(&session.id, left).await;
+        self.newest_known(session).await.ok().flatten().unwrap_or_else(|| session.clone())
+    }
+
+    /// The newest session the remembered results rebuild from `session`: `Ok(None)` when there
+    /// is nothing newer, `Err(())` when its refresh token was refused.
+    async fn newest_known(&self, session: &Session) -> Result<Option<Session>, ()> {
+        let mut current: Option<Session> = None;
+        for _ in 0..MAX_CHAIN {
+            let at = current.as_ref().unwrap_or(session);
+            let Some(token) = &at.tokens.refresh_token else { break };
+            match self.memory().remembered(TokenKey::of(token)).await {
+                Some(Outcome::Refreshed(r)) if r.generation > at.generation => {
+                    current = Some(apply(at, &r));
+                }
+                Some(Outcome::Refused(_)) if current.is_none() => return Err(()),
+                _ => break,
+            }
+        }
+        Ok(current)
     }
 
     /// Ends the sign-in of `tokens` upstream. When the upstream cannot be reached, it is tried
@@ -736,92 +574,10 @@ impl Refresher {
     }
 }
 
-/// The newest session the remembered results rebuild from `session`: `Ok(None)` when there is
-/// nothing newer, `Err(())` when its refresh token was refused.
-fn newest_known(memory: &Memory, session: &Session, now: Instant) -> Result<Option<Session>, ()> {
-    let mut current: Option<Session> = None;
-    for _ in 0..MAX_CHAIN {
-        let at = current.as_ref().unwrap_or(session);
-        let Some(token) = &at.tokens.refresh_token else { break };
-        match memory.results.get(&key_of(token), now) {
-            Some(Outcome::Refreshed(r)) if r.generation > at.generation => {
-                current = Some(apply(at, r));
-            }
-            Some(Outcome::Refused(_)) if current.is_none() => return Err(()),
-            _ => break,
-        }
-    }
-    Ok(current)
-}
-
 /// `session` with a refresh's result in it.
 fn apply(session: &Session, r: &Refreshed) -> Session {
     let mut next = session.clone();
     next.tokens = r.tokens.clone();
     next.generation = r.generation;
     next
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounded_map_expires_and_drops_the_oldest() {
-        let t0 = Instant::now();
-        let mut m: Bounded<u32, &str> = Bounded::new(3);
-        m.insert(1, "a", t0 + Duration::from_secs(10), t0);
-        m.insert(2, "b", t0 + Duration::from_secs(1), t0);
-        m.insert(3, "c", t0 + Duration::from_secs(10), t0);
-        assert_eq!(m.get(&2, t0), Some(&"b"));
-        assert_eq!(m.get(&2, t0 + Duration::from_secs(2)), None, "expired");
-        m.insert(4, "d", t0 + Duration::from_secs(10), t0);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m.get(&1, t0), None, "the oldest went first");
-        assert_eq!(m.get(&4, t0), Some(&"d"));
-        // Replacing an entry moves it to the back.
-        m.insert(2, "b2", t0 + Duration::from_secs(10), t0);
-        m.insert(5, "e", t0 + Duration::from_secs(10), t0);
-        assert_eq!(m.get(&2, t0), Some(&"b2"));
-        assert_eq!(m.get(&3, t0), None);
-        assert!(m.order.len() <= 4, "stale positions are dropped: {}", m.order.len());
-        m.shorten(&2, t0);
-        assert_eq!(m.get(&2, t0), None, "shortened to now");
-    }
-
-    #[test]
-    fn many_inserts_stay_within_capacity() {
-        let t0 = Instant::now();
-        let mut m: Bounded<u32, u32> = Bounded::new(100);
-        for i in 0..10_000 {
-            m.insert(i % 250, i, t0 + Duration::from_secs(60), t0);
-        }
-        assert_eq!(m.len(), 100);
-        assert!(m.order.len() <= 216, "{}", m.order.len());
-        // One long-lived entry in front, one key replaced over and over behind it.
-        let mut m: Bounded<u32, u32> = Bounded::new(10);
-        m.insert(0, 0, t0 + Duration::from_secs(3600), t0);
-        for i in 0..10_000 {
-            m.insert(1, i, t0 + Duration::from_secs(60), t0);
-        }
-        assert_eq!(m.len(), 2);
-        assert!(m.order.len() <= 36, "stale positions do not pile up: {}", m.order.len());
-        assert_eq!(m.get(&1, t0), Some(&9_999));
-        assert_eq!(m.get(&0, t0), Some(&0));
-    }
-
-    #[test]
-    fn durations_from_configuration_never_overflow() {
-        let now = Instant::now();
-        assert!(after(now, Duration::MAX) > now);
-        assert_eq!(after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
-    }
-
-    #[test]
-    fn keys_are_hashes_not_tokens() {
-        let k = key_of(&Token::new("refresh-token-value"));
-        assert_eq!(k.len(), 32);
-        assert_ne!(&k[..], b"refresh-token-value".as_slice());
-        assert_eq!(k, key_of(&Token::new("refresh-token-value")));
-    }
 }

@@ -153,7 +153,7 @@ async fn a_refresh_asked_for_after_the_flight_landed_uses_its_result() {
     let refresher = Refresher::new(Arc::new(client), RefreshConfig::default(), tokenless_bff::clock::system());
 
     // The late request's look: nothing remembered yet.
-    assert!(matches!(refresher.known(&session), Known::Current));
+    assert!(matches!(refresher.known(&session).await, Known::Current));
     // The flight (another request's) lands.
     let first = refresher.refresh(&session).await.unwrap();
     // Now the late request asks.

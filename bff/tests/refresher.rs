@@ -14,6 +14,7 @@ use tokenless_bff::clock::{Clock, ManualClock};
 use tokenless_bff::cookies::{self, CookiePolicy, ReadSession};
 use tokenless_bff::grants::{BoxFuture, TokenGrants};
 use tokenless_bff::manager::{Limits, SessionManager};
+use tokenless_bff::memory::{Claim, InProcess, Landed, Landing, Marks, Outcome, RefreshMemory, TokenKey};
 use tokenless_bff::middleware::attach;
 use tokenless_bff::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
 use tokenless_bff::seal::KeyRing;
@@ -145,9 +146,123 @@ fn session(clock: &ManualClock, id: &str) -> Session {
     )
 }
 
-fn refresher(grants: &Arc<Scripted>, clock: &ManualClock) -> Refresher {
-    Refresher::new(grants.clone(), config(), Arc::new(clock.clone()))
+/// Which refresh memory a test runs on: the in-process one, or the same behind a store whose
+/// every answer takes a few turns of the runtime (as a network store's would), to show the
+/// refresh logic holds whatever the [`RefreshMemory`] implementation.
+#[derive(Clone, Copy, Debug)]
+enum Memory {
+    InProcess,
+    Remote,
 }
+
+impl Memory {
+    fn refresher(self, grants: Arc<Scripted>, config: RefreshConfig, clock: &ManualClock) -> Refresher {
+        let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+        let local = InProcess::new(config.capacity, config.ended_capacity, clock.clone());
+        match self {
+            Memory::InProcess => Refresher::with_memory(grants, config, clock, Arc::new(local)),
+            Memory::Remote => {
+                Refresher::with_memory(grants, config, clock, Arc::new(Remote { local, calls: AtomicU64::new(0) }))
+            }
+        }
+    }
+}
+
+/// [`InProcess`] answering only after a few turns of the runtime: other tasks run between a
+/// request's question and its answer, as they would while a shared store is asked.
+struct Remote {
+    local: InProcess,
+    calls: AtomicU64,
+}
+
+impl Remote {
+    async fn hop(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl RefreshMemory for Remote {
+    fn claim<'a>(&'a self, key: TokenKey, session_id: &'a str, generation: u64) -> BoxFuture<'a, Claim> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.claim(key, session_id, generation).await
+        })
+    }
+
+    fn land<'a>(&'a self, key: TokenKey, landing: Landing<'a>) -> BoxFuture<'a, Landed> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.land(key, landing).await
+        })
+    }
+
+    fn abandon(&self, key: TokenKey) {
+        self.local.abandon(key)
+    }
+
+    fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.remembered(key).await
+        })
+    }
+
+    fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.shorten(key, left).await
+        })
+    }
+
+    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.marks(session_id).await
+        })
+    }
+
+    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.sign_out(session_id, left).await
+        })
+    }
+}
+
+fn refresher(grants: &Arc<Scripted>, clock: &ManualClock, memory: Memory) -> Refresher {
+    memory.refresher(grants.clone(), config(), clock)
+}
+
+/// Each named test runs once on each [`Memory`].
+macro_rules! on_each_memory {
+    ($($name:ident),* $(,)?) => {
+        mod in_process {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Memory::InProcess).await
+            })*
+        }
+        mod remote {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Memory::Remote).await
+            })*
+        }
+    };
+}
+
+on_each_memory!(
+    a_result_is_kept_for_the_handoff_until_delivered_then_for_the_grace_only,
+    sign_out_wins_over_a_flight_that_lands_after_it,
+    a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry,
+    a_panicking_refresh_does_not_poison_the_token,
+    an_outage_is_not_remembered_and_the_next_request_tries_again,
+    joiners_of_a_held_flight_share_one_grant,
+    revocation_is_retried_and_ended_marks_outlive_churn,
+);
 
 /// Lets spawned tasks run until `done` holds (each check yields to the runtime; no sleeping),
 /// for 10 s at most.
@@ -159,58 +274,55 @@ async fn until(mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn a_result_is_kept_for_the_handoff_until_delivered_then_for_the_grace_only() {
+async fn a_result_is_kept_for_the_handoff_until_delivered_then_for_the_grace_only(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
-    let r = refresher(&grants, &clock);
+    let r = refresher(&grants, &clock, memory);
     let old = session(&clock, "s");
     let new = r.refresh(&old).await.unwrap();
     assert_eq!(new.generation, 2);
     // Not delivered yet: the next request with the old cookie gets it for ten minutes.
     clock.advance(Duration::from_secs(9 * 60));
-    assert!(matches!(r.known(&old), Known::Newer(s) if s.tokens == new.tokens));
+    assert!(matches!(r.known(&old).await, Known::Newer(s) if s.tokens == new.tokens));
     // Delivered: only the grace period from now on.
-    r.delivered(&old, &new);
+    r.delivered(&old, &new).await;
     clock.advance(Duration::from_secs(59));
-    assert!(matches!(r.known(&old), Known::Newer(_)), "inside the grace period");
+    assert!(matches!(r.known(&old).await, Known::Newer(_)), "inside the grace period");
     clock.advance(Duration::from_secs(2));
-    assert!(matches!(r.known(&old), Known::Current), "grace over");
+    assert!(matches!(r.known(&old).await, Known::Current), "grace over");
     assert_eq!(grants.refreshes(), 1);
 }
 
 /// Finding 1: a sign-out while a refresh is in flight is not undone by its landing.
-#[tokio::test]
-async fn sign_out_wins_over_a_flight_that_lands_after_it() {
+async fn sign_out_wins_over_a_flight_that_lands_after_it(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
-    let r = refresher(&grants, &clock);
+    let r = refresher(&grants, &clock, memory);
     let s = session(&clock, "s");
     let waiter = tokio::spawn({
         let (r, s) = (r.clone(), s.clone());
         async move { r.refresh(&s).await }
     });
     until(|| grants.entered() == 1).await;
-    r.end(&s, clock.unix() + 3600);
+    r.end(&s, clock.unix() + 3600).await;
     grants.release(1);
     let answer = waiter.await.unwrap();
     assert!(matches!(&answer, Err(UpstreamError::Refused { code }) if code == SIGNED_OUT), "{answer:?}");
     until(|| grants.revoked() == vec!["refresh-1".to_string()]).await;
-    assert!(matches!(r.known(&s), Known::SignedOut));
+    assert!(matches!(r.known(&s).await, Known::SignedOut));
     let mut landed = s.clone();
     landed.generation = 2;
-    assert!(r.is_superseded(&landed), "no response writes what the flight got");
+    assert!(r.is_superseded(&landed).await, "no response writes what the flight got");
     assert!(r.refresh(&s).await.is_err(), "no new flight for a signed-out session");
     assert_eq!(grants.refreshes(), 1);
     assert_eq!(r.counts().landed_after_sign_out, 1);
 }
 
 /// Finding 5: an upstream that keeps the same refresh token gets a new flight per expiry.
-#[tokio::test]
-async fn a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry() {
+async fn a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Keep, Script::Keep, Script::Keep], true));
-    let r = refresher(&grants, &clock);
+    let r = refresher(&grants, &clock, memory);
     let first = session(&clock, "s");
     let second = r.refresh(&first).await.unwrap();
-    r.delivered(&first, &second);
+    r.delivered(&first, &second).await;
     assert_eq!(second.tokens.refresh_token, first.tokens.refresh_token);
     // Still inside the grace period, where the first result is remembered under the same key
     // (short-lived tokens, or the hand-off when no response carried it).
@@ -220,15 +332,14 @@ async fn a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry() {
     assert_eq!(third.generation, 3);
     assert_eq!(grants.refreshes(), 2);
     // A cookie of the first generation still gets the newest.
-    assert!(matches!(r.known(&first), Known::Newer(s) if s.generation == 3));
-    assert!(matches!(r.known(&third), Known::Current));
+    assert!(matches!(r.known(&first).await, Known::Newer(s) if s.generation == 3));
+    assert!(matches!(r.known(&third).await, Known::Current));
 }
 
 /// Finding 8: a refresh task that panics does not leave its token stuck.
-#[tokio::test]
-async fn a_panicking_refresh_does_not_poison_the_token() {
+async fn a_panicking_refresh_does_not_poison_the_token(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Panic, Script::Rotate], true));
-    let r = refresher(&grants, &clock);
+    let r = refresher(&grants, &clock, memory);
     let s = session(&clock, "s");
     let first = r.refresh(&s).await;
     assert!(matches!(first, Err(UpstreamError::Unavailable(_))), "{first:?}");
@@ -236,21 +347,19 @@ async fn a_panicking_refresh_does_not_poison_the_token() {
     assert_eq!(second.tokens.access_token, Token::new("access-2"));
 }
 
-#[tokio::test]
-async fn an_outage_is_not_remembered_and_the_next_request_tries_again() {
+async fn an_outage_is_not_remembered_and_the_next_request_tries_again(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Down, Script::Rotate], true));
-    let r = refresher(&grants, &clock);
+    let r = refresher(&grants, &clock, memory);
     let s = session(&clock, "s");
     assert!(matches!(r.refresh(&s).await, Err(UpstreamError::Unavailable(_))));
-    assert!(matches!(r.known(&s), Known::Current));
+    assert!(matches!(r.known(&s).await, Known::Current));
     assert!(r.refresh(&s).await.is_ok());
     assert_eq!(grants.refreshes(), 2);
 }
 
-#[tokio::test]
-async fn joiners_of_a_held_flight_share_one_grant() {
+async fn joiners_of_a_held_flight_share_one_grant(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
-    let r = refresher(&grants, &clock);
+    let r = refresher(&grants, &clock, memory);
     let s = session(&clock, "s");
     let waiters: Vec<_> = (0..50)
         .map(|_| {
@@ -268,14 +377,13 @@ async fn joiners_of_a_held_flight_share_one_grant() {
 
 /// Finding 6: a revocation that fails on an outage is retried; sign-out marks last until the
 /// session's end and are not pushed out by refresh churn.
-#[tokio::test]
-async fn revocation_is_retried_and_ended_marks_outlive_churn() {
+async fn revocation_is_retried_and_ended_marks_outlive_churn(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
     grants.revoke_failures.store(2, Ordering::SeqCst);
     let cfg = RefreshConfig { capacity: 10, ..config() };
-    let r = Refresher::new(grants.clone(), cfg, Arc::new(clock.clone()));
+    let r = memory.refresher(grants.clone(), cfg, &clock);
     let s = session(&clock, "ended-one");
-    r.end(&s, clock.unix() + 30 * 24 * 3600);
+    r.end(&s, clock.unix() + 30 * 24 * 3600).await;
     assert_eq!(r.revoke(s.tokens.clone()).await, Revocation::Pending);
     until(|| grants.revoked() == vec!["refresh-0".to_string()]).await;
     until(|| r.counts().revocations_pending == 0).await;
@@ -288,9 +396,9 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn() {
         r.refresh(&other).await.unwrap();
     }
     clock.advance(Duration::from_secs(2 * 24 * 3600));
-    assert!(matches!(r.known(&s), Known::SignedOut), "still refused two days later, after churn");
+    assert!(matches!(r.known(&s).await, Known::SignedOut), "still refused two days later, after churn");
     clock.advance(Duration::from_secs(29 * 24 * 3600));
-    assert!(matches!(r.known(&s), Known::Current), "forgotten after the session's own end");
+    assert!(matches!(r.known(&s).await, Known::Current), "forgotten after the session's own end");
 }
 
 // ---------------------------------------------------------------- through the session manager
@@ -346,7 +454,7 @@ async fn an_upgraded_stale_cookie_counts_as_delivered() {
     assert_eq!(loaded.session.unwrap().tokens, new.tokens, "upgraded");
     assert_eq!(in_jar(&cookies).unwrap().generation, 2, "and written");
     clock.advance(Duration::from_secs(61));
-    assert!(matches!(m.refresher().known(&old), Known::Current), "only the grace period after delivery");
+    assert!(matches!(m.refresher().known(&old).await, Known::Current), "only the grace period after delivery");
 }
 
 /// Finding 3: a renewal that finishes after the response's headers left keeps its result for
@@ -372,7 +480,7 @@ async fn a_renewal_finishing_after_the_headers_left_is_kept_for_the_next_request
     assert_eq!(cookies.get(COOKIE).unwrap().value(), before, "nothing written after the headers left");
     clock.advance(Duration::from_secs(5 * 60));
     assert!(
-        matches!(m.refresher().known(&old), Known::Newer(s) if s.generation == 2),
+        matches!(m.refresher().known(&old).await, Known::Newer(s) if s.generation == 2),
         "the next request with the old cookie still gets the result minutes later"
     );
     assert_eq!(grants.refreshes(), 1);

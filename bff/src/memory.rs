@@ -1,0 +1,554 @@
+//! What the refresh machinery remembers between requests, behind a trait: flights in the air,
+//! the results they landed (keyed by the SHA-256 of the refresh token each consumed), the
+//! newest generation issued per session, and the sessions that signed out. [`InProcess`] keeps
+//! it in this process's memory (one lock, bounded maps); a store shared by several instances
+//! implements [`RefreshMemory`] and the refresh logic in [`crate::refresh`] does not change.
+//!
+//! Every method is one step a shared store can do atomically (one lock, one script): the
+//! compound decisions — "join the flight, or take the remembered result, or fly" and "land:
+//! unless signed out meanwhile, number the generation, remember it, wake the waiters" — are
+//! single calls, never a read followed by a write the caller puts together.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::client::UpstreamError;
+use crate::clock::Clock;
+use crate::grants::BoxFuture;
+use crate::session::{Token, TokenSet};
+
+/// Expiries never reach further than this (a year): durations come from configuration, and a
+/// library user's "forever" must neither overflow nor keep an entry for good.
+const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `now + d`, never overflowing.
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(LONGEST)).unwrap_or(now)
+}
+
+/// The SHA-256 of a refresh token: the only form in which one is remembered.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    /// The key of `token`.
+    pub fn of(token: &Token) -> Self {
+        TokenKey(Sha256::digest(token.expose().as_bytes()).into())
+    }
+
+    /// The hash's bytes (a shared store's key).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenKey({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// What a refresh produced: the next tokens and the generation they make for their session.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    /// The tokens the upstream answered with.
+    pub tokens: TokenSet,
+    /// Newer than every generation issued for the session before it.
+    pub generation: u64,
+}
+
+/// How a flight ended, as its waiters and later requests with the same refresh token see it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// New tokens.
+    Refreshed(Arc<Refreshed>),
+    /// The upstream refused the refresh token (or the session signed out meanwhile): the
+    /// refusal code.
+    Refused(String),
+    /// The upstream could not be asked; never remembered (the next request tries again).
+    Unavailable(String),
+}
+
+/// Waits for a flight's outcome; `None` when the flight ended without one (its task died).
+pub type Wait = BoxFuture<'static, Option<Outcome>>;
+
+/// The answer to "I need this refresh token refreshed".
+pub enum Claim {
+    /// Nothing is in the air or remembered for it: the caller flies, and must
+    /// [`RefreshMemory::land`] (or [`RefreshMemory::abandon`]). The wait ends when it lands.
+    Fly(Wait),
+    /// Another request is refreshing it: wait for that.
+    Join(Wait),
+    /// It landed already: a refresh newer than the caller's generation, or a refusal.
+    Remembered(Outcome),
+    /// The session signed out.
+    SignedOut,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claim::Fly(_) => f.write_str("Fly"),
+            Claim::Join(_) => f.write_str("Join"),
+            Claim::Remembered(outcome) => f.debug_tuple("Remembered").field(outcome).finish(),
+            Claim::SignedOut => f.write_str("SignedOut"),
+        }
+    }
+}
+
+/// A flight's end, handed to [`RefreshMemory::land`].
+#[derive(Debug)]
+pub struct Landing<'a> {
+    /// The session whose cookie started the flight.
+    pub session_id: &'a str,
+    /// That cookie's generation.
+    pub generation: u64,
+    /// What the upstream answered.
+    pub result: Result<TokenSet, UpstreamError>,
+    /// How long a refreshed result is kept before any response has carried it.
+    pub handoff: Duration,
+    /// How long a refusal is kept (copies of the old cookie in the air get it without asking).
+    pub grace: Duration,
+}
+
+/// What [`RefreshMemory::land`] decided.
+#[derive(Debug)]
+pub struct Landed {
+    /// What the waiters got.
+    pub outcome: Outcome,
+    /// Tokens the upstream issued for a session that signed out while the flight was in the
+    /// air: the caller revokes them.
+    pub revoke: Option<TokenSet>,
+}
+
+/// What is marked for a session id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// It signed out (its cookies are refused until its end).
+    pub signed_out: bool,
+    /// The newest generation issued for it, if one was issued by a refresh still remembered.
+    pub newest: Option<u64>,
+}
+
+/// Where the refresh machinery keeps what outlives a request. Implementations must make each
+/// method atomic with respect to the others (see the module's note).
+pub trait RefreshMemory: Send + Sync + 'static {
+    /// One atomic decision for a request that needs `key` refreshed, in this order: the session
+    /// signed out → [`Claim::SignedOut`]; a flight is in the air → [`Claim::Join`]; a refusal
+    /// or a refresh newer than `generation` is remembered → [`Claim::Remembered`]; else the
+    /// flight is the caller's → [`Claim::Fly`].
+    fn claim<'a>(&'a self, key: TokenKey, session_id: &'a str, generation: u64) -> BoxFuture<'a, Claim>;
+
+    /// One atomic landing: the flight is removed; a refresh for a session that signed out
+    /// meanwhile becomes a refusal (its tokens handed back to revoke); a refresh gets the
+    /// generation after both the cookie's and the newest issued, which becomes the newest
+    /// (kept for the hand-off); a refusal is kept for the grace period; an outage is not kept.
+    /// Every waiter wakes with the outcome.
+    fn land<'a>(&'a self, key: TokenKey, landing: Landing<'a>) -> BoxFuture<'a, Landed>;
+
+    /// The flight for `key` ended without landing (its task died): waiters wake with `None`,
+    /// and the next request flies again. Called from a destructor, so it cannot wait.
+    fn abandon(&self, key: TokenKey);
+
+    /// The outcome remembered for `key`, if any.
+    fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>>;
+
+    /// Keeps what is remembered for `key` at most `left` longer (never longer than it was).
+    fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()>;
+
+    /// What is marked for `session_id`.
+    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks>;
+
+    /// Marks `session_id` signed out for `left` (cookies refused, flights landing as refusals).
+    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()>;
+
+    /// How many results are remembered, when the store can tell cheaply (a gauge).
+    fn remembered_count(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A map whose entries expire and whose size is capped, the oldest going first.
+#[derive(Debug)]
+struct Bounded<K, V> {
+    entries: HashMap<K, (V, Instant, u64)>,
+    order: VecDeque<(K, u64)>,
+    capacity: usize,
+    next_seq: u64,
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    fn new(capacity: usize) -> Self {
+        Bounded { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1), next_seq: 0 }
+    }
+
+    fn get<Q>(&self, key: &Q, now: Instant) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.get(key).filter(|(_, until, _)| now < *until).map(|(v, _, _)| v)
+    }
+
+    fn insert(&mut self, key: K, value: V, until: Instant, now: Instant) {
+        self.next_seq += 1;
+        self.entries.insert(key.clone(), (value, until, self.next_seq));
+        self.order.push_back((key, self.next_seq));
+        // Drop from the front: entries replaced since (stale positions), expired ones, and the
+        // oldest while over capacity.
+        while let Some((front, seq)) = self.order.front() {
+            let current = self.entries.get(front).map(|(_, until, s)| (*until, *s));
+            let drop_it = match current {
+                Some((_, s)) if s != *seq => {
+                    self.order.pop_front();
+                    continue;
+                }
+                None => {
+                    self.order.pop_front();
+                    continue;
+                }
+                Some((until, _)) => until <= now || self.entries.len() > self.capacity,
+            };
+            if !drop_it {
+                break;
+            }
+            if let Some((k, _)) = self.order.pop_front() {
+                self.entries.remove(&k);
+            }
+        }
+        // Replaced entries leave stale positions behind a long-lived front entry: rebuild the
+        // order from the entries when those outnumber them (amortized constant per insert).
+        if self.order.len() > 2 * self.capacity.max(self.entries.len()) + 16 {
+            let mut live: Vec<(K, u64)> =
+                self.entries.iter().map(|(k, (_, _, seq))| (k.clone(), *seq)).collect();
+            live.sort_by_key(|(_, seq)| *seq);
+            self.order = live.into();
+        }
+    }
+
+    /// Brings an entry's expiry forward to `until` (never later).
+    fn shorten(&mut self, key: &K, until: Instant) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.1 = entry.1.min(until);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+struct Maps {
+    flights: HashMap<TokenKey, watch::Sender<Option<Outcome>>>,
+    results: Bounded<TokenKey, Outcome>,
+    /// The newest generation issued per session id.
+    newest: Bounded<String, u64>,
+    /// Session ids that signed out.
+    ended: Bounded<String, ()>,
+}
+
+/// The refresh memory of one process: bounded maps under one lock (never held across an
+/// await), expiries on the injected clock. Every answer is ready at once.
+pub struct InProcess {
+    clock: Arc<dyn Clock>,
+    maps: Mutex<Maps>,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess").finish_non_exhaustive()
+    }
+}
+
+fn waiting(mut receiver: watch::Receiver<Option<Outcome>>) -> Wait {
+    Box::pin(async move { receiver.wait_for(Option::is_some).await.ok().and_then(|outcome| outcome.clone()) })
+}
+
+impl InProcess {
+    /// At most `capacity` remembered results and newest-generation marks, and `ended_capacity`
+    /// sign-out marks, the oldest dropped first.
+    pub fn new(capacity: usize, ended_capacity: usize, clock: Arc<dyn Clock>) -> Self {
+        InProcess {
+            clock,
+            maps: Mutex::new(Maps {
+                flights: HashMap::new(),
+                results: Bounded::new(capacity),
+                newest: Bounded::new(capacity),
+                ended: Bounded::new(ended_capacity),
+            }),
+        }
+    }
+
+    fn maps(&self) -> MutexGuard<'_, Maps> {
+        // Never held across an await; a panic elsewhere cannot leave the maps half-updated in a
+        // way that matters (worst case: a result forgotten, and the upstream asked again).
+        self.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn claim_now(&self, key: TokenKey, session_id: &str, generation: u64) -> Claim {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        if maps.ended.get(session_id, now).is_some() {
+            return Claim::SignedOut;
+        }
+        if let Some(sender) = maps.flights.get(&key) {
+            return Claim::Join(waiting(sender.subscribe()));
+        }
+        match maps.results.get(&key, now) {
+            Some(Outcome::Refreshed(r)) if r.generation > generation => {
+                Claim::Remembered(Outcome::Refreshed(r.clone()))
+            }
+            Some(Outcome::Refused(code)) => Claim::Remembered(Outcome::Refused(code.clone())),
+            _ => {
+                let (sender, receiver) = watch::channel(None);
+                maps.flights.insert(key, sender);
+                Claim::Fly(waiting(receiver))
+            }
+        }
+    }
+
+    fn land_now(&self, key: TokenKey, landing: Landing<'_>) -> Landed {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        let sender = maps.flights.remove(&key);
+        let signed_out = maps.ended.get(landing.session_id, now).is_some();
+        let (outcome, revoke) = match landing.result {
+            Ok(tokens) if signed_out => (Outcome::Refused(crate::refresh::SIGNED_OUT.into()), Some(tokens)),
+            Ok(tokens) => {
+                let newest = maps.newest.get(landing.session_id, now).copied().unwrap_or(0);
+                let generation = landing.generation.max(newest) + 1;
+                maps.newest.insert(landing.session_id.to_string(), generation, after(now, landing.handoff), now);
+                (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation })), None)
+            }
+            Err(UpstreamError::Refused { code }) => (Outcome::Refused(code), None),
+            Err(UpstreamError::Unavailable(detail)) => (Outcome::Unavailable(detail), None),
+            Err(other) => (Outcome::Unavailable(other.to_string()), None),
+        };
+        match &outcome {
+            Outcome::Refreshed(_) => maps.results.insert(key, outcome.clone(), after(now, landing.handoff), now),
+            Outcome::Refused(_) => maps.results.insert(key, outcome.clone(), after(now, landing.grace), now),
+            Outcome::Unavailable(_) => {}
+        }
+        // Under the lock: a request claiming right after sees the result, never an empty gap.
+        // No receiver left (every waiter gave up) is fine: the result is remembered.
+        if let Some(sender) = sender {
+            let _ = sender.send(Some(outcome.clone()));
+        }
+        Landed { outcome, revoke }
+    }
+}
+
+impl RefreshMemory for InProcess {
+    fn claim<'a>(&'a self, key: TokenKey, session_id: &'a str, generation: u64) -> BoxFuture<'a, Claim> {
+        let claim = self.claim_now(key, session_id, generation);
+        Box::pin(std::future::ready(claim))
+    }
+
+    fn land<'a>(&'a self, key: TokenKey, landing: Landing<'a>) -> BoxFuture<'a, Landed> {
+        let landed = self.land_now(key, landing);
+        Box::pin(std::future::ready(landed))
+    }
+
+    fn abandon(&self, key: TokenKey) {
+        // Dropping the sender wakes every waiter with "no outcome".
+        self.maps().flights.remove(&key);
+    }
+
+    fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {
+        let outcome = self.maps().results.get(&key, self.clock.now()).cloned();
+        Box::pin(std::future::ready(outcome))
+    }
+
+    fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()> {
+        let until = after(self.clock.now(), left);
+        self.maps().results.shorten(&key, until);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks> {
+        let now = self.clock.now();
+        let maps = self.maps();
+        let marks = Marks {
+            signed_out: maps.ended.get(session_id, now).is_some(),
+            newest: maps.newest.get(session_id, now).copied(),
+        };
+        Box::pin(std::future::ready(marks))
+    }
+
+    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
+        let now = self.clock.now();
+        self.maps().ended.insert(session_id.to_string(), (), after(now, left), now);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn remembered_count(&self) -> Option<usize> {
+        Some(self.maps().results.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// Every future of [`InProcess`] is ready on its first poll.
+    fn now<T>(future: BoxFuture<'_, T>) -> T {
+        let mut future = future;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("an in-process answer was not ready"),
+        }
+    }
+
+    fn tokens(refresh: &str) -> TokenSet {
+        TokenSet {
+            access_token: Token::new(format!("access-{refresh}")),
+            refresh_token: Some(Token::new(refresh)),
+            access_expires_at: 1_000,
+            refresh_expires_at: None,
+            access_issued_at: 700,
+        }
+    }
+
+    fn landing(session_id: &str, generation: u64, result: Result<TokenSet, UpstreamError>) -> Landing<'_> {
+        Landing {
+            session_id,
+            generation,
+            result,
+            handoff: Duration::from_secs(600),
+            grace: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn bounded_map_expires_and_drops_the_oldest() {
+        let t0 = Instant::now();
+        let mut m: Bounded<u32, &str> = Bounded::new(3);
+        m.insert(1, "a", t0 + Duration::from_secs(10), t0);
+        m.insert(2, "b", t0 + Duration::from_secs(1), t0);
+        m.insert(3, "c", t0 + Duration::from_secs(10), t0);
+        assert_eq!(m.get(&2, t0), Some(&"b"));
+        assert_eq!(m.get(&2, t0 + Duration::from_secs(2)), None, "expired");
+        m.insert(4, "d", t0 + Duration::from_secs(10), t0);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.get(&1, t0), None, "the oldest went first");
+        assert_eq!(m.get(&4, t0), Some(&"d"));
+        // Replacing an entry moves it to the back.
+        m.insert(2, "b2", t0 + Duration::from_secs(10), t0);
+        m.insert(5, "e", t0 + Duration::from_secs(10), t0);
+        assert_eq!(m.get(&2, t0), Some(&"b2"));
+        assert_eq!(m.get(&3, t0), None);
+        assert!(m.order.len() <= 4, "stale positions are dropped: {}", m.order.len());
+        m.shorten(&2, t0);
+        assert_eq!(m.get(&2, t0), None, "shortened to now");
+    }
+
+    #[test]
+    fn many_inserts_stay_within_capacity() {
+        let t0 = Instant::now();
+        let mut m: Bounded<u32, u32> = Bounded::new(100);
+        for i in 0..10_000 {
+            m.insert(i % 250, i, t0 + Duration::from_secs(60), t0);
+        }
+        assert_eq!(m.len(), 100);
+        assert!(m.order.len() <= 216, "{}", m.order.len());
+        // One long-lived entry in front, one key replaced over and over behind it.
+        let mut m: Bounded<u32, u32> = Bounded::new(10);
+        m.insert(0, 0, t0 + Duration::from_secs(3600), t0);
+        for i in 0..10_000 {
+            m.insert(1, i, t0 + Duration::from_secs(60), t0);
+        }
+        assert_eq!(m.len(), 2);
+        assert!(m.order.len() <= 36, "stale positions do not pile up: {}", m.order.len());
+        assert_eq!(m.get(&1, t0), Some(&9_999));
+        assert_eq!(m.get(&0, t0), Some(&0));
+    }
+
+    #[test]
+    fn durations_from_configuration_never_overflow() {
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now);
+        assert_eq!(after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn keys_are_hashes_not_tokens() {
+        let k = TokenKey::of(&Token::new("refresh-token-value"));
+        assert_ne!(&k.as_bytes()[..], b"refresh-token-value".as_slice());
+        assert_eq!(k, TokenKey::of(&Token::new("refresh-token-value")));
+        assert!(!format!("{k:?}").contains("refresh"), "{k:?}");
+    }
+
+    #[tokio::test]
+    async fn one_flight_then_the_remembered_result() {
+        let clock = ManualClock::new();
+        let memory = InProcess::new(10, 10, Arc::new(clock.clone()));
+        let key = TokenKey::of(&Token::new("r1"));
+        let Claim::Fly(mine) = now(memory.claim(key, "s", 1)) else { panic!("the first claim flies") };
+        let Claim::Join(joined) = now(memory.claim(key, "s", 1)) else { panic!("the second joins") };
+        let landed = now(memory.land(key, landing("s", 1, Ok(tokens("r2")))));
+        assert!(landed.revoke.is_none());
+        for wait in [mine, joined] {
+            let Some(Outcome::Refreshed(r)) = wait.await else { panic!("both wake with the result") };
+            assert_eq!(r.generation, 2);
+        }
+        assert_eq!(now(memory.marks("s")), Marks { signed_out: false, newest: Some(2) });
+        // A late request with the old cookie gets the result without a flight...
+        assert!(matches!(now(memory.claim(key, "s", 1)), Claim::Remembered(Outcome::Refreshed(_))));
+        // ...but a cookie as new as the result (an upstream that does not rotate) flies again.
+        assert!(matches!(now(memory.claim(key, "s", 2)), Claim::Fly(_)));
+        // That second landing is numbered after the newest, whatever the cookie said.
+        let landed = now(memory.land(key, landing("s", 1, Ok(tokens("r2")))));
+        assert!(matches!(landed.outcome, Outcome::Refreshed(r) if r.generation == 3));
+        // The hand-off ends.
+        clock.advance(Duration::from_secs(601));
+        assert!(now(memory.remembered(key)).is_none());
+        assert_eq!(now(memory.marks("s")).newest, None);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_kept_for_the_grace_and_outages_not_at_all() {
+        let clock = ManualClock::new();
+        let memory = InProcess::new(10, 10, Arc::new(clock.clone()));
+        let down = TokenKey::of(&Token::new("down"));
+        assert!(matches!(now(memory.claim(down, "s", 1)), Claim::Fly(_)));
+        now(memory.land(down, landing("s", 1, Err(UpstreamError::Unavailable("502".into())))));
+        assert!(matches!(now(memory.claim(down, "s", 1)), Claim::Fly(_)), "an outage is tried again");
+        let refused = TokenKey::of(&Token::new("refused"));
+        assert!(matches!(now(memory.claim(refused, "s", 1)), Claim::Fly(_)));
+        now(memory.land(refused, landing("s", 1, Err(UpstreamError::Refused { code: "invalid_grant".into() }))));
+        assert!(matches!(now(memory.claim(refused, "s", 1)), Claim::Remembered(Outcome::Refused(c)) if c == "invalid_grant"));
+        clock.advance(Duration::from_secs(61));
+        assert!(matches!(now(memory.claim(refused, "s", 1)), Claim::Fly(_)), "grace over");
+    }
+
+    #[tokio::test]
+    async fn a_landing_after_sign_out_is_a_refusal_and_hands_its_tokens_back() {
+        let clock = ManualClock::new();
+        let memory = InProcess::new(10, 10, Arc::new(clock.clone()));
+        let key = TokenKey::of(&Token::new("r1"));
+        let Claim::Fly(wait) = now(memory.claim(key, "s", 1)) else { panic!() };
+        now(memory.sign_out("s", Duration::from_secs(3600)));
+        assert!(matches!(now(memory.claim(TokenKey::of(&Token::new("other")), "s", 1)), Claim::SignedOut));
+        let landed = now(memory.land(key, landing("s", 1, Ok(tokens("r2")))));
+        assert!(matches!(landed.revoke, Some(t) if t.refresh_token == Some(Token::new("r2"))));
+        assert!(matches!(wait.await, Some(Outcome::Refused(c)) if c == crate::refresh::SIGNED_OUT));
+        assert_eq!(now(memory.marks("s")).newest, None, "no generation issued");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_flight_wakes_its_waiters_empty_and_flies_again() {
+        let memory = InProcess::new(10, 10, Arc::new(ManualClock::new()));
+        let key = TokenKey::of(&Token::new("r1"));
+        let Claim::Fly(wait) = now(memory.claim(key, "s", 1)) else { panic!() };
+        memory.abandon(key);
+        assert!(wait.await.is_none());
+        assert!(matches!(now(memory.claim(key, "s", 1)), Claim::Fly(_)));
+    }
+}
