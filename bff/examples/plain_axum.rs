@@ -20,11 +20,9 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use tokenless_bff::client::{ClientAuth, ClientConfig, UpstreamEndpoints};
-use tokenless_bff::cookies::CookiePolicy;
-use tokenless_bff::manager::{Limits, SignInError};
-use tokenless_bff::refresh::RefreshConfig;
+use tokenless_bff::manager::SignInError;
 use tokenless_bff::seal::KeyRing;
-use tokenless_bff::{RequestSession, SessionLayer, SessionManager, UpstreamClient};
+use tokenless_bff::{RequestSession, SessionConfig, SessionLayer, SessionManager, UpstreamClient};
 
 /// The whole app: four routes and the layer.
 pub fn app(manager: Arc<SessionManager>) -> Router {
@@ -90,15 +88,15 @@ pub fn manager(base: &str) -> Arc<SessionManager> {
         connect_timeout: Duration::from_secs(2),
     })
     .expect("an HTTP client");
-    Arc::new(SessionManager::new(
-        Arc::new(client),
-        // A real app reads its keys from configuration (`tokenless generate-key`).
-        KeyRing::ephemeral(),
-        CookiePolicy::new("session", false, tower_cookies::cookie::SameSite::Lax),
-        Limits::default(),
-        RefreshConfig::default(),
-        tokenless_bff::clock::system(),
-    ))
+    // A real app nests `SessionConfig` in its own settings (a `[session]` table) and reads
+    // its keys from there (`keys = "1:..."`); here the defaults and a key made at start.
+    let options = SessionConfig::default().validate().expect("the default session settings");
+    let manager = SessionManager::builder(Arc::new(client))
+        .options(options)
+        .keys(KeyRing::ephemeral())
+        .build()
+        .expect("a session manager");
+    Arc::new(manager)
 }
 
 #[tokio::main]
@@ -184,7 +182,7 @@ mod tests {
 
         let (status, cleared, _) = send(&app, post("/logout", &cookie, "", ORIGIN)).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        assert_eq!(cleared.as_deref(), Some("session="), "the cookie is deleted");
+        assert_eq!(cleared.as_deref(), Some("tokenless_session="), "the cookie is deleted");
         assert_eq!(send(&app, get("/me", "")).await.0, StatusCode::UNAUTHORIZED);
         assert_eq!(
             send(&app, get("/frogs", &cookie)).await.0,

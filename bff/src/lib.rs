@@ -27,6 +27,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod config;
 pub mod cookies;
 pub mod csrf;
 pub mod grants;
@@ -43,9 +44,12 @@ pub mod session;
 pub mod upstream;
 
 pub use client::{UpstreamClient, UpstreamError};
+pub use config::{ConfigError, SessionConfig, SessionOptions};
 pub use http_api::{HttpApi, HttpApiConfig};
 pub use layer::SessionLayer;
-pub use manager::SessionManager;
+pub use manager::{BuildError, SessionManager, SessionManagerBuilder};
+pub use memory::{InProcess, RefreshMemory};
+pub use seal::KeyRing;
 pub use middleware::RequestSession;
 pub use session::{Profile, Session};
 pub use upstream::Upstream;

@@ -16,7 +16,9 @@ pub use crate::upstream::SignInError;
 use crate::upstream::{Registered, Upstream};
 use crate::cookies::{self, CookiePolicy, ReadSession};
 use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
-use crate::seal::KeyRing;
+use crate::config::SessionOptions;
+use crate::memory::{InProcess, RefreshMemory};
+use crate::seal::{KeyError, KeyRing};
 use crate::session::{Freshness, Profile, Session, Token, TokenSet};
 
 /// How long sessions and tokens may live.
@@ -88,7 +90,120 @@ pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Builds a [`SessionManager`]: the upstream, the keys, and everything else defaulted from
+/// [`SessionOptions::default`] until set.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use tokenless_bff::{KeyRing, SessionConfig, SessionManager, Upstream};
+/// # fn build(upstream: Arc<dyn Upstream>) -> Result<SessionManager, Box<dyn std::error::Error>> {
+/// let options = SessionConfig::default().validate()?;
+/// let manager = SessionManager::builder(upstream)
+///     .options(options)
+///     .keys(KeyRing::parse("1:qa0WxZ2U2Xo3gqkQ7eYfXb5QvI8cJ6Jr6j9n0m7Q4xs=")?)
+///     .secure(true)
+///     .build()?;
+/// # Ok(manager) }
+/// ```
+pub struct SessionManagerBuilder {
+    upstream: Arc<dyn Upstream>,
+    grants: Option<Arc<dyn TokenGrants>>,
+    ring: Option<KeyRing>,
+    options: SessionOptions,
+    secure: bool,
+    clock: Arc<dyn Clock>,
+    memory: Option<Arc<dyn RefreshMemory>>,
+}
+
+/// Why [`SessionManagerBuilder::build`] could not build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Neither [`SessionManagerBuilder::keys`] nor the options' `keys` gave a key.
+    #[error("no session key: configure `keys` (`ID:BASE64`, 32 bytes; `openssl rand -base64 32`) or give a KeyRing")]
+    NoKey,
+    /// The options' keys do not parse.
+    #[error("the session keys do not parse: {0}")]
+    Keys(#[from] KeyError),
+}
+
+impl SessionManagerBuilder {
+    /// The validated session settings (cookie name and SameSite, configured keys, limits,
+    /// refresh waits and memory).
+    pub fn options(mut self, options: SessionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The key ring sealing the cookie (instead of the options' `keys`).
+    pub fn keys(mut self, ring: KeyRing) -> Self {
+        self.ring = Some(ring);
+        self
+    }
+
+    /// The site is served over https: the cookie gets `Secure` and the `__Host-` prefix.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The clock expiries are measured with (tests inject a manual one).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where the refresh machinery remembers flights and results (a store several instances
+    /// share); this process's memory by default.
+    pub fn memory(mut self, memory: Arc<dyn RefreshMemory>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Refresh and revocation answered by `grants` instead of the upstream (test doubles).
+    pub fn grants(mut self, grants: Arc<dyn TokenGrants>) -> Self {
+        self.grants = Some(grants);
+        self
+    }
+
+    /// The manager.
+    pub fn build(self) -> Result<SessionManager, BuildError> {
+        let ring = match (self.ring, self.options.key_ring()) {
+            (Some(ring), _) => ring,
+            (None, Some(ring)) => ring?,
+            (None, None) => return Err(BuildError::NoKey),
+        };
+        let grants = self.grants.unwrap_or_else(|| self.upstream.clone());
+        let o = &self.options;
+        let memory = self.memory.unwrap_or_else(|| {
+            Arc::new(InProcess::new(o.refresh.capacity, o.refresh.ended_capacity, self.clock.clone()))
+        });
+        let refresher = Refresher::with_memory(grants, o.refresh, self.clock.clone(), memory);
+        Ok(SessionManager {
+            clock: self.clock,
+            upstream: self.upstream,
+            refresher,
+            ring,
+            cookie: o.cookie_policy(self.secure),
+            limits: o.limits,
+        })
+    }
+}
+
 impl SessionManager {
+    /// A builder for the manager of sessions signed in against `upstream`.
+    pub fn builder(upstream: Arc<dyn Upstream>) -> SessionManagerBuilder {
+        SessionManagerBuilder {
+            upstream,
+            grants: None,
+            ring: None,
+            options: SessionOptions::default(),
+            secure: false,
+            clock: crate::clock::system(),
+            memory: None,
+        }
+    }
+
+    /// A manager from its parts (the builder is the usual way).
     pub fn new(
         upstream: Arc<dyn Upstream>,
         ring: KeyRing,

@@ -14,10 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokenless_bff::client::ClientAuth;
 use tokenless_bff::http_api::HttpApiConfig;
-use tokenless_bff::seal::KeyRing;
+use tokenless_bff::config::{ConfigError, SessionConfig, SessionOptions};
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE};
 use tokenless_upstream::{Database, Shape};
-use tower_cookies::cookie::SameSite;
 use url::Url;
 
 /// Where the settings file is, unless `TOKENLESS_CONFIG` says otherwise.
@@ -32,7 +31,7 @@ pub enum SettingsError {
     #[error("cannot read the settings: {0}")]
     Read(String),
     #[error("setting `{key}` (env {env}) is invalid: {problem}")]
-    Invalid { key: &'static str, env: &'static str, problem: String },
+    Invalid { key: String, env: String, problem: String },
 }
 
 /// Development allows plain http on localhost and generates throw-away keys; production refuses
@@ -96,23 +95,11 @@ impl SiteSettings {
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    pub cookie_name: String,
-    pub same_site: SameSite,
-    /// `ID:BASE64` keys, comma separated, the first one seals. `None`: development's key from
-    /// `dev_key_file`.
-    pub keys: Option<SecretString>,
+    /// The library's session settings (cookie, keys, limits, refresh).
+    pub options: SessionOptions,
     /// Development without `keys`: the file its key is kept in (made at the first start), so
     /// sessions survive restarts. `None`: a throw-away key per start.
     pub dev_key_file: Option<PathBuf>,
-    pub refresh_skew: Duration,
-    pub idle_timeout: Duration,
-    pub absolute_timeout: Duration,
-    /// How long a request waits for a token refresh before answering "unavailable".
-    pub refresh_wait: Duration,
-    /// How long a refresh's result is handed to requests still carrying the old cookie.
-    pub rotation_grace: Duration,
-    /// Refresh results and session marks kept in memory at most.
-    pub refresh_memory: usize,
 }
 
 /// What kind of API the upstream is.
@@ -139,8 +126,6 @@ pub struct UpstreamSettings {
     pub client_auth: ClientAuth,
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Timeout of a refresh grant (it runs on even when the request stopped waiting).
-    pub refresh_timeout: Duration,
 }
 
 /// The embedded demo upstream, used when `upstream.base_url` is empty.
@@ -199,16 +184,34 @@ pub fn preset(shape: Shape) -> Option<HttpApiConfig> {
 }
 
 /// The shape of the file and environment, before validation.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(default)]
 struct Raw {
     server: RawServer,
     site: RawSite,
-    session: RawSession,
+    session: SessionConfig,
+    /// `session.dev_key_file`, read on its own (the `[session]` table is the library's).
+    #[serde(skip)]
+    dev_key_file: String,
     upstream: RawUpstream,
     demo: RawDemo,
     metrics: RawMetrics,
     passthrough: RawPassthrough,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw {
+            server: RawServer::default(),
+            site: RawSite::default(),
+            session: SessionConfig::default(),
+            dev_key_file: DEV_KEY_FILE.into(),
+            upstream: RawUpstream::default(),
+            demo: RawDemo::default(),
+            metrics: RawMetrics::default(),
+            passthrough: RawPassthrough::default(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -256,38 +259,6 @@ struct RawSite {
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
-struct RawSession {
-    cookie_name: String,
-    same_site: String,
-    keys: String,
-    dev_key_file: String,
-    refresh_skew_secs: u64,
-    idle_timeout_secs: u64,
-    absolute_timeout_secs: u64,
-    refresh_wait_ms: u64,
-    rotation_grace_secs: u64,
-    refresh_memory: usize,
-}
-
-impl Default for RawSession {
-    fn default() -> Self {
-        RawSession {
-            cookie_name: "tokenless_session".into(),
-            same_site: "lax".into(),
-            keys: String::new(),
-            dev_key_file: DEV_KEY_FILE.into(),
-            refresh_skew_secs: 30,
-            idle_timeout_secs: 14 * 24 * 3600,
-            absolute_timeout_secs: 30 * 24 * 3600,
-            refresh_wait_ms: 5_000,
-            rotation_grace_secs: 60,
-            refresh_memory: 100_000,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default)]
 struct RawUpstream {
     base_url: String,
     token_url: String,
@@ -299,7 +270,6 @@ struct RawUpstream {
     client_auth: String,
     timeout_ms: u64,
     connect_timeout_ms: u64,
-    refresh_timeout_ms: u64,
     kind: String,
     http_api: Option<HttpApiConfig>,
 }
@@ -317,7 +287,6 @@ impl Default for RawUpstream {
             client_auth: "client_secret_basic".into(),
             timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
-            refresh_timeout_ms: 30_000,
             kind: "oauth2".into(),
             http_api: None,
         }
@@ -354,39 +323,56 @@ impl Default for RawDemo {
     }
 }
 
-fn invalid(key: &'static str, env: &'static str, problem: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid { key, env, problem: problem.into() }
+/// The environment variable that sets `key` (`session.cookie_name` →
+/// `TOKENLESS_SESSION__COOKIE_NAME`): how the `config` crate reads the environment, written
+/// once.
+pub fn env_var(key: &str) -> String {
+    format!("{ENV_PREFIX}_{}", key.replace('.', ENV_SEPARATOR).to_ascii_uppercase())
 }
 
-fn optional_url(raw: &str, key: &'static str, env: &'static str) -> Result<Option<Url>, SettingsError> {
+/// Environment variables start with this, then `_`...
+const ENV_PREFIX: &str = "TOKENLESS";
+/// ...and nested keys are joined with this.
+const ENV_SEPARATOR: &str = "__";
+
+/// A value of the wrong type names its key and variable; anything else (an unreadable file) is
+/// said as it is.
+fn read_error(e: config::ConfigError) -> SettingsError {
+    match &e {
+        config::ConfigError::Type { key: Some(key), .. } => invalid(key, e.to_string()),
+        _ => SettingsError::Read(e.to_string()),
+    }
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid { key: key.to_string(), env: env_var(key), problem: problem.into() }
+}
+
+/// A library setting's error, named in the app's `table`.
+fn nested(table: &str, e: ConfigError) -> SettingsError {
+    invalid(&format!("{table}.{}", e.key), e.problem)
+}
+
+fn optional_url(raw: &str, key: &str) -> Result<Option<Url>, SettingsError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(None);
     }
-    let url = Url::parse(raw).map_err(|e| invalid(key, env, format!("{raw:?} is not a URL ({e})")))?;
+    let url = Url::parse(raw).map_err(|e| invalid(key, format!("{raw:?} is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(invalid(key, env, format!("{raw:?} must be an http(s) URL with a host")));
+        return Err(invalid(key, format!("{raw:?} must be an http(s) URL with a host")));
     }
     Ok(Some(url))
 }
 
-fn parse_address(raw: &str, key: &'static str, env: &'static str) -> Result<SocketAddr, SettingsError> {
+fn parse_address(raw: &str, key: &str) -> Result<SocketAddr, SettingsError> {
     raw.trim().parse().map_err(|_| {
-        invalid(key, env, format!("{raw:?} is not an address to listen on; write it like 127.0.0.1:3000"))
+        invalid(key, format!("{raw:?} is not an address to listen on; write it like 127.0.0.1:3000"))
     })
 }
 
-/// Ten years: more than any session, token or wait should last, and far from overflowing.
-const MAX_SECONDS: u64 = 10 * 366 * 24 * 3600;
-
-fn seconds(value: u64, key: &'static str, env: &'static str) -> Result<Duration, SettingsError> {
-    if value == 0 {
-        return Err(invalid(key, env, "must be at least 1"));
-    }
-    if value > MAX_SECONDS {
-        return Err(invalid(key, env, format!("must be at most {MAX_SECONDS} (ten years)")));
-    }
-    Ok(Duration::from_secs(value))
+fn seconds(value: u64, key: &'static str) -> Result<Duration, SettingsError> {
+    tokenless_bff::config::seconds(value, key).map_err(|e| invalid(e.key, e.problem))
 }
 
 impl Settings {
@@ -405,23 +391,29 @@ impl Settings {
         file: Option<File<config::FileSourceFile, FileFormat>>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
-        let env: config::Map<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with("TOKENLESS_")).collect();
+        let prefix = format!("{ENV_PREFIX}_");
+        let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
         let mut builder = Config::builder();
         if let Some(file) = file {
             builder = builder.add_source(file);
         }
-        let raw: Raw = builder
+        let config = builder
             .add_source(
-                Environment::with_prefix("TOKENLESS")
+                Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("_")
-                    .separator("__")
+                    .separator(ENV_SEPARATOR)
                     .try_parsing(true)
                     .source(Some(env)),
             )
             .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| SettingsError::Read(e.to_string()))?;
+            .map_err(read_error)?;
+        let mut raw: Raw = config.clone().try_deserialize().map_err(read_error)?;
+        // The app's own key in the library's `[session]` table.
+        match config.get_string("session.dev_key_file") {
+            Ok(path) => raw.dev_key_file = path,
+            Err(config::ConfigError::NotFound(_)) => raw.dev_key_file = DEV_KEY_FILE.into(),
+            Err(e) => return Err(read_error(e)),
+        }
         Self::validate(raw)
     }
 
@@ -431,26 +423,24 @@ impl Settings {
     }
 
     fn validate(raw: Raw) -> Result<Self, SettingsError> {
-        let address = parse_address(&raw.server.address, "server.address", "TOKENLESS_SERVER__ADDRESS")?;
+        let address = parse_address(&raw.server.address, "server.address")?;
         let mode = match raw.server.mode.trim().to_ascii_lowercase().as_str() {
             "development" | "dev" => Mode::Development,
             "production" | "prod" => Mode::Production,
             other => {
                 return Err(invalid(
                     "server.mode",
-                    "TOKENLESS_SERVER__MODE",
                     format!("{other:?} is neither \"development\" nor \"production\""),
                 ))
             }
         };
         let server = ServerSettings { address, mode, log: raw.server.log };
 
-        let origin = optional_url(&raw.site.origin, "site.origin", "TOKENLESS_SITE__ORIGIN")?;
+        let origin = optional_url(&raw.site.origin, "site.origin")?;
         if let Some(o) = &origin {
             if o.path() != "/" || o.query().is_some() {
                 return Err(invalid(
                     "site.origin",
-                    "TOKENLESS_SITE__ORIGIN",
                     "an origin has no path or query: write it like https://app.example",
                 ));
             }
@@ -458,93 +448,23 @@ impl Settings {
         if mode == Mode::Production && !origin.as_ref().is_some_and(|o| o.scheme() == "https") {
             return Err(invalid(
                 "site.origin",
-                "TOKENLESS_SITE__ORIGIN",
                 "production needs the https origin people use, like https://app.example",
             ));
         }
         let site = SiteSettings { origin };
 
-        let s = raw.session;
-        let cookie_name = s.cookie_name.trim().to_string();
-        if cookie_name.is_empty()
-            || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        let options = raw.session.validate().map_err(|e| nested("session", e))?;
+        if options.keys.is_none() && mode == Mode::Production {
             return Err(invalid(
-                "session.cookie_name",
-                "TOKENLESS_SESSION__COOKIE_NAME",
-                "use letters, digits, '_' and '-' only",
+                "session.keys",
+                "production needs a sealing key; generate one with `tokenless generate-key` and set it",
             ));
         }
-        let same_site = match s.same_site.trim().to_ascii_lowercase().as_str() {
-            "lax" => SameSite::Lax,
-            "strict" => SameSite::Strict,
-            other => {
-                return Err(invalid(
-                    "session.same_site",
-                    "TOKENLESS_SESSION__SAME_SITE",
-                    format!(
-                    "{other:?} is neither \"lax\" nor \"strict\" (None would send the session cross-site)"
-                ),
-                ))
-            }
-        };
-        let keys = if s.keys.trim().is_empty() {
-            if mode == Mode::Production {
-                return Err(invalid(
-                    "session.keys",
-                    "TOKENLESS_SESSION__KEYS",
-                    "production needs a sealing key; generate one with `tokenless generate-key` and set it",
-                ));
-            }
-            None
-        } else {
-            KeyRing::parse(&s.keys)
-                .map_err(|e| invalid("session.keys", "TOKENLESS_SESSION__KEYS", e.to_string()))?;
-            Some(SecretString::from(s.keys))
-        };
-        let dev_key_file = match s.dev_key_file.trim() {
+        let dev_key_file = match raw.dev_key_file.trim() {
             "" => None,
             path => Some(PathBuf::from(path)),
         };
-        let refresh_skew = Duration::from_secs(s.refresh_skew_secs);
-        let idle_timeout = seconds(
-            s.idle_timeout_secs,
-            "session.idle_timeout_secs",
-            "TOKENLESS_SESSION__IDLE_TIMEOUT_SECS",
-        )?;
-        let absolute_timeout = seconds(
-            s.absolute_timeout_secs,
-            "session.absolute_timeout_secs",
-            "TOKENLESS_SESSION__ABSOLUTE_TIMEOUT_SECS",
-        )?;
-        if s.refresh_wait_ms == 0 {
-            return Err(invalid(
-                "session.refresh_wait_ms",
-                "TOKENLESS_SESSION__REFRESH_WAIT_MS",
-                "must be at least 1",
-            ));
-        }
-        if s.refresh_memory == 0 {
-            return Err(invalid(
-                "session.refresh_memory",
-                "TOKENLESS_SESSION__REFRESH_MEMORY",
-                "must be at least 1 (100000 entries take a few tens of MB at most)",
-            ));
-        }
-        let session = SessionSettings {
-            cookie_name,
-            same_site,
-            keys,
-            dev_key_file,
-            refresh_skew,
-            idle_timeout,
-            absolute_timeout,
-            refresh_wait: Duration::from_millis(s.refresh_wait_ms),
-            // 0 is allowed (no grace: a parallel request with the old cookie then presents a
-            // rotated token, which a strict upstream punishes); tests use it on purpose.
-            rotation_grace: Duration::from_secs(s.rotation_grace_secs.min(MAX_SECONDS)),
-            refresh_memory: s.refresh_memory,
-        };
+        let session = SessionSettings { options, dev_key_file };
 
         let u = raw.upstream;
         let client_auth = match u.client_auth.trim() {
@@ -553,26 +473,24 @@ impl Settings {
             other => {
                 return Err(invalid(
                     "upstream.client_auth",
-                    "TOKENLESS_UPSTREAM__CLIENT_AUTH",
                     format!("{other:?} is neither client_secret_basic nor client_secret_post"),
                 ))
             }
         };
         if u.client_id.trim().is_empty() {
-            return Err(invalid("upstream.client_id", "TOKENLESS_UPSTREAM__CLIENT_ID", "must not be empty"));
+            return Err(invalid("upstream.client_id", "must not be empty"));
         }
         let kind = match (u.kind.trim().to_ascii_lowercase().as_str(), u.http_api) {
             ("oauth2", _) => UpstreamKind::OAuth2,
             ("http_api", Some(api)) => {
                 api.validate().map_err(|problem| {
-                    invalid("upstream.http_api", "TOKENLESS_UPSTREAM__HTTP_API__...", problem)
+                    invalid("upstream.http_api", problem)
                 })?;
                 UpstreamKind::HttpApi(Box::new(api))
             }
             ("http_api", None) => {
                 return Err(invalid(
                     "upstream.http_api",
-                    "TOKENLESS_UPSTREAM__HTTP_API__...",
                     "upstream.kind = \"http_api\" needs an [upstream.http_api] table describing the API \
                      (README: Plug in your API)",
                 ))
@@ -580,48 +498,41 @@ impl Settings {
             (other, _) => {
                 return Err(invalid(
                     "upstream.kind",
-                    "TOKENLESS_UPSTREAM__KIND",
                     format!("{other:?} is neither \"oauth2\" nor \"http_api\""),
                 ))
             }
         };
         let upstream = UpstreamSettings {
             kind,
-            base_url: optional_url(&u.base_url, "upstream.base_url", "TOKENLESS_UPSTREAM__BASE_URL")?,
-            token_url: optional_url(&u.token_url, "upstream.token_url", "TOKENLESS_UPSTREAM__TOKEN_URL")?,
+            base_url: optional_url(&u.base_url, "upstream.base_url")?,
+            token_url: optional_url(&u.token_url, "upstream.token_url")?,
             revocation_url: optional_url(
                 &u.revocation_url,
                 "upstream.revocation_url",
-                "TOKENLESS_UPSTREAM__REVOCATION_URL",
             )?,
             userinfo_url: optional_url(
                 &u.userinfo_url,
                 "upstream.userinfo_url",
-                "TOKENLESS_UPSTREAM__USERINFO_URL",
             )?,
             registration_url: optional_url(
                 &u.registration_url,
                 "upstream.registration_url",
-                "TOKENLESS_UPSTREAM__REGISTRATION_URL",
             )?,
             client_id: u.client_id.trim().to_string(),
             client_secret: SecretString::from(u.client_secret),
             client_auth,
             timeout: Duration::from_millis(u.timeout_ms.max(1)),
             connect_timeout: Duration::from_millis(u.connect_timeout_ms.max(1)),
-            refresh_timeout: Duration::from_millis(u.refresh_timeout_ms.max(1)),
         };
         if mode == Mode::Production && upstream.base_url.is_none() {
             return Err(invalid(
                 "upstream.base_url",
-                "TOKENLESS_UPSTREAM__BASE_URL",
                 "production needs a real upstream; the embedded demo is for development",
             ));
         }
         if mode == Mode::Production && upstream.client_secret.expose_secret() == DEFAULT_CLIENT_SECRET {
             return Err(invalid(
                 "upstream.client_secret",
-                "TOKENLESS_UPSTREAM__CLIENT_SECRET",
                 "production refuses the demo upstream's built-in client secret (it is public in this \
                  repository): set the client secret your upstream issued to Tokenless",
             ));
@@ -631,26 +542,24 @@ impl Settings {
         if d.bench_fixed_session && mode == Mode::Production {
             return Err(invalid(
                 "demo.bench_fixed_session",
-                "TOKENLESS_DEMO__BENCH_FIXED_SESSION",
                 "bypasses sign-in for benchmarks; never in production",
             ));
         }
         let shape = Shape::parse(&d.shape).ok_or_else(|| {
             invalid(
                 "demo.shape",
-                "TOKENLESS_DEMO__SHAPE",
                 format!("{:?} is not oauth2, seed003 or seed002", d.shape),
             )
         })?;
         let (access_default, refresh_default) = shape.lifetimes();
         let demo = DemoSettings {
-            address: parse_address(&d.address, "demo.address", "TOKENLESS_DEMO__ADDRESS")?,
+            address: parse_address(&d.address, "demo.address")?,
             access_ttl: match d.access_ttl_secs {
-                Some(v) => seconds(v, "demo.access_ttl_secs", "TOKENLESS_DEMO__ACCESS_TTL_SECS")?,
+                Some(v) => seconds(v, "demo.access_ttl_secs")?,
                 None => access_default,
             },
             refresh_ttl: match d.refresh_ttl_secs {
-                Some(v) => seconds(v, "demo.refresh_ttl_secs", "TOKENLESS_DEMO__REFRESH_TTL_SECS")?,
+                Some(v) => seconds(v, "demo.refresh_ttl_secs")?,
                 None => refresh_default,
             },
             shape,
@@ -659,14 +568,12 @@ impl Settings {
             control_address: parse_address(
                 &d.control_address,
                 "demo.control_address",
-                "TOKENLESS_DEMO__CONTROL_ADDRESS",
             )?,
             fast_hashing: d.fast_hashing,
             database: match d.database.trim() {
                 "" => {
                     return Err(invalid(
                         "demo.database",
-                        "TOKENLESS_DEMO__DATABASE",
                         format!("must name a SQLite file (the default is {DEV_DATABASE}) or be \":memory:\""),
                     ))
                 }
@@ -678,11 +585,11 @@ impl Settings {
         if mode == Mode::Production && m.enabled && token.len() < METRICS_TOKEN_MIN {
             return Err(invalid(
                 "metrics.token",
-                "TOKENLESS_METRICS__TOKEN",
                 format!(
                     "production serves /metrics only behind a bearer token of at least {METRICS_TOKEN_MIN} \
                      characters: set one (`openssl rand -hex 32`), or turn /metrics off with \
-                     TOKENLESS_METRICS__ENABLED=false"
+                     {}=false",
+                    env_var("metrics.enabled")
                 ),
             ));
         }
@@ -693,7 +600,6 @@ impl Settings {
         let allow = tokenless_bff::passthrough::Allowlist::parse(&raw.passthrough.allow).map_err(|e| {
             invalid(
                 "passthrough.allow",
-                "TOKENLESS_PASSTHROUGH__ALLOW",
                 format!("{e}; write rules like \"GET /frogs, GET|HEAD /frogs/*, POST /frogs/*/croaks\""),
             )
         })?;
@@ -823,6 +729,53 @@ mod tests {
         assert!(e.contains("TOKENLESS_DEMO__SHAPE"), "{e}");
         let s = Settings::from_sources(None, env(&[("TOKENLESS_DEMO__SHAPE", "seed003")])).unwrap();
         assert_eq!(s.demo.access_ttl.as_secs(), 10, "the shape's lifetime");
+    }
+
+    /// Every validated key, set through the variable derived from its name, is read from there,
+    /// and its error names both: no variable name is spelled by hand.
+    #[test]
+    fn every_key_is_set_by_its_derived_variable_and_named_in_its_error() {
+        let cases = [
+            ("server.address", "localhost"),
+            ("server.mode", "staging"),
+            ("site.origin", "ftp://app.example"),
+            ("session.cookie_name", "a b"),
+            ("session.same_site", "none"),
+            ("session.keys", "1:short"),
+            ("session.idle_timeout_secs", "0"),
+            ("session.absolute_timeout_secs", "99999999999"),
+            ("session.refresh_wait_ms", "0"),
+            ("session.refresh_timeout_ms", "0"),
+            ("session.refresh_memory", "0"),
+            ("session.idle_timeout_secs", "soon"),
+            ("upstream.kind", "soap"),
+            ("upstream.base_url", "not a url"),
+            ("upstream.token_url", "mailto:x@y"),
+            ("upstream.revocation_url", "/relative"),
+            ("upstream.userinfo_url", "http://"),
+            ("upstream.registration_url", "x"),
+            ("upstream.client_auth", "private_key_jwt"),
+            ("upstream.client_id", " "),
+            ("upstream.timeout_ms", "fast"),
+            ("demo.address", "nowhere"),
+            ("demo.control_address", "nowhere"),
+            ("demo.shape", "seed004"),
+            ("demo.access_ttl_secs", "0"),
+            ("demo.refresh_ttl_secs", "0"),
+            ("demo.database", " "),
+            ("passthrough.allow", "FETCH /frogs"),
+        ];
+        for (key, bad) in cases {
+            let var = env_var(key);
+            assert!(var.starts_with("TOKENLESS_") && !var.contains('.'), "{var}");
+            match Settings::from_sources(None, env(&[(&var, bad)])) {
+                Err(SettingsError::Invalid { key: named, env, problem }) => {
+                    assert_eq!((named.as_str(), env.as_str()), (key, var.as_str()), "{problem}");
+                }
+                other => panic!("{var}={bad:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(env_var("upstream.http_api.sign_in"), "TOKENLESS_UPSTREAM__HTTP_API__SIGN_IN");
     }
 
     #[test]

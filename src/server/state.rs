@@ -6,11 +6,8 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
-use secrecy::ExposeSecret;
 use tokenless_bff::client::{ClientConfig, UpstreamClient, UpstreamEndpoints};
-use tokenless_bff::cookies::CookiePolicy;
-use tokenless_bff::manager::{Limits, SessionManager};
-use tokenless_bff::refresh::RefreshConfig;
+use tokenless_bff::manager::SessionManager;
 use tokenless_bff::seal::KeyRing;
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
@@ -47,6 +44,8 @@ pub enum StateError {
     Keys(#[from] tokenless_bff::seal::KeyError),
     #[error(transparent)]
     DevKey(#[from] crate::server::dev_keys::DevKeyError),
+    #[error("cannot build the session manager: {0}")]
+    Sessions(#[from] tokenless_bff::manager::BuildError),
 }
 
 impl AppState {
@@ -89,8 +88,8 @@ impl AppState {
             UpstreamKind::HttpApi(api) => Arc::new(HttpApi::new(base, *api, u.timeout, u.connect_timeout)?),
             UpstreamKind::OAuth2 => Arc::new(oauth2_client(&base, u)?),
         };
-        let ring = match (&settings.session.keys, &settings.session.dev_key_file) {
-            (Some(keys), _) => KeyRing::parse(keys.expose_secret())?,
+        let ring = match (settings.session.options.key_ring(), &settings.session.dev_key_file) {
+            (Some(ring), _) => ring?,
             // Settings validation refuses production without keys.
             (None, Some(path)) => {
                 debug_assert_eq!(settings.server.mode, Mode::Development);
@@ -116,32 +115,17 @@ impl AppState {
                 KeyRing::ephemeral()
             }
         };
-        let s = &settings.session;
-        let policy = CookiePolicy::new(&s.cookie_name, settings.site.secure(), s.same_site);
-        if !policy.secure() {
+        let secure = settings.site.secure();
+        if !secure {
             tracing::info!("site served over plain http: the session cookie goes without Secure and __Host-");
         }
-        let limits = Limits {
-            refresh_skew: s.refresh_skew,
-            idle_timeout: s.idle_timeout,
-            absolute_timeout: s.absolute_timeout,
-        };
-        let refresh = RefreshConfig {
-            wait: s.refresh_wait,
-            grant_timeout: u.refresh_timeout,
-            grace: s.rotation_grace,
-            capacity: s.refresh_memory,
-            ended_capacity: s.refresh_memory,
-            ..RefreshConfig::default()
-        };
-        let sessions = Arc::new(SessionManager::new(
-            upstream,
-            ring,
-            policy,
-            limits,
-            refresh,
-            tokenless_bff::clock::system(),
-        ));
+        let sessions = Arc::new(
+            SessionManager::builder(upstream)
+                .options(settings.session.options.clone())
+                .keys(ring)
+                .secure(secure)
+                .build()?,
+        );
         let fixed_session = if settings.demo.bench_fixed_session {
             tracing::warn!("demo.bench_fixed_session: every request is the demo user, no cookie involved (benchmarks only)");
             Some(Arc::new(bench_session(&sessions).await?))
