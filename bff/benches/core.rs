@@ -3,6 +3,8 @@
 //! the refresh bookkeeping when no refresh is needed (alone and with 64 threads at once).
 //! `cargo bench -p tokenless-bff --bench core`; figures in BENCHMARKS.md.
 
+use tokenless_bff::http_api::{Fields, ProfileMap};
+use tokenless_upstream::config::OAUTH2_PATHS;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +44,9 @@ fn realistic_session() -> Session {
 fn refresher() -> Refresher {
     let base = url::Url::parse("http://127.0.0.1:9").unwrap();
     let client = UpstreamClient::new(ClientConfig {
-        endpoints: UpstreamEndpoints::under(&base).unwrap(),
+        endpoints: UpstreamEndpoints::at(&base, OAUTH2_PATHS.into()).unwrap(),
+        profile: ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() },
+        registration_fields: Fields::default(),
         client_id: "bench".into(),
         client_secret: SecretString::from("bench"),
         auth: ClientAuth::ClientSecretBasic,

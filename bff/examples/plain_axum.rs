@@ -11,6 +11,8 @@
 //! curl -b jar http://127.0.0.1:3300/frogs
 //! ```
 
+use tokenless_bff::http_api::{Fields, ProfileMap};
+use tokenless_upstream::config::OAUTH2_PATHS;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +82,9 @@ async fn logout(session: RequestSession) -> StatusCode {
 pub fn manager(base: &str) -> Arc<SessionManager> {
     let base = url::Url::parse(base).expect("the upstream's URL");
     let client = UpstreamClient::new(ClientConfig {
-        endpoints: UpstreamEndpoints::under(&base).expect("endpoints"),
+        endpoints: UpstreamEndpoints::at(&base, OAUTH2_PATHS.into()).expect("endpoints"),
+        profile: ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() },
+        registration_fields: Fields::default(),
         client_id: tokenless_upstream::config::DEFAULT_CLIENT_ID.into(),
         client_secret: tokenless_upstream::config::DEFAULT_CLIENT_SECRET.to_string().into(),
         auth: ClientAuth::ClientSecretBasic,

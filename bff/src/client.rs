@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::http_api::{map_profile, Fields, ProfileMap};
 use crate::session::{Profile, Token, TokenSet};
 use crate::upstream::{BoxFuture, Registered, SignInError, Upstream};
 
@@ -21,25 +22,60 @@ pub enum ClientAuth {
     ClientSecretPost,
 }
 
+/// Where an OAuth 2.0 upstream's endpoints are. No layout is assumed: an app says where each
+/// one is (the demo upstream's layout is `tokenless_upstream::config::OAUTH2_PATHS`).
 #[derive(Debug, Clone)]
 pub struct UpstreamEndpoints {
+    /// The token endpoint (password and refresh grants).
     pub token_url: Url,
+    /// The RFC 7009 revocation endpoint.
     pub revocation_url: Url,
+    /// Where the profile is read with the access token (OpenID Connect's userinfo, or any JSON
+    /// the profile map reads).
     pub userinfo_url: Url,
-    pub registration_url: Url,
+    /// Where accounts are created (JSON body, client authentication); `None`: no registration.
+    pub registration_url: Option<Url>,
     /// Where resource paths (`/frogs`) are resolved.
     pub resource_base: Url,
 }
 
+/// The endpoints' paths under a base URL (each may also be an absolute URL).
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointPaths<'a> {
+    /// The token endpoint.
+    pub token: &'a str,
+    /// The revocation endpoint.
+    pub revocation: &'a str,
+    /// The profile (userinfo) endpoint.
+    pub userinfo: &'a str,
+    /// The registration endpoint, if there is one.
+    pub registration: Option<&'a str>,
+}
+
+impl<'a> From<[&'a str; 4]> for EndpointPaths<'a> {
+    /// Token, revocation, userinfo and registration paths, in this order.
+    fn from([token, revocation, userinfo, registration]: [&'a str; 4]) -> Self {
+        EndpointPaths { token, revocation, userinfo, registration: Some(registration) }
+    }
+}
+
 impl UpstreamEndpoints {
-    /// The demo upstream's layout under `base` (`/oauth/token`, `/oauth/revoke`, `/userinfo`,
-    /// `/users`), keeping any path `base` has (`https://api/v1` → `https://api/v1/oauth/token`).
-    pub fn under(base: &Url) -> Result<Self, url::ParseError> {
+    /// The endpoints at `paths` under `base` (keeping any path `base` has: `https://api/v1` +
+    /// `/oauth/token` → `https://api/v1/oauth/token`); an absolute `http(s)://` URL is taken as
+    /// it is. Resources are resolved under `base`.
+    pub fn at(base: &Url, paths: EndpointPaths<'_>) -> Result<Self, url::ParseError> {
+        let resolve = |path: &str| {
+            if path.starts_with("http://") || path.starts_with("https://") {
+                Url::parse(path)
+            } else {
+                upstream_url(base, path)
+            }
+        };
         Ok(UpstreamEndpoints {
-            token_url: upstream_url(base, "/oauth/token")?,
-            revocation_url: upstream_url(base, "/oauth/revoke")?,
-            userinfo_url: upstream_url(base, "/userinfo")?,
-            registration_url: upstream_url(base, "/users")?,
+            token_url: resolve(paths.token)?,
+            revocation_url: resolve(paths.revocation)?,
+            userinfo_url: resolve(paths.userinfo)?,
+            registration_url: paths.registration.map(resolve).transpose()?,
             resource_base: base.clone(),
         })
     }
@@ -57,9 +93,15 @@ pub fn upstream_url(base: &Url, path_and_query: &str) -> Result<Url, url::ParseE
     Url::parse(&format!("{prefix}{rest}"))
 }
 
+/// Everything the OAuth 2.0 client needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// Where each endpoint is.
     pub endpoints: UpstreamEndpoints,
+    /// How the userinfo answer becomes a [`Profile`] (OpenID Connect's claims by default).
+    pub profile: ProfileMap,
+    /// The registration body's field names (JSON).
+    pub registration_fields: Fields,
     pub client_id: String,
     /// Debug-prints as `[REDACTED]`.
     pub client_secret: SecretString,
@@ -268,23 +310,30 @@ impl UpstreamClient {
         }
     }
 
-    /// The profile behind an access token (`GET userinfo`, Bearer).
+    /// The profile behind an access token (`GET userinfo`, Bearer), read with the profile map.
     pub async fn userinfo(&self, access: &Token) -> Result<Profile, UpstreamError> {
         let request = self.http.get(self.config.endpoints.userinfo_url.clone()).header("accept", "application/json");
         let response = request.bearer_auth(access.expose()).send().await.map_err(UpstreamError::from_reqwest)?;
-        crate::upstream::read_json(response).await
+        let json: serde_json::Value = crate::upstream::read_json(response).await?;
+        map_profile(&self.config.profile, &json)
     }
 
-    /// Creates an account (the demo's `POST /users`, JSON `{email, name, password}`, client
-    /// authentication): 409 is "taken", 422/400 with `fields` one message per field.
-    pub async fn register(&self, email: &str, name: &str, password: &str) -> Result<Profile, RegisterError> {
+    /// Creates an account: `POST` to the registration endpoint, a JSON body with the configured
+    /// field names, client authentication. 409 is "taken", 422/400 with `fields` one message
+    /// per field; no registration endpoint is [`RegisterError::Unsupported`].
+    pub async fn register(&self, email: &str, name: &str, password: &str) -> Result<(), RegisterError> {
+        let Some(url) = &self.config.endpoints.registration_url else { return Err(RegisterError::Unsupported) };
         let mut form = Vec::new();
-        let request = self.authenticated(&self.config.endpoints.registration_url, &mut form);
-        let body = serde_json::json!({ "email": email, "name": name, "password": password });
+        let request = self.authenticated(url, &mut form);
+        let f = &self.config.registration_fields;
+        let mut body = serde_json::Map::new();
+        for (field, value) in [(&f.email, email), (&f.name, name), (&f.password, password)] {
+            body.insert(field.clone(), serde_json::Value::String(value.to_string()));
+        }
         let response = request.json(&body).send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
         if status.is_success() {
-            return Ok(response.json().await.map_err(UpstreamError::from_reqwest)?);
+            return Ok(());
         }
         match status {
             StatusCode::CONFLICT => Err(RegisterError::EmailTaken),
@@ -324,8 +373,7 @@ impl Upstream for UpstreamClient {
         _now: u64,
     ) -> BoxFuture<'a, Result<Registered, RegisterError>> {
         Box::pin(async move {
-            let profile = UpstreamClient::register(self, email, name, password).await?;
-            tracing::info!(user = %profile.id, "registered");
+            UpstreamClient::register(self, email, name, password).await?;
             Ok(Registered::Created)
         })
     }
@@ -373,11 +421,17 @@ mod tests {
         }
         assert_eq!(upstream_url(&bare, "/frogs").unwrap().as_str(), "https://api.example/frogs");
         assert_eq!(upstream_url(&bare, "frogs").unwrap().as_str(), "https://api.example/frogs");
-        let endpoints = UpstreamEndpoints::under(&with_path).unwrap();
+        let paths = EndpointPaths {
+            token: "/oauth/token",
+            revocation: "https://auth.example/revoke",
+            userinfo: "userinfo",
+            registration: None,
+        };
+        let endpoints = UpstreamEndpoints::at(&with_path, paths).unwrap();
         assert_eq!(endpoints.token_url.as_str(), "https://api.example/v1/oauth/token");
-        assert_eq!(endpoints.revocation_url.as_str(), "https://api.example/v1/oauth/revoke");
+        assert_eq!(endpoints.revocation_url.as_str(), "https://auth.example/revoke", "absolute as it is");
         assert_eq!(endpoints.userinfo_url.as_str(), "https://api.example/v1/userinfo");
-        assert_eq!(endpoints.registration_url.as_str(), "https://api.example/v1/users");
+        assert_eq!(endpoints.registration_url, None);
         // A query or fragment on the base is not carried into every call.
         let odd = Url::parse("https://api.example/v1?k=1#f").unwrap();
         assert_eq!(upstream_url(&odd, "/frogs").unwrap().as_str(), "https://api.example/v1/frogs");

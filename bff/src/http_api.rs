@@ -201,6 +201,19 @@ impl Default for ProfileMap {
     }
 }
 
+impl ProfileMap {
+    /// OpenID Connect's standard claims: `sub`, `name` (else `email`), `email`; no roles.
+    pub fn oidc() -> Self {
+        ProfileMap {
+            id: "/sub".into(),
+            name: "/name".into(),
+            name_fallback: "/email".into(),
+            email: "/email".into(),
+            roles: String::new(),
+        }
+    }
+}
+
 /// Field names of the sign-in and registration bodies.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

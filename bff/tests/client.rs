@@ -2,6 +2,8 @@
 //! userinfo, registration, and the refusal/outage distinction; and the refresher on top of it,
 //! for the orderings of requests around one flight that unit tests cannot reach.
 
+use tokenless_bff::http_api::{Fields, ProfileMap};
+use tokenless_upstream::config::OAUTH2_PATHS;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +24,9 @@ async fn setup(auth: ClientAuth, secret: &str) -> (RunningUpstream, UpstreamClie
     let upstream = spawn(UpstreamConfig::for_tests()).await.unwrap();
     let base = Url::parse(&upstream.base_url()).unwrap();
     let client = UpstreamClient::new(ClientConfig {
-        endpoints: UpstreamEndpoints::under(&base).unwrap(),
+        endpoints: UpstreamEndpoints::at(&base, OAUTH2_PATHS.into()).unwrap(),
+        profile: ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() },
+        registration_fields: Fields::default(),
         client_id: DEFAULT_CLIENT_ID.into(),
         client_secret: SecretString::from(secret.to_string()),
         auth,
@@ -104,7 +108,9 @@ async fn outages_are_outages_not_refusals() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let base = Url::parse(&format!("http://{closed}")).unwrap();
     let nowhere = UpstreamClient::new(ClientConfig {
-        endpoints: UpstreamEndpoints::under(&base).unwrap(),
+        endpoints: UpstreamEndpoints::at(&base, OAUTH2_PATHS.into()).unwrap(),
+        profile: ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() },
+        registration_fields: Fields::default(),
         ..c.config().clone()
     })
     .unwrap();
@@ -114,8 +120,24 @@ async fn outages_are_outages_not_refusals() {
 #[tokio::test]
 async fn registration_outcomes() {
     let (_u, c) = setup(ClientAuth::ClientSecretBasic, DEFAULT_CLIENT_SECRET).await;
-    let p = c.register("new@example.com", "Newt", "long enough").await.unwrap();
-    assert_eq!(p.roles, ["user"]);
+    c.register("new@example.com", "Newt", "long enough").await.unwrap();
+    let tokens = c.password_grant("new@example.com", "long enough", NOW).await.unwrap();
+    let p = c.userinfo(&tokens.access_token).await.unwrap();
+    assert_eq!((p.name.as_str(), p.email.as_str(), p.roles.as_slice()), ("Newt", "new@example.com", ["user".to_string()].as_slice()));
+    assert!(!p.id.is_empty() && p.id != p.email, "the id is the userinfo's sub: {p:?}");
+    // The profile is what the configured map makes of the userinfo answer.
+    let mapped = UpstreamClient::new(ClientConfig {
+        profile: ProfileMap { name: "{name} <{email}>".into(), roles: String::new(), ..ProfileMap::oidc() },
+        ..c.config().clone()
+    })
+    .unwrap();
+    let p = mapped.userinfo(&tokens.access_token).await.unwrap();
+    assert_eq!((p.name.as_str(), p.roles.len()), ("Newt <new@example.com>", 0));
+    // Without a registration endpoint there is no registration, and nothing is sent.
+    let mut endpoints = c.config().endpoints.clone();
+    endpoints.registration_url = None;
+    let closed = UpstreamClient::new(ClientConfig { endpoints, ..c.config().clone() }).unwrap();
+    assert!(matches!(closed.register("other@example.com", "O", "long enough").await, Err(RegisterError::Unsupported)));
     assert!(matches!(
         c.register("new@example.com", "Newt", "long enough").await,
         Err(RegisterError::EmailTaken)
@@ -129,7 +151,9 @@ async fn registration_outcomes() {
 #[test]
 fn the_secret_never_prints() {
     let config = ClientConfig {
-        endpoints: UpstreamEndpoints::under(&Url::parse("http://127.0.0.1:1").unwrap()).unwrap(),
+        endpoints: UpstreamEndpoints::at(&Url::parse("http://127.0.0.1:1").unwrap(), OAUTH2_PATHS.into()).unwrap(),
+        profile: ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() },
+        registration_fields: Fields::default(),
         client_id: "id".into(),
         client_secret: SecretString::from("hunter2-very-secret".to_string()),
         auth: ClientAuth::ClientSecretBasic,
@@ -204,7 +228,9 @@ async fn mock_under_v1(token_answer: serde_json::Value) -> (String, Arc<std::syn
 
 fn client_for(base: &str) -> UpstreamClient {
     UpstreamClient::new(ClientConfig {
-        endpoints: UpstreamEndpoints::under(&Url::parse(base).unwrap()).unwrap(),
+        endpoints: UpstreamEndpoints::at(&Url::parse(base).unwrap(), OAUTH2_PATHS.into()).unwrap(),
+        profile: ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() },
+        registration_fields: Fields::default(),
         client_id: "c".into(),
         client_secret: SecretString::from("s".to_string()),
         auth: ClientAuth::ClientSecretBasic,

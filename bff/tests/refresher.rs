@@ -3,6 +3,8 @@
 //! deterministic (no wall-clock sleeps, no live upstream). The live-upstream tests stay in
 //! `client.rs` and the app's `tests/refresh.rs`.
 
+use tokenless_bff::http_api::{Fields, ProfileMap};
+use tokenless_upstream::config::OAUTH2_PATHS;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -406,9 +408,11 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn(memory: Memory) {
 const COOKIE: &str = "tokenless_session";
 
 fn manager(grants: &Arc<Scripted>, clock: &ManualClock) -> Arc<SessionManager> {
-    let endpoints = UpstreamEndpoints::under(&"http://127.0.0.1:9".parse().unwrap()).unwrap();
+    let endpoints = UpstreamEndpoints::at(&"http://127.0.0.1:9".parse().unwrap(), OAUTH2_PATHS.into()).unwrap();
     let client = UpstreamClient::new(ClientConfig {
         endpoints,
+        profile: ProfileMap::oidc(),
+        registration_fields: Fields::default(),
         client_id: "c".into(),
         client_secret: SecretString::from("s".to_string()),
         auth: ClientAuth::ClientSecretBasic,

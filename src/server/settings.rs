@@ -13,9 +13,9 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokenless_bff::client::ClientAuth;
-use tokenless_bff::http_api::HttpApiConfig;
+use tokenless_bff::http_api::{HttpApiConfig, ProfileMap};
 use tokenless_bff::config::{ConfigError, SessionConfig, SessionOptions};
-use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE};
+use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE, OAUTH2_PATHS};
 use tokenless_upstream::{Database, Shape};
 use url::Url;
 
@@ -117,10 +117,15 @@ pub struct UpstreamSettings {
     pub base_url: Option<Url>,
     /// For a configured `base_url`; the embedded demo's kind follows `demo.shape`.
     pub kind: UpstreamKind,
-    pub token_url: Option<Url>,
-    pub revocation_url: Option<Url>,
-    pub userinfo_url: Option<Url>,
-    pub registration_url: Option<Url>,
+    /// The OAuth 2.0 endpoints: paths under `base_url` (or absolute URLs); the defaults are the
+    /// demo upstream's layout.
+    pub token_url: String,
+    pub revocation_url: String,
+    pub userinfo_url: String,
+    /// `None`: no registration (the page says so).
+    pub registration_url: Option<String>,
+    /// How the userinfo answer becomes the profile pages show.
+    pub profile: ProfileMap,
     pub client_id: String,
     pub client_secret: SecretString,
     pub client_auth: ClientAuth,
@@ -272,16 +277,36 @@ struct RawUpstream {
     connect_timeout_ms: u64,
     kind: String,
     http_api: Option<HttpApiConfig>,
+    profile: RawProfile,
+}
+
+/// `[upstream.profile]`: the library's [`ProfileMap`], each key left out taking this app's
+/// default (OpenID Connect's claims and the demo's roles), not the library's.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawProfile {
+    id: String,
+    name: String,
+    name_fallback: String,
+    email: String,
+    roles: String,
+}
+
+impl Default for RawProfile {
+    fn default() -> Self {
+        let ProfileMap { id, name, name_fallback, email, .. } = ProfileMap::oidc();
+        RawProfile { id, name, name_fallback, email, roles: "/roles".into() }
+    }
 }
 
 impl Default for RawUpstream {
     fn default() -> Self {
         RawUpstream {
             base_url: String::new(),
-            token_url: String::new(),
-            revocation_url: String::new(),
-            userinfo_url: String::new(),
-            registration_url: String::new(),
+            token_url: OAUTH2_PATHS[0].into(),
+            revocation_url: OAUTH2_PATHS[1].into(),
+            userinfo_url: OAUTH2_PATHS[2].into(),
+            registration_url: OAUTH2_PATHS[3].into(),
             client_id: DEFAULT_CLIENT_ID.into(),
             client_secret: DEFAULT_CLIENT_SECRET.into(),
             client_auth: "client_secret_basic".into(),
@@ -289,6 +314,7 @@ impl Default for RawUpstream {
             connect_timeout_ms: 2_000,
             kind: "oauth2".into(),
             http_api: None,
+            profile: RawProfile::default(),
         }
     }
 }
@@ -363,6 +389,18 @@ fn optional_url(raw: &str, key: &str) -> Result<Option<Url>, SettingsError> {
         return Err(invalid(key, format!("{raw:?} must be an http(s) URL with a host")));
     }
     Ok(Some(url))
+}
+
+/// An endpoint: a path under `upstream.base_url` (`/oauth/token`) or an absolute http(s) URL.
+fn endpoint(raw: &str, key: &str) -> Result<String, SettingsError> {
+    let raw = raw.trim();
+    if raw.starts_with('/') && !raw.starts_with("//") {
+        return Ok(raw.to_string());
+    }
+    match optional_url(raw, key)? {
+        Some(url) => Ok(url.to_string()),
+        None => Err(invalid(key, "must be a path under upstream.base_url (/oauth/token) or an http(s) URL")),
+    }
 }
 
 fn parse_address(raw: &str, key: &str) -> Result<SocketAddr, SettingsError> {
@@ -505,19 +543,17 @@ impl Settings {
         let upstream = UpstreamSettings {
             kind,
             base_url: optional_url(&u.base_url, "upstream.base_url")?,
-            token_url: optional_url(&u.token_url, "upstream.token_url")?,
-            revocation_url: optional_url(
-                &u.revocation_url,
-                "upstream.revocation_url",
-            )?,
-            userinfo_url: optional_url(
-                &u.userinfo_url,
-                "upstream.userinfo_url",
-            )?,
-            registration_url: optional_url(
-                &u.registration_url,
-                "upstream.registration_url",
-            )?,
+            token_url: endpoint(&u.token_url, "upstream.token_url")?,
+            revocation_url: endpoint(&u.revocation_url, "upstream.revocation_url")?,
+            userinfo_url: endpoint(&u.userinfo_url, "upstream.userinfo_url")?,
+            registration_url: match u.registration_url.trim() {
+                "" => None,
+                raw => Some(endpoint(raw, "upstream.registration_url")?),
+            },
+            profile: {
+                let RawProfile { id, name, name_fallback, email, roles } = u.profile;
+                ProfileMap { id, name, name_fallback, email, roles }
+            },
             client_id: u.client_id.trim().to_string(),
             client_secret: SecretString::from(u.client_secret),
             client_auth,
@@ -751,8 +787,8 @@ mod tests {
             ("upstream.kind", "soap"),
             ("upstream.base_url", "not a url"),
             ("upstream.token_url", "mailto:x@y"),
-            ("upstream.revocation_url", "/relative"),
-            ("upstream.userinfo_url", "http://"),
+            ("upstream.revocation_url", "ftp://auth.example/revoke"),
+            ("upstream.userinfo_url", "//userinfo"),
             ("upstream.registration_url", "x"),
             ("upstream.client_auth", "private_key_jwt"),
             ("upstream.client_id", " "),
@@ -776,6 +812,32 @@ mod tests {
             }
         }
         assert_eq!(env_var("upstream.http_api.sign_in"), "TOKENLESS_UPSTREAM__HTTP_API__SIGN_IN");
+    }
+
+    #[test]
+    fn the_oauth2_upstreams_endpoints_and_profile_are_configuration() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(
+            [&*s.upstream.token_url, &*s.upstream.revocation_url, &*s.upstream.userinfo_url],
+            ["/oauth/token", "/oauth/revoke", "/userinfo"]
+        );
+        assert_eq!(s.upstream.registration_url.as_deref(), Some("/users"));
+        assert_eq!(s.upstream.profile, ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() });
+        let s = Settings::from_sources(
+            None,
+            env(&[
+                ("TOKENLESS_UPSTREAM__REGISTRATION_URL", ""),
+                ("TOKENLESS_UPSTREAM__TOKEN_URL", "https://auth.example/token"),
+                ("TOKENLESS_UPSTREAM__PROFILE__NAME", "{given_name} {family_name}"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.upstream.registration_url, None, "no registration");
+        assert_eq!(s.upstream.token_url, "https://auth.example/token");
+        assert_eq!(s.upstream.profile.name, "{given_name} {family_name}");
+        assert_eq!(s.upstream.profile.id, "/sub", "the other keys keep the app's defaults");
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__PROFILE__AGE", "/age")])).unwrap_err();
+        assert!(e.to_string().contains("age"), "an unknown profile key is refused: {e}");
     }
 
     #[test]

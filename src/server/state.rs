@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
-use tokenless_bff::client::{ClientConfig, UpstreamClient, UpstreamEndpoints};
+use tokenless_bff::client::{ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
+use tokenless_bff::http_api::Fields;
 use tokenless_bff::manager::SessionManager;
 use tokenless_bff::seal::KeyRing;
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
@@ -147,23 +148,18 @@ impl AppState {
     }
 }
 
-/// The OAuth 2.0 client: endpoints under `base` unless configured one by one.
+/// The OAuth 2.0 client: its endpoints, profile map and credentials as configured.
 fn oauth2_client(base: &url::Url, u: &UpstreamSettings) -> Result<UpstreamClient, StateError> {
-    let mut endpoints = UpstreamEndpoints::under(base)?;
-    if let Some(url) = &u.token_url {
-        endpoints.token_url = url.clone();
-    }
-    if let Some(url) = &u.revocation_url {
-        endpoints.revocation_url = url.clone();
-    }
-    if let Some(url) = &u.userinfo_url {
-        endpoints.userinfo_url = url.clone();
-    }
-    if let Some(url) = &u.registration_url {
-        endpoints.registration_url = url.clone();
-    }
+    let paths = EndpointPaths {
+        token: &u.token_url,
+        revocation: &u.revocation_url,
+        userinfo: &u.userinfo_url,
+        registration: u.registration_url.as_deref(),
+    };
     Ok(UpstreamClient::new(ClientConfig {
-        endpoints,
+        endpoints: UpstreamEndpoints::at(base, paths)?,
+        profile: u.profile.clone(),
+        registration_fields: Fields::default(),
         client_id: u.client_id.clone(),
         client_secret: u.client_secret.clone(),
         auth: u.client_auth,

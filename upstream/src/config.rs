@@ -92,6 +92,10 @@ pub struct UpstreamConfig {
 /// `make reset-demo`, removes it.
 pub const DEV_DATABASE: &str = "target/tokenless-dev/demo-upstream.sqlite3";
 
+/// Where the demo's OAuth 2.0 endpoints are, under its base URL: token, revocation, userinfo
+/// and registration (`POST`, JSON `{email, name, password}`).
+pub const OAUTH2_PATHS: [&str; 4] = ["/oauth/token", "/oauth/revoke", "/userinfo", "/users"];
+
 pub const DEFAULT_CLIENT_ID: &str = "tokenless";
 pub const DEFAULT_CLIENT_SECRET: &str = "tokenless-demo-secret";
 

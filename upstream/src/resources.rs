@@ -57,18 +57,26 @@ fn check(upstream: &Upstream, token: &str) -> Result<AccessClaims, ApiError> {
     })
 }
 
+/// What `GET /userinfo` answers: OpenID Connect's `sub` (the user's id), and the profile.
+#[derive(Debug, Serialize)]
+pub struct UserInfo {
+    sub: String,
+    #[serde(flatten)]
+    profile: Profile,
+}
+
 /// `GET /userinfo`
 pub async fn userinfo(
     State(upstream): State<Upstream>,
     headers: HeaderMap,
-) -> Result<Json<Profile>, ApiError> {
+) -> Result<Json<UserInfo>, ApiError> {
     let claims = bearer(&upstream, &headers)?;
     let user = upstream
         .store()
         .user(&claims.sub)
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::InvalidToken("the user is gone".into()))?;
-    Ok(Json(Profile::from(&user)))
+    Ok(Json(UserInfo { sub: user.id.clone(), profile: Profile::from(&user) }))
 }
 
 #[derive(Debug, Clone, Serialize)]
