@@ -16,8 +16,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tokenless::server::{router, state::leptos_options, AppState, Settings};
-use tokenless_bff::seal::KeyRing;
-use tokenless_bff::session::Session;
+use tokenless_bff::KeyRing;
+use tokenless_bff::Session;
 use tower::ServiceExt;
 
 const KEYS: &str = "5:QmVuY2htYXJrIGtleSwgbmV2ZXIgdXNlIGl0IGVsc2U=";

@@ -29,6 +29,8 @@ if [ "$ONLY_E2E" = 0 ]; then
     cargo test --workspace --features tokenless/ssr
     step "benchmark smoke: each benchmark once, unoptimized (cargo test --benches), so they cannot rot"
     cargo test --workspace --features tokenless/ssr --benches
+    step "the library's rustdoc: every public item documented, no broken or private link"
+    RUSTDOCFLAGS="-D warnings" cargo doc -p tokenless-bff --no-deps
 else
     step "cargo test --no-run: build the server binary"
     cargo test --workspace --features tokenless/ssr --no-run

@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("generate-key") {
         let id = args.get(1).and_then(|s| s.parse::<u8>().ok()).unwrap_or(1);
-        let key = tokenless_bff::seal::generate_key_spec(id);
+        let key = tokenless_bff::generate_key_spec(id);
         // The one place that writes to stdout: the key is the output.
         use std::io::Write;
         return match writeln!(std::io::stdout(), "{key}") {

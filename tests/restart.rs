@@ -7,8 +7,8 @@ mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use tokenless_bff::seal::KeyRing;
-use tokenless_bff::session::Session;
+use tokenless_bff::KeyRing;
+use tokenless_bff::Session;
 
 const COOKIE: &str = "tokenless_session";
 const NEWCOMER: (&str, &str) = ("newcomer@example.com", "a long enough password");
@@ -21,7 +21,7 @@ fn expire_access_token(b: &Browser<'_>, ring: &KeyRing) {
     let mut session =
         Session::from_bytes(&ring.open(COOKIE, &sealed).expect("sealed with the kept key").plaintext)
             .expect("a session");
-    session.tokens.access_expires_at = tokenless_bff::manager::now() - 1;
+    session.tokens.access_expires_at = tokenless_bff::now() - 1;
     jar.insert(COOKIE.into(), ring.seal(COOKIE, &session.to_bytes()));
 }
 

@@ -7,7 +7,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{app, app_with, block_on, Browser, ADMIN, ORIGIN, USER};
-use tokenless_bff::manager::now;
+use tokenless_bff::now;
 use tower_cookies::cookie::SameSite;
 
 const COOKIE: &str = "tokenless_session";
@@ -535,7 +535,7 @@ fn a_failed_form_post_without_javascript_keeps_what_was_typed() {
         assert_eq!(input_value(&page.body, "field-email").map(|v| v.len()), Some(254));
 
         // Tampered or foreign: ignored and deleted, the page renders.
-        let moved = tokenless_bff::seal::KeyRing::parse(common::TEST_KEYS).unwrap().seal(COOKIE, b"{}");
+        let moved = tokenless_bff::KeyRing::parse(common::TEST_KEYS).unwrap().seal(COOKIE, b"{}");
         for value in ["garbage", "AAAA", &moved] {
             b.set_cookie(&form_cookie, value);
             let page = b.get("/login").await;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use secrecy::SecretString;
-use tokenless_bff::client::{ClientAuth, ClientConfig, UpstreamClient, UpstreamEndpoints};
-use tokenless_bff::refresh::{Known, RefreshConfig, Refresher};
-use tokenless_bff::seal::KeyRing;
-use tokenless_bff::session::{Freshness, Profile, Session, Token, TokenSet};
+use tokenless_bff::{ClientAuth, ClientConfig, UpstreamClient, UpstreamEndpoints};
+use tokenless_bff::{Known, RefreshConfig, Refresher};
+use tokenless_bff::KeyRing;
+use tokenless_bff::{Freshness, Profile, Session, Token, TokenSet};
 
 const NAME: &str = "__Host-tokenless_session";
 const NOW: u64 = 1_800_000_000;
@@ -54,7 +54,7 @@ fn refresher() -> Refresher {
         connect_timeout: Duration::from_secs(1),
     })
     .unwrap();
-    Refresher::new(Arc::new(client), RefreshConfig::default(), tokenless_bff::clock::system())
+    Refresher::new(Arc::new(client), RefreshConfig::default(), tokenless_bff::system_clock())
 }
 
 fn cookie(c: &mut Criterion) {

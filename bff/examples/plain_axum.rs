@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
-use tokenless_bff::client::{ClientAuth, ClientConfig, UpstreamEndpoints};
-use tokenless_bff::manager::SignInError;
-use tokenless_bff::seal::KeyRing;
+use tokenless_bff::{ClientAuth, ClientConfig, UpstreamEndpoints};
+use tokenless_bff::SignInError;
+use tokenless_bff::KeyRing;
 use tokenless_bff::{RequestSession, SessionConfig, SessionLayer, SessionManager, UpstreamClient};
 
 /// The whole app: four routes and the layer.
@@ -66,8 +66,8 @@ async fn frogs(session: RequestSession) -> Response {
     match session.get_json::<serde_json::Value>("/frogs").await {
         Ok(frogs) => Json(frogs).into_response(),
         Err(
-            tokenless_bff::middleware::ResourceError::SignedOut
-            | tokenless_bff::middleware::ResourceError::SessionEnded,
+            tokenless_bff::ResourceError::SignedOut
+            | tokenless_bff::ResourceError::SessionEnded,
         ) => StatusCode::UNAUTHORIZED.into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }

@@ -18,7 +18,9 @@ use crate::upstream::{BoxFuture, Registered, SignInError, Upstream};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
     ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form.
     ClientSecretPost,
 }
 
@@ -102,21 +104,28 @@ pub struct ClientConfig {
     pub profile: ProfileMap,
     /// The registration body's field names (JSON).
     pub registration_fields: Fields,
+    /// The client id the upstream issued to this app.
     pub client_id: String,
     /// Debug-prints as `[REDACTED]`.
     pub client_secret: SecretString,
+    /// How the client authenticates to the token and revocation endpoints.
     pub auth: ClientAuth,
     /// Whole-request timeout for every call.
     pub timeout: Duration,
+    /// Connect timeout for every call.
     pub connect_timeout: Duration,
 }
 
+/// Why an upstream call did not give what was asked, told apart by what the user should see.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// The upstream definitively refused a grant (`invalid_grant`, `invalid_client`...): the
     /// credentials or tokens are no good and retrying will not help.
     #[error("the upstream refused: {code}")]
-    Refused { code: String },
+    Refused {
+        /// The refusal code (`invalid_grant`...).
+        code: String,
+    },
     /// A resource answered 401: the access token is missing, expired or revoked.
     #[error("the upstream did not accept the access token")]
     Unauthorized,
@@ -155,20 +164,26 @@ const TIMED_OUT: &str = "timed out";
 /// Why registration did not create an account.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
+    /// An account with this email exists.
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// Some fields were refused, one message each.
     #[error("some fields are invalid")]
     Invalid(Vec<FieldProblem>),
     /// This upstream has no registration.
     #[error("this upstream does not register accounts")]
     Unsupported,
+    /// The upstream could not be asked, or answered something else.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
 
+/// A registration field the upstream refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct FieldProblem {
+    /// The field's name (`email`, `name`, `password`).
     pub field: String,
+    /// What is wrong with it, as the upstream said.
     pub message: String,
 }
 
@@ -193,6 +208,7 @@ struct ErrorBody {
 /// Access tokens without `expires_in` are assumed to live this long.
 const DEFAULT_ACCESS_LIFETIME: u64 = 300;
 
+/// The OAuth 2.0 upstream: one connection pool, the endpoints, the client credentials.
 pub struct UpstreamClient {
     http: reqwest::Client,
     config: ClientConfig,
@@ -205,6 +221,7 @@ impl std::fmt::Debug for UpstreamClient {
 }
 
 impl UpstreamClient {
+    /// A client for `config` (no redirects followed, `TCP_NODELAY`).
     pub fn new(config: ClientConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -216,6 +233,7 @@ impl UpstreamClient {
         Ok(UpstreamClient { http, config })
     }
 
+    /// Its configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }

@@ -27,10 +27,12 @@ impl CookiePolicy {
         CookiePolicy { name, secure, same_site }
     }
 
+    /// The cookie's name as the browser sees it (`__Host-` prefixed when secure).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// Whether the cookie is `Secure` (the site is served over https).
     pub fn secure(&self) -> bool {
         self.secure
     }

@@ -30,7 +30,9 @@ use crate::upstream::{BoxFuture, Registered, SignInError, TokenGrants, Upstream}
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not {expected}")]
 pub struct ConfigError {
+    /// The value as written.
     pub value: String,
+    /// What would have been accepted.
     pub expected: &'static str,
 }
 
@@ -42,7 +44,9 @@ fn bad(value: &str, expected: &'static str) -> ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Route {
+    /// The HTTP method.
     pub method: Method,
+    /// The path under the upstream's base URL, starting with `/`.
     pub path: String,
 }
 
@@ -72,8 +76,10 @@ impl TryFrom<String> for Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyKind {
+    /// `application/json`.
     #[default]
     Json,
+    /// `application/x-www-form-urlencoded`.
     Form,
 }
 
@@ -81,7 +87,9 @@ pub enum BodyKind {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum TokenSource {
+    /// `json:/pointer`: a JSON pointer into the answer's body.
     Json(String),
+    /// `cookie:name`: a `Set-Cookie` of the answer, whatever its flags.
     Cookie(String),
 }
 
@@ -108,8 +116,11 @@ impl TryFrom<String> for TokenSource {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Presentation {
+    /// `cookie:name`: a `Cookie` header.
     Cookie(String),
+    /// `body:field`: a field of the request's body.
     Body(String),
+    /// `bearer`: `Authorization: Bearer`.
     Bearer,
 }
 
@@ -139,9 +150,13 @@ impl TryFrom<String> for Presentation {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Expiry {
+    /// `jwt`: the token's `exp` claim, counted from our clock (`exp - iat`).
     Jwt,
+    /// `cookie`: the token's cookie's `Max-Age` or `Expires`.
     Cookie,
+    /// `expires_in:/pointer`: seconds, at a JSON pointer into the answer.
     ExpiresIn(String),
+    /// `lifetime:N`: always N seconds.
     Lifetime(u64),
 }
 
@@ -181,9 +196,11 @@ fn is_cookie_name(n: &str) -> bool {
 pub struct ProfileMap {
     /// The stable id; `""`: the email stands in.
     pub id: String,
+    /// The display name: a pointer, or a template of `{field}`s.
     pub name: String,
     /// When the name comes out empty: this pointer's value.
     pub name_fallback: String,
+    /// The email.
     pub email: String,
     /// A list (or one string) of roles; `""`: no roles.
     pub roles: String,
@@ -218,8 +235,11 @@ impl ProfileMap {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Fields {
+    /// The email's field.
     pub email: String,
+    /// The password's field.
     pub password: String,
+    /// The name's field (registration).
     pub name: String,
 }
 
@@ -241,26 +261,33 @@ pub struct HttpApiConfig {
     /// Whether the registration answer carries tokens (signed in on the spot), read as sign-in's.
     #[serde(default)]
     pub register_signs_in: bool,
+    /// The refresh route; its answer carries the new tokens.
     pub refresh: Route,
     /// Called with both tokens when a session ends; absent: nothing to call.
     #[serde(default, deserialize_with = "optional")]
     pub sign_out: Option<Route>,
     /// `GET` route of the signed-in person.
     pub profile: Route,
+    /// How sign-in, registration and refresh bodies are encoded.
     #[serde(default)]
     pub body: BodyKind,
+    /// The bodies' field names.
     #[serde(default)]
     pub fields: Fields,
+    /// Where the access token comes back.
     pub access_token: TokenSource,
+    /// Where the refresh token comes back.
     pub refresh_token: TokenSource,
     /// How the refresh token is sent to `refresh` and `sign_out`.
     pub present_refresh: Presentation,
     /// How the access token is sent to resources, `profile` and `sign_out`.
     pub present_access: Presentation,
+    /// How the access token's expiry is known.
     pub access_expiry: Expiry,
     /// `None`: the refresh token's end is not known (the session's own limits apply).
     #[serde(default, deserialize_with = "optional")]
     pub refresh_expiry: Option<Expiry>,
+    /// How the profile answer becomes a [`crate::Profile`].
     #[serde(default)]
     pub profile_map: ProfileMap,
     /// Sign-in answers meaning "wrong email or password".
@@ -436,6 +463,7 @@ struct Answer {
 }
 
 impl HttpApi {
+    /// A client of the API `config` describes, under `base`, with these timeouts.
     pub fn new(
         base: Url,
         config: HttpApiConfig,
@@ -454,6 +482,7 @@ impl HttpApi {
         Ok(HttpApi { http, base, config })
     }
 
+    /// Its configuration.
     pub fn config(&self) -> &HttpApiConfig {
         &self.config
     }

@@ -1,55 +1,92 @@
-//! Tokenless BFF core: what keeps tokens on the server. Another Leptos or plain axum app can
-//! depend on it for the same guarantees.
+//! Tokenless BFF core: sign people in against an upstream API and keep every token on the
+//! server. The browser holds one sealed (AES-256-GCM), HttpOnly cookie; the server refreshes
+//! access tokens while it handles a request, one refresh per rotated token however many requests
+//! need it.
 //!
-//! - [`seal`]: AES-256-GCM sealing of cookie values with a rotating key ring, and chunking of
-//!   values too large for one cookie.
-//! - [`session`]: the sealed payload (tokens that never print, profile, generation, timestamps)
-//!   and the freshness decision.
-//! - [`cookies`]: the session cookie's name and attributes, read/write/clear with chunks.
-//! - [`clock`]: the injected clock that every expiry is measured with.
-//! - [`upstream`]: the upstream contract (sign in, refresh, end a sign-in, profile, register,
-//!   how resource calls carry the access token) every kind of upstream implements.
-//! - [`grants`]: refresh and revocation as a trait the refresh machinery calls.
-//! - [`http_api`]: HTTP APIs described by configuration (tokens in JSON or `Set-Cookie`,
-//!   presented as Bearer or `Cookie`), the seeds' kind of backend.
-//! - [`client`]: the OAuth 2.0 upstream (password and refresh grants, RFC 7009 revocation,
-//!   userinfo, registration) with errors that tell a refusal from an outage.
-//! - [`manager`]: loading a request's session (limits, refresh, key rotation), sign-in/out.
-//! - [`refresh`]: one refresh per rotated token however many requests need it, the result
-//!   handed to late requests, newest cookie wins, counters.
-//! - [`layer`]: the one Layer an app adds (cookies, cross-site refusal, loading, refresh,
-//!   writing the cookie once) and the [`RequestSession`] extractor.
-//! - [`middleware`]: the per-request session handle that handlers and components use.
-//! - [`passthrough`]: allowlisted upstream calls for browser code, token attached, nothing
-//!   leaked either way.
-//! - [`csrf`]: refusing state-changing requests from other sites.
-//! - [`redirect`]: return paths after sign-in that cannot leave the site.
+//! An axum app adds one [`SessionLayer`] and takes a [`RequestSession`] in its handlers:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{routing::get, Json, Router};
+//! use tokenless_bff::{KeyRing, RequestSession, SessionConfig, SessionLayer, SessionManager, Upstream};
+//!
+//! async fn me(session: RequestSession) -> Json<Option<String>> {
+//!     Json(session.profile().map(|p| p.name))
+//! }
+//!
+//! fn app(upstream: Arc<dyn Upstream>, config: &SessionConfig) -> Result<Router, Box<dyn std::error::Error>> {
+//!     let manager = SessionManager::builder(upstream).options(config.validate()?).secure(true).build()?;
+//!     Ok(Router::new().route("/me", get(me)).layer(SessionLayer::new(Arc::new(manager))))
+//! }
+//! ```
+//!
+//! - **Sessions**: [`SessionManager`] (built with [`SessionManager::builder`] from a
+//!   [`SessionConfig`] an app nests in its own settings), [`SessionLayer`] (cookie jar,
+//!   cross-site refusal, loading and proactive refresh, the cookie written once per response),
+//!   [`RequestSession`] (sign in, register, sign out, profile, upstream calls with the token
+//!   attached and a 401 answered by one refresh).
+//! - **Upstreams** implement [`Upstream`]: the OAuth 2.0 token endpoint ([`UpstreamClient`])
+//!   and HTTP APIs described by configuration ([`HttpApi`], [`HttpApiConfig`]: tokens in JSON or
+//!   `Set-Cookie`, presented as Bearer or `Cookie`, the seeds' kind of backend).
+//! - **Refresh**: [`Refresher`] (single flight, rotation grace, newest wins, sign-out wins,
+//!   counters) remembers through a [`RefreshMemory`]: this process's [`InProcess`] memory, or a
+//!   store several instances share ([`memory`] has the contract).
+//! - **Browser code's upstream calls**: [`passthrough`] (allowlisted, token attached, nothing
+//!   leaked either way).
+//! - **Keys and time**: [`KeyRing`] (rotating sealing keys), [`Clock`] (every expiry is
+//!   measured with an injected clock; [`ManualClock`] in tests).
+//! - [`safe_next`]: return paths after sign-in that cannot leave the site.
 
-pub mod client;
-pub mod clock;
-pub mod config;
-pub mod cookies;
-pub mod csrf;
-pub mod grants;
+#![deny(missing_docs)]
+
+mod client;
+mod clock;
+mod config;
+mod cookies;
+mod csrf;
+mod grants;
 pub mod http_api;
-pub mod layer;
-pub mod manager;
+mod layer;
+mod manager;
 pub mod memory;
-pub mod middleware;
+mod middleware;
 pub mod passthrough;
-pub mod redirect;
-pub mod refresh;
-pub mod seal;
-pub mod session;
-pub mod upstream;
+mod redirect;
+mod refresh;
+mod seal;
+mod session;
+mod upstream;
 
-pub use client::{UpstreamClient, UpstreamError};
-pub use config::{ConfigError, SessionConfig, SessionOptions};
-pub use http_api::{HttpApi, HttpApiConfig};
-pub use layer::SessionLayer;
-pub use manager::{BuildError, SessionManager, SessionManagerBuilder};
+#[cfg(test)]
+mod tests;
+
+// The layer, the extractor and the manager.
+pub use layer::{CrossSiteAnswer, MissingSessionLayer, SessionLayer, SessionService};
+pub use manager::{now, BuildError, Ended, Limits, Loaded, SessionManager, SessionManagerBuilder};
+pub use middleware::{RequestSession, ResourceError};
+
+// Configuration.
+pub use config::{millis, seconds, ConfigError, SessionConfig, SessionOptions, MAX_SECONDS};
+pub use cookies::CookiePolicy;
+pub use seal::{generate_key_spec, KeyError, KeyRing};
+
+// Upstreams.
+pub use client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
+pub use http_api::{HttpApi, HttpApiConfig, ProfileMap};
+pub use upstream::{
+    get_json, upstream_url, BoxFuture, FieldProblem, RegisterError, Registered, SignInError, TokenGrants, Upstream,
+    UpstreamError,
+};
+
+// Sessions and tokens.
+pub use session::{Freshness, Profile, Session, Token, TokenSet};
+
+// The refresh machinery.
 pub use memory::{InProcess, RefreshMemory};
-pub use seal::KeyRing;
-pub use middleware::RequestSession;
-pub use session::{Profile, Session};
-pub use upstream::Upstream;
+pub use refresh::{Known, OutcomeKind, RefreshConfig, RefreshCounts, Refresher, Revocation, HANDOFF, SIGNED_OUT};
+
+// Time.
+pub use clock::{system as system_clock, Clock, ManualClock, SystemClock};
+
+// Paths.
+pub use redirect::{safe_next, MAX_NEXT_LEN};

@@ -58,6 +58,7 @@ pub enum Ended {
 /// A request's session after [`SessionManager::load`].
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// The session, when the request has one that is still good.
     pub session: Option<Session>,
     /// A session came in and ended here; pages say so on the sign-in page.
     pub ended: Option<Ended>,
@@ -66,6 +67,7 @@ pub struct Loaded {
     pub refresh_failed: bool,
 }
 
+/// Opens, refreshes, writes and ends sessions; one per process, shared by every request.
 pub struct SessionManager {
     clock: Arc<dyn Clock>,
     upstream: Arc<dyn Upstream>,
@@ -86,6 +88,7 @@ impl std::fmt::Debug for SessionManager {
     }
 }
 
+/// Unix seconds by the system clock.
 pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -246,10 +249,12 @@ impl SessionManager {
         &*self.upstream
     }
 
+    /// The session cookie's attributes.
     pub fn cookie_policy(&self) -> &CookiePolicy {
         &self.cookie
     }
 
+    /// How long sessions may live.
     pub fn limits(&self) -> Limits {
         self.limits
     }

@@ -2,7 +2,7 @@
 //! the results they landed (keyed by the SHA-256 of the refresh token each consumed), the
 //! newest generation issued per session, and the sessions that signed out. [`InProcess`] keeps
 //! it in this process's memory (one lock, bounded maps); a store shared by several instances
-//! implements [`RefreshMemory`] and the refresh logic in [`crate::refresh`] does not change.
+//! implements [`RefreshMemory`] and the refresh logic ([`crate::Refresher`]) does not change.
 //!
 //! Every method is one step a shared store can do atomically (one lock, one script): the
 //! compound decisions — "join the flight, or take the remembered result, or fly" and "land:

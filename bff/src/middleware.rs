@@ -69,14 +69,19 @@ impl std::fmt::Debug for RequestSession {
 /// Why a call to an upstream resource failed, in the terms a page needs.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
+    /// The request has no session.
     #[error("not signed in")]
     SignedOut,
+    /// The session ended (refused refresh, sign-out elsewhere): sign in again.
     #[error("the session ended")]
     SessionEnded,
+    /// The upstream forbade this to this user.
     #[error("the upstream forbade this")]
     Forbidden,
+    /// The upstream could not be reached or timed out: try again.
     #[error("the upstream is unavailable: {0}")]
     Unavailable(String),
+    /// The upstream answered something that makes no sense.
     #[error("the upstream answered unexpectedly: {0}")]
     Unexpected(String),
 }
@@ -87,14 +92,17 @@ impl RequestSession {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The manager this session belongs to.
     pub fn manager(&self) -> &Arc<SessionManager> {
         &self.manager
     }
 
+    /// Whether the request has a session.
     pub fn is_signed_in(&self) -> bool {
         self.lock().session.is_some()
     }
 
+    /// The signed-in person, if any.
     pub fn profile(&self) -> Option<Profile> {
         self.lock().session.as_ref().map(|s| s.profile.clone())
     }

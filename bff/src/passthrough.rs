@@ -21,6 +21,7 @@ use crate::middleware::RequestSession;
 
 /// The header every passthrough call carries, and its value.
 pub const CSRF_HEADER: &str = "x-csrf";
+/// The value [`CSRF_HEADER`] must have.
 pub const CSRF_VALUE: &str = "1";
 
 /// Request headers passed on to the upstream; everything else stays behind.
@@ -47,10 +48,13 @@ const RESPONSE_HEADERS: &[HeaderName] = &[
     header::VARY,
 ];
 
+/// An allowlist rule that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("passthrough rule {rule:?}: {problem}")]
 pub struct AllowlistError {
+    /// The rule as written.
     pub rule: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 
@@ -76,6 +80,7 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
+    /// Rules like `"GET /frogs, GET|HEAD /frogs/*, POST /frogs/*/croaks"` (`*` one segment).
     pub fn parse(spec: &str) -> Result<Self, AllowlistError> {
         let mut rules = Vec::new();
         for raw in spec.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -110,6 +115,7 @@ impl Allowlist {
         Ok(Allowlist { rules })
     }
 
+    /// Whether nothing is allowed.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -148,19 +154,25 @@ pub fn clean_path(raw: &str) -> Option<&str> {
 /// Why a passthrough call was not forwarded, or failed; the body tells browser code what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PassthroughError {
+    /// Not allowlisted (or not a clean path): 404.
     #[error("no such upstream resource")]
     NotFound,
+    /// A state-changing call without the `X-CSRF: 1` header: 403.
     #[error("the X-CSRF: 1 header is required")]
     MissingCsrfHeader,
+    /// No session: 401.
     #[error("sign in first")]
     Unauthorized,
+    /// The session ended while calling: 401, sign in again.
     #[error("the session ended; sign in again")]
     SessionExpired,
     /// A non-idempotent call was refused with 401; the session has fresh tokens now.
     #[error("the access token was renewed; send the request again")]
     Retry,
+    /// The upstream is down or timed out: 503.
     #[error("the upstream is unavailable; try again")]
     Unavailable,
+    /// The upstream's answer cannot be passed on: 502.
     #[error("the upstream answered in a way we cannot pass on")]
     BadGateway,
 }
@@ -172,6 +184,7 @@ struct ErrorBody<'a> {
 }
 
 impl PassthroughError {
+    /// The status the browser gets.
     pub fn status(&self) -> StatusCode {
         match self {
             PassthroughError::NotFound => StatusCode::NOT_FOUND,

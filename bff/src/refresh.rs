@@ -55,6 +55,7 @@ const MAX_CHAIN: usize = 16;
 /// The refusal code a flight that landed after sign-out is turned into.
 pub const SIGNED_OUT: &str = "signed_out";
 
+/// How the refresh machinery waits, remembers and retries.
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshConfig {
     /// How long a request waits for a refresh (its own or one it joined) before answering
@@ -98,9 +99,13 @@ struct OutcomeLabel {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum OutcomeKind {
+    /// New tokens.
     refreshed,
+    /// The upstream refused the refresh token.
     refused,
+    /// The upstream could not be reached, or answered 5xx.
     unavailable,
+    /// The grant timed out (the upstream may have rotated anyway).
     timeout,
 }
 
@@ -194,17 +199,29 @@ impl Metrics {
 pub struct RefreshCounts {
     /// Refresh grants sent upstream (all outcomes).
     pub grants: u64,
+    /// Grants that gave new tokens.
     pub refreshed: u64,
+    /// Grants the upstream refused.
     pub refused: u64,
+    /// Grants that failed on an outage.
     pub unavailable: u64,
+    /// Grants that timed out.
     pub timeouts: u64,
+    /// Requests that waited for a flight already in the air.
     pub joined: u64,
+    /// Requests with a rotated token served the remembered result.
     pub grace_hits: u64,
+    /// Requests that stopped waiting for a refresh (it went on).
     pub wait_timeouts: u64,
+    /// Responses that would have written an older session than the newest.
     pub older_not_written: u64,
+    /// Requests carrying the cookie of a session that signed out.
     pub signed_out_refused: u64,
+    /// Refreshes that landed after their session signed out (revoked).
     pub landed_after_sign_out: u64,
+    /// Revocations waiting for a retry.
     pub revocations_pending: u64,
+    /// Revocations given up after every retry.
     pub revocations_abandoned: u64,
 }
 
@@ -541,6 +558,7 @@ impl Refresher {
         });
     }
 
+    /// The counters, as numbers.
     pub fn counts(&self) -> RefreshCounts {
         let m = &self.inner.metrics;
         let refreshed = m.grant(OutcomeKind::refreshed);

@@ -25,18 +25,29 @@ const NONCE_LEN: usize = 12;
 const HEADER_LEN: usize = 2 + NONCE_LEN;
 const AAD_PREFIX: &[u8] = b"tokenless/v1/";
 
+/// Why a key ring cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// No key given.
     #[error("no keys: give at least one, as `ID:BASE64` with a 32-byte key (generate one with `openssl rand -base64 32`)")]
     Empty,
+    /// An entry (its position) is not `ID:BASE64`.
     #[error("key entry {0} is not `ID:BASE64` with ID a number from 0 to 255")]
     Shape(usize),
+    /// A key (its id) is not base64.
     #[error("key {0} is not valid base64")]
     Base64(u8),
     #[error(
         "key {id} is {len} bytes; AES-256 needs exactly 32 (generate one with `openssl rand -base64 32`)"
     )]
-    Length { id: u8, len: usize },
+    /// A key (its id) is not 32 bytes long.
+    Length {
+        /// The key's id.
+        id: u8,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A key id appears twice.
     #[error("key id {0} appears twice")]
     Duplicate(u8),
 }

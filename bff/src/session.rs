@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct Token(String);
 
 impl Token {
+    /// A token from its text.
     pub fn new(value: impl Into<String>) -> Self {
         Token(value.into())
     }
@@ -28,24 +29,32 @@ impl std::fmt::Debug for Token {
 /// What the pages may show about the signed-in person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
+    /// A stable id for the person (the upstream's, or the email).
     pub id: String,
+    /// The name pages show.
     pub name: String,
+    /// The email.
     pub email: String,
+    /// Roles the upstream grants (`admin`...).
     #[serde(default)]
     pub roles: Vec<String>,
 }
 
 impl Profile {
+    /// Whether the person has `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
 }
 
+/// The tokens of one sign-in, never printed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSet {
+    /// The access token resource calls carry.
     pub access_token: Token,
     /// Unix seconds.
     pub access_expires_at: u64,
+    /// The refresh token, if the upstream issued one.
     pub refresh_token: Option<Token>,
     /// Unix seconds; `None` when the upstream did not say.
     pub refresh_expires_at: Option<u64>,
@@ -113,8 +122,10 @@ impl From<SessionV2> for Session {
     }
 }
 
+/// What the sealed cookie carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// The payload's format version (3 today; older cookies still open).
     pub format: u8,
     /// Random, stable for the session's life; names it in logs and in refresh bookkeeping.
     pub id: String,
@@ -124,7 +135,9 @@ pub struct Session {
     pub created_at: u64,
     /// Unix seconds; for the idle limit.
     pub last_seen_at: u64,
+    /// The upstream's tokens.
     pub tokens: TokenSet,
+    /// The signed-in person.
     pub profile: Profile,
 }
 
@@ -140,6 +153,7 @@ pub enum Freshness {
 }
 
 impl Session {
+    /// A new session (generation 1) for tokens just issued.
     pub fn new(id: String, now: u64, tokens: TokenSet, profile: Profile) -> Self {
         Session {
             format: SESSION_FORMAT,
@@ -163,6 +177,7 @@ impl Session {
         skew_secs.min(t.access_expires_at.saturating_sub(t.access_issued_at) / 2)
     }
 
+    /// Whether the access token is good for this request, needs a refresh first (it expires within `skew_secs`, at most half its lifetime), or is over.
     pub fn freshness(&self, now: u64, skew_secs: u64) -> Freshness {
         let skew_secs = self.effective_skew(skew_secs);
         if now.saturating_add(skew_secs) < self.tokens.access_expires_at {
@@ -193,6 +208,7 @@ impl Session {
         }
     }
 
+    /// The payload in its compact binary form (postcard), ready to seal.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing plain strings, numbers and options to a Vec cannot fail.
         postcard::to_allocvec(self).unwrap_or_default()

@@ -9,7 +9,7 @@
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
-pub use crate::client::{FieldProblem, RegisterError, UpstreamError};
+pub use crate::client::{upstream_url, FieldProblem, RegisterError, UpstreamError};
 pub use crate::grants::{BoxFuture, TokenGrants};
 use crate::session::{Profile, Token, TokenSet};
 
@@ -19,6 +19,7 @@ pub enum SignInError {
     /// Wrong email or password: one message, never which of the two.
     #[error("wrong email or password")]
     InvalidCredentials,
+    /// The upstream could not be asked, or answered something else.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tokenless_bff::client::{
+use tokenless_bff::{
     ClientAuth, ClientConfig, RegisterError, UpstreamClient, UpstreamEndpoints, UpstreamError,
 };
-use tokenless_bff::refresh::{Known, RefreshConfig, Refresher};
-use tokenless_bff::upstream::{get_json, Upstream};
-use tokenless_bff::session::{Profile, Session, Token};
+use tokenless_bff::{Known, RefreshConfig, Refresher};
+use tokenless_bff::{get_json, Upstream};
+use tokenless_bff::{Profile, Session, Token};
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use tokenless_upstream::{spawn, FaultKind, FaultSpec, RunningUpstream, UpstreamConfig};
 use url::Url;
@@ -170,11 +170,11 @@ fn the_secret_never_prints() {
 #[tokio::test]
 async fn a_refresh_asked_for_after_the_flight_landed_uses_its_result() {
     let (upstream, client) = setup(ClientAuth::ClientSecretBasic, DEFAULT_CLIENT_SECRET).await;
-    let now = tokenless_bff::manager::now();
+    let now = tokenless_bff::now();
     let tokens = client.password_grant("user@example.com", "frogs-are-green", now).await.unwrap();
     let profile = Profile { id: "1".into(), name: "U".into(), email: "user@example.com".into(), roles: vec![] };
     let session = Session::new("sid-late".into(), now, tokens, profile);
-    let refresher = Refresher::new(Arc::new(client), RefreshConfig::default(), tokenless_bff::clock::system());
+    let refresher = Refresher::new(Arc::new(client), RefreshConfig::default(), tokenless_bff::system_clock());
 
     // The late request's look: nothing remembered yet.
     assert!(matches!(refresher.known(&session).await, Known::Current));

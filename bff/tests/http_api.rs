@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 use tokenless_bff::http_api::{HttpApi, HttpApiConfig};
-use tokenless_bff::session::{Token, TokenSet};
-use tokenless_bff::upstream::{SignInError, TokenGrants, Upstream, UpstreamError};
+use tokenless_bff::{Token, TokenSet};
+use tokenless_bff::{SignInError, TokenGrants, Upstream, UpstreamError};
 
 type Answer = fn() -> Response;
 

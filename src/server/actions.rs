@@ -5,12 +5,12 @@
 use base64::Engine;
 use leptos::prelude::use_context;
 use serde::Deserialize;
-use tokenless_bff::client::{RegisterError, UpstreamError};
-use tokenless_bff::manager::SignInError;
-use tokenless_bff::middleware::{RequestSession, ResourceError};
-use tokenless_bff::redirect::safe_next;
-use tokenless_bff::refresh::Revocation;
-use tokenless_bff::session::Profile;
+use tokenless_bff::{RegisterError, UpstreamError};
+use tokenless_bff::SignInError;
+use tokenless_bff::{RequestSession, ResourceError};
+use tokenless_bff::safe_next;
+use tokenless_bff::Revocation;
+use tokenless_bff::Profile;
 
 use crate::api::{AccountView, AdminStatsView, FrogView, UserView};
 use crate::error::{AppError, FieldError};
@@ -190,7 +190,7 @@ pub fn account() -> Result<AccountView, AppError> {
     signed_in(&request)?;
     let session = request.session().ok_or(AppError::Unauthorized)?;
     let manager = request.manager();
-    let idle_end = tokenless_bff::manager::now().saturating_add(manager.limits().idle_timeout.as_secs());
+    let idle_end = tokenless_bff::now().saturating_add(manager.limits().idle_timeout.as_secs());
     Ok(AccountView {
         signed_in_at: session.created_at,
         session_ends_at: manager.ends_at(&session).min(idle_end),

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tokenless_bff::seal::{generate_key_spec, KeyRing};
+use tokenless_bff::{generate_key_spec, KeyRing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevKeyError {
@@ -20,7 +20,7 @@ pub enum DevKeyError {
         "the development session key file {path} does not hold a key ({problem}); delete it and a \
          new one is made at the next start (everyone is signed out), or set TOKENLESS_SESSION__KEYS"
     )]
-    Invalid { path: PathBuf, problem: tokenless_bff::seal::KeyError },
+    Invalid { path: PathBuf, problem: tokenless_bff::KeyError },
 }
 
 /// Whether the key was read from the file or made now.

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use leptos::server_fn::error::FromServerFnError;
 use rand::RngCore;
-use tokenless_bff::manager::Ended;
+use tokenless_bff::Ended;
 use tokenless_bff::{RequestSession, SessionLayer};
 
 use crate::app::{is_protected, login_href};
@@ -131,7 +131,7 @@ fn without_foreign_form_error(
     let path = uri.path();
     let clean = if kept.is_empty() { path.to_string() } else { format!("{path}?{}", kept.join("&")) };
     // `//host/...` would leave the site.
-    Some(tokenless_bff::redirect::safe_next(&clean).unwrap_or_else(|| "/".to_string()))
+    Some(tokenless_bff::safe_next(&clean).unwrap_or_else(|| "/".to_string()))
 }
 
 /// A link from elsewhere must not make a form show its text: see [`without_foreign_form_error`].

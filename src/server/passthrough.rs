@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tokenless_bff::middleware::RequestSession;
+use tokenless_bff::RequestSession;
 use tokenless_bff::passthrough::{forward, PassthroughError};
 
 use crate::server::AppState;

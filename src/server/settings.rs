@@ -12,9 +12,9 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokenless_bff::client::ClientAuth;
+use tokenless_bff::ClientAuth;
 use tokenless_bff::http_api::{HttpApiConfig, ProfileMap};
-use tokenless_bff::config::{ConfigError, SessionConfig, SessionOptions};
+use tokenless_bff::{ConfigError, SessionConfig, SessionOptions};
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE, OAUTH2_PATHS};
 use tokenless_upstream::{Database, Shape};
 use url::Url;
@@ -410,7 +410,7 @@ fn parse_address(raw: &str, key: &str) -> Result<SocketAddr, SettingsError> {
 }
 
 fn seconds(value: u64, key: &'static str) -> Result<Duration, SettingsError> {
-    tokenless_bff::config::seconds(value, key).map_err(|e| invalid(e.key, e.problem))
+    tokenless_bff::seconds(value, key).map_err(|e| invalid(e.key, e.problem))
 }
 
 impl Settings {
@@ -863,7 +863,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("TOKENLESS_SESSION__KEYS") && e.contains("generate-key"), "{e}");
-        let key = tokenless_bff::seal::generate_key_spec(1);
+        let key = tokenless_bff::generate_key_spec(1);
         let e = Settings::from_sources(
             None,
             env(&[

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
-use tokenless_bff::client::{ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
+use tokenless_bff::{ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
 use tokenless_bff::http_api::Fields;
-use tokenless_bff::manager::SessionManager;
-use tokenless_bff::seal::KeyRing;
+use tokenless_bff::SessionManager;
+use tokenless_bff::KeyRing;
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
 use crate::server::dev_keys::Origin;
 use crate::server::settings::{Mode, Settings, UpstreamKind, UpstreamSettings};
 use tokenless_bff::http_api::HttpApi;
-use tokenless_bff::upstream::Upstream;
+use tokenless_bff::Upstream;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -28,7 +28,7 @@ pub struct AppState {
     /// the state is dropped.
     pub demo: Option<Arc<RunningUpstream>>,
     /// `demo.bench_fixed_session`: the demo user's session, given to every request.
-    pub fixed_session: Option<Arc<tokenless_bff::session::Session>>,
+    pub fixed_session: Option<Arc<tokenless_bff::Session>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +40,13 @@ pub enum StateError {
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("cannot sign the demo user in for demo.bench_fixed_session: {0}")]
-    BenchSession(#[from] tokenless_bff::client::UpstreamError),
+    BenchSession(#[from] tokenless_bff::UpstreamError),
     #[error("setting `session.keys` (env TOKENLESS_SESSION__KEYS) is invalid: {0}")]
-    Keys(#[from] tokenless_bff::seal::KeyError),
+    Keys(#[from] tokenless_bff::KeyError),
     #[error(transparent)]
     DevKey(#[from] crate::server::dev_keys::DevKeyError),
     #[error("cannot build the session manager: {0}")]
-    Sessions(#[from] tokenless_bff::manager::BuildError),
+    Sessions(#[from] tokenless_bff::BuildError),
 }
 
 impl AppState {
@@ -169,15 +169,15 @@ fn oauth2_client(base: &url::Url, u: &UpstreamSettings) -> Result<UpstreamClient
 }
 
 /// The benchmark baseline's session: the demo user, signed in once at start.
-async fn bench_session(sessions: &SessionManager) -> Result<tokenless_bff::session::Session, StateError> {
-    let now = tokenless_bff::manager::now();
+async fn bench_session(sessions: &SessionManager) -> Result<tokenless_bff::Session, StateError> {
+    let now = tokenless_bff::now();
     let user = &tokenless_upstream::config::DEMO_USERS[0];
     let tokens = sessions.upstream().sign_in(user.email, user.password, now).await.map_err(|e| match e {
-        tokenless_bff::upstream::SignInError::Upstream(e) => e,
-        refused => tokenless_bff::client::UpstreamError::Unexpected(refused.to_string()),
+        tokenless_bff::SignInError::Upstream(e) => e,
+        refused => tokenless_bff::UpstreamError::Unexpected(refused.to_string()),
     })?;
     let profile = sessions.upstream().profile(&tokens).await?;
-    Ok(tokenless_bff::session::Session::new("bench-fixed-session".into(), now, tokens, profile))
+    Ok(tokenless_bff::Session::new("bench-fixed-session".into(), now, tokens, profile))
 }
 
 async fn start_demo(settings: &Settings) -> Result<RunningUpstream, tokenless_upstream::StartError> {

@@ -12,9 +12,9 @@ use tower::ServiceExt;
 use tower_cookies::cookie::Cookie;
 
 use tokenless::server::{router, state::leptos_options, AppState, Settings};
-use tokenless_bff::manager::now;
-use tokenless_bff::seal::KeyRing;
-use tokenless_bff::session::Session;
+use tokenless_bff::now;
+use tokenless_bff::KeyRing;
+use tokenless_bff::Session;
 
 /// One runtime for every test, as in production: Leptos sets its task spawner once per process
 /// (`tokio::spawn` on the current runtime), and per-test runtimes that shut down under it can

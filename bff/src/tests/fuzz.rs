@@ -4,7 +4,7 @@
 //!
 //! `make test` runs a short pass (proptest's default 256 cases each, or `PROPTEST_CASES`). The
 //! long run is in BENCHMARKS.md:
-//! `PROPTEST_CASES=1000000 cargo test --release -p tokenless-bff --test fuzz cookie_path`.
+//! `PROPTEST_CASES=1000000 cargo test --release -p tokenless-bff --lib cookie_path`.
 
 use std::time::Duration;
 
@@ -12,12 +12,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use proptest::prelude::*;
-use tokenless_bff::cookies::{self, CookiePolicy, ReadSession};
-use tokenless_bff::csrf;
-use tokenless_bff::passthrough::clean_path;
-use tokenless_bff::redirect::safe_next;
-use tokenless_bff::seal::{self, KeyRing};
-use tokenless_bff::session::{Profile, Session, Token, TokenSet};
+use crate::cookies::{self, CookiePolicy, ReadSession};
+use crate::csrf;
+use crate::passthrough::clean_path;
+use crate::redirect::safe_next;
+use crate::seal::{self, KeyRing};
+use crate::session::{Profile, Session, Token, TokenSet};
 use tower_cookies::cookie::{Cookie, SameSite};
 use tower_cookies::Cookies;
 

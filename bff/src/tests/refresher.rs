@@ -3,7 +3,7 @@
 //! deterministic (no wall-clock sleeps, no live upstream). The live-upstream tests stay in
 //! `client.rs` and the app's `tests/refresh.rs`.
 
-use tokenless_bff::http_api::{Fields, ProfileMap};
+use crate::http_api::{Fields, ProfileMap};
 use tokenless_upstream::config::OAUTH2_PATHS;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,16 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tokenless_bff::client::{ClientAuth, ClientConfig, UpstreamClient, UpstreamEndpoints, UpstreamError};
-use tokenless_bff::clock::{Clock, ManualClock};
-use tokenless_bff::cookies::{self, CookiePolicy, ReadSession};
-use tokenless_bff::grants::{BoxFuture, TokenGrants};
-use tokenless_bff::manager::{Limits, SessionManager};
-use tokenless_bff::memory::{Claim, InProcess, Landed, Landing, Marks, Outcome, RefreshMemory, TokenKey};
-use tokenless_bff::middleware::attach;
-use tokenless_bff::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
-use tokenless_bff::seal::KeyRing;
-use tokenless_bff::session::{Profile, Session, Token, TokenSet};
+use crate::client::{ClientAuth, ClientConfig, UpstreamClient, UpstreamEndpoints, UpstreamError};
+use crate::clock::{Clock, ManualClock};
+use crate::cookies::{self, CookiePolicy, ReadSession};
+use crate::grants::{BoxFuture, TokenGrants};
+use crate::manager::{Limits, SessionManager};
+use crate::memory::{Claim, InProcess, Landed, Landing, Marks, Outcome, RefreshMemory, TokenKey};
+use crate::middleware::attach;
+use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
+use crate::seal::KeyRing;
+use crate::session::{Profile, Session, Token, TokenSet};
 use tokio::sync::Semaphore;
 use tower_cookies::cookie::SameSite;
 use tower_cookies::Cookies;
@@ -421,7 +421,7 @@ fn manager(grants: &Arc<Scripted>, clock: &ManualClock) -> Arc<SessionManager> {
     })
     .unwrap();
     Arc::new(SessionManager::with_grants(
-        Arc::new(client) as Arc<dyn tokenless_bff::upstream::Upstream>,
+        Arc::new(client) as Arc<dyn crate::upstream::Upstream>,
         grants.clone(),
         KeyRing::new(&[(1, [9; 32])]).unwrap(),
         CookiePolicy::new(COOKIE, false, SameSite::Lax),
