@@ -662,3 +662,23 @@ fn a_sign_out_during_an_outage_is_revoked_later_and_the_user_is_told() {
         assert_eq!(app.state.sessions.refresher().counts().revocations_abandoned, 0);
     })
 }
+
+/// A sign-in the upstream accepted but whose profile cannot be read gives no session, and the
+/// sign-in is ended upstream too (revoked), not left alive until its tokens expire.
+#[test]
+fn a_sign_in_whose_profile_fails_is_revoked_upstream() {
+    block_on(async {
+        let app = app().await;
+        let b = Browser::new(&app);
+        let before = app.counters().await["revocations"].as_u64().unwrap();
+        let fault = serde_json::json!({"kind": "server_error", "endpoint": "/userinfo", "count": 1});
+        assert_eq!(app.control_post("/_test/faults", fault).await, StatusCode::NO_CONTENT);
+        let answer = b.call("login", &[("email", USER.0), ("password", USER.1), ("next", "/")]).await;
+        assert!(!answer.status.is_server_error() || answer.status == StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+        assert!(!answer.status.is_success(), "no session without a profile: {answer:?}");
+        assert!(b.cookie_header().is_empty(), "no cookie");
+        assert_eq!(app.counters().await["revocations"].as_u64().unwrap(), before + 1, "the sign-in was revoked");
+        // The next attempt works.
+        b.sign_in(USER).await;
+    })
+}

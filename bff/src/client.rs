@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::http_api::{map_profile, Fields, ProfileMap};
 use crate::session::{Profile, Token, TokenSet};
+use crate::upstream::{read_body, ANSWER_MAX, UNUSABLE_REFRESH_ANSWER};
 use crate::upstream::{BoxFuture, Registered, SignInError, Upstream};
 
 /// How the client authenticates to the token and revocation endpoints.
@@ -266,7 +267,9 @@ impl UpstreamClient {
         let response = request.form(&form).send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
         if status.is_success() {
-            let body: TokenResponse = response.json().await.map_err(UpstreamError::from_reqwest)?;
+            let bytes = read_body(response, ANSWER_MAX).await?;
+            let body: TokenResponse = serde_json::from_slice(&bytes)
+                .map_err(|e| UpstreamError::Unexpected(format!("a token answer without usable tokens: {e}")))?;
             if !body.token_type.is_empty() && !body.token_type.eq_ignore_ascii_case("bearer") {
                 return Err(UpstreamError::Unexpected(format!("token_type {:?}", body.token_type)));
             }
@@ -309,7 +312,17 @@ impl UpstreamClient {
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", refresh_token.expose().to_string()),
         ];
-        let mut tokens = self.token_request(form, now, timeout).await?;
+        let mut tokens = match self.token_request(form, now, timeout).await {
+            Ok(tokens) => tokens,
+            // A 2xx whose body cannot be used may have rotated the refresh token already:
+            // presenting it again would look like theft to the upstream (and end the sign-in
+            // for good), so it is a refusal, not an outage to retry.
+            Err(UpstreamError::Unexpected(detail)) => {
+                tracing::error!(%detail, "the refresh answer is unusable; the session ends");
+                return Err(UpstreamError::Refused { code: UNUSABLE_REFRESH_ANSWER.into() });
+            }
+            Err(e) => return Err(e),
+        };
         if tokens.refresh_token.is_none() {
             tokens.refresh_token = Some(refresh_token.clone());
         }
@@ -332,7 +345,7 @@ impl UpstreamClient {
     pub async fn userinfo(&self, access: &Token) -> Result<Profile, UpstreamError> {
         let request = self.http.get(self.config.endpoints.userinfo_url.clone()).header("accept", "application/json");
         let response = request.bearer_auth(access.expose()).send().await.map_err(UpstreamError::from_reqwest)?;
-        let json: serde_json::Value = crate::upstream::read_json(response).await?;
+        let json: serde_json::Value = crate::upstream::read_json(response, ANSWER_MAX).await?;
         map_profile(&self.config.profile, &json)
     }
 
@@ -356,7 +369,8 @@ impl UpstreamClient {
         match status {
             StatusCode::CONFLICT => Err(RegisterError::EmailTaken),
             StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
-                let body: Option<ErrorBody> = response.json().await.ok();
+                let body = read_body(response, ANSWER_MAX).await.ok();
+                let body: Option<ErrorBody> = body.and_then(|bytes| serde_json::from_slice(&bytes).ok());
                 match body {
                     Some(b) if !b.fields.is_empty() => Err(RegisterError::Invalid(b.fields)),
                     _ => Err(UpstreamError::Unexpected(format!("registration refused with {status}")).into()),
@@ -413,9 +427,10 @@ async fn refusal_or_outage(response: Response) -> UpstreamError {
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return UpstreamError::Unavailable(format!("status {status}"));
     }
-    match response.json::<ErrorBody>().await {
-        Ok(body) => UpstreamError::Refused { code: body.error },
-        Err(_) => UpstreamError::Unexpected(format!("status {status} without an error body")),
+    let body = read_body(response, ANSWER_MAX).await.ok();
+    match body.and_then(|bytes| serde_json::from_slice::<ErrorBody>(&bytes).ok()) {
+        Some(body) => UpstreamError::Refused { code: body.error },
+        None => UpstreamError::Unexpected(format!("status {status} without an error body")),
     }
 }
 

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::client::{upstream_url, FieldProblem, RegisterError, UpstreamError};
 use crate::session::{Profile, Token, TokenSet};
-use crate::upstream::{BoxFuture, Registered, SignInError, TokenGrants, Upstream};
+use crate::upstream::{get_json_within, BoxFuture, Registered, SignInError, TokenGrants, Upstream, ANSWER_MAX, UNUSABLE_REFRESH_ANSWER};
 
 /// A configuration value that does not parse; `Display` says what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -382,9 +382,6 @@ impl HttpApiConfig {
     }
 }
 
-/// The largest sign-in, refresh or registration answer read (tokens and a profile are a few KB).
-const MAX_ANSWER: usize = 64 * 1024;
-
 /// Access tokens whose expiry cannot be read (a broken JWT) are assumed to live this long.
 const FALLBACK_LIFETIME: u64 = 60;
 
@@ -502,30 +499,19 @@ impl HttpApi {
             Some(t) => request.timeout(t),
             None => request,
         };
-        let mut response = request.send().await.map_err(UpstreamError::from_reqwest)?;
+        let response = request.send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
         let cookies = set_cookies(response.headers());
-        // Read at most MAX_ANSWER: an upstream that never stops sending must not fill memory.
+        // Read at most ANSWER_MAX: an upstream that never stops sending must not fill memory.
         // Once the status is in, a body that breaks off or overflows is only "no JSON": the
         // status decides (a 2xx refresh may have rotated the token already).
-        let mut bytes = Vec::new();
-        let mut whole = true;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) if bytes.len() + chunk.len() <= MAX_ANSWER => bytes.extend_from_slice(&chunk),
-                Ok(Some(_)) => {
-                    tracing::warn!("an upstream answer larger than {MAX_ANSWER} bytes; not read");
-                    whole = false;
-                    break;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e.without_url(), "an upstream answer broke off");
-                    whole = false;
-                    break;
-                }
+        let (bytes, whole) = match crate::upstream::read_body(response, ANSWER_MAX).await {
+            Ok(bytes) => (bytes, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "an upstream answer could not be read whole; not used");
+                (Vec::new(), false)
             }
-        }
+        };
         let json = if whole { serde_json::from_slice(&bytes).ok() } else { None };
         Ok(Answer { status, cookies: if whole { cookies } else { Vec::new() }, json })
     }
@@ -668,11 +654,27 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
     jwt_times(token).map(|(exp, _)| exp)
 }
 
-/// The `exp` and `iat` claims of a JWT (unverified).
-fn jwt_times(token: &str) -> Option<(u64, Option<u64>)> {
+/// The `sub` claim of a JWT (unverified), if the token is one and has it.
+pub fn jwt_sub(token: &str) -> Option<String> {
+    let claims = jwt_claims(token)?;
+    match claims.get("sub")? {
+        Value::String(sub) => Some(sub.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A JWT's claims (unverified): the token is the upstream's, read only for what it says of
+/// itself.
+fn jwt_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `exp` and `iat` claims of a JWT (unverified).
+fn jwt_times(token: &str) -> Option<(u64, Option<u64>)> {
+    let claims = jwt_claims(token)?;
     let seconds = |v: &Value| v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64));
     Some((seconds(claims.get("exp")?)?, claims.get("iat").and_then(seconds)))
 }
@@ -769,7 +771,7 @@ impl TokenGrants for HttpApi {
                 // presenting it again would look like theft. The session ends cleanly instead.
                 return self.tokens(&answer, now, Some(refresh_token)).map_err(|e| {
                     tracing::warn!(error = %e, "a successful refresh answer without usable tokens; ending the session");
-                    UpstreamError::Refused { code: "unusable_refresh_answer".into() }
+                    UpstreamError::Refused { code: UNUSABLE_REFRESH_ANSWER.into() }
                 });
             }
             if self.config.refresh_refused.contains(&answer.status.as_u16()) {
@@ -854,7 +856,7 @@ impl Upstream for HttpApi {
     fn profile<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<Profile, UpstreamError>> {
         Box::pin(async move {
             let path = &self.config.profile.path;
-            let json: Value = crate::upstream::get_json(self, path, &tokens.access_token).await?;
+            let json: Value = get_json_within(self, path, &tokens.access_token, ANSWER_MAX).await?;
             map_profile(&self.config.profile_map, &json)
         })
     }

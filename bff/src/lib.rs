@@ -74,7 +74,7 @@ pub use seal::{generate_key_spec, KeyError, KeyRing};
 pub use client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
 pub use http_api::{HttpApi, HttpApiConfig, ProfileMap};
 pub use upstream::{
-    get_json, upstream_url, BoxFuture, FieldProblem, RegisterError, Registered, SignInError, TokenGrants, Upstream,
+    get_json, upstream_url, BoxFuture, RESOURCE_MAX, UNUSABLE_REFRESH_ANSWER, FieldProblem, RegisterError, Registered, SignInError, TokenGrants, Upstream,
     UpstreamError,
 };
 
@@ -83,7 +83,7 @@ pub use session::{Freshness, Profile, Session, Token, TokenSet};
 
 // The refresh machinery.
 pub use memory::{InProcess, RefreshMemory};
-pub use refresh::{Known, OutcomeKind, RefreshConfig, RefreshCounts, Refresher, Revocation, HANDOFF, SIGNED_OUT};
+pub use refresh::{Known, OutcomeKind, RefreshConfig, RefreshCounts, Refresher, Revocation, HANDOFF, SIGNED_OUT, SUBJECT_CHANGED};
 
 // Time.
 pub use clock::{system as system_clock, Clock, ManualClock, SystemClock};

@@ -418,7 +418,16 @@ impl SessionManager {
 
     /// A new session (a new id) for tokens just issued: the profile read, the cookie written.
     async fn start(&self, cookies: &Cookies, tokens: TokenSet, now: u64) -> Result<Session, UpstreamError> {
-        let profile: Profile = self.upstream.profile(&tokens).await?;
+        let profile: Profile = match self.upstream.profile(&tokens).await {
+            Ok(profile) => profile,
+            // No session will carry these tokens: the sign-in they are is ended upstream too
+            // (retried in the background on an outage), not left alive until it expires.
+            Err(e) => {
+                tracing::warn!(error = %e, "signed in upstream but the profile could not be read; ending that sign-in");
+                self.refresher.revoke(tokens).await;
+                return Err(e);
+            }
+        };
         let session = Session::new(new_session_id(), now, tokens, profile);
         self.store(cookies, &session, now).await;
         tracing::info!(session = %session.id, user = %session.profile.id, "signed in");

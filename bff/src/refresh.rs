@@ -395,7 +395,8 @@ impl Refresher {
             Claim::Remembered(Outcome::Refused(code)) => return Err(UpstreamError::Refused { code }),
             Claim::Remembered(Outcome::Unavailable(detail)) => return Err(UpstreamError::Unavailable(detail)),
             Claim::Fly(wait) => {
-                self.start(key, token, session.id.clone(), session.generation);
+                let subject = crate::http_api::jwt_sub(session.tokens.access_token.expose());
+                self.start(key, token, session.id.clone(), session.generation, subject);
                 wait
             }
         };
@@ -421,7 +422,9 @@ impl Refresher {
         }
     }
 
-    fn start(&self, key: TokenKey, token: Token, session_id: String, generation: u64) {
+    /// Runs the grant for `token` in its own task and lands its result. `subject` is the `sub`
+    /// of the session's access token when it is a JWT: tokens for anyone else are refused.
+    fn start(&self, key: TokenKey, token: Token, session_id: String, generation: u64, subject: Option<String>) {
         let this = self.clone();
         let span = tracing::info_span!("refresh", session = %session_id, outcome = tracing::field::Empty, elapsed_ms = tracing::field::Empty);
         // Made before the spawn: a task dropped before it first runs abandons its flight too.
@@ -433,6 +436,7 @@ impl Refresher {
                 let started = Instant::now();
                 let config = this.inner.config;
                 let result = this.inner.grants.refresh(&token, this.inner.clock.unix(), config.grant_timeout).await;
+                let result = result.and_then(|tokens| same_subject(subject.as_deref(), tokens));
                 let elapsed = started.elapsed();
                 let kind = match &result {
                     Ok(_) => OutcomeKind::refreshed,
@@ -592,10 +596,30 @@ impl Refresher {
     }
 }
 
-/// `session` with a refresh's result in it.
+/// The refusal code of a refresh that answered with another person's tokens.
+pub const SUBJECT_CHANGED: &str = "subject_changed";
+
+/// The refreshed tokens, unless their access token names another subject than the session's
+/// (an upstream that mixed up its answers must not hand one person's session to another).
+fn same_subject(subject: Option<&str>, tokens: TokenSet) -> Result<TokenSet, UpstreamError> {
+    let new = crate::http_api::jwt_sub(tokens.access_token.expose());
+    match (subject, new.as_deref()) {
+        (Some(before), Some(after)) if before != after => {
+            tracing::error!("a refresh answered with another subject's tokens; the session ends");
+            Err(UpstreamError::Refused { code: SUBJECT_CHANGED.into() })
+        }
+        _ => Ok(tokens),
+    }
+}
+
+/// `session` with a refresh's result in it. An upstream that kept the refresh token and did not
+/// say when it ends leaves the end the cookie knew (the token is the same one).
 fn apply(session: &Session, r: &Refreshed) -> Session {
     let mut next = session.clone();
     next.tokens = r.tokens.clone();
+    if next.tokens.refresh_expires_at.is_none() && next.tokens.refresh_token == session.tokens.refresh_token {
+        next.tokens.refresh_expires_at = session.tokens.refresh_expires_at;
+    }
     next.generation = r.generation;
     next
 }

@@ -68,26 +68,69 @@ pub trait Upstream: TokenGrants {
     fn attach(&self, request: RequestBuilder, access: &Token) -> RequestBuilder;
 }
 
-/// `GET path` with the access token; JSON back. 401 and 403 are told apart from outages (5xx,
-/// unreachable) and from answers that make no sense.
+/// The refusal code of a refresh whose 2xx answer could not be used: the upstream may have
+/// rotated the token already, so it is never presented again (the session ends).
+pub const UNUSABLE_REFRESH_ANSWER: &str = "unusable_refresh_answer";
+
+/// The most a resource answer read as JSON ([`get_json`]) may weigh.
+pub const RESOURCE_MAX: usize = 1024 * 1024;
+
+/// The most a token, profile or error answer may weigh: far more than any real one, little
+/// enough that an upstream that never stops sending cannot fill memory.
+pub(crate) const ANSWER_MAX: usize = 64 * 1024;
+
+/// `GET path` with the access token; JSON back (at most [`RESOURCE_MAX`] bytes). 401 and 403
+/// are told apart from outages (5xx, unreachable) and from answers that make no sense.
 pub async fn get_json<T: DeserializeOwned>(
     upstream: &dyn Upstream,
     path: &str,
     access: &Token,
 ) -> Result<T, UpstreamError> {
-    let request = upstream.resource(Method::GET, path)?.header("accept", "application/json");
-    let response = upstream.attach(request, access).send().await.map_err(UpstreamError::from_reqwest)?;
-    read_json(response).await
+    get_json_within(upstream, path, access, RESOURCE_MAX).await
 }
 
-/// A resource answer's JSON, or what its status means: 401 and 403 told apart from outages (5xx)
-/// and from answers that make no sense. Every upstream's resource and profile reads use it.
-pub(crate) async fn read_json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, UpstreamError> {
+/// [`get_json`] with another size limit (a profile: [`ANSWER_MAX`]).
+pub(crate) async fn get_json_within<T: DeserializeOwned>(
+    upstream: &dyn Upstream,
+    path: &str,
+    access: &Token,
+    limit: usize,
+) -> Result<T, UpstreamError> {
+    let request = upstream.resource(Method::GET, path)?.header("accept", "application/json");
+    let response = upstream.attach(request, access).send().await.map_err(UpstreamError::from_reqwest)?;
+    read_json(response, limit).await
+}
+
+/// A resource answer's JSON (at most `limit` bytes), or what its status means: 401 and 403 told
+/// apart from outages (5xx) and from answers that make no sense. Every upstream's resource and
+/// profile reads use it.
+pub(crate) async fn read_json<T: DeserializeOwned>(response: reqwest::Response, limit: usize) -> Result<T, UpstreamError> {
     match response.status() {
-        s if s.is_success() => response.json().await.map_err(UpstreamError::from_reqwest),
+        s if s.is_success() => {
+            let bytes = read_body(response, limit).await?;
+            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Unexpected(format!("not the JSON expected: {e}")))
+        }
         StatusCode::UNAUTHORIZED => Err(UpstreamError::Unauthorized),
         StatusCode::FORBIDDEN => Err(UpstreamError::Forbidden),
         s if s.is_server_error() => Err(UpstreamError::Unavailable(format!("status {s}"))),
         s => Err(UpstreamError::Unexpected(format!("status {s}"))),
     }
+}
+
+/// A body read to its end, at most `limit` bytes: a larger one is refused as soon as it is
+/// known to be larger (by its `Content-Length`, or while reading), never buffered whole. A body
+/// that breaks off is an outage; one too large makes no sense.
+pub(crate) async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, UpstreamError> {
+    let too_large = || UpstreamError::Unexpected(format!("an answer larger than {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(UpstreamError::from_reqwest)? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }

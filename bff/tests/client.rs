@@ -272,3 +272,57 @@ async fn a_base_url_with_a_path_keeps_it_for_every_call() {
     assert_eq!(forwarded.status(), 200);
     assert_eq!(*seen.lock().unwrap(), vec!["/v1/oauth/token", "/v1/frogs", "/v1/frogs"]);
 }
+
+/// A loopback upstream under `/v1` whose every route answers `status` with `body` as it is
+/// (`content_type` JSON), to see what the client makes of answers that lie.
+async fn raw_upstream(status: u16, body: Vec<u8>) -> String {
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            (axum::http::StatusCode::from_u16(status).unwrap(), [("content-type", "application/json")], body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+/// An upstream that lies: a 2xx refresh without usable tokens ends the session (never a retry
+/// of a token it may have rotated), and answers too large are refused without being buffered.
+#[tokio::test]
+async fn answers_that_lie_or_never_end_are_refused_cleanly() {
+    let refresh = |base: String| async move { client_for(&base).refresh_grant(&Token::new("old"), NOW, None).await };
+    for garbage in [b"not json".to_vec(), b"{}".to_vec(), br#"{"access_token": 5}"#.to_vec()] {
+        let answer = refresh(raw_upstream(200, garbage.clone()).await).await;
+        assert!(
+            matches!(&answer, Err(UpstreamError::Refused { code }) if code == tokenless_bff::UNUSABLE_REFRESH_ANSWER),
+            "{answer:?} for {}",
+            String::from_utf8_lossy(&garbage)
+        );
+    }
+    // A sign-in with garbage is "unexpected", not wrong credentials and not a panic.
+    let base = raw_upstream(200, b"[1,2,3]".to_vec()).await;
+    assert!(matches!(client_for(&base).password_grant("u", "p", NOW).await, Err(UpstreamError::Unexpected(_))));
+
+    // 100 KiB of valid JSON for a token, a profile and an error: refused, whatever it says.
+    let huge = format!(r#"{{"access_token":"a","token_type":"Bearer","pad":"{}"}}"#, "x".repeat(100 * 1024));
+    let base = raw_upstream(200, huge.clone().into_bytes()).await;
+    let answer = client_for(&base).password_grant("u", "p", NOW).await;
+    assert!(matches!(&answer, Err(UpstreamError::Unexpected(d)) if d.contains("larger")), "{answer:?}");
+    let profile = client_for(&base).userinfo(&Token::new("a")).await;
+    assert!(matches!(&profile, Err(UpstreamError::Unexpected(d)) if d.contains("larger")), "{profile:?}");
+    let huge_error = format!(r#"{{"error":"invalid_grant","pad":"{}"}}"#, "x".repeat(100 * 1024));
+    let base = raw_upstream(400, huge_error.into_bytes()).await;
+    let answer = client_for(&base).password_grant("u", "p", NOW).await;
+    assert!(matches!(answer, Err(UpstreamError::Unexpected(_))), "an oversized error body is not read: {answer:?}");
+
+    // Resources may be larger (up to RESOURCE_MAX), not without end.
+    let base = raw_upstream(200, huge.into_bytes()).await;
+    let big: serde_json::Value = get_json(&client_for(&base), "/frogs", &Token::new("a")).await.unwrap();
+    assert_eq!(big["pad"].as_str().map(str::len), Some(100 * 1024));
+    let endless = vec![b' '; tokenless_bff::RESOURCE_MAX + 1];
+    let base = raw_upstream(200, endless).await;
+    let answer = get_json::<serde_json::Value>(&client_for(&base), "/frogs", &Token::new("a")).await;
+    assert!(matches!(&answer, Err(UpstreamError::Unexpected(d)) if d.contains("larger")), "{answer:?}");
+}

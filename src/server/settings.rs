@@ -366,6 +366,8 @@ const ENV_SEPARATOR: &str = "__";
 fn read_error(e: config::ConfigError) -> SettingsError {
     match &e {
         config::ConfigError::Type { key: Some(key), .. } => invalid(key, e.to_string()),
+        // A table given without one of its required keys.
+        config::ConfigError::NotFound(key) => invalid(key, "is required in its table (README: Plug in your API)"),
         _ => SettingsError::Read(e.to_string()),
     }
 }
@@ -519,7 +521,14 @@ impl Settings {
             return Err(invalid("upstream.client_id", "must not be empty"));
         }
         let kind = match (u.kind.trim().to_ascii_lowercase().as_str(), u.http_api) {
-            ("oauth2", _) => UpstreamKind::OAuth2,
+            ("oauth2", None) => UpstreamKind::OAuth2,
+            ("oauth2", Some(_)) => {
+                return Err(invalid(
+                    "upstream.kind",
+                    "is \"oauth2\" but an [upstream.http_api] table describes an API: set kind = \"http_api\" \
+                     to use it, or remove the table",
+                ))
+            }
             ("http_api", Some(api)) => {
                 api.validate().map_err(|problem| {
                     invalid("upstream.http_api", problem)
@@ -560,6 +569,13 @@ impl Settings {
             timeout: Duration::from_millis(u.timeout_ms.max(1)),
             connect_timeout: Duration::from_millis(u.connect_timeout_ms.max(1)),
         };
+        if matches!(upstream.kind, UpstreamKind::HttpApi(_)) && upstream.base_url.is_none() {
+            return Err(invalid(
+                "upstream.base_url",
+                "upstream.kind = \"http_api\" needs the API's address here; without one the embedded demo \
+                 starts, and it speaks what demo.shape says (oauth2, seed003, seed002)",
+            ));
+        }
         if mode == Mode::Production && upstream.base_url.is_none() {
             return Err(invalid(
                 "upstream.base_url",
@@ -836,6 +852,29 @@ mod tests {
         assert_eq!(s.upstream.token_url, "https://auth.example/token");
         assert_eq!(s.upstream.profile.name, "{given_name} {family_name}");
         assert_eq!(s.upstream.profile.id, "/sub", "the other keys keep the app's defaults");
+        // An API described but not used, or used without an address, is a mistake said at start.
+        let (dir, file) = settings_file(preset_text(Shape::Seed003).unwrap());
+        let described = Settings::from_sources(Some(file), env(&[("TOKENLESS_UPSTREAM__KIND", "oauth2")]));
+        drop(dir);
+        match described {
+            Err(SettingsError::Invalid { key, problem, .. }) => {
+                assert_eq!(key, "upstream.kind", "{problem}");
+                assert!(problem.contains("kind = \"http_api\""), "{problem}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let (dir, file) = settings_file(preset_text(Shape::Seed003).unwrap());
+        let e = Settings::from_sources(Some(file), env(&[("TOKENLESS_UPSTREAM__BASE_URL", "")])).unwrap_err();
+        drop(dir);
+        assert!(matches!(&e, SettingsError::Invalid { key, .. } if key == "upstream.base_url"), "{e}");
+        let partial = [("TOKENLESS_UPSTREAM__HTTP_API__SIGN_IN", "POST /auth/login")];
+        match Settings::from_sources(None, env(&partial)) {
+            Err(SettingsError::Invalid { key, env, .. }) => {
+                assert_eq!(key, "upstream.http_api.refresh");
+                assert_eq!(env, "TOKENLESS_UPSTREAM__HTTP_API__REFRESH");
+            }
+            other => panic!("a table missing a required key names it: {other:?}"),
+        }
         let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__PROFILE__AGE", "/age")])).unwrap_err();
         assert!(e.to_string().contains("age"), "an unknown profile key is refused: {e}");
     }

@@ -36,6 +36,10 @@ enum Script {
     Panic,
     /// Upstream down.
     Down,
+    /// The same refresh token back, without saying when it ends.
+    KeepSilently,
+    /// Tokens of another person (a JWT whose `sub` is not the session's).
+    OtherSubject,
 }
 
 struct Scripted {
@@ -93,16 +97,20 @@ impl TokenGrants for Scripted {
             let n = self.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
             let step = self.script.lock().unwrap().pop_front().unwrap_or(Script::Rotate);
             let refresh = match step {
-                Script::Rotate => Token::new(format!("refresh-{n}")),
-                Script::Keep => refresh_token.clone(),
+                Script::Rotate | Script::OtherSubject => Token::new(format!("refresh-{n}")),
+                Script::Keep | Script::KeepSilently => refresh_token.clone(),
                 Script::Panic => panic!("scripted panic inside the refresh grant"),
                 Script::Down => return Err(UpstreamError::Unavailable("scripted outage".into())),
             };
+            let access = match step {
+                Script::OtherSubject => jwt_of("intruder"),
+                _ => format!("access-{n}"),
+            };
             Ok(TokenSet {
-                access_token: Token::new(format!("access-{n}")),
+                access_token: Token::new(access),
                 access_expires_at: now + self.lifetime,
                 refresh_token: Some(refresh),
-                refresh_expires_at: Some(now + 30 * 24 * 3600),
+                refresh_expires_at: (step != Script::KeepSilently).then_some(now + 30 * 24 * 3600),
                 access_issued_at: now,
             })
         })
@@ -146,6 +154,13 @@ fn session(clock: &ManualClock, id: &str) -> Session {
         },
         Profile { id: "u1".into(), name: "U".into(), email: "u@example.com".into(), roles: vec![] },
     )
+}
+
+/// An unsigned JWT-shaped token naming `sub` (what the refresher reads; it verifies nothing).
+fn jwt_of(sub: &str) -> String {
+    use base64::Engine;
+    let part = |json: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    format!("{}.{}.sig", part(r#"{"alg":"none"}"#.into()), part(format!(r#"{{"sub":"{sub}","exp":9999999999}}"#)))
 }
 
 /// Which refresh memory a test runs on: the in-process one, or the same behind a store whose
@@ -264,6 +279,8 @@ on_each_memory!(
     an_outage_is_not_remembered_and_the_next_request_tries_again,
     joiners_of_a_held_flight_share_one_grant,
     revocation_is_retried_and_ended_marks_outlive_churn,
+    another_subjects_tokens_end_the_session,
+    a_kept_refresh_token_keeps_its_known_end,
 );
 
 /// Lets spawned tasks run until `done` holds (each check yields to the runtime; no sleeping),
@@ -401,6 +418,37 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn(memory: Memory) {
     assert!(matches!(r.known(&s).await, Known::SignedOut), "still refused two days later, after churn");
     clock.advance(Duration::from_secs(29 * 24 * 3600));
     assert!(matches!(r.known(&s).await, Known::Current), "forgotten after the session's own end");
+}
+
+/// An upstream that answers a refresh with someone else's tokens (a JWT naming another `sub`)
+/// does not hand that person's session to this one: the refresh is a refusal, every waiter gets
+/// it, and it is remembered as one (no second grant for the same token).
+async fn another_subjects_tokens_end_the_session(memory: Memory) {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::OtherSubject], true));
+    let r = refresher(&grants, &clock, memory);
+    let mut s = session(&clock, "s");
+    s.tokens.access_token = Token::new(jwt_of("u1"));
+    let answer = r.refresh(&s).await;
+    assert!(matches!(&answer, Err(UpstreamError::Refused { code }) if code == crate::SUBJECT_CHANGED), "{answer:?}");
+    assert!(matches!(r.known(&s).await, Known::Ended));
+    assert!(r.refresh(&s).await.is_err());
+    assert_eq!(grants.refreshes(), 1);
+    // Tokens that are not JWTs (or a JWT without `sub`) are not compared: nothing to go by.
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::OtherSubject], true));
+    let r = refresher(&grants, &clock, memory);
+    assert!(r.refresh(&session(&clock, "t")).await.is_ok());
+}
+
+/// An upstream that keeps the refresh token and does not repeat when it ends: the end the
+/// cookie knew stays (the session's lifetime is not lost on the first refresh).
+async fn a_kept_refresh_token_keeps_its_known_end(memory: Memory) {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::KeepSilently], true));
+    let r = refresher(&grants, &clock, memory);
+    let s = session(&clock, "s");
+    let next = r.refresh(&s).await.unwrap();
+    assert_eq!(next.tokens.refresh_token, s.tokens.refresh_token);
+    assert_eq!(next.tokens.refresh_expires_at, s.tokens.refresh_expires_at);
+    assert!(next.tokens.refresh_expires_at.is_some());
 }
 
 // ---------------------------------------------------------------- through the session manager
