@@ -124,6 +124,17 @@ pub fn PageError(error: AppError) -> impl IntoView {
             }
             .into_any()
         }
+        AppError::BadGateway => {
+            set_status(502);
+            view! {
+                <section class="card narrow" data-testid="bad-gateway">
+                    <h1>"The service answered oddly"</h1>
+                    <p>{AppError::BadGateway.to_string()}</p>
+                    <p><a href=here rel="external">"Try again"</a></p>
+                </section>
+            }
+            .into_any()
+        }
         other => {
             set_status(500);
             view! {

@@ -34,6 +34,10 @@ pub enum AppError {
     CrossSite,
     #[error("The service is unavailable right now. Please try again in a moment.")]
     UpstreamUnavailable,
+    /// The upstream answered something that makes no sense (a broken or lying API): 502, never
+    /// a 500 of ours.
+    #[error("The service answered in a way we could not use. Please try again later.")]
+    BadGateway,
     #[error("The request could not be understood.")]
     BadRequest,
     #[error("The server could not be reached. Check your connection and try again.")]
@@ -62,6 +66,7 @@ impl AppError {
             AppError::Validation(_) => 422,
             AppError::BadRequest => 400,
             AppError::UpstreamUnavailable | AppError::Network => 503,
+            AppError::BadGateway => 502,
             AppError::Internal => 500,
         }
     }

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::http_api::{map_profile, Fields, ProfileMap};
 use crate::session::{Profile, Token, TokenSet};
-use crate::upstream::{read_body, ANSWER_MAX, UNUSABLE_REFRESH_ANSWER};
+use crate::upstream::{read_body, ANSWER_MAX, RESOURCE_MAX, UNUSABLE_REFRESH_ANSWER};
 use crate::upstream::{BoxFuture, Registered, SignInError, Upstream};
 
 /// How the client authenticates to the token and revocation endpoints.
@@ -254,35 +254,43 @@ impl UpstreamClient {
         }
     }
 
+    /// A grant at the token endpoint. `Ok(Err(detail))`: the upstream answered 2xx with nothing
+    /// usable (a body that is not tokens, breaks off or is too large, a token type other than
+    /// Bearer) — it may have acted on the grant all the same, which matters for a refresh.
     async fn token_request(
         &self,
         mut form: Vec<(&'static str, String)>,
         now: u64,
         timeout: Option<Duration>,
-    ) -> Result<TokenSet, UpstreamError> {
+    ) -> Result<Result<TokenSet, String>, UpstreamError> {
         let mut request = self.authenticated(&self.config.endpoints.token_url, &mut form);
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
         let response = request.form(&form).send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
-        if status.is_success() {
-            let bytes = read_body(response, ANSWER_MAX).await?;
-            let body: TokenResponse = serde_json::from_slice(&bytes)
-                .map_err(|e| UpstreamError::Unexpected(format!("a token answer without usable tokens: {e}")))?;
-            if !body.token_type.is_empty() && !body.token_type.eq_ignore_ascii_case("bearer") {
-                return Err(UpstreamError::Unexpected(format!("token_type {:?}", body.token_type)));
-            }
-            // Saturating: a hostile or broken `expires_in` (u64::MAX) must not overflow.
-            return Ok(TokenSet {
-                access_token: body.access_token,
-                access_expires_at: now.saturating_add(body.expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME)),
-                refresh_token: body.refresh_token,
-                refresh_expires_at: body.refresh_expires_in.map(|s| now.saturating_add(s)),
-                access_issued_at: now,
-            });
+        if !status.is_success() {
+            return Err(refusal_or_outage(response).await);
         }
-        Err(refusal_or_outage(response).await)
+        let bytes = match read_body(response, ANSWER_MAX).await {
+            Ok(bytes) => bytes,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let body: TokenResponse = match serde_json::from_slice(&bytes) {
+            Ok(body) => body,
+            Err(e) => return Ok(Err(format!("a token answer without usable tokens: {e}"))),
+        };
+        if !body.token_type.is_empty() && !body.token_type.eq_ignore_ascii_case("bearer") {
+            return Ok(Err(format!("token_type {:?}", body.token_type)));
+        }
+        // Saturating: a hostile or broken `expires_in` (u64::MAX) must not overflow.
+        Ok(Ok(TokenSet {
+            access_token: body.access_token,
+            access_expires_at: now.saturating_add(body.expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME)),
+            refresh_token: body.refresh_token,
+            refresh_expires_at: body.refresh_expires_in.map(|s| now.saturating_add(s)),
+            access_issued_at: now,
+        }))
     }
 
     /// `grant_type=password`.
@@ -297,11 +305,14 @@ impl UpstreamClient {
             ("username", username.to_string()),
             ("password", password.to_string()),
         ];
-        self.token_request(form, now, None).await
+        self.token_request(form, now, None).await?.map_err(UpstreamError::Unexpected)
     }
 
     /// `grant_type=refresh_token`. When the upstream does not rotate (no new refresh token in
     /// the answer), the presented one is kept. `timeout` replaces the client's for this call.
+    /// A 2xx without usable tokens is a refusal ([`UNUSABLE_REFRESH_ANSWER`]): the upstream
+    /// may have rotated the token already, and presenting it again would look like theft (the
+    /// sign-in revoked for good). Any other failure is what its status says.
     pub async fn refresh_grant(
         &self,
         refresh_token: &Token,
@@ -312,16 +323,12 @@ impl UpstreamClient {
             ("grant_type", "refresh_token".to_string()),
             ("refresh_token", refresh_token.expose().to_string()),
         ];
-        let mut tokens = match self.token_request(form, now, timeout).await {
+        let mut tokens = match self.token_request(form, now, timeout).await? {
             Ok(tokens) => tokens,
-            // A 2xx whose body cannot be used may have rotated the refresh token already:
-            // presenting it again would look like theft to the upstream (and end the sign-in
-            // for good), so it is a refusal, not an outage to retry.
-            Err(UpstreamError::Unexpected(detail)) => {
-                tracing::error!(%detail, "the refresh answer is unusable; the session ends");
+            Err(detail) => {
+                tracing::error!(%detail, "a successful refresh answer without usable tokens; the session ends");
                 return Err(UpstreamError::Refused { code: UNUSABLE_REFRESH_ANSWER.into() });
             }
-            Err(e) => return Err(e),
         };
         if tokens.refresh_token.is_none() {
             tokens.refresh_token = Some(refresh_token.clone());
@@ -345,7 +352,7 @@ impl UpstreamClient {
     pub async fn userinfo(&self, access: &Token) -> Result<Profile, UpstreamError> {
         let request = self.http.get(self.config.endpoints.userinfo_url.clone()).header("accept", "application/json");
         let response = request.bearer_auth(access.expose()).send().await.map_err(UpstreamError::from_reqwest)?;
-        let json: serde_json::Value = crate::upstream::read_json(response, ANSWER_MAX).await?;
+        let json: serde_json::Value = crate::upstream::read_json(response, RESOURCE_MAX).await?;
         map_profile(&self.config.profile, &json)
     }
 

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::client::{upstream_url, FieldProblem, RegisterError, UpstreamError};
 use crate::session::{Profile, Token, TokenSet};
-use crate::upstream::{get_json_within, BoxFuture, Registered, SignInError, TokenGrants, Upstream, ANSWER_MAX, UNUSABLE_REFRESH_ANSWER};
+use crate::upstream::{BoxFuture, Registered, SignInError, TokenGrants, Upstream, ANSWER_MAX, UNUSABLE_REFRESH_ANSWER};
 
 /// A configuration value that does not parse; `Display` says what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -856,7 +856,7 @@ impl Upstream for HttpApi {
     fn profile<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<Profile, UpstreamError>> {
         Box::pin(async move {
             let path = &self.config.profile.path;
-            let json: Value = get_json_within(self, path, &tokens.access_token, ANSWER_MAX).await?;
+            let json: Value = crate::upstream::get_json(self, path, &tokens.access_token).await?;
             map_profile(&self.config.profile_map, &json)
         })
     }

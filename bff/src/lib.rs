@@ -72,7 +72,7 @@ pub use seal::{generate_key_spec, KeyError, KeyRing};
 
 // Upstreams.
 pub use client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
-pub use http_api::{HttpApi, HttpApiConfig, ProfileMap};
+pub use http_api::{Fields, HttpApi, HttpApiConfig, ProfileMap};
 pub use upstream::{
     get_json, upstream_url, BoxFuture, RESOURCE_MAX, UNUSABLE_REFRESH_ANSWER, FieldProblem, RegisterError, Registered, SignInError, TokenGrants, Upstream,
     UpstreamError,

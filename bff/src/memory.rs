@@ -7,7 +7,14 @@
 //! Every method is one step a shared store can do atomically (one lock, one script): the
 //! compound decisions — "join the flight, or take the remembered result, or fly" and "land:
 //! unless signed out meanwhile, number the generation, remember it, wake the waiters" — are
-//! single calls, never a read followed by a write the caller puts together.
+//! single calls. The refresher's own sequences are safe in any interleaving by their order:
+//! `end` marks the sign-out before it reads the newest result (a landing after the mark becomes
+//! a refusal), and `delivered` only ever shortens what it read.
+//!
+//! A result holds the new tokens themselves (the key is only the consumed token's hash): a
+//! store outside this process must keep them encrypted and expire them. What a shared store
+//! also needs and this trait does not say yet — a flight whose owner died (a lease), a store
+//! that fails or is slow (errors, timeouts) — comes with the first such store (issue 17).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -31,7 +38,8 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d.min(LONGEST)).unwrap_or(now)
 }
 
-/// The SHA-256 of a refresh token: the only form in which one is remembered.
+/// The SHA-256 of a refresh token: how a consumed token is looked up (the token itself is never
+/// a key).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenKey([u8; 32]);
 

@@ -436,7 +436,13 @@ impl Refresher {
                 let started = Instant::now();
                 let config = this.inner.config;
                 let result = this.inner.grants.refresh(&token, this.inner.clock.unix(), config.grant_timeout).await;
-                let result = result.and_then(|tokens| same_subject(subject.as_deref(), tokens));
+                let (result, foreign) = match result {
+                    Ok(tokens) if !same_subject(subject.as_deref(), &tokens) => {
+                        tracing::error!("a refresh answered with another subject's tokens; the session ends");
+                        (Err(UpstreamError::Refused { code: SUBJECT_CHANGED.into() }), Some(tokens))
+                    }
+                    other => (other, None),
+                };
                 let elapsed = started.elapsed();
                 let kind = match &result {
                     Ok(_) => OutcomeKind::refreshed,
@@ -462,6 +468,10 @@ impl Refresher {
                     }
                     Outcome::Refused(code) => tracing::info!(%code, "refresh refused"),
                     Outcome::Refreshed(_) => tracing::debug!("refreshed"),
+                }
+                // Someone else's sign-in handed to this session: ended upstream, never used.
+                if let Some(tokens) = foreign {
+                    this.revoke(tokens).await;
                 }
                 if let Some(tokens) = landed.revoke {
                     m.landed_after_sign_out.inc();
@@ -599,16 +609,13 @@ impl Refresher {
 /// The refusal code of a refresh that answered with another person's tokens.
 pub const SUBJECT_CHANGED: &str = "subject_changed";
 
-/// The refreshed tokens, unless their access token names another subject than the session's
-/// (an upstream that mixed up its answers must not hand one person's session to another).
-fn same_subject(subject: Option<&str>, tokens: TokenSet) -> Result<TokenSet, UpstreamError> {
-    let new = crate::http_api::jwt_sub(tokens.access_token.expose());
-    match (subject, new.as_deref()) {
-        (Some(before), Some(after)) if before != after => {
-            tracing::error!("a refresh answered with another subject's tokens; the session ends");
-            Err(UpstreamError::Refused { code: SUBJECT_CHANGED.into() })
-        }
-        _ => Ok(tokens),
+/// Whether refreshed `tokens` are the same person's: when both the session's access token and
+/// the new one are JWTs with a `sub`, they must name the same subject (an upstream that mixed up
+/// its answers must not hand one person's session to another). Opaque tokens say nothing.
+fn same_subject(subject: Option<&str>, tokens: &TokenSet) -> bool {
+    match (subject, crate::http_api::jwt_sub(tokens.access_token.expose())) {
+        (Some(before), Some(after)) => before == after,
+        _ => true,
     }
 }
 

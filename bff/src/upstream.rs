@@ -72,11 +72,12 @@ pub trait Upstream: TokenGrants {
 /// rotated the token already, so it is never presented again (the session ends).
 pub const UNUSABLE_REFRESH_ANSWER: &str = "unusable_refresh_answer";
 
-/// The most a resource answer read as JSON ([`get_json`]) may weigh.
+/// The most a resource or profile answer read as JSON ([`get_json`]) may weigh: pages render
+/// what they read, and an upstream that never stops sending must not fill memory.
 pub const RESOURCE_MAX: usize = 1024 * 1024;
 
-/// The most a token, profile or error answer may weigh: far more than any real one, little
-/// enough that an upstream that never stops sending cannot fill memory.
+/// The most a token or error answer may weigh: far more than any real one, little enough that
+/// an upstream that never stops sending cannot fill memory.
 pub(crate) const ANSWER_MAX: usize = 64 * 1024;
 
 /// `GET path` with the access token; JSON back (at most [`RESOURCE_MAX`] bytes). 401 and 403
@@ -86,19 +87,9 @@ pub async fn get_json<T: DeserializeOwned>(
     path: &str,
     access: &Token,
 ) -> Result<T, UpstreamError> {
-    get_json_within(upstream, path, access, RESOURCE_MAX).await
-}
-
-/// [`get_json`] with another size limit (a profile: [`ANSWER_MAX`]).
-pub(crate) async fn get_json_within<T: DeserializeOwned>(
-    upstream: &dyn Upstream,
-    path: &str,
-    access: &Token,
-    limit: usize,
-) -> Result<T, UpstreamError> {
     let request = upstream.resource(Method::GET, path)?.header("accept", "application/json");
     let response = upstream.attach(request, access).send().await.map_err(UpstreamError::from_reqwest)?;
-    read_json(response, limit).await
+    read_json(response, RESOURCE_MAX).await
 }
 
 /// A resource answer's JSON (at most `limit` bytes), or what its status means: 401 and 403 told
@@ -118,8 +109,8 @@ pub(crate) async fn read_json<T: DeserializeOwned>(response: reqwest::Response, 
 }
 
 /// A body read to its end, at most `limit` bytes: a larger one is refused as soon as it is
-/// known to be larger (by its `Content-Length`, or while reading), never buffered whole. A body
-/// that breaks off is an outage; one too large makes no sense.
+/// known to be larger (by its `Content-Length`, or while reading), never buffered whole. Both a
+/// body too large and one that breaks off are answers that make no sense (`Unexpected`).
 pub(crate) async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, UpstreamError> {
     let too_large = || UpstreamError::Unexpected(format!("an answer larger than {limit} bytes"));
     if response.content_length().is_some_and(|n| n > limit as u64) {

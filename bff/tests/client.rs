@@ -301,6 +301,12 @@ async fn answers_that_lie_or_never_end_are_refused_cleanly() {
             String::from_utf8_lossy(&garbage)
         );
     }
+    // A refusal without an RFC 6749 error body (a proxy's 404 or 408 page, an empty 401, a WAF)
+    // is not a refusal of the token: the session is kept, as for any answer that makes no sense.
+    for (status, body) in [(404, b"<html>not found</html>".to_vec()), (408, Vec::new()), (401, Vec::new())] {
+        let answer = refresh(raw_upstream(status, body).await).await;
+        assert!(matches!(answer, Err(UpstreamError::Unexpected(_))), "{status}: {answer:?}");
+    }
     // A sign-in with garbage is "unexpected", not wrong credentials and not a panic.
     let base = raw_upstream(200, b"[1,2,3]".to_vec()).await;
     assert!(matches!(client_for(&base).password_grant("u", "p", NOW).await, Err(UpstreamError::Unexpected(_))));
@@ -310,8 +316,11 @@ async fn answers_that_lie_or_never_end_are_refused_cleanly() {
     let base = raw_upstream(200, huge.clone().into_bytes()).await;
     let answer = client_for(&base).password_grant("u", "p", NOW).await;
     assert!(matches!(&answer, Err(UpstreamError::Unexpected(d)) if d.contains("larger")), "{answer:?}");
-    let profile = client_for(&base).userinfo(&Token::new("a")).await;
-    assert!(matches!(&profile, Err(UpstreamError::Unexpected(d)) if d.contains("larger")), "{profile:?}");
+    // A profile may carry more (an embedded avatar): up to RESOURCE_MAX.
+    let avatar = format!(r#"{{"sub":"u1","email":"a@b.co","picture":"{}"}}"#, "x".repeat(200 * 1024));
+    let base_with_avatar = raw_upstream(200, avatar.into_bytes()).await;
+    let profile = client_for(&base_with_avatar).userinfo(&Token::new("a")).await.unwrap();
+    assert_eq!((profile.id.as_str(), profile.email.as_str()), ("u1", "a@b.co"));
     let huge_error = format!(r#"{{"error":"invalid_grant","pad":"{}"}}"#, "x".repeat(100 * 1024));
     let base = raw_upstream(400, huge_error.into_bytes()).await;
     let answer = client_for(&base).password_grant("u", "p", NOW).await;
@@ -325,4 +334,6 @@ async fn answers_that_lie_or_never_end_are_refused_cleanly() {
     let base = raw_upstream(200, endless).await;
     let answer = get_json::<serde_json::Value>(&client_for(&base), "/frogs", &Token::new("a")).await;
     assert!(matches!(&answer, Err(UpstreamError::Unexpected(d)) if d.contains("larger")), "{answer:?}");
+    let profile = client_for(&base).userinfo(&Token::new("a")).await;
+    assert!(matches!(&profile, Err(UpstreamError::Unexpected(d)) if d.contains("larger")), "{profile:?}");
 }

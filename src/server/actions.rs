@@ -48,7 +48,7 @@ fn upstream_error(context: &str, e: UpstreamError) -> AppError {
         }
         other => {
             tracing::error!(error = %other, "{context}: unexpected upstream answer");
-            AppError::Internal
+            AppError::BadGateway
         }
     }
 }
@@ -64,7 +64,7 @@ fn resource_error(context: &str, e: ResourceError) -> AppError {
         }
         ResourceError::Unexpected(detail) => {
             tracing::error!(%detail, "{context}: unexpected upstream answer");
-            AppError::Internal
+            AppError::BadGateway
         }
     }
 }
@@ -249,4 +249,18 @@ pub async fn admin_stats() -> Result<AdminStatsView, AppError> {
         refresh_grants: s.refresh_grants,
         reuse_events: s.reuse_events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_that_makes_no_sense_is_a_bad_gateway_never_our_500() {
+        let e = resource_error("frogs", ResourceError::Unexpected("not JSON".into()));
+        assert_eq!((e.status(), e), (502, AppError::BadGateway));
+        let e = upstream_error("sign-in", UpstreamError::Unexpected("an answer larger than 65536 bytes".into()));
+        assert_eq!(e.status(), 502);
+        assert_eq!(upstream_error("sign-in", UpstreamError::Unavailable("503".into())).status(), 503);
+    }
 }

@@ -13,7 +13,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokenless_bff::ClientAuth;
-use tokenless_bff::http_api::{HttpApiConfig, ProfileMap};
+use tokenless_bff::http_api::{Fields, HttpApiConfig, ProfileMap};
 use tokenless_bff::{ConfigError, SessionConfig, SessionOptions};
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE, OAUTH2_PATHS};
 use tokenless_upstream::{Database, Shape};
@@ -126,6 +126,8 @@ pub struct UpstreamSettings {
     pub registration_url: Option<String>,
     /// How the userinfo answer becomes the profile pages show.
     pub profile: ProfileMap,
+    /// The registration body's field names.
+    pub registration_fields: Fields,
     pub client_id: String,
     pub client_secret: SecretString,
     pub client_auth: ClientAuth,
@@ -278,6 +280,9 @@ struct RawUpstream {
     kind: String,
     http_api: Option<HttpApiConfig>,
     profile: RawProfile,
+    registration_fields: Fields,
+    /// Moved to `session.refresh_timeout_ms`; refused with a message saying so.
+    refresh_timeout_ms: Option<u64>,
 }
 
 /// `[upstream.profile]`: the library's [`ProfileMap`], each key left out taking this app's
@@ -315,6 +320,8 @@ impl Default for RawUpstream {
             kind: "oauth2".into(),
             http_api: None,
             profile: RawProfile::default(),
+            registration_fields: Fields::default(),
+            refresh_timeout_ms: None,
         }
     }
 }
@@ -366,6 +373,8 @@ const ENV_SEPARATOR: &str = "__";
 fn read_error(e: config::ConfigError) -> SettingsError {
     match &e {
         config::ConfigError::Type { key: Some(key), .. } => invalid(key, e.to_string()),
+        // A value a table's own parser refused (an endpoint string, an unknown key in it).
+        config::ConfigError::At { key: Some(key), error, .. } => invalid(key, error.to_string()),
         // A table given without one of its required keys.
         config::ConfigError::NotFound(key) => invalid(key, "is required in its table (README: Plug in your API)"),
         _ => SettingsError::Read(e.to_string()),
@@ -507,6 +516,12 @@ impl Settings {
         let session = SessionSettings { options, dev_key_file };
 
         let u = raw.upstream;
+        if u.refresh_timeout_ms.is_some() {
+            return Err(invalid(
+                "upstream.refresh_timeout_ms",
+                "moved: write it as session.refresh_timeout_ms (TOKENLESS_SESSION__REFRESH_TIMEOUT_MS)",
+            ));
+        }
         let client_auth = match u.client_auth.trim() {
             "client_secret_basic" => ClientAuth::ClientSecretBasic,
             "client_secret_post" => ClientAuth::ClientSecretPost,
@@ -563,6 +578,7 @@ impl Settings {
                 let RawProfile { id, name, name_fallback, email, roles } = u.profile;
                 ProfileMap { id, name, name_fallback, email, roles }
             },
+            registration_fields: u.registration_fields,
             client_id: u.client_id.trim().to_string(),
             client_secret: SecretString::from(u.client_secret),
             client_auth,
@@ -877,6 +893,15 @@ mod tests {
         }
         let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__PROFILE__AGE", "/age")])).unwrap_err();
         assert!(e.to_string().contains("age"), "an unknown profile key is refused: {e}");
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__REFRESH_TIMEOUT_MS", "30000")])).unwrap_err();
+        assert!(
+            matches!(&e, SettingsError::Invalid { key, problem, .. }
+                if key == "upstream.refresh_timeout_ms" && problem.contains("session.refresh_timeout_ms")),
+            "a moved key says where it went: {e}"
+        );
+        let s = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__REGISTRATION_FIELDS__NAME", "fullName")]))
+            .unwrap();
+        assert_eq!((s.upstream.registration_fields.name.as_str(), s.upstream.registration_fields.email.as_str()), ("fullName", "email"));
     }
 
     #[test]
@@ -1005,6 +1030,10 @@ mod tests {
         "TOKENLESS_UPSTREAM__TOKEN_URL",
         "TOKENLESS_UPSTREAM__USERINFO_URL",
         "TOKENLESS_UPSTREAM__REFRESH_TIMEOUT_MS",
+        "TOKENLESS_SESSION__REFRESH_TIMEOUT_MS",
+        "TOKENLESS_UPSTREAM__PROFILE__ID",
+        "TOKENLESS_UPSTREAM__PROFILE__NAME",
+        "TOKENLESS_UPSTREAM__REGISTRATION_FIELDS__EMAIL",
     ];
 
     proptest::proptest! {

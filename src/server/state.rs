@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use tokenless_bff::{ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
-use tokenless_bff::http_api::Fields;
 use tokenless_bff::SessionManager;
 use tokenless_bff::KeyRing;
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
@@ -159,7 +158,7 @@ fn oauth2_client(base: &url::Url, u: &UpstreamSettings) -> Result<UpstreamClient
     Ok(UpstreamClient::new(ClientConfig {
         endpoints: UpstreamEndpoints::at(base, paths)?,
         profile: u.profile.clone(),
-        registration_fields: Fields::default(),
+        registration_fields: u.registration_fields.clone(),
         client_id: u.client_id.clone(),
         client_secret: u.client_secret.clone(),
         auth: u.client_auth,

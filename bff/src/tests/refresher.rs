@@ -433,6 +433,7 @@ async fn another_subjects_tokens_end_the_session(memory: Memory) {
     assert!(matches!(r.known(&s).await, Known::Ended));
     assert!(r.refresh(&s).await.is_err());
     assert_eq!(grants.refreshes(), 1);
+    until(|| grants.revoked() == vec!["refresh-1".to_string()]).await;
     // Tokens that are not JWTs (or a JWT without `sub`) are not compared: nothing to go by.
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::OtherSubject], true));
     let r = refresher(&grants, &clock, memory);
