@@ -14,6 +14,7 @@
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use serde::Serialize;
 
 use crate::client::UpstreamError;
@@ -334,6 +335,44 @@ fn outage(e: UpstreamError) -> PassthroughError {
             PassthroughError::BadGateway
         }
     }
+}
+
+
+/// The passthrough as a route: every method under `prefix` (`/api/upstream`), checked against
+/// `allowlist` and forwarded with the request's session (needs [`crate::SessionLayer`]). The
+/// body is whatever the router's body limit lets through (over it: 413).
+///
+/// ```no_run
+/// # use tokenless_bff::passthrough::{self, Allowlist};
+/// # fn app(allow: Allowlist) -> axum::Router {
+/// axum::Router::new().route("/api/upstream/{*path}", passthrough::handler("/api/upstream", allow))
+/// # }
+/// ```
+pub fn handler<S: Clone + Send + Sync + 'static>(prefix: &'static str, allowlist: Allowlist) -> MethodRouter<S> {
+    let allowlist = std::sync::Arc::new(allowlist);
+    axum::routing::any(move |session: RequestSession, request: axum::extract::Request| {
+        let allowlist = allowlist.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(body) => body,
+                Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+            };
+            // The path exactly as sent (still percent-encoded), after the prefix.
+            let path = parts.uri.path().strip_prefix(prefix).unwrap_or("");
+            let forwarded =
+                forward(&session, &allowlist, parts.method.clone(), path, parts.uri.query(), &parts.headers, body).await;
+            match forwarded {
+                Ok(response) => response,
+                Err(e) => {
+                    if !matches!(e, PassthroughError::NotFound) {
+                        tracing::debug!(path, error = %e, "passthrough refused");
+                    }
+                    e.into_response()
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]

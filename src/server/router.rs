@@ -45,7 +45,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route(metrics::PATH, axum::routing::get(metrics::metrics))
-        .route(&format!("{}/{{*path}}", passthrough::PREFIX), axum::routing::any(passthrough::passthrough))
+        .route(&format!("{}/{{*path}}", passthrough::PREFIX), passthrough::route(&state))
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

@@ -173,15 +173,18 @@ enum Memory {
 }
 
 impl Memory {
-    fn refresher(self, grants: Arc<Scripted>, config: RefreshConfig, clock: &ManualClock) -> Refresher {
-        let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    fn store(self, config: &RefreshConfig, clock: &Arc<dyn Clock>) -> Arc<dyn RefreshMemory> {
         let local = InProcess::new(config.capacity, config.ended_capacity, clock.clone());
         match self {
-            Memory::InProcess => Refresher::with_memory(grants, config, clock, Arc::new(local)),
-            Memory::Remote => {
-                Refresher::with_memory(grants, config, clock, Arc::new(Remote { local, calls: AtomicU64::new(0) }))
-            }
+            Memory::InProcess => Arc::new(local),
+            Memory::Remote => Arc::new(Remote { local, calls: AtomicU64::new(0) }),
         }
+    }
+
+    fn refresher(self, grants: Arc<Scripted>, config: RefreshConfig, clock: &ManualClock) -> Refresher {
+        let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+        let store = self.store(&config, &clock);
+        Refresher::with_memory(grants, config, clock, store)
     }
 }
 
@@ -281,6 +284,10 @@ on_each_memory!(
     revocation_is_retried_and_ended_marks_outlive_churn,
     another_subjects_tokens_end_the_session,
     a_kept_refresh_token_keeps_its_known_end,
+    an_upgraded_stale_cookie_counts_as_delivered,
+    a_renewal_finishing_after_the_headers_left_is_kept_for_the_next_request,
+    short_lived_tokens_are_not_refreshed_on_every_request,
+    sign_out_revokes_the_newest_tokens,
 );
 
 /// Lets spawned tasks run until `done` holds (each check yields to the runtime; no sleeping),
@@ -456,7 +463,8 @@ async fn a_kept_refresh_token_keeps_its_known_end(memory: Memory) {
 
 const COOKIE: &str = "tokenless_session";
 
-fn manager(grants: &Arc<Scripted>, clock: &ManualClock) -> Arc<SessionManager> {
+/// A manager on the public builder: the scripted grants, `memory`, the manual clock.
+fn manager(grants: &Arc<Scripted>, clock: &ManualClock, memory: Memory) -> Arc<SessionManager> {
     let endpoints = UpstreamEndpoints::at(&"http://127.0.0.1:9".parse().unwrap(), OAUTH2_PATHS.into()).unwrap();
     let client = UpstreamClient::new(ClientConfig {
         endpoints,
@@ -469,15 +477,23 @@ fn manager(grants: &Arc<Scripted>, clock: &ManualClock) -> Arc<SessionManager> {
         connect_timeout: Duration::from_millis(100),
     })
     .unwrap();
-    Arc::new(SessionManager::with_grants(
-        Arc::new(client) as Arc<dyn crate::upstream::Upstream>,
-        grants.clone(),
-        KeyRing::new(&[(1, [9; 32])]).unwrap(),
-        CookiePolicy::new(COOKIE, false, SameSite::Lax),
-        Limits::default(),
-        config(),
-        Arc::new(clock.clone()),
-    ))
+    let options = crate::SessionOptions {
+        cookie_name: COOKIE.into(),
+        same_site: SameSite::Lax,
+        keys: None,
+        limits: Limits::default(),
+        refresh: config(),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let manager = SessionManager::builder(Arc::new(client))
+        .options(options.clone())
+        .keys(KeyRing::new(&[(1, [9; 32])]).unwrap())
+        .grants(grants.clone())
+        .memory(memory.store(&options.refresh, &clock))
+        .clock(clock)
+        .build()
+        .unwrap();
+    Arc::new(manager)
 }
 
 /// A browser's request carrying `session` in its cookie.
@@ -495,10 +511,9 @@ fn in_jar(cookies: &Cookies) -> Option<Session> {
 }
 
 /// Finding 4: a stale cookie upgraded from the remembered results shortens them to the grace.
-#[tokio::test]
-async fn an_upgraded_stale_cookie_counts_as_delivered() {
+async fn an_upgraded_stale_cookie_counts_as_delivered(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
-    let m = manager(&grants, &clock);
+    let m = manager(&grants, &clock, memory);
     let old = session(&clock, "s");
     // A flight whose response could not carry the cookie: kept for the hand-off.
     let new = m.refresher().refresh(&old).await.unwrap();
@@ -512,10 +527,9 @@ async fn an_upgraded_stale_cookie_counts_as_delivered() {
 
 /// Finding 3: a renewal that finishes after the response's headers left keeps its result for
 /// the next request (hand-off), and writes nothing into the jar already sent.
-#[tokio::test]
-async fn a_renewal_finishing_after_the_headers_left_is_kept_for_the_next_request() {
+async fn a_renewal_finishing_after_the_headers_left_is_kept_for_the_next_request(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
-    let m = manager(&grants, &clock);
+    let m = manager(&grants, &clock, memory);
     let old = session(&clock, "s");
     let cookies = jar(&m, &old);
     let before = cookies.get(COOKIE).unwrap().value().to_string();
@@ -540,10 +554,9 @@ async fn a_renewal_finishing_after_the_headers_left_is_kept_for_the_next_request
 }
 
 /// Finding 11: tokens that live no longer than the skew are not refreshed on every request.
-#[tokio::test]
-async fn short_lived_tokens_are_not_refreshed_on_every_request() {
+async fn short_lived_tokens_are_not_refreshed_on_every_request(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
-    let m = manager(&grants, &clock);
+    let m = manager(&grants, &clock, memory);
     let mut s = session(&clock, "s");
     // A 10-second token (seed 003), the skew 30 s.
     s.tokens.access_expires_at = clock.unix() + 10;
@@ -558,10 +571,9 @@ async fn short_lived_tokens_are_not_refreshed_on_every_request() {
 }
 
 /// Finding 1 through the manager: sign-out revokes the newest token, not the cookie's retired one.
-#[tokio::test]
-async fn sign_out_revokes_the_newest_tokens() {
+async fn sign_out_revokes_the_newest_tokens(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
-    let m = manager(&grants, &clock);
+    let m = manager(&grants, &clock, memory);
     let old = session(&clock, "s");
     m.refresher().refresh(&old).await.unwrap();
     let cookies = jar(&m, &old);
