@@ -246,3 +246,31 @@ impl Drop for Server {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_key_file_that_cannot_be_kept_stops_the_start_naming_the_settings() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let plain_file = dir.path().join("a-file");
+        std::fs::write(&plain_file, "not a directory").unwrap();
+        let key_file = plain_file.join("session-key").display().to_string();
+        let env = [
+            ("TOKENLESS_SESSION__KEYS", ""),
+            ("TOKENLESS_SESSION__DEV_KEY_FILE", key_file.as_str()),
+            ("TOKENLESS_DEMO__DATABASE", ":memory:"),
+        ];
+        let settings = tokenless::server::Settings::from_sources(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        let options = tokenless::server::state::leptos_options(&settings);
+        let e = match tokenless::server::AppState::build(settings, options).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a key file under a plain file cannot be kept"),
+        };
+        assert!(e.contains(&key_file), "{e}");
+        assert!(e.contains("TOKENLESS_SESSION__DEV_KEY_FILE") && e.contains("TOKENLESS_SESSION__KEYS"), "{e}");
+        assert_eq!(std::fs::read_to_string(&plain_file).unwrap(), "not a directory", "nothing lost");
+    })
+}

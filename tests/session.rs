@@ -150,6 +150,9 @@ fn protected_pages_redirect_to_sign_in_with_the_return_path() {
             ("/admin", "%2Fadmin"),
             ("/account", "%2Faccount"),
             ("/frogs?sort=name", "%2Ffrogs%3Fsort%3Dname"),
+            // A form error a link put in the URL is not carried to where sign-in lands.
+            ("/frogs?__err=eyJ4IjoxfQ&sort=name&%5F%5Fpath=%2Fapi%2Flogin", "%2Ffrogs%3Fsort%3Dname"),
+            ("/account?__err=eyJ4IjoxfQ", "%2Faccount"),
         ] {
             let answer = b.get(path).await;
             assert_eq!(answer.status, StatusCode::SEE_OTHER, "{path}");
@@ -182,6 +185,8 @@ fn next_is_followed_only_to_local_paths() {
             ("/%252F%252Fevil.example", "/"),
             ("javascript:alert(1)", "/"),
             ("/\r\nSet-Cookie: a=b", "/"),
+            // Never lands on a page with a form error in its URL: it would look like ours.
+            ("/login?__err=eyJ4IjoxfQ&next=%2F", "/login?next=%2F"),
         ] {
             let b = Browser::new(&app);
             let answer = b

@@ -11,20 +11,16 @@
 //! curl -b jar http://127.0.0.1:3300/frogs
 //! ```
 
-use tokenless_bff::http_api::{Fields, ProfileMap};
-use tokenless_upstream::config::OAUTH2_PATHS;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
-use tokenless_bff::{ClientAuth, ClientConfig, UpstreamEndpoints};
-use tokenless_bff::SignInError;
-use tokenless_bff::KeyRing;
-use tokenless_bff::{RequestSession, SessionConfig, SessionLayer, SessionManager, UpstreamClient};
+use tokenless_bff::http_api::ProfileMap;
+use tokenless_bff::{KeyRing, RequestSession, SessionConfig, SessionLayer, SessionManager, SignInError, UpstreamConfig};
+use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, OAUTH2_PATHS};
 
 /// The whole app: four routes and the layer.
 pub fn app(manager: Arc<SessionManager>) -> Router {
@@ -80,22 +76,22 @@ async fn logout(session: RequestSession) -> StatusCode {
 
 /// A session manager in front of an OAuth 2.0 upstream at `base`.
 pub fn manager(base: &str) -> Arc<SessionManager> {
-    let base = url::Url::parse(base).expect("the upstream's URL");
-    let client = UpstreamClient::new(ClientConfig {
-        endpoints: UpstreamEndpoints::at(&base, OAUTH2_PATHS.into()).expect("endpoints"),
+    // A real app nests both configurations in its own settings (`[upstream]` and `[session]`
+    // tables read with serde); here they are written out, with a key made at start.
+    let [token_url, revocation_url, userinfo_url, _] = OAUTH2_PATHS;
+    let upstream = UpstreamConfig {
+        base_url: base.into(),
+        token_url: token_url.into(),
+        revocation_url: revocation_url.into(),
+        userinfo_url: userinfo_url.into(),
+        client_id: DEFAULT_CLIENT_ID.into(),
+        client_secret: DEFAULT_CLIENT_SECRET.to_string().into(),
         profile: ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() },
-        registration_fields: Fields::default(),
-        client_id: tokenless_upstream::config::DEFAULT_CLIENT_ID.into(),
-        client_secret: tokenless_upstream::config::DEFAULT_CLIENT_SECRET.to_string().into(),
-        auth: ClientAuth::ClientSecretBasic,
-        timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-    })
-    .expect("an HTTP client");
-    // A real app nests `SessionConfig` in its own settings (a `[session]` table) and reads
-    // its keys from there (`keys = "1:..."`); here the defaults and a key made at start.
+        ..UpstreamConfig::default()
+    };
+    let upstream = upstream.validate().expect("the upstream settings").build().expect("the upstream");
     let options = SessionConfig::default().validate().expect("the default session settings");
-    let manager = SessionManager::builder(Arc::new(client))
+    let manager = SessionManager::builder(upstream)
         .options(options)
         .keys(KeyRing::ephemeral())
         .build()

@@ -361,25 +361,56 @@ impl HttpApiConfig {
                 "refresh_refused: {s} is not a client error (400-499); an outage must never sign people out"
             ));
         }
-        let m = &self.profile_map;
-        for (name, pointer, may_be_empty) in [
-            ("profile_map.id", &m.id, true),
-            ("profile_map.email", &m.email, false),
-            ("profile_map.roles", &m.roles, true),
-            ("profile_map.name_fallback", &m.name_fallback, true),
-        ] {
-            if !(pointer.starts_with('/') || (may_be_empty && pointer.is_empty())) {
-                return Err(format!("{name}: {pointer:?} is not a JSON pointer (they start with /)"));
-            }
-        }
-        if !(m.name.starts_with('/') || m.name.contains('{')) {
-            return Err(format!(
-                "profile_map.name: {:?} is neither a JSON pointer (/name) nor a template (\"{{firstName}} {{lastName}}\")",
-                m.name
-            ));
-        }
+        check_profile_map(&self.profile_map).map_err(|(key, problem)| format!("profile_map.{key}: {problem}"))?;
         Ok(())
     }
+}
+
+/// Checks a profile map's pointers and name; the error names the key (`email`) and the problem.
+pub(crate) fn check_profile_map(m: &ProfileMap) -> Result<(), (&'static str, String)> {
+    for (name, pointer, may_be_empty) in [
+        ("id", &m.id, true),
+        ("email", &m.email, false),
+        ("roles", &m.roles, true),
+        ("name_fallback", &m.name_fallback, true),
+    ] {
+        if !(pointer.starts_with('/') || (may_be_empty && pointer.is_empty())) {
+            return Err((name, format!("{pointer:?} is not a JSON pointer (they start with /)")));
+        }
+    }
+    if !(m.name.starts_with('/') || m.name.contains('{')) {
+        return Err((
+            "name",
+            format!(
+                "{:?} is neither a JSON pointer (/name) nor a template (\"{{firstName}} {{lastName}}\")",
+                m.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A profile map whose keys left out are OpenID Connect's claims ([`ProfileMap::oidc`]), not
+/// [`ProfileMap::default`]'s (for an OAuth 2.0 server's userinfo).
+pub(crate) fn profile_over_oidc<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ProfileMap, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Partial {
+        id: Option<String>,
+        name: Option<String>,
+        name_fallback: Option<String>,
+        email: Option<String>,
+        roles: Option<String>,
+    }
+    let p = Partial::deserialize(d)?;
+    let oidc = ProfileMap::oidc();
+    Ok(ProfileMap {
+        id: p.id.unwrap_or(oidc.id),
+        name: p.name.unwrap_or(oidc.name),
+        name_fallback: p.name_fallback.unwrap_or(oidc.name_fallback),
+        email: p.email.unwrap_or(oidc.email),
+        roles: p.roles.unwrap_or(oidc.roles),
+    })
 }
 
 /// Access tokens whose expiry cannot be read (a broken JWT) are assumed to live this long.

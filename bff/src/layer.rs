@@ -2,7 +2,8 @@
 //! state-changing requests, opens the request's session (refreshing an access token about to
 //! expire, through the single flight), puts it in the request's extensions for the
 //! [`RequestSession`] extractor, and marks it committed when the response's headers leave (a
-//! refresh after that is kept for the session's next request). Every cookie change — a
+//! refresh after that is kept for the session's next request). Pages it is told to
+//! [protect](SessionLayer::protect) send signed-out visitors to sign in. Every cookie change — a
 //! refresh, a sign-in, a sign-out, a cleared cookie — goes out in that one response.
 //!
 //! ```no_run
@@ -26,17 +27,27 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, Request, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use tower::{Layer, Service};
 use tower_cookies::{CookieManager, Cookies};
 
-use crate::manager::SessionManager;
+use crate::manager::{Ended, SessionManager};
 use crate::middleware::{attach, fixed, RequestSession};
 use crate::session::Session;
 
 /// Builds what a refused cross-site request gets (the default: 403, plain text).
 pub type CrossSiteAnswer = Arc<dyn Fn() -> Response + Send + Sync>;
+
+/// Where a signed-out visitor of a protected page is sent: from the page's path and query, and
+/// how the session ended if it just did (so the sign-in page can say "your session ended").
+pub type SignInHref = Arc<dyn Fn(&str, Option<Ended>) -> String + Send + Sync>;
+
+/// The origin this request's site is reached at (`https://app.example`), as the layer decided
+/// it for the cross-site check: in the request's extensions for whatever runs inside the layer
+/// (a check of a `Referer`, an absolute link).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteOrigin(pub String);
 
 /// Adds sessions to every route under it. Cheap to clone.
 #[derive(Clone)]
@@ -51,6 +62,7 @@ struct Config {
     skip: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     cross_site: CrossSiteAnswer,
     fixed: Option<Session>,
+    protected: Option<(Arc<dyn Fn(&str) -> bool + Send + Sync>, SignInHref)>,
 }
 
 impl SessionLayer {
@@ -66,6 +78,7 @@ impl SessionLayer {
                     (StatusCode::FORBIDDEN, "cross-site request refused").into_response()
                 }),
                 fixed: None,
+                protected: None,
             }),
         }
     }
@@ -92,6 +105,18 @@ impl SessionLayer {
     /// error body, say).
     pub fn cross_site_answer(self, answer: impl Fn() -> Response + Send + Sync + 'static) -> Self {
         self.with(|c| c.cross_site = Arc::new(answer))
+    }
+
+    /// Pages only signed-in people see: a `GET` or `HEAD` of a path `paths` accepts, without a
+    /// signed-in session, is sent (303) to `sign_in(path_and_query, ended)` before the app runs
+    /// (the cookie changes of a session that just ended go out with the redirect). Other
+    /// methods reach the app, which answers them itself (a 401 for an API, say).
+    pub fn protect(
+        self,
+        paths: impl Fn(&str) -> bool + Send + Sync + 'static,
+        sign_in: impl Fn(&str, Option<Ended>) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|c| c.protected = Some((Arc::new(paths), Arc::new(sign_in))))
     }
 
     /// Benchmarks only: every request gets this session, no cookie is read or written and no
@@ -155,6 +180,14 @@ where
                 Some(session) => fixed(&config.manager, cookies, session.clone()),
                 None => attach(&config.manager, cookies).await,
             };
+            if let Some((paths, sign_in)) = &config.protected {
+                let page = matches!(*request.method(), Method::GET | Method::HEAD);
+                if page && !session.is_signed_in() && paths(request.uri().path()) {
+                    let here = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+                    return Ok(Redirect::to(&sign_in(here, session.ended())).into_response());
+                }
+            }
+            request.extensions_mut().insert(SiteOrigin(origin));
             request.extensions_mut().insert(session.clone());
             let response = inner.call(request).await;
             // The headers leave now; a streamed body may still be rendering.
@@ -182,5 +215,64 @@ impl IntoResponse for MissingSessionLayer {
     fn into_response(self) -> Response {
         tracing::error!("{self}");
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::quiet_manager as manager;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// The inner app answers with the origin the layer told it, or "none".
+    fn app(layer: SessionLayer) -> axum::Router {
+        let origin = |request: axum::extract::Request| async move {
+            request.extensions().get::<SiteOrigin>().map(|o| o.0.clone()).unwrap_or_else(|| "none".into())
+        };
+        axum::Router::new()
+            .route("/account", get(origin).post(origin))
+            .route("/open", get(origin))
+            .route("/static.css", get(origin))
+            .layer(layer)
+    }
+
+    async fn send(app: &axum::Router, method: Method, uri: &str) -> (StatusCode, String, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "app.test")
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let location =
+            response.headers().get(header::LOCATION).map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        (status, location, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn protected_pages_send_signed_out_visitors_to_sign_in() {
+        let layer = SessionLayer::new(manager())
+            .protect(|path| path == "/account", |here, ended| format!("/login?next={here}&ended={}", ended.is_some()));
+        let app = app(layer);
+        let (status, location, _) = send(&app, Method::GET, "/account?tab=2").await;
+        assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/login?next=/account?tab=2&ended=false"));
+        assert_eq!(send(&app, Method::HEAD, "/account").await.0, StatusCode::SEE_OTHER);
+        // Not a page: the app answers it (an API says 401 its own way).
+        assert_eq!(send(&app, Method::POST, "/account").await.0, StatusCode::OK);
+        assert_eq!(send(&app, Method::GET, "/open").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_app_reads_the_origin_the_layer_checked_against() {
+        let app_on_host = app(SessionLayer::new(manager()).skip(|path| path.ends_with(".css")));
+        assert_eq!(send(&app_on_host, Method::GET, "/open").await.2, "http://app.test", "the request's host");
+        assert_eq!(send(&app_on_host, Method::GET, "/static.css").await.2, "none", "a skipped path has no session");
+        let configured = url::Url::parse("https://app.example/").unwrap();
+        let app_configured = app(SessionLayer::new(manager()).origin(&configured));
+        assert_eq!(send(&app_configured, Method::GET, "/open").await.2, "https://app.example");
     }
 }

@@ -8,14 +8,16 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use axum::{routing::get, Json, Router};
-//! use tokenless_bff::{KeyRing, RequestSession, SessionConfig, SessionLayer, SessionManager, Upstream};
+//! use tokenless_bff::{RequestSession, SessionConfig, SessionLayer, SessionManager, UpstreamConfig};
 //!
 //! async fn me(session: RequestSession) -> Json<Option<String>> {
 //!     Json(session.profile().map(|p| p.name))
 //! }
 //!
-//! fn app(upstream: Arc<dyn Upstream>, config: &SessionConfig) -> Result<Router, Box<dyn std::error::Error>> {
-//!     let manager = SessionManager::builder(upstream).options(config.validate()?).secure(true).build()?;
+//! // `upstream` and `session`: tables of the app's own settings, read with serde.
+//! fn app(upstream: &UpstreamConfig, session: &SessionConfig) -> Result<Router, Box<dyn std::error::Error>> {
+//!     let upstream = upstream.validate()?.build()?;
+//!     let manager = SessionManager::builder(upstream).options(session.validate()?).secure(true).build()?;
 //!     Ok(Router::new().route("/me", get(me)).layer(SessionLayer::new(Arc::new(manager))))
 //! }
 //! ```
@@ -25,15 +27,18 @@
 //!   cross-site refusal, loading and proactive refresh, the cookie written once per response),
 //!   [`RequestSession`] (sign in, register, sign out, profile, upstream calls with the token
 //!   attached and a 401 answered by one refresh).
-//! - **Upstreams** implement [`Upstream`]: the OAuth 2.0 token endpoint ([`UpstreamClient`])
+//! - **Upstreams** implement [`Upstream`]; [`UpstreamConfig`] (nested in an app's settings)
+//!   builds either kind the library has: the OAuth 2.0 token endpoint ([`UpstreamClient`])
 //!   and HTTP APIs described by configuration ([`HttpApi`], [`HttpApiConfig`]: tokens in JSON or
 //!   `Set-Cookie`, presented as Bearer or `Cookie`, the seeds' kind of backend).
 //! - **Refresh**: [`Refresher`] (single flight, rotation grace, newest wins, sign-out wins,
 //!   counters) remembers through a [`RefreshMemory`]: this process's [`InProcess`] memory, or a
 //!   store several instances share ([`memory`] has the contract).
+//! - **Operations**: [`metrics`] (the refresh counters for a Prometheus scraper).
 //! - **Browser code's upstream calls**: [`passthrough`] (allowlisted, token attached, nothing
 //!   leaked either way).
-//! - **Keys and time**: [`KeyRing`] (rotating sealing keys), [`Clock`] (every expiry is
+//! - **Keys and time**: [`KeyRing`] (rotating sealing keys; [`KeyRing::load_or_create`] for a
+//!   development key kept in a file), [`Clock`] (every expiry is
 //!   measured with an injected clock; [`ManualClock`] in tests).
 //! - [`safe_next`]: return paths after sign-in that cannot leave the site.
 
@@ -45,10 +50,12 @@ mod config;
 mod cookies;
 mod csrf;
 mod grants;
+mod key_file;
 pub mod http_api;
 mod layer;
 mod manager;
 pub mod memory;
+pub mod metrics;
 mod middleware;
 pub mod passthrough;
 mod redirect;
@@ -56,21 +63,24 @@ mod refresh;
 mod seal;
 mod session;
 mod upstream;
+mod upstream_config;
 
 #[cfg(test)]
 mod tests;
 
 // The layer, the extractor and the manager.
-pub use layer::{CrossSiteAnswer, MissingSessionLayer, SessionLayer, SessionService};
+pub use layer::{CrossSiteAnswer, MissingSessionLayer, SessionLayer, SessionService, SignInHref, SiteOrigin};
 pub use manager::{now, BuildError, Ended, Limits, Loaded, SessionManager, SessionManagerBuilder};
 pub use middleware::{RequestSession, ResourceError};
 
 // Configuration.
 pub use config::{millis, seconds, ConfigError, SessionConfig, SessionOptions, MAX_SECONDS};
 pub use cookies::CookiePolicy;
+pub use key_file::{KeyFile, KeyFileError};
 pub use seal::{generate_key_spec, KeyError, KeyRing};
 
 // Upstreams.
+pub use upstream_config::{OAuth2Options, UpstreamBuildError, UpstreamConfig, UpstreamKind, UpstreamOptions};
 pub use client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
 pub use http_api::{Fields, HttpApi, HttpApiConfig, ProfileMap};
 pub use upstream::{

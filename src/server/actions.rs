@@ -71,7 +71,9 @@ fn resource_error(context: &str, e: ResourceError) -> AppError {
 
 /// Where to go after signing in: `next` when it is a path of this site, else home.
 fn destination(next: &str) -> String {
-    safe_next(next.trim()).unwrap_or_else(|| "/".to_string())
+    safe_next(next.trim())
+        .map(|next| crate::server::middleware::without_form_errors(&next))
+        .unwrap_or_else(|| "/".to_string())
 }
 
 const EMAIL_MAX: usize = 254;

@@ -1,7 +1,8 @@
 //! The app's middleware, outermost first: security headers (with the CSP nonce Leptos puts on
-//! its inline scripts), refusal of cross-site state-changing requests (and of form errors a link
-//! from elsewhere put in a URL), loading the session, and the server-side redirect of signed-out
-//! visitors away from protected pages.
+//! its inline scripts), the library's session layer as this app configures it (cross-site
+//! refusal, the session, the server-side redirect of signed-out visitors away from protected
+//! pages), the refusal of form errors a link from elsewhere put in a URL, and the status of a
+//! server function's error.
 
 use std::sync::Arc;
 
@@ -13,8 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use leptos::server_fn::error::FromServerFnError;
 use rand::RngCore;
-use tokenless_bff::Ended;
-use tokenless_bff::{RequestSession, SessionLayer};
+use tokenless_bff::{Ended, SessionLayer, SiteOrigin};
 
 use crate::app::{is_protected, login_href};
 use crate::error::AppError;
@@ -76,18 +76,6 @@ pub async fn security_headers(State(state): State<AppState>, mut request: Reques
     response
 }
 
-/// Our origin as a browser writes it in `Origin`: the configured one, else the request's Host
-/// over http (development).
-fn expected_origin(state: &AppState, headers: &HeaderMap) -> String {
-    match &state.settings.site.origin {
-        Some(origin) => origin.origin().ascii_serialization(),
-        None => {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-            format!("http://{host}")
-        }
-    }
-}
-
 /// Query parameters leptos_axum adds when it sends a plain form post back to its page with the
 /// error: the page shows the error they carry.
 const FORM_ERROR_PARAMS: [&str; 2] = ["__err", "__path"];
@@ -98,6 +86,19 @@ fn is_form_error_pair(pair: &str) -> bool {
     url::form_urlencoded::parse(pair.as_bytes())
         .next()
         .is_some_and(|(key, _)| FORM_ERROR_PARAMS.contains(&key.as_ref()))
+}
+
+/// `path_and_query` without its form-error pairs (a return path must never carry one).
+pub fn without_form_errors(path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_form_error_pair(pair)).collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
 }
 
 /// The same page without a form error in its URL, when the URL carries one that this site's
@@ -127,22 +128,24 @@ fn without_foreign_form_error(
     if ours {
         return None;
     }
-    let kept: Vec<&str> = query.split('&').filter(|pair| !is_form_error_pair(pair)).collect();
-    let path = uri.path();
-    let clean = if kept.is_empty() { path.to_string() } else { format!("{path}?{}", kept.join("&")) };
+    let clean = without_form_errors(&format!("{}?{query}", uri.path()));
     // `//host/...` would leave the site.
     Some(tokenless_bff::safe_next(&clean).unwrap_or_else(|| "/".to_string()))
 }
 
 /// A link from elsewhere must not make a form show its text: see [`without_foreign_form_error`].
-pub async fn refuse_foreign_form_errors(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let origin = expected_origin(&state, request.headers());
+/// Runs inside the session layer, which says what this site's origin is (paths it skips have
+/// no forms).
+pub async fn refuse_foreign_form_errors(request: Request, next: Next) -> Response {
+    let Some(SiteOrigin(origin)) = request.extensions().get::<SiteOrigin>() else {
+        if !is_sessionless(request.uri().path()) {
+            // Only if this middleware is moved outside the session layer: say so loudly.
+            tracing::error!("no SiteOrigin: refuse_foreign_form_errors must run inside the session layer");
+        }
+        return next.run(request).await;
+    };
     if let Some(clean) =
-        without_foreign_form_error(request.method(), request.uri(), request.headers(), &origin)
+        without_foreign_form_error(request.method(), request.uri(), request.headers(), origin)
     {
         tracing::info!(path = %request.uri().path(), "dropped a form error that did not come from this site");
         return Redirect::to(&clean).into_response();
@@ -151,7 +154,8 @@ pub async fn refuse_foreign_form_errors(
 }
 
 /// The BFF's layer as this app configures it: the site's origin, no session work for static
-/// files and `/metrics`, the server-function error body for a refused cross-site request, the
+/// files and `/metrics`, signed-out visitors of protected pages sent to sign in (with where
+/// they were going), the server-function error body for a refused cross-site request, the
 /// benchmark baseline's fixed session when enabled.
 pub fn session_layer(state: &AppState) -> SessionLayer {
     let mut layer = SessionLayer::new(state.sessions.clone())
@@ -161,28 +165,16 @@ pub fn session_layer(state: &AppState) -> SessionLayer {
             let body = AppError::CrossSite.ser();
             (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         })
+        .protect(is_protected, |here, ended| {
+            // The return path never carries a form error: after sign-in it would be a
+            // navigation from this site, and its text shown as ours.
+            login_href(&without_form_errors(here), matches!(ended, Some(Ended::Revoked | Ended::Expired)))
+        })
         .fixed_session(state.fixed_session.as_deref().cloned());
     if let Some(origin) = &state.settings.site.origin {
         layer = layer.origin(origin);
     }
     layer
-}
-
-/// Signed-out visitors of a protected page go to sign-in (with where they were going), before
-/// anything renders. The cookie changes of a session that just ended go out with the redirect.
-pub async fn protect(request: Request, next: Next) -> Response {
-    // Paths the layer skips (static files, /metrics) have no session and are never protected.
-    let Some(session) = request.extensions().get::<RequestSession>().cloned() else {
-        return next.run(request).await;
-    };
-    let guarded =
-        matches!(*request.method(), Method::GET | Method::HEAD) && is_protected(request.uri().path());
-    if guarded && !session.is_signed_in() {
-        let here = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        let expired = matches!(session.ended(), Some(Ended::Revoked | Ended::Expired));
-        return Redirect::to(&login_href(here, expired)).into_response();
-    }
-    next.run(request).await
 }
 
 /// Leptos answers every server-function error with 500. This gives each the status that says
@@ -257,6 +249,10 @@ mod tests {
         assert_eq!(clean("//evil.test/?__err=x", &[]).as_deref(), Some("/"), "never off the site");
         // Nothing to do.
         assert_eq!(clean("/login?next=%2F", &[]), None);
+        // Return paths lose theirs.
+        assert_eq!(without_form_errors("/frogs?__err=x&sort=name&%5F%5Fpath=y"), "/frogs?sort=name");
+        assert_eq!(without_form_errors("/frogs?__err=x"), "/frogs");
+        assert_eq!(without_form_errors("/frogs?sort=name"), "/frogs?sort=name");
         assert_eq!(clean("/login", &[]), None);
         let post = without_foreign_form_error(
             &Method::POST,

@@ -2,7 +2,6 @@
 //! the bodies of the server functions.
 
 pub mod actions;
-pub mod dev_keys;
 pub mod form_memory;
 pub mod metrics;
 pub mod middleware;

@@ -44,21 +44,19 @@ pub fn router(state: AppState) -> Router {
         }
     };
     Router::new()
-        .route(metrics::PATH, axum::routing::get(metrics::metrics))
+        .route(metrics::PATH, metrics::route(&state))
         .route(&format!("{}/{{*path}}", passthrough::PREFIX), passthrough::route(&state))
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(provide_state, shell))
-        // Innermost first: signed-out visitors sent away from protected pages, then the BFF's
-        // layer (cookies, cross-site refusal, the session loaded and refreshed), form errors
-        // that another site put in a URL dropped before any of it, security headers around
-        // everything.
+        // Innermost first: form errors that another site put in a URL dropped, then the BFF's
+        // layer (cookies, cross-site refusal, the session loaded and refreshed, signed-out
+        // visitors sent away from protected pages), security headers around everything.
         .layer(axum::middleware::from_fn(middleware::server_fn_status))
-        .layer(axum::middleware::from_fn(middleware::protect))
+        .layer(axum::middleware::from_fn(middleware::refuse_foreign_form_errors))
         .layer(middleware::session_layer(&state))
-        .layer(from_fn_with_state(state.clone(), middleware::refuse_foreign_form_errors))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .with_state(state)

@@ -12,9 +12,8 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokenless_bff::ClientAuth;
-use tokenless_bff::http_api::{Fields, HttpApiConfig, ProfileMap};
-use tokenless_bff::{ConfigError, SessionConfig, SessionOptions};
+use tokenless_bff::http_api::HttpApiConfig;
+use tokenless_bff::{ConfigError, SessionConfig, SessionOptions, UpstreamConfig, UpstreamKind, UpstreamOptions};
 use tokenless_upstream::config::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEV_DATABASE, OAUTH2_PATHS};
 use tokenless_upstream::{Database, Shape};
 use url::Url;
@@ -48,7 +47,9 @@ pub struct Settings {
     pub server: ServerSettings,
     pub site: SiteSettings,
     pub session: SessionSettings,
-    pub upstream: UpstreamSettings,
+    /// The library's upstream settings; the app's defaults are the demo's layout and
+    /// credentials ([`APP_DEFAULTS`]).
+    pub upstream: UpstreamOptions,
     pub demo: DemoSettings,
     pub metrics: MetricsSettings,
     pub passthrough: PassthroughSettings,
@@ -100,39 +101,6 @@ pub struct SessionSettings {
     /// Development without `keys`: the file its key is kept in (made at the first start), so
     /// sessions survive restarts. `None`: a throw-away key per start.
     pub dev_key_file: Option<PathBuf>,
-}
-
-/// What kind of API the upstream is.
-#[derive(Debug, Clone)]
-pub enum UpstreamKind {
-    /// An OAuth 2.0 token endpoint (password and refresh grants, RFC 7009, userinfo).
-    OAuth2,
-    /// An HTTP API described in `[upstream.http_api]`.
-    HttpApi(Box<HttpApiConfig>),
-}
-
-#[derive(Debug, Clone)]
-pub struct UpstreamSettings {
-    /// `None`: start the demo upstream in-process and use it.
-    pub base_url: Option<Url>,
-    /// For a configured `base_url`; the embedded demo's kind follows `demo.shape`.
-    pub kind: UpstreamKind,
-    /// The OAuth 2.0 endpoints: paths under `base_url` (or absolute URLs); the defaults are the
-    /// demo upstream's layout.
-    pub token_url: String,
-    pub revocation_url: String,
-    pub userinfo_url: String,
-    /// `None`: no registration (the page says so).
-    pub registration_url: Option<String>,
-    /// How the userinfo answer becomes the profile pages show.
-    pub profile: ProfileMap,
-    /// The registration body's field names.
-    pub registration_fields: Fields,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub client_auth: ClientAuth,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
 }
 
 /// The embedded demo upstream, used when `upstream.base_url` is empty.
@@ -190,6 +158,18 @@ pub fn preset(shape: Shape) -> Option<HttpApiConfig> {
     }
 }
 
+/// This app's defaults for the library's `[upstream]` table (whose own leave them empty): the
+/// embedded demo's layout and client, and the roles its userinfo answers with.
+pub const APP_DEFAULTS: [(&str, &str); 7] = [
+    ("upstream.token_url", OAUTH2_PATHS[0]),
+    ("upstream.revocation_url", OAUTH2_PATHS[1]),
+    ("upstream.userinfo_url", OAUTH2_PATHS[2]),
+    ("upstream.registration_url", OAUTH2_PATHS[3]),
+    ("upstream.client_id", DEFAULT_CLIENT_ID),
+    ("upstream.client_secret", DEFAULT_CLIENT_SECRET),
+    ("upstream.profile.roles", "/roles"),
+];
+
 /// The shape of the file and environment, before validation.
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -200,7 +180,7 @@ struct Raw {
     /// `session.dev_key_file`, read on its own (the `[session]` table is the library's).
     #[serde(skip)]
     dev_key_file: String,
-    upstream: RawUpstream,
+    upstream: UpstreamConfig,
     demo: RawDemo,
     metrics: RawMetrics,
     passthrough: RawPassthrough,
@@ -213,7 +193,7 @@ impl Default for Raw {
             site: RawSite::default(),
             session: SessionConfig::default(),
             dev_key_file: DEV_KEY_FILE.into(),
-            upstream: RawUpstream::default(),
+            upstream: UpstreamConfig::default(),
             demo: RawDemo::default(),
             metrics: RawMetrics::default(),
             passthrough: RawPassthrough::default(),
@@ -262,68 +242,6 @@ impl Default for RawServer {
 #[serde(default)]
 struct RawSite {
     origin: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-struct RawUpstream {
-    base_url: String,
-    token_url: String,
-    revocation_url: String,
-    userinfo_url: String,
-    registration_url: String,
-    client_id: String,
-    client_secret: String,
-    client_auth: String,
-    timeout_ms: u64,
-    connect_timeout_ms: u64,
-    kind: String,
-    http_api: Option<HttpApiConfig>,
-    profile: RawProfile,
-    registration_fields: Fields,
-    /// Moved to `session.refresh_timeout_ms`; refused with a message saying so.
-    refresh_timeout_ms: Option<u64>,
-}
-
-/// `[upstream.profile]`: the library's [`ProfileMap`], each key left out taking this app's
-/// default (OpenID Connect's claims and the demo's roles), not the library's.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawProfile {
-    id: String,
-    name: String,
-    name_fallback: String,
-    email: String,
-    roles: String,
-}
-
-impl Default for RawProfile {
-    fn default() -> Self {
-        let ProfileMap { id, name, name_fallback, email, .. } = ProfileMap::oidc();
-        RawProfile { id, name, name_fallback, email, roles: "/roles".into() }
-    }
-}
-
-impl Default for RawUpstream {
-    fn default() -> Self {
-        RawUpstream {
-            base_url: String::new(),
-            token_url: OAUTH2_PATHS[0].into(),
-            revocation_url: OAUTH2_PATHS[1].into(),
-            userinfo_url: OAUTH2_PATHS[2].into(),
-            registration_url: OAUTH2_PATHS[3].into(),
-            client_id: DEFAULT_CLIENT_ID.into(),
-            client_secret: DEFAULT_CLIENT_SECRET.into(),
-            client_auth: "client_secret_basic".into(),
-            timeout_ms: 5_000,
-            connect_timeout_ms: 2_000,
-            kind: "oauth2".into(),
-            http_api: None,
-            profile: RawProfile::default(),
-            registration_fields: Fields::default(),
-            refresh_timeout_ms: None,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,18 +320,6 @@ fn optional_url(raw: &str, key: &str) -> Result<Option<Url>, SettingsError> {
     Ok(Some(url))
 }
 
-/// An endpoint: a path under `upstream.base_url` (`/oauth/token`) or an absolute http(s) URL.
-fn endpoint(raw: &str, key: &str) -> Result<String, SettingsError> {
-    let raw = raw.trim();
-    if raw.starts_with('/') && !raw.starts_with("//") {
-        return Ok(raw.to_string());
-    }
-    match optional_url(raw, key)? {
-        Some(url) => Ok(url.to_string()),
-        None => Err(invalid(key, "must be a path under upstream.base_url (/oauth/token) or an http(s) URL")),
-    }
-}
-
 fn parse_address(raw: &str, key: &str) -> Result<SocketAddr, SettingsError> {
     raw.trim().parse().map_err(|_| {
         invalid(key, format!("{raw:?} is not an address to listen on; write it like 127.0.0.1:3000"))
@@ -443,6 +349,9 @@ impl Settings {
         let prefix = format!("{ENV_PREFIX}_");
         let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
         let mut builder = Config::builder();
+        for (key, value) in APP_DEFAULTS {
+            builder = builder.set_default(key, value).map_err(read_error)?;
+        }
         if let Some(file) = file {
             builder = builder.add_source(file);
         }
@@ -456,6 +365,12 @@ impl Settings {
             )
             .build()
             .map_err(read_error)?;
+        if config.get::<config::Value>("upstream.refresh_timeout_ms").is_ok() {
+            return Err(invalid(
+                "upstream.refresh_timeout_ms",
+                "moved: write it as session.refresh_timeout_ms (TOKENLESS_SESSION__REFRESH_TIMEOUT_MS)",
+            ));
+        }
         let mut raw: Raw = config.clone().try_deserialize().map_err(read_error)?;
         // The app's own key in the library's `[session]` table.
         match config.get_string("session.dev_key_file") {
@@ -468,7 +383,7 @@ impl Settings {
 
     /// Defaults only: no file, no environment.
     pub fn defaults() -> Result<Self, SettingsError> {
-        Self::validate(Raw::default())
+        Self::from_sources(None, Vec::new())
     }
 
     fn validate(raw: Raw) -> Result<Self, SettingsError> {
@@ -515,76 +430,7 @@ impl Settings {
         };
         let session = SessionSettings { options, dev_key_file };
 
-        let u = raw.upstream;
-        if u.refresh_timeout_ms.is_some() {
-            return Err(invalid(
-                "upstream.refresh_timeout_ms",
-                "moved: write it as session.refresh_timeout_ms (TOKENLESS_SESSION__REFRESH_TIMEOUT_MS)",
-            ));
-        }
-        let client_auth = match u.client_auth.trim() {
-            "client_secret_basic" => ClientAuth::ClientSecretBasic,
-            "client_secret_post" => ClientAuth::ClientSecretPost,
-            other => {
-                return Err(invalid(
-                    "upstream.client_auth",
-                    format!("{other:?} is neither client_secret_basic nor client_secret_post"),
-                ))
-            }
-        };
-        if u.client_id.trim().is_empty() {
-            return Err(invalid("upstream.client_id", "must not be empty"));
-        }
-        let kind = match (u.kind.trim().to_ascii_lowercase().as_str(), u.http_api) {
-            ("oauth2", None) => UpstreamKind::OAuth2,
-            ("oauth2", Some(_)) => {
-                return Err(invalid(
-                    "upstream.kind",
-                    "is \"oauth2\" but an [upstream.http_api] table describes an API: set kind = \"http_api\" \
-                     to use it, or remove the table",
-                ))
-            }
-            ("http_api", Some(api)) => {
-                api.validate().map_err(|problem| {
-                    invalid("upstream.http_api", problem)
-                })?;
-                UpstreamKind::HttpApi(Box::new(api))
-            }
-            ("http_api", None) => {
-                return Err(invalid(
-                    "upstream.http_api",
-                    "upstream.kind = \"http_api\" needs an [upstream.http_api] table describing the API \
-                     (README: Plug in your API)",
-                ))
-            }
-            (other, _) => {
-                return Err(invalid(
-                    "upstream.kind",
-                    format!("{other:?} is neither \"oauth2\" nor \"http_api\""),
-                ))
-            }
-        };
-        let upstream = UpstreamSettings {
-            kind,
-            base_url: optional_url(&u.base_url, "upstream.base_url")?,
-            token_url: endpoint(&u.token_url, "upstream.token_url")?,
-            revocation_url: endpoint(&u.revocation_url, "upstream.revocation_url")?,
-            userinfo_url: endpoint(&u.userinfo_url, "upstream.userinfo_url")?,
-            registration_url: match u.registration_url.trim() {
-                "" => None,
-                raw => Some(endpoint(raw, "upstream.registration_url")?),
-            },
-            profile: {
-                let RawProfile { id, name, name_fallback, email, roles } = u.profile;
-                ProfileMap { id, name, name_fallback, email, roles }
-            },
-            registration_fields: u.registration_fields,
-            client_id: u.client_id.trim().to_string(),
-            client_secret: SecretString::from(u.client_secret),
-            client_auth,
-            timeout: Duration::from_millis(u.timeout_ms.max(1)),
-            connect_timeout: Duration::from_millis(u.connect_timeout_ms.max(1)),
-        };
+        let upstream = raw.upstream.validate().map_err(|e| nested("upstream", e))?;
         if matches!(upstream.kind, UpstreamKind::HttpApi(_)) && upstream.base_url.is_none() {
             return Err(invalid(
                 "upstream.base_url",
@@ -598,7 +444,9 @@ impl Settings {
                 "production needs a real upstream; the embedded demo is for development",
             ));
         }
-        if mode == Mode::Production && upstream.client_secret.expose_secret() == DEFAULT_CLIENT_SECRET {
+        if mode == Mode::Production
+            && upstream.client_secret().is_some_and(|s| s.expose_secret() == DEFAULT_CLIENT_SECRET)
+        {
             return Err(invalid(
                 "upstream.client_secret",
                 "production refuses the demo upstream's built-in client secret (it is public in this \
@@ -679,6 +527,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokenless_bff::http_api::ProfileMap;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -786,7 +635,7 @@ mod tests {
         let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "http_api")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("[upstream.http_api]"), "{e}");
+        assert!(e.contains("http_api table") && e.contains("TOKENLESS_UPSTREAM__HTTP_API"), "{e}");
         let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__KIND", "soap")]))
             .unwrap_err()
             .to_string();
@@ -825,6 +674,8 @@ mod tests {
             ("upstream.client_auth", "private_key_jwt"),
             ("upstream.client_id", " "),
             ("upstream.timeout_ms", "fast"),
+            ("upstream.connect_timeout_ms", "0"),
+            ("upstream.profile.email", "email"),
             ("demo.address", "nowhere"),
             ("demo.control_address", "nowhere"),
             ("demo.shape", "seed004"),
@@ -848,13 +699,20 @@ mod tests {
 
     #[test]
     fn the_oauth2_upstreams_endpoints_and_profile_are_configuration() {
-        let s = Settings::defaults().unwrap();
+        fn oauth2(s: Settings) -> tokenless_bff::OAuth2Options {
+            match s.upstream.kind {
+                UpstreamKind::OAuth2(o) => *o,
+                other => panic!("{other:?}"),
+            }
+        }
+        let o = oauth2(Settings::defaults().unwrap());
         assert_eq!(
-            [&*s.upstream.token_url, &*s.upstream.revocation_url, &*s.upstream.userinfo_url],
+            [&*o.token_url, &*o.revocation_url, &*o.userinfo_url],
             ["/oauth/token", "/oauth/revoke", "/userinfo"]
         );
-        assert_eq!(s.upstream.registration_url.as_deref(), Some("/users"));
-        assert_eq!(s.upstream.profile, ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() });
+        assert_eq!(o.registration_url.as_deref(), Some("/users"));
+        assert_eq!(o.profile, ProfileMap { roles: "/roles".into(), ..ProfileMap::oidc() });
+        assert_eq!(o.client_id, DEFAULT_CLIENT_ID);
         let s = Settings::from_sources(
             None,
             env(&[
@@ -864,10 +722,12 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.upstream.registration_url, None, "no registration");
-        assert_eq!(s.upstream.token_url, "https://auth.example/token");
-        assert_eq!(s.upstream.profile.name, "{given_name} {family_name}");
-        assert_eq!(s.upstream.profile.id, "/sub", "the other keys keep the app's defaults");
+        let o = oauth2(s);
+        assert_eq!(o.registration_url, None, "no registration");
+        assert_eq!(o.token_url, "https://auth.example/token");
+        assert_eq!(o.profile.name, "{given_name} {family_name}");
+        assert_eq!(o.profile.id, "/sub", "the other keys keep OIDC's");
+        assert_eq!(o.profile.roles, "/roles", "and the app's");
         // An API described but not used, or used without an address, is a mistake said at start.
         let (dir, file) = settings_file(preset_text(Shape::Seed003).unwrap());
         let described = Settings::from_sources(Some(file), env(&[("TOKENLESS_UPSTREAM__KIND", "oauth2")]));
@@ -893,6 +753,8 @@ mod tests {
         }
         let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__PROFILE__AGE", "/age")])).unwrap_err();
         assert!(e.to_string().contains("age"), "an unknown profile key is refused: {e}");
+        let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__TIMOUT_MS", "50")])).unwrap_err();
+        assert!(e.to_string().contains("timout_ms"), "a misspelt key is refused, not ignored: {e}");
         let e = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__REFRESH_TIMEOUT_MS", "30000")])).unwrap_err();
         assert!(
             matches!(&e, SettingsError::Invalid { key, problem, .. }
@@ -901,7 +763,8 @@ mod tests {
         );
         let s = Settings::from_sources(None, env(&[("TOKENLESS_UPSTREAM__REGISTRATION_FIELDS__NAME", "fullName")]))
             .unwrap();
-        assert_eq!((s.upstream.registration_fields.name.as_str(), s.upstream.registration_fields.email.as_str()), ("fullName", "email"));
+        let fields = oauth2(s).registration_fields;
+        assert_eq!((fields.name.as_str(), fields.email.as_str()), ("fullName", "email"));
     }
 
     #[test]

@@ -6,15 +6,10 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
-use tokenless_bff::{ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
-use tokenless_bff::SessionManager;
-use tokenless_bff::KeyRing;
+use tokenless_bff::{KeyFile, KeyRing, SessionManager, UpstreamKind};
 use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
-use crate::server::dev_keys::Origin;
-use crate::server::settings::{Mode, Settings, UpstreamKind, UpstreamSettings};
-use tokenless_bff::http_api::HttpApi;
-use tokenless_bff::Upstream;
+use crate::server::settings::{Mode, Settings};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -34,16 +29,19 @@ pub struct AppState {
 pub enum StateError {
     #[error("cannot start the embedded demo upstream: {0}")]
     Demo(#[from] tokenless_upstream::StartError),
-    #[error("the upstream URLs do not combine: {0}")]
+    #[error("the demo upstream's address is not a URL: {0}")]
     Url(#[from] url::ParseError),
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Upstream(#[from] tokenless_bff::UpstreamBuildError),
     #[error("cannot sign the demo user in for demo.bench_fixed_session: {0}")]
     BenchSession(#[from] tokenless_bff::UpstreamError),
     #[error("setting `session.keys` (env TOKENLESS_SESSION__KEYS) is invalid: {0}")]
     Keys(#[from] tokenless_bff::KeyError),
-    #[error(transparent)]
-    DevKey(#[from] crate::server::dev_keys::DevKeyError),
+    #[error(
+        "{0}; TOKENLESS_SESSION__DEV_KEY_FILE says where development keeps its key (\"\" for a \
+         throw-away key per start), TOKENLESS_SESSION__KEYS sets one"
+    )]
+    DevKey(#[from] tokenless_bff::KeyFileError),
     #[error("cannot build the session manager: {0}")]
     Sessions(#[from] tokenless_bff::BuildError),
 }
@@ -74,33 +72,26 @@ impl AppState {
                 (base, Some(Arc::new(demo)), "demo upstream (in-process)".to_string())
             }
         };
-        let u = &settings.upstream;
-        // The embedded demo speaks the shape it was started in; a configured upstream is what
-        // `upstream.kind` says.
-        let kind = match (&demo, settings.demo.shape) {
-            (Some(_), shape) => match crate::server::settings::preset(shape) {
-                Some(api) => UpstreamKind::HttpApi(Box::new(api)),
-                None => UpstreamKind::OAuth2,
-            },
-            (None, _) => u.kind.clone(),
-        };
-        let upstream: Arc<dyn Upstream> = match kind {
-            UpstreamKind::HttpApi(api) => Arc::new(HttpApi::new(base, *api, u.timeout, u.connect_timeout)?),
-            UpstreamKind::OAuth2 => Arc::new(oauth2_client(&base, u)?),
-        };
+        // The embedded demo speaks the shape it was started in (a cookie shape through this
+        // app's preset of it); a configured upstream is what `[upstream]` says.
+        let mut options = settings.upstream.clone();
+        if let Some(api) = demo.as_ref().and_then(|_| crate::server::settings::preset(settings.demo.shape)) {
+            options.kind = UpstreamKind::HttpApi(Box::new(api));
+        }
+        let upstream = options.build_at(&base)?;
         let ring = match (settings.session.options.key_ring(), &settings.session.dev_key_file) {
             (Some(ring), _) => ring?,
             // Settings validation refuses production without keys.
             (None, Some(path)) => {
                 debug_assert_eq!(settings.server.mode, Mode::Development);
-                let (ring, origin) = crate::server::dev_keys::load_or_create(path)?;
+                let (ring, origin) = KeyRing::load_or_create(path)?;
                 let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 match origin {
-                    Origin::Made => tracing::info!(
+                    KeyFile::Made => tracing::info!(
                         "no session key configured (TOKENLESS_SESSION__KEYS): made a development key and kept it in {} so sessions survive restarts; delete it to sign everyone out",
                         shown.display()
                     ),
-                    Origin::Kept => tracing::info!(
+                    KeyFile::Kept => tracing::info!(
                         "no session key configured (TOKENLESS_SESSION__KEYS): using the development key kept in {}",
                         shown.display()
                     ),
@@ -145,26 +136,6 @@ impl AppState {
     pub fn upstream_label(&self) -> String {
         self.upstream_label.to_string()
     }
-}
-
-/// The OAuth 2.0 client: its endpoints, profile map and credentials as configured.
-fn oauth2_client(base: &url::Url, u: &UpstreamSettings) -> Result<UpstreamClient, StateError> {
-    let paths = EndpointPaths {
-        token: &u.token_url,
-        revocation: &u.revocation_url,
-        userinfo: &u.userinfo_url,
-        registration: u.registration_url.as_deref(),
-    };
-    Ok(UpstreamClient::new(ClientConfig {
-        endpoints: UpstreamEndpoints::at(base, paths)?,
-        profile: u.profile.clone(),
-        registration_fields: u.registration_fields.clone(),
-        client_id: u.client_id.clone(),
-        client_secret: u.client_secret.clone(),
-        auth: u.client_auth,
-        timeout: u.timeout,
-        connect_timeout: u.connect_timeout,
-    })?)
 }
 
 /// The benchmark baseline's session: the demo user, signed in once at start.
