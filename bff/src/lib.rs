@@ -34,6 +34,8 @@
 //! - **Refresh**: [`Refresher`] (single flight, rotation grace, newest wins, sign-out wins,
 //!   counters) remembers through a [`RefreshMemory`]: this process's [`InProcess`] memory, or a
 //!   store several instances share ([`memory`] has the contract).
+//! - **OpenID Connect** (in progress): [`oidc`] (a provider by its issuer URL, discovery with
+//!   its signing keys, waited for at start).
 //! - **Operations**: [`metrics`] (the refresh counters for a Prometheus scraper).
 //! - **Browser code's upstream calls**: [`passthrough`] (allowlisted, token attached, nothing
 //!   leaked either way).
@@ -56,6 +58,7 @@ mod layer;
 mod manager;
 pub mod memory;
 pub mod metrics;
+pub mod oidc;
 mod middleware;
 pub mod passthrough;
 mod redirect;

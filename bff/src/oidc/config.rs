@@ -1,0 +1,189 @@
+//! An OpenID provider as an app nests it in its settings: the issuer URL, this app's client,
+//! the scopes it asks for, which claim holds the roles and the name the sign-in page shows.
+//! Everything else is discovered ([`super::discover`]).
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+use crate::client::ClientAuth;
+use crate::config::{millis, ConfigError};
+
+/// The provider as written in a file or the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL (`https://id.example/realms/acme`): exactly the `iss` of its tokens, and
+    /// where `/.well-known/openid-configuration` is found. Required.
+    pub issuer: String,
+    /// This app's client id at the provider. Required.
+    pub client_id: String,
+    /// This app's client secret (a confidential client).
+    pub client_secret: SecretString,
+    /// `client_secret_basic` or `client_secret_post`.
+    pub client_auth: String,
+    /// The scopes asked for, space separated; `openid` must be one.
+    pub scopes: String,
+    /// A JSON pointer into the ID token's claims (or userinfo) that holds the roles (`/roles`,
+    /// `/realm_access/roles` for Keycloak); empty: no roles.
+    pub roles_claim: String,
+    /// What the sign-in page's button says: "Continue with {provider_name}".
+    pub provider_name: String,
+    /// Timeout of a whole call to the provider, in milliseconds.
+    pub timeout_ms: u64,
+    /// Timeout of connecting to the provider, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for OidcConfig {
+    /// The library's defaults, the only place they are written.
+    fn default() -> Self {
+        OidcConfig {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: SecretString::from(String::new()),
+            client_auth: "client_secret_basic".into(),
+            scopes: "openid profile email offline_access".into(),
+            roles_claim: String::new(),
+            provider_name: "your identity provider".into(),
+            timeout_ms: 5_000,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A validated provider configuration.
+#[derive(Debug, Clone)]
+pub struct OidcOptions {
+    /// The issuer, as configured (compared with the discovered one character for character).
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretString,
+    /// How the client authenticates at the token endpoint.
+    pub auth: ClientAuth,
+    /// The scopes asked for (`openid` first).
+    pub scopes: Vec<String>,
+    /// Where the roles are in the claims, if anywhere.
+    pub roles_claim: Option<String>,
+    /// The provider's name on the sign-in page.
+    pub provider_name: String,
+    /// Timeout of a whole call.
+    pub timeout: Duration,
+    /// Timeout of connecting.
+    pub connect_timeout: Duration,
+}
+
+impl OidcConfig {
+    /// Checks every value; the first bad one is the error.
+    pub fn validate(&self) -> Result<OidcOptions, ConfigError> {
+        let issuer = self.issuer.trim();
+        if issuer.is_empty() {
+            return Err(ConfigError::new("issuer", "is required: the provider's issuer URL (https://id.example/realms/acme)"));
+        }
+        let url = Url::parse(issuer).map_err(|e| ConfigError::new("issuer", format!("{issuer:?} is not a URL ({e})")))?;
+        let loopback = url.host_str().is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]");
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) || url.host().is_none() {
+            return Err(ConfigError::new(
+                "issuer",
+                format!("{issuer:?} must be an https URL (plain http only on loopback, for tests)"),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::new("issuer", "an issuer has no query or fragment"));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::new("client_id", "must not be empty: the client id the provider issued to this app"));
+        }
+        let auth = match self.client_auth.trim() {
+            "client_secret_basic" => ClientAuth::ClientSecretBasic,
+            "client_secret_post" => ClientAuth::ClientSecretPost,
+            other => {
+                return Err(ConfigError::new(
+                    "client_auth",
+                    format!("{other:?} is neither client_secret_basic nor client_secret_post"),
+                ))
+            }
+        };
+        let mut scopes: Vec<String> = self.scopes.split_whitespace().map(str::to_string).collect();
+        let Some(at) = scopes.iter().position(|s| s == "openid") else {
+            return Err(ConfigError::new("scopes", "must include openid (the default: openid profile email offline_access)"));
+        };
+        scopes.swap(0, at);
+        let roles_claim = match self.roles_claim.trim() {
+            "" => None,
+            pointer if pointer.starts_with('/') => Some(pointer.to_string()),
+            other => {
+                return Err(ConfigError::new(
+                    "roles_claim",
+                    format!("{other:?} is not a JSON pointer (/roles, /realm_access/roles)"),
+                ))
+            }
+        };
+        let provider_name = self.provider_name.trim();
+        if provider_name.is_empty() || provider_name.chars().count() > 60 {
+            return Err(ConfigError::new("provider_name", "must be 1 to 60 characters (the sign-in button's text)"));
+        }
+        Ok(OidcOptions {
+            issuer: issuer.to_string(),
+            client_id: self.client_id.trim().to_string(),
+            client_secret: self.client_secret.clone(),
+            auth,
+            scopes,
+            roles_claim,
+            provider_name: provider_name.to_string(),
+            timeout: millis(self.timeout_ms, "timeout_ms")?,
+            connect_timeout: millis(self.connect_timeout_ms, "connect_timeout_ms")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> OidcConfig {
+        let mut base = serde_json::json!({ "issuer": "https://id.example/realms/acme", "client_id": "tokenless" });
+        for (k, v) in json.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn an_issuer_and_a_client_are_enough() {
+        let o = config(serde_json::json!({})).validate().unwrap();
+        assert_eq!(o.scopes, ["openid", "profile", "email", "offline_access"]);
+        assert_eq!((o.roles_claim, o.auth), (None, ClientAuth::ClientSecretBasic));
+        let o = config(serde_json::json!({ "scopes": "email openid", "roles_claim": "/realm_access/roles" }))
+            .validate()
+            .unwrap();
+        assert_eq!(o.scopes, ["openid", "email"], "openid first");
+        assert_eq!(o.roles_claim.as_deref(), Some("/realm_access/roles"));
+        config(serde_json::json!({ "issuer": "http://127.0.0.1:4444" })).validate().unwrap();
+    }
+
+    #[test]
+    fn every_bad_value_names_its_key() {
+        for (change, key) in [
+            (serde_json::json!({ "issuer": "" }), "issuer"),
+            (serde_json::json!({ "issuer": "id.example" }), "issuer"),
+            (serde_json::json!({ "issuer": "http://id.example" }), "issuer"),
+            (serde_json::json!({ "issuer": "https://id.example/?realm=x" }), "issuer"),
+            (serde_json::json!({ "client_id": " " }), "client_id"),
+            (serde_json::json!({ "client_auth": "none" }), "client_auth"),
+            (serde_json::json!({ "scopes": "profile email" }), "scopes"),
+            (serde_json::json!({ "roles_claim": "roles" }), "roles_claim"),
+            (serde_json::json!({ "provider_name": " " }), "provider_name"),
+            (serde_json::json!({ "timeout_ms": 0 }), "timeout_ms"),
+        ] {
+            let e = config(change.clone()).validate().expect_err(key);
+            assert_eq!(e.key, key, "{change}: {e}");
+        }
+        let unknown: Result<OidcConfig, _> = serde_json::from_value(serde_json::json!({ "isuer": "x" }));
+        assert!(unknown.unwrap_err().to_string().contains("isuer"), "a misspelt key is refused");
+    }
+}

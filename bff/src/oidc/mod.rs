@@ -1,0 +1,27 @@
+//! OpenID Connect: a provider configured by its issuer URL alone ([`OidcConfig`]), its metadata
+//! and signing keys discovered ([`discover`], [`discover_retrying`] at start).
+//!
+//! ```no_run
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! use tokenless_bff::oidc::{self, OidcConfig};
+//! let config: OidcConfig = serde_json::from_str(r#"{
+//!     "issuer": "https://id.example/realms/acme",
+//!     "client_id": "tokenless",
+//!     "client_secret": "s3cret",
+//!     "roles_claim": "/realm_access/roles"
+//! }"#)?;
+//! let options = config.validate()?;
+//! let http = oidc::http_client(&options)?;
+//! let metadata = oidc::discover_retrying(&options, &http, oidc::start_delays()).await?;
+//! println!("signing in at {}", metadata.authorization_endpoint().as_str());
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod discovery;
+
+pub use config::{OidcConfig, OidcOptions};
+pub use discovery::{
+    discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, LogoutMetadata,
+    Metadata, WELL_KNOWN,
+};
