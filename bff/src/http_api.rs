@@ -697,7 +697,7 @@ pub fn jwt_sub(token: &str) -> Option<String> {
 
 /// A JWT's claims (unverified): the token is the upstream's, read only for what it says of
 /// itself.
-fn jwt_claims(token: &str) -> Option<Value> {
+pub(crate) fn jwt_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()

@@ -43,6 +43,8 @@ async fn start_provider() -> Provider {
         .expect("its stdout reads")
         .expect("it prints `ready <issuer>`");
     let issuer = first.strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected first line {first:?}")).to_string();
+    // It logs to stdout as it goes: keep reading, or its writes fail.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Provider { issuer, _child: child }
 }
 
@@ -210,4 +212,154 @@ fn start_up_waits_about_five_minutes_in_growing_steps() {
     assert_eq!(*delays.last().unwrap(), Duration::from_secs(30));
     let total: Duration = delays.iter().sum();
     assert!((Duration::from_secs(240)..Duration::from_secs(400)).contains(&total), "{total:?}");
+}
+
+// ---------------------------------------------------------------- the authorization code flow
+
+const CALLBACK: &str = "http://127.0.0.1:3000/auth/callback";
+
+/// A provider ready for sign-ins, with the roles claim read.
+async fn ready(provider: &Provider) -> oidc::OidcProvider {
+    let mut options = for_issuer(&provider.issuer);
+    options.roles_claim = Some("/roles".into());
+    // The test provider releases `roles` under a scope of that name.
+    options.scopes.push("roles".into());
+    let http = oidc::http_client(&options).unwrap();
+    let metadata = oidc::discover(&options, &http).await.unwrap();
+    oidc::OidcProvider::new(options, metadata, http, &url::Url::parse(CALLBACK).unwrap())
+}
+
+/// The `action` of the page's form.
+fn form_action(html: &str) -> String {
+    let at = html.find("action=\"").unwrap_or_else(|| panic!("no form in {html}")) + "action=\"".len();
+    html[at..].split('"').next().unwrap().replace("&amp;", "&")
+}
+
+/// A browser that signs in as `account` at the provider's own pages (its development login and
+/// consent forms) and is sent back to the callback: its query.
+async fn sign_in_at_provider(issuer: &str, start: url::Url, account: &str) -> oidc::Callback {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = url::Url::parse(issuer).unwrap();
+    let mut response = browser.get(start).send().await.unwrap();
+    for _ in 0..12 {
+        if response.status().is_redirection() {
+            let location = response.headers()["location"].to_str().unwrap().to_string();
+            let next = base.join(&location).unwrap();
+            if next.as_str().starts_with(CALLBACK) {
+                let query = next.query().unwrap_or("");
+                return serde_urlencoded::from_str(query).unwrap();
+            }
+            response = browser.get(next).send().await.unwrap();
+            continue;
+        }
+        let page = response.text().await.unwrap();
+        let action = base.join(&form_action(&page)).unwrap();
+        // The login form (prompt=login) or the consent form (prompt=consent).
+        let form: Vec<(&str, &str)> = if page.contains(r#"value="login""#) {
+            vec![("prompt", "login"), ("login", account), ("password", "any")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        response = browser.post(action).form(&form).send().await.unwrap();
+    }
+    panic!("the provider never sent the browser back");
+}
+
+fn now() -> u64 {
+    tokenless_bff::now()
+}
+
+#[tokio::test]
+async fn a_sign_in_at_a_real_provider_gives_tokens_a_profile_and_its_session_id() {
+    let provider = start_provider().await;
+    let oidc = ready(&provider).await;
+    let (start, pending) = oidc.begin("/frogs", now());
+    let query: std::collections::HashMap<String, String> = start.query_pairs().into_owned().collect();
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert_eq!(query["state"], pending.state);
+    assert_eq!(query["nonce"], pending.nonce);
+    assert_eq!(query["redirect_uri"], CALLBACK);
+    assert!(query["scope"].split(' ').any(|s| s == "offline_access"), "{query:?}");
+    assert_eq!(query["prompt"], "consent", "offline access is asked with consent");
+    assert!(!start.as_str().contains(&pending.verifier), "the verifier never leaves the server");
+
+    let callback = sign_in_at_provider(&provider.issuer, start, "dana").await;
+    let signed_in = oidc.finish(&callback, &pending, now()).await.unwrap();
+    assert_eq!(signed_in.next, "/frogs");
+    assert_eq!(signed_in.profile.name, "Dana User");
+    assert_eq!(signed_in.profile.email, "user@example.com");
+    assert_eq!(signed_in.profile.roles, ["user"]);
+    assert_eq!(signed_in.identity.issuer, provider.issuer);
+    assert_eq!(signed_in.identity.subject, "dana");
+    assert!(signed_in.identity.session_id.is_some(), "sid, for back-channel logout");
+    assert!(signed_in.tokens.refresh_token.is_some(), "offline_access gives a refresh token");
+    assert!(signed_in.tokens.access_expires_at > now());
+
+    // The same callback again: the code is spent.
+    match oidc.finish(&callback, &pending, now()).await {
+        Err(oidc::FlowError::CodeRefused(error)) => assert_eq!(error, "invalid_grant"),
+        other => panic!("a replayed code signed someone in: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn forged_replayed_or_late_callbacks_sign_nobody_in() {
+    let provider = start_provider().await;
+    let oidc = ready(&provider).await;
+
+    // Another tab's sign-in: its callback does not match this browser's pending one.
+    let (start, pending) = oidc.begin("/", now());
+    let (_, other_tab) = oidc.begin("/", now());
+    let callback = sign_in_at_provider(&provider.issuer, start, "dana").await;
+    assert!(matches!(oidc.finish(&callback, &other_tab, now()).await, Err(oidc::FlowError::StateMismatch)));
+    // No state, no code, a state with one character changed.
+    let mut forged = callback.clone();
+    forged.state = None;
+    assert!(matches!(oidc.finish(&forged, &pending, now()).await, Err(oidc::FlowError::StateMismatch)));
+    let mut forged = callback.clone();
+    forged.code = None;
+    assert!(matches!(oidc.finish(&forged, &pending, now()).await, Err(oidc::FlowError::StateMismatch)));
+    let mut tampered = pending.clone();
+    tampered.state.push('x');
+    assert!(matches!(oidc.finish(&callback, &tampered, now()).await, Err(oidc::FlowError::StateMismatch)));
+    // Too late.
+    assert!(matches!(
+        oidc.finish(&callback, &pending, now() + oidc::PENDING_LIFETIME_SECS + 1).await,
+        Err(oidc::FlowError::Expired)
+    ));
+    // Another issuer named in the callback (a mix-up).
+    let mut mixed = callback.clone();
+    mixed.iss = Some("https://evil.example".into());
+    assert!(matches!(oidc.finish(&mixed, &pending, now()).await, Err(oidc::FlowError::Invalid(_))));
+    // The right state with the wrong nonce: the ID token is refused (and the code is spent).
+    let mut wrong_nonce = pending.clone();
+    wrong_nonce.nonce = "not-the-nonce".into();
+    match oidc.finish(&callback, &wrong_nonce, now()).await {
+        Err(oidc::FlowError::Invalid(why)) => assert!(why.to_lowercase().contains("nonce"), "{why}"),
+        other => panic!("a wrong nonce signed someone in: {other:?}"),
+    }
+    // A wrong PKCE verifier: the provider refuses the code.
+    let (start, pending) = oidc.begin("/", now());
+    let callback = sign_in_at_provider(&provider.issuer, start, "dana").await;
+    let mut wrong_verifier = pending.clone();
+    wrong_verifier.verifier = "x".repeat(43);
+    assert!(matches!(oidc.finish(&callback, &wrong_verifier, now()).await, Err(oidc::FlowError::CodeRefused(_))));
+
+    // The provider's own error, for the sign-in this browser began: said as it is.
+    let (_, pending) = oidc.begin("/", now());
+    let denied = oidc::Callback {
+        error: Some("access_denied".into()),
+        state: Some(pending.state.clone()),
+        ..Default::default()
+    };
+    match oidc.finish(&denied, &pending, now()).await {
+        Err(oidc::FlowError::Provider { error, .. }) => assert_eq!(error, "access_denied"),
+        other => panic!("{other:?}"),
+    }
+    let forged_error = oidc::Callback { error: Some("login_required".into()), ..Default::default() };
+    assert!(matches!(oidc.finish(&forged_error, &pending, now()).await, Err(oidc::FlowError::StateMismatch)));
 }

@@ -73,6 +73,8 @@ const provider = new Provider(issuer, {
 provider.proxy = false;
 
 server.on('request', provider.callback());
+// The provider logs notices to stdout; a reader that went away must not stop it.
+process.stdout.on('error', () => {});
 process.stdout.write(`ready ${issuer}\n`);
 
 for (const signal of ['SIGINT', 'SIGTERM']) {

@@ -1,5 +1,6 @@
 //! OpenID Connect: a provider configured by its issuer URL alone ([`OidcConfig`]), its metadata
-//! and signing keys discovered ([`discover`], [`discover_retrying`] at start).
+//! and signing keys discovered ([`discover`], [`discover_retrying`] at start), and the
+//! authorization code flow with PKCE ([`OidcProvider::begin`], [`OidcProvider::finish`]).
 //!
 //! ```no_run
 //! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,8 +20,10 @@
 
 mod config;
 mod discovery;
+mod flow;
 
 pub use config::{OidcConfig, OidcOptions};
+pub use flow::{Callback, FlowError, Identity, OidcProvider, Pending, SignedIn, PENDING_LIFETIME_SECS};
 pub use discovery::{
     discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, LogoutMetadata,
     Metadata, WELL_KNOWN,
