@@ -51,6 +51,14 @@ impl CookiePolicy {
             .build()
     }
 
+    /// A cookie that must come back on a top-level navigation from another site (an OpenID
+    /// provider's redirect to the callback): SameSite=Lax whatever the session cookie's.
+    fn build_lax(&self, name: String, value: String, max_age: Duration) -> Cookie<'static> {
+        let mut cookie = self.build(name, value, max_age);
+        cookie.set_same_site(SameSite::Lax);
+        cookie
+    }
+
     /// The same cookie with attributes that let a browser match and delete it.
     fn removal(&self, name: String) -> Cookie<'static> {
         self.build(name, String::new(), Duration::ZERO)
@@ -143,6 +151,59 @@ pub fn take_form_memory(policy: &CookiePolicy, ring: &KeyRing, cookies: &Cookies
     let name = policy.form_memory_name();
     let value = cookies.get(&name)?.value().to_string();
     cookies.remove(policy.removal(name.clone()));
+    ring.open(&name, &value).map(|opened| opened.plaintext)
+}
+
+/// How long a sign-in begun at an OpenID provider may take: its pending cookie's life.
+pub const PENDING_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// Sign-ins a browser may have begun in parallel (one per tab); beginning one more forgets the
+/// others.
+pub const PENDING_MAX: usize = 4;
+
+impl CookiePolicy {
+    /// The cookie of the sign-in begun with `state`: the session cookie's name, prefix
+    /// included, `_oidc_` and the state. `None` for a state that is not a short token
+    /// (`[A-Za-z0-9_-]{8,64}`: it comes back in a URL anyone can write).
+    pub fn pending_name(&self, state: &str) -> Option<String> {
+        let ok = (8..=64).contains(&state.len())
+            && state.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| format!("{}_oidc_{state}", self.name))
+    }
+}
+
+/// Seals `bytes` into the pending cookie of the sign-in begun with `state`; `false` (nothing
+/// written) for a state [`CookiePolicy::pending_name`] refuses or a value that would not fit.
+/// At [`PENDING_MAX`] pending sign-ins, the others are forgotten first.
+pub fn write_pending(policy: &CookiePolicy, ring: &KeyRing, cookies: &Cookies, state: &str, bytes: &[u8]) -> bool {
+    let Some(name) = policy.pending_name(state) else {
+        return false;
+    };
+    let sealed = ring.seal(&name, bytes);
+    if sealed.len() > crate::seal::CHUNK_LEN {
+        return false;
+    }
+    let prefix = format!("{}_oidc_", policy.name);
+    let others: Vec<String> =
+        cookies.list().into_iter().map(|c| c.name().to_string()).filter(|n| n.starts_with(&prefix)).collect();
+    if others.len() >= PENDING_MAX {
+        for other in others {
+            cookies.remove(policy.removal(other));
+        }
+    }
+    cookies.add(policy.build_lax(name, sealed, PENDING_MAX_AGE));
+    true
+}
+
+/// Takes the pending sign-in begun with `state`: deletes its cookie whatever it holds and
+/// returns the bytes when it opens (`None` when absent, tampered, moved from another cookie or
+/// sealed with a retired key).
+pub fn take_pending(policy: &CookiePolicy, ring: &KeyRing, cookies: &Cookies, state: &str) -> Option<Vec<u8>> {
+    let name = policy.pending_name(state)?;
+    let value = cookies.get(&name)?.value().to_string();
+    let mut removal = policy.removal(name.clone());
+    removal.set_same_site(SameSite::Lax);
+    cookies.remove(removal);
     ring.open(&name, &value).map(|opened| opened.plaintext)
 }
 
@@ -297,6 +358,41 @@ mod tests {
         let browser = jar(&big);
         clear(&policy, &browser);
         assert!(browser.list().is_empty());
+    }
+
+    #[test]
+    fn pending_sign_ins_are_per_state_lax_bounded_and_refuse_strange_states() {
+        let policy = CookiePolicy::new("tokenless_session", true, SameSite::Strict);
+        let ring = ring(1);
+        let cookies = jar(&[]);
+        assert!(write_pending(&policy, &ring, &cookies, "stateAAAAAAAA", b"one"));
+        assert!(write_pending(&policy, &ring, &cookies, "stateBBBBBBBB", b"two"));
+        let written = cookies.get("__Host-tokenless_session_oidc_stateAAAAAAAA").unwrap();
+        assert_eq!(written.same_site(), Some(SameSite::Lax), "comes back on the provider's redirect");
+        assert_eq!((written.http_only(), written.secure()), (Some(true), Some(true)));
+        for strange in ["", "short", "a/b/c/d/e/f", "has space in it", &"x".repeat(65), "état-accentué"] {
+            assert!(!write_pending(&policy, &ring, &cookies, strange, b"x"), "{strange:?}");
+            assert_eq!(take_pending(&policy, &ring, &cookies, strange), None, "{strange:?}");
+        }
+        // A browser sends both back: each state opens its own.
+        let back = jar(&sent(&cookies));
+        assert_eq!(take_pending(&policy, &ring, &back, "stateBBBBBBBB").as_deref(), Some(&b"two"[..]));
+        assert_eq!(take_pending(&policy, &ring, &back, "stateAAAAAAAA").as_deref(), Some(&b"one"[..]));
+        // Moved to another state's name: does not open.
+        let moved = jar(&[(
+            "__Host-tokenless_session_oidc_stateCCCCCCCC".to_string(),
+            cookies.get("__Host-tokenless_session_oidc_stateAAAAAAAA").unwrap().value().to_string(),
+        )]);
+        assert_eq!(take_pending(&policy, &ring, &moved, "stateCCCCCCCC"), None);
+        // Bounded: a fifth sign-in forgets the four before it.
+        let many = jar(&[]);
+        for i in 0..PENDING_MAX {
+            assert!(write_pending(&policy, &ring, &many, &format!("state{i:08}"), b"x"));
+        }
+        assert!(write_pending(&policy, &ring, &many, "stateLAST0000", b"last"));
+        let left = jar(&sent(&many));
+        assert_eq!(take_pending(&policy, &ring, &left, "state00000000"), None);
+        assert_eq!(take_pending(&policy, &ring, &left, "stateLAST0000").as_deref(), Some(&b"last"[..]));
     }
 
     #[test]

@@ -404,6 +404,27 @@ impl SessionManager {
         cookies::take_form_memory(&self.cookie, &self.ring, cookies)
     }
 
+    /// Keeps a sign-in begun at an OpenID provider until its callback, sealed in a cookie of
+    /// its own (`cookies::write_pending`); `false` when it cannot be kept.
+    pub fn keep_pending(&self, cookies: &Cookies, state: &str, bytes: &[u8]) -> bool {
+        cookies::write_pending(&self.cookie, &self.ring, cookies, state, bytes)
+    }
+
+    /// Takes (and deletes) the sign-in begun with `state`, if this browser began it.
+    pub fn take_pending(&self, cookies: &Cookies, state: &str) -> Option<Vec<u8>> {
+        cookies::take_pending(&self.cookie, &self.ring, cookies, state)
+    }
+
+    /// A new session (a new id) for a sign-in made elsewhere (an OpenID provider's callback):
+    /// the tokens and the profile as given, the cookie written.
+    pub async fn sign_in_with(&self, cookies: &Cookies, tokens: TokenSet, profile: Profile) -> Session {
+        let now = self.now();
+        let session = Session::new(new_session_id(), now, tokens, profile);
+        self.store(cookies, &session, now).await;
+        tracing::info!(session = %session.id, user = %session.profile.id, "signed in");
+        session
+    }
+
     /// Signs in upstream, then reads the profile; on success the session cookie is written.
     pub async fn sign_in(
         &self,

@@ -10,7 +10,7 @@ use tower_cookies::Cookies;
 use crate::client::{RegisterError, UpstreamError};
 use crate::manager::{Ended, SessionManager, SignInError};
 use crate::refresh::Revocation;
-use crate::session::{Profile, Session};
+use crate::session::{Profile, Session, TokenSet};
 
 /// Loads the session from the request's cookies (see [`SessionManager::load`]); put the result
 /// in the request's extensions.
@@ -141,6 +141,24 @@ impl RequestSession {
         let profile = session.profile.clone();
         self.replace(Some(session)).await;
         Ok(profile)
+    }
+
+    /// Signs in with tokens and a profile obtained elsewhere (an OpenID provider's callback); a
+    /// previous session is ended as in `sign_in`.
+    pub async fn sign_in_with(&self, tokens: TokenSet, profile: Profile) {
+        let session = self.manager.sign_in_with(&self.cookies, tokens, profile).await;
+        self.replace(Some(session)).await;
+    }
+
+    /// Keeps a sign-in begun at an OpenID provider until its callback (see
+    /// [`SessionManager::keep_pending`]).
+    pub fn keep_pending(&self, state: &str, bytes: &[u8]) -> bool {
+        self.manager.keep_pending(&self.cookies, state, bytes)
+    }
+
+    /// Takes the sign-in this browser began with `state` (see [`SessionManager::take_pending`]).
+    pub fn take_pending(&self, state: &str) -> Option<Vec<u8>> {
+        self.manager.take_pending(&self.cookies, state)
     }
 
     /// Creates the account and signs in with it; a previous session is ended as in `sign_in`.

@@ -146,6 +146,9 @@ pub enum UpstreamBuildError {
     /// [`UpstreamOptions::build`] without a `base_url`.
     #[error("`base_url` is empty: set the upstream's address (https://api.example)")]
     NoBaseUrl,
+    /// An OpenID provider lacks an endpoint Tokenless needs.
+    #[error("the OpenID provider has no {0}")]
+    Missing(&'static str),
     /// An endpoint does not combine with the base URL.
     #[error("the upstream's endpoints do not combine with its base URL: {0}")]
     Url(#[from] url::ParseError),

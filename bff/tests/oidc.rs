@@ -21,6 +21,11 @@ struct Provider {
 }
 
 async fn start_provider() -> Provider {
+    start_provider_for("http://127.0.0.1:3000").await
+}
+
+/// The provider, with its client's redirect URIs under `app_origin`.
+async fn start_provider_for(app_origin: &str) -> Provider {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     assert!(
         root.join("end2end/node_modules/oidc-provider").is_dir(),
@@ -30,6 +35,7 @@ async fn start_provider() -> Provider {
         .arg("end2end/oidc/provider.mjs")
         .current_dir(&root)
         .env("OIDC_PORT", "0")
+        .env("OIDC_APP_ORIGIN", app_origin)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -238,20 +244,26 @@ fn form_action(html: &str) -> String {
 /// A browser that signs in as `account` at the provider's own pages (its development login and
 /// consent forms) and is sent back to the callback: its query.
 async fn sign_in_at_provider(issuer: &str, start: url::Url, account: &str) -> oidc::Callback {
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let at = browse(&browser(), issuer, start, account, CALLBACK).await;
+    serde_urlencoded::from_str(at.query().unwrap_or("")).unwrap()
+}
+
+/// A browser with a cookie jar that follows no redirect by itself.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Follows redirects and fills the provider's forms as `account` until a redirect leads to a
+/// URL starting with `stop_at`: that URL.
+async fn browse(browser: &reqwest::Client, issuer: &str, start: url::Url, account: &str, stop_at: &str) -> url::Url {
     let base = url::Url::parse(issuer).unwrap();
     let mut response = browser.get(start).send().await.unwrap();
     for _ in 0..12 {
         if response.status().is_redirection() {
             let location = response.headers()["location"].to_str().unwrap().to_string();
             let next = base.join(&location).unwrap();
-            if next.as_str().starts_with(CALLBACK) {
-                let query = next.query().unwrap_or("");
-                return serde_urlencoded::from_str(query).unwrap();
+            if next.as_str().starts_with(stop_at) {
+                return next;
             }
             response = browser.get(next).send().await.unwrap();
             continue;
@@ -362,4 +374,132 @@ async fn forged_replayed_or_late_callbacks_sign_nobody_in() {
     }
     let forged_error = oidc::Callback { error: Some("login_required".into()), ..Default::default() };
     assert!(matches!(oidc.finish(&forged_error, &pending, now()).await, Err(oidc::FlowError::StateMismatch)));
+}
+
+// ---------------------------------------------------------------- the routes, in a plain axum app
+
+/// A plain axum app that signs in through `provider`'s issuer: the library's routes, `/me`.
+async fn app_with_provider() -> (Provider, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let provider = start_provider_for(&origin).await;
+    let mut options = for_issuer(&provider.issuer);
+    options.roles_claim = Some("/roles".into());
+    options.scopes.push("roles".into());
+    let http = oidc::http_client(&options).unwrap();
+    let metadata = oidc::discover(&options, &http).await.unwrap();
+    let callback = url::Url::parse(&format!("{origin}/auth/callback")).unwrap();
+    let oidc = Arc::new(oidc::OidcProvider::new(options, metadata, http, &callback));
+    let upstream = oidc.upstream(&url::Url::parse(&provider.issuer).unwrap()).unwrap();
+    let manager = tokenless_bff::SessionManager::builder(Arc::new(upstream))
+        .options(tokenless_bff::SessionConfig::default().validate().unwrap())
+        .keys(tokenless_bff::KeyRing::ephemeral())
+        .build()
+        .unwrap();
+    let me = |session: tokenless_bff::RequestSession| async move {
+        match session.profile() {
+            Some(profile) => axum::Json(profile).into_response(),
+            None => StatusCode::UNAUTHORIZED.into_response(),
+        }
+    };
+    let app = Router::new()
+        .merge(oidc::routes(oidc, oidc::OidcPaths::default()))
+        .route("/me", get(me))
+        .layer(tokenless_bff::SessionLayer::new(Arc::new(manager)));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (provider, origin)
+}
+
+/// Begins a sign-in at the app and signs in at the provider: the callback URL it is sent to.
+async fn begin_and_sign_in(browser: &reqwest::Client, provider: &Provider, origin: &str, next: &str) -> url::Url {
+    let begun = browser.get(format!("{origin}/auth/login?next={next}")).send().await.unwrap();
+    assert_eq!(begun.status(), StatusCode::SEE_OTHER);
+    let to = url::Url::parse(begun.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(to.as_str().starts_with(&provider.issuer), "{to}");
+    browse(browser, &provider.issuer, to, "dana", &format!("{origin}/auth/callback")).await
+}
+
+#[tokio::test]
+async fn the_library_routes_sign_a_browser_in_and_refuse_what_it_did_not_begin() {
+    let (provider, origin) = app_with_provider().await;
+    let dana = browser();
+    assert_eq!(dana.get(format!("{origin}/me")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Two tabs begin; each comes back to its own pending sign-in, in either order.
+    let first = begin_and_sign_in(&dana, &provider, &origin, "%2Fme%3Ftab%3D1").await;
+    let second = begin_and_sign_in(&dana, &provider, &origin, "%2Fme%3Ftab%3D2").await;
+    for (callback, next) in [(&second, "/me?tab=2"), (&first, "/me?tab=1")] {
+        let back = dana.get(callback.clone()).send().await.unwrap();
+        assert_eq!(back.status(), StatusCode::SEE_OTHER, "{callback}");
+        assert_eq!(back.headers()["location"], next);
+    }
+    let me = dana.get(format!("{origin}/me")).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let me: Value = me.json().await.unwrap();
+    assert_eq!((me["name"].as_str(), me["roles"][0].as_str()), (Some("Dana User"), Some("user")));
+
+    // The same callback again: its pending sign-in is gone.
+    let replayed = dana.get(first.clone()).send().await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::BAD_REQUEST);
+
+    // Another browser handed a fresh callback URL (a link sent to a victim): no session there.
+    let attacker = browser();
+    let fresh = begin_and_sign_in(&attacker, &provider, &origin, "%2F").await;
+    let victim = browser();
+    let answer = victim.get(fresh.clone()).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert!(answer.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("tokenless_session=")));
+    assert_eq!(victim.get(format!("{origin}/me")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // The provider's refusal of this browser's sign-in lands on the sign-in page with a reason.
+    let begun = victim.get(format!("{origin}/auth/login?next=%2Ffrogs")).send().await.unwrap();
+    let to = url::Url::parse(begun.headers()["location"].to_str().unwrap()).unwrap();
+    let state = to.query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
+    let denied = victim
+        .get(format!("{origin}/auth/callback?error=access_denied&state={state}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::SEE_OTHER);
+    assert_eq!(denied.headers()["location"], "/login?next=%2Ffrogs&reason=provider_denied");
+    // Off-site return paths are not followed.
+    let begun = victim.get(format!("{origin}/auth/login?next=https%3A%2F%2Fevil.example")).send().await.unwrap();
+    let to = url::Url::parse(begun.headers()["location"].to_str().unwrap()).unwrap();
+    let back = browse(&victim, &provider.issuer, to, "dana", &format!("{origin}/auth/callback")).await;
+    let landed = victim.get(back).send().await.unwrap();
+    assert_eq!(landed.headers()["location"], "/");
+}
+
+#[tokio::test]
+async fn a_tampered_pending_cookie_signs_nobody_in() {
+    let (provider, origin) = app_with_provider().await;
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let dana = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let callback = begin_and_sign_in(&dana, &provider, &origin, "%2Fme").await;
+    let app = url::Url::parse(&origin).unwrap();
+    use reqwest::cookie::CookieStore;
+    let header = jar.cookies(&app).unwrap().to_str().unwrap().to_string();
+    let pending = header
+        .split("; ")
+        .find(|c| c.starts_with("tokenless_session_oidc_"))
+        .expect("the pending sign-in's cookie")
+        .to_string();
+    let (name, value) = pending.split_once('=').unwrap();
+    let flipped = if value.ends_with('A') { 'B' } else { 'A' };
+    let tampered = format!("{name}={}{flipped}", &value[..value.len() - 1]);
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(callback)
+        .header("cookie", tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert!(answer.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("tokenless_session=")));
 }

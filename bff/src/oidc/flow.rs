@@ -24,8 +24,9 @@ use url::Url;
 
 use super::config::OidcOptions;
 use super::discovery::{fetch_keys, Metadata};
-use crate::client::ClientAuth;
-use crate::http_api::{jwt_claims, map_profile, ProfileMap};
+use crate::client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
+use crate::upstream_config::UpstreamBuildError;
+use crate::http_api::{jwt_claims, map_profile, Fields, ProfileMap};
 use crate::session::{Profile, Token, TokenSet};
 use crate::upstream::{read_body, ANSWER_MAX};
 
@@ -300,6 +301,33 @@ impl OidcProvider {
             return Err(FlowError::Invalid("userinfo is about another subject".into()));
         }
         Ok(Some(info))
+    }
+
+    /// The [`crate::Upstream`] that refreshes, revokes and reads the profile at this provider's
+    /// endpoints (the refresh grant, RFC 7009, userinfo), with resources under
+    /// `resource_base` (the app's API, not the provider). Sign-in is this module's flow.
+    pub fn upstream(&self, resource_base: &Url) -> Result<UpstreamClient, UpstreamBuildError> {
+        let metadata = self.metadata();
+        let token = metadata.token_endpoint().ok_or(UpstreamBuildError::Missing("token_endpoint"))?.to_string();
+        let revocation = metadata
+            .additional_metadata()
+            .revocation_endpoint
+            .as_ref()
+            .ok_or(UpstreamBuildError::Missing("revocation_endpoint (sign-out could not end the sign-in)"))?
+            .to_string();
+        let userinfo = metadata.userinfo_endpoint().ok_or(UpstreamBuildError::Missing("userinfo_endpoint"))?.to_string();
+        let paths = EndpointPaths { token: &token, revocation: &revocation, userinfo: &userinfo, registration: None };
+        let o = &self.options;
+        Ok(UpstreamClient::new(ClientConfig {
+            endpoints: UpstreamEndpoints::at(resource_base, paths)?,
+            profile: ProfileMap { roles: o.roles_claim.clone().unwrap_or_default(), ..ProfileMap::oidc() },
+            registration_fields: Fields::default(),
+            client_id: o.client_id.clone(),
+            client_secret: o.client_secret.clone(),
+            auth: o.auth,
+            timeout: o.timeout,
+            connect_timeout: o.connect_timeout,
+        })?)
     }
 
     /// Fetches the provider's signing keys again.

@@ -21,8 +21,10 @@
 mod config;
 mod discovery;
 mod flow;
+mod routes;
 
 pub use config::{OidcConfig, OidcOptions};
+pub use routes::{reason, routes, OidcPaths};
 pub use flow::{Callback, FlowError, Identity, OidcProvider, Pending, SignedIn, PENDING_LIFETIME_SECS};
 pub use discovery::{
     discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, LogoutMetadata,
