@@ -378,8 +378,21 @@ async fn forged_replayed_or_late_callbacks_sign_nobody_in() {
 
 // ---------------------------------------------------------------- the routes, in a plain axum app
 
-/// A plain axum app that signs in through `provider`'s issuer: the library's routes, `/me`.
+/// A plain axum app that signs in through the provider: the library's routes, `/me`,
+/// `POST /logout`; its manager and clock.
+struct OidcApp {
+    provider: Provider,
+    origin: String,
+    manager: Arc<tokenless_bff::SessionManager>,
+    clock: tokenless_bff::ManualClock,
+}
+
 async fn app_with_provider() -> (Provider, String) {
+    let app = oidc_app().await;
+    (app.provider, app.origin)
+}
+
+async fn oidc_app() -> OidcApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let provider = start_provider_for(&origin).await;
@@ -391,23 +404,33 @@ async fn app_with_provider() -> (Provider, String) {
     let callback = url::Url::parse(&format!("{origin}/auth/callback")).unwrap();
     let oidc = Arc::new(oidc::OidcProvider::new(options, metadata, http, &callback));
     let upstream = oidc.upstream(&url::Url::parse(&provider.issuer).unwrap()).unwrap();
+    let clock = tokenless_bff::ManualClock::new();
     let manager = tokenless_bff::SessionManager::builder(Arc::new(upstream))
         .options(tokenless_bff::SessionConfig::default().validate().unwrap())
         .keys(tokenless_bff::KeyRing::ephemeral())
+        .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
+    let manager = Arc::new(manager);
     let me = |session: tokenless_bff::RequestSession| async move {
         match session.profile() {
             Some(profile) => axum::Json(profile).into_response(),
             None => StatusCode::UNAUTHORIZED.into_response(),
         }
     };
+    let logout = |session: tokenless_bff::RequestSession| async move {
+        match session.sign_out().await {
+            Some(tokenless_bff::Revocation::Confirmed) => StatusCode::NO_CONTENT,
+            other => panic!("the provider did not confirm the revocation: {other:?}"),
+        }
+    };
     let app = Router::new()
         .merge(oidc::routes(oidc, oidc::OidcPaths::default()))
         .route("/me", get(me))
-        .layer(tokenless_bff::SessionLayer::new(Arc::new(manager)));
+        .route("/logout", axum::routing::post(logout))
+        .layer(tokenless_bff::SessionLayer::new(manager.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (provider, origin)
+    OidcApp { provider, origin, manager, clock }
 }
 
 /// Begins a sign-in at the app and signs in at the provider: the callback URL it is sent to.
@@ -502,4 +525,44 @@ async fn a_tampered_pending_cookie_signs_nobody_in() {
         .unwrap();
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
     assert!(answer.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("tokenless_session=")));
+}
+
+#[tokio::test]
+async fn expiry_refreshes_once_through_the_provider_for_parallel_requests_and_sign_out_revokes() {
+    let app = oidc_app().await;
+    let dana = browser();
+    let callback = begin_and_sign_in(&dana, &app.provider, &app.origin, "%2Fme").await;
+    assert_eq!(dana.get(callback).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let me = format!("{}/me", app.origin);
+
+    for round in 1..=2u64 {
+        // The access token (300 s at this provider) is over: 20 requests at once need it.
+        app.clock.advance(Duration::from_secs(301));
+        let answers = futures_join(&dana, &me, 20).await;
+        assert!(answers.iter().all(|s| *s == StatusCode::OK), "round {round}: {answers:?}");
+        let counts = app.manager.refresher().counts();
+        assert_eq!((counts.grants, counts.refreshed), (round, round), "one rotation per expiry: {counts:?}");
+    }
+    // The provider rotated the refresh token twice and never saw one presented again (it would
+    // have revoked the whole grant and the second round would have been refused).
+    assert_eq!(app.manager.refresher().counts().refused, 0);
+
+    // Sign-out revokes at the provider (the app's handler insists on a confirmation).
+    let out = dana.post(format!("{}/logout", app.origin)).header("origin", &app.origin).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(dana.get(&me).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+/// `n` GETs of `url` at once from `browser`: their statuses.
+async fn futures_join(browser: &reqwest::Client, url: &str, n: usize) -> Vec<StatusCode> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (browser, url) = (browser.clone(), url.to_string());
+        tasks.spawn(async move { browser.get(url).send().await.map(|r| r.status()) });
+    }
+    let mut statuses = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        statuses.push(done.unwrap().unwrap());
+    }
+    statuses
 }
