@@ -232,7 +232,7 @@ async fn ready(provider: &Provider) -> oidc::OidcProvider {
     options.scopes.push("roles".into());
     let http = oidc::http_client(&options).unwrap();
     let metadata = oidc::discover(&options, &http).await.unwrap();
-    oidc::OidcProvider::new(options, metadata, http, &url::Url::parse(CALLBACK).unwrap())
+    oidc::OidcProvider::new(options, metadata, &url::Url::parse(CALLBACK).unwrap()).unwrap()
 }
 
 /// The `action` of the page's form.
@@ -298,6 +298,10 @@ async fn a_sign_in_at_a_real_provider_gives_tokens_a_profile_and_its_session_id(
     assert!(query["scope"].split(' ').any(|s| s == "offline_access"), "{query:?}");
     assert_eq!(query["prompt"], "consent", "offline access is asked with consent");
     assert!(!start.as_str().contains(&pending.verifier), "the verifier never leaves the server");
+    let shown = format!("{pending:?}");
+    for secret in [&pending.state, &pending.nonce, &pending.verifier] {
+        assert!(!shown.contains(secret.as_str()), "Debug prints no secret: {shown}");
+    }
 
     let callback = sign_in_at_provider(&provider.issuer, start, "dana").await;
     let signed_in = oidc.finish(&callback, &pending, now()).await.unwrap();
@@ -354,6 +358,10 @@ async fn forged_replayed_or_late_callbacks_sign_nobody_in() {
         Err(oidc::FlowError::Invalid(why)) => assert!(why.to_lowercase().contains("nonce"), "{why}"),
         other => panic!("a wrong nonce signed someone in: {other:?}"),
     }
+    // A callback that does not name its issuer, from a provider that says it always does.
+    let mut unnamed = callback.clone();
+    unnamed.iss = None;
+    assert!(matches!(oidc.finish(&unnamed, &pending, now()).await, Err(oidc::FlowError::Invalid(_))));
     // A wrong PKCE verifier: the provider refuses the code.
     let (start, pending) = oidc.begin("/", now());
     let callback = sign_in_at_provider(&provider.issuer, start, "dana").await;
@@ -366,6 +374,7 @@ async fn forged_replayed_or_late_callbacks_sign_nobody_in() {
     let denied = oidc::Callback {
         error: Some("access_denied".into()),
         state: Some(pending.state.clone()),
+        iss: Some(provider.issuer.clone()),
         ..Default::default()
     };
     match oidc.finish(&denied, &pending, now()).await {
@@ -402,7 +411,7 @@ async fn oidc_app() -> OidcApp {
     let http = oidc::http_client(&options).unwrap();
     let metadata = oidc::discover(&options, &http).await.unwrap();
     let callback = url::Url::parse(&format!("{origin}/auth/callback")).unwrap();
-    let oidc = Arc::new(oidc::OidcProvider::new(options, metadata, http, &callback));
+    let oidc = Arc::new(oidc::OidcProvider::new(options, metadata, &callback).unwrap());
     let upstream = oidc.upstream(&url::Url::parse(&provider.issuer).unwrap()).unwrap();
     let clock = tokenless_bff::ManualClock::new();
     let manager = tokenless_bff::SessionManager::builder(Arc::new(upstream))
@@ -479,7 +488,7 @@ async fn the_library_routes_sign_a_browser_in_and_refuse_what_it_did_not_begin()
     let to = url::Url::parse(begun.headers()["location"].to_str().unwrap()).unwrap();
     let state = to.query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
     let denied = victim
-        .get(format!("{origin}/auth/callback?error=access_denied&state={state}"))
+        .get(format!("{origin}/auth/callback?error=access_denied&state={state}&iss={}", provider.issuer))
         .send()
         .await
         .unwrap();

@@ -67,8 +67,8 @@ const provider = new Provider(issuer, {
   // Every refresh rotates: presenting a used refresh token is reuse (and revokes the grant).
   rotateRefreshToken: () => true,
   ttl: { AccessToken: accessTtl, IdToken: 3600, RefreshToken: 14 * 24 * 3600 },
-  // Loopback test peer: http issuer and redirect URIs.
-  allowOmittingSingleRegisteredRedirectUri: true,
+  // Tokenless always sends its redirect_uri; never guess one.
+  allowOmittingSingleRegisteredRedirectUri: false,
 });
 provider.proxy = false;
 

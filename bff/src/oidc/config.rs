@@ -98,6 +98,12 @@ impl OidcConfig {
         if self.client_id.trim().is_empty() {
             return Err(ConfigError::new("client_id", "must not be empty: the client id the provider issued to this app"));
         }
+        if secrecy::ExposeSecret::expose_secret(&self.client_secret).is_empty() {
+            return Err(ConfigError::new(
+                "client_secret",
+                "must not be empty: Tokenless is a confidential client (set the secret the provider issued)",
+            ));
+        }
         let auth = match self.client_auth.trim() {
             "client_secret_basic" => ClientAuth::ClientSecretBasic,
             "client_secret_post" => ClientAuth::ClientSecretPost,
@@ -146,7 +152,9 @@ mod tests {
     use super::*;
 
     fn config(json: serde_json::Value) -> OidcConfig {
-        let mut base = serde_json::json!({ "issuer": "https://id.example/realms/acme", "client_id": "tokenless" });
+        let mut base = serde_json::json!({
+            "issuer": "https://id.example/realms/acme", "client_id": "tokenless", "client_secret": "s"
+        });
         for (k, v) in json.as_object().unwrap() {
             base[k] = v.clone();
         }
@@ -174,6 +182,7 @@ mod tests {
             (serde_json::json!({ "issuer": "http://id.example" }), "issuer"),
             (serde_json::json!({ "issuer": "https://id.example/?realm=x" }), "issuer"),
             (serde_json::json!({ "client_id": " " }), "client_id"),
+            (serde_json::json!({ "client_secret": "" }), "client_secret"),
             (serde_json::json!({ "client_auth": "none" }), "client_auth"),
             (serde_json::json!({ "scopes": "profile email" }), "scopes"),
             (serde_json::json!({ "roles_claim": "roles" }), "roles_claim"),

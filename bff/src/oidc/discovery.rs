@@ -19,9 +19,9 @@ use super::config::OidcOptions;
 use crate::upstream::{read_body, ANSWER_MAX};
 
 /// What Tokenless reads from a discovery document beyond OpenID Connect Discovery's core:
-/// RP-initiated logout, revocation, back-channel logout and PKCE.
+/// RP-initiated logout, revocation, back-channel logout, PKCE and RFC 9207.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub struct LogoutMetadata {
+pub struct ExtraMetadata {
     /// RP-Initiated Logout 1.0: where the provider's session is ended.
     pub end_session_endpoint: Option<Url>,
     /// RFC 7009: where refresh tokens are revoked at sign-out.
@@ -34,13 +34,16 @@ pub struct LogoutMetadata {
     pub backchannel_logout_session_supported: bool,
     /// RFC 7636 methods; Tokenless always uses `S256`.
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization answer.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
-impl AdditionalProviderMetadata for LogoutMetadata {}
+impl AdditionalProviderMetadata for ExtraMetadata {}
 
 /// A provider's discovered metadata (endpoints, algorithms) with its signing keys set.
 pub type Metadata = ProviderMetadata<
-    LogoutMetadata,
+    ExtraMetadata,
     CoreAuthDisplay,
     CoreClientAuthMethod,
     CoreClaimName,
@@ -110,7 +113,10 @@ async fn fetch(http: &reqwest::Client, url: &str, what: &'static str) -> Result<
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| {
+            let e = e.without_url();
+            if e.is_builder() { unusable(e.to_string()) } else { unreachable(e.to_string()) }
+        })?;
     let status = response.status();
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         return Err(unreachable(format!("it answered {status}")));
@@ -170,8 +176,31 @@ pub async fn discover(options: &OidcOptions, http: &reqwest::Client) -> Result<M
         Some(_) => {}
         None => tracing::info!(issuer = %options.issuer, "the provider does not list code_challenge_methods_supported; sending PKCE S256 all the same"),
     }
+    check_endpoints(&metadata, options.issuer.starts_with("http://")).map_err(unusable)?;
     let keys = fetch_keys(http, metadata.jwks_uri().as_str()).await?;
     Ok(metadata.set_jwks(keys))
+}
+
+/// Credentials, codes and tokens go to these endpoints: https, like the issuer (`plain_ok`
+/// only when the issuer itself is a plain-http loopback test provider).
+fn check_endpoints(metadata: &Metadata, plain_ok: bool) -> Result<(), String> {
+    let extra = metadata.additional_metadata();
+    let endpoints = [
+        ("authorization_endpoint", Some(metadata.authorization_endpoint().url().clone())),
+        ("token_endpoint", metadata.token_endpoint().map(|u| u.url().clone())),
+        ("userinfo_endpoint", metadata.userinfo_endpoint().map(|u| u.url().clone())),
+        ("jwks_uri", Some(metadata.jwks_uri().url().clone())),
+        ("end_session_endpoint", extra.end_session_endpoint.clone()),
+        ("revocation_endpoint", extra.revocation_endpoint.clone()),
+    ];
+    for (name, url) in endpoints {
+        if let Some(url) = url {
+            if url.scheme() != "https" && !(plain_ok && url.scheme() == "http") {
+                return Err(format!("{name} {} is not https", url.as_str()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`discover`], tried again after each of `delays` while the provider is unreachable (each
@@ -200,4 +229,30 @@ pub async fn discover_retrying(
 /// The waits between start-up attempts: 0.5 s doubling up to 30 s, for about five minutes.
 pub fn start_delays() -> impl Iterator<Item = Duration> {
     (0..16).map(|i| Duration::from_millis(500u64.saturating_mul(1 << i.min(6))).min(Duration::from_secs(30)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(token_endpoint: &str) -> Metadata {
+        serde_json::from_value(serde_json::json!({
+            "issuer": "https://id.example",
+            "authorization_endpoint": "https://id.example/auth",
+            "token_endpoint": token_endpoint,
+            "jwks_uri": "https://id.example/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn endpoints_of_an_https_provider_are_https() {
+        assert_eq!(check_endpoints(&metadata("https://id.example/token"), false), Ok(()));
+        let e = check_endpoints(&metadata("http://id.example/token"), false).unwrap_err();
+        assert!(e.contains("token_endpoint"), "{e}");
+        assert_eq!(check_endpoints(&metadata("http://127.0.0.1:9/token"), true), Ok(()), "a loopback test provider");
+    }
 }

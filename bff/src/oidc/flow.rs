@@ -5,13 +5,18 @@
 //! the profile from the ID token's claims, and the provider's names for the sign-in (`iss`,
 //! `sub`, `sid`), which back-channel logout refers to.
 //!
-//! The ID token is checked by `openidconnect`: signature against the provider's keys (fetched
-//! again once when it names a key id not seen yet), `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`,
-//! and `at_hash` when present.
+//! The ID token is checked by `openidconnect` — signature against the provider's keys with its
+//! asymmetric algorithms only (fetched again when a token names a key id not seen yet, at most
+//! once a minute), `iss`, `aud` (no other audience), `exp`, `nonce` — and here: `iat` (not in
+//! the future, not before the sign-in began), `azp` when present, `at_hash` when present. The
+//! token endpoint's answer is read through this crate's size cap, and RFC 9207's `iss` is
+//! required when the provider says it sends it.
 
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreJwsSigningAlgorithm};
+use openidconnect::{ClaimsVerificationError, HttpRequest, HttpResponse, JwsSigningAlgorithm, SignatureVerificationError};
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
@@ -28,7 +33,7 @@ use crate::client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, Ups
 use crate::upstream_config::UpstreamBuildError;
 use crate::http_api::{jwt_claims, map_profile, Fields, ProfileMap};
 use crate::session::{Profile, Token, TokenSet};
-use crate::upstream::{read_body, ANSWER_MAX};
+use crate::upstream::{read_body, UpstreamError, ANSWER_MAX};
 
 /// How long a sign-in at the provider may take before its callback is refused.
 pub const PENDING_LIFETIME_SECS: u64 = 600;
@@ -44,10 +49,19 @@ pub struct OidcProvider {
     metadata: RwLock<Metadata>,
     http: reqwest::Client,
     redirect: RedirectUrl,
+    /// When the keys were last fetched again for an unknown key id (at most once a minute).
+    keys_fetched: Mutex<Option<Instant>>,
 }
 
-/// What one sign-in at the provider needs kept until its callback. Secret: seal it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The least time between two fetches of the keys for an unknown key id.
+const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How far a provider's clock may be ahead of ours (`iat` in the future).
+const CLOCK_SKEW_SECS: i64 = 60;
+
+/// What one sign-in at the provider needs kept until its callback. Secret: seal it (its
+/// `Debug` shows only where it leads).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     /// The `state` sent; the callback must bring it back.
     pub state: String,
@@ -59,6 +73,12 @@ pub struct Pending {
     pub next: String,
     /// When the sign-in began (Unix seconds).
     pub started_at: u64,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("next", &self.next).field("started_at", &self.started_at).finish_non_exhaustive()
+    }
 }
 
 /// The callback's query: a code and the state, or the provider's error.
@@ -134,14 +154,17 @@ pub enum FlowError {
 
 impl OidcProvider {
     /// A provider of `metadata` (from [`super::discover`]); the browser comes back to
-    /// `redirect_uri` (`https://app.example/auth/callback`, registered at the provider).
-    pub fn new(options: OidcOptions, metadata: Metadata, http: reqwest::Client, redirect_uri: &Url) -> Self {
-        OidcProvider {
+    /// `redirect_uri` (`https://app.example/auth/callback`, registered at the provider). Calls
+    /// to the provider use [`super::http_client`] (the configured timeouts, no redirects).
+    pub fn new(options: OidcOptions, metadata: Metadata, redirect_uri: &Url) -> Result<Self, reqwest::Error> {
+        let http = super::http_client(&options)?;
+        Ok(OidcProvider {
             options,
             metadata: RwLock::new(metadata),
             http,
             redirect: RedirectUrl::from_url(redirect_uri.clone()),
-        }
+            keys_fetched: Mutex::new(None),
+        })
     }
 
     /// Its configuration.
@@ -193,53 +216,81 @@ impl OidcProvider {
 
     /// The callback's code exchanged and its ID token checked against what `pending` kept.
     pub async fn finish(&self, callback: &Callback, pending: &Pending, now: u64) -> Result<SignedIn, FlowError> {
-        if let Some(error) = &callback.error {
-            // Still only for the sign-in this browser began: a forged error page is refused too.
-            if callback.state.as_deref() != Some(pending.state.as_str()) {
-                return Err(FlowError::StateMismatch);
-            }
-            return Err(FlowError::Provider { error: error.clone(), description: callback.error_description.clone() });
-        }
-        let (Some(code), Some(state)) = (&callback.code, &callback.state) else {
-            return Err(FlowError::StateMismatch);
-        };
-        if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
+        // Only for the sign-in this browser began, within its time, from this issuer — an
+        // error answer too (a forged error page is refused like a forged code).
+        let state_ok = callback
+            .state
+            .as_deref()
+            .is_some_and(|state| constant_time_eq(state.as_bytes(), pending.state.as_bytes()));
+        if !state_ok {
             return Err(FlowError::StateMismatch);
         }
         if now.saturating_sub(pending.started_at) > PENDING_LIFETIME_SECS || pending.started_at > now + 60 {
             return Err(FlowError::Expired);
         }
-        // RFC 9207: when the provider names itself, it is this one (a mix-up defence).
-        if let Some(iss) = &callback.iss {
-            if iss != &self.options.issuer {
+        // RFC 9207: the issuer names itself in the answer (required when it says it does).
+        let metadata = self.metadata();
+        match &callback.iss {
+            Some(iss) if iss != &self.options.issuer => {
                 return Err(FlowError::Invalid(format!("the callback came from issuer {iss:?}")));
             }
+            None if metadata.additional_metadata().authorization_response_iss_parameter_supported => {
+                return Err(FlowError::Invalid("the callback does not name its issuer, though the provider says it does".into()));
+            }
+            _ => {}
         }
+        if let Some(error) = &callback.error {
+            return Err(FlowError::Provider { error: error.clone(), description: callback.error_description.clone() });
+        }
+        let Some(code) = &callback.code else {
+            return Err(FlowError::StateMismatch);
+        };
         let client = self.client();
         let request = client
             .exchange_code(AuthorizationCode::new(code.clone()))
             .map_err(|e| FlowError::Invalid(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()));
-        let response = request.request_async(&self.http).await.map_err(|e| match e {
-            openidconnect::RequestTokenError::ServerResponse(r) => FlowError::CodeRefused(r.error().to_string()),
+        let http = |request: HttpRequest| {
+            let client = self.http.clone();
+            async move { capped(&client, request).await }
+        };
+        let response = request.request_async(&http).await.map_err(|e| match e {
+            openidconnect::RequestTokenError::ServerResponse(r) => match r.error() {
+                CoreErrorResponseType::InvalidGrant => FlowError::CodeRefused(r.error().to_string()),
+                other => FlowError::Invalid(format!("the token endpoint answered {other}")),
+            },
             openidconnect::RequestTokenError::Request(e) => FlowError::Unreachable(e.to_string()),
             other => FlowError::Invalid(other.to_string()),
         })?;
+        if !matches!(response.token_type(), openidconnect::core::CoreTokenType::Bearer) {
+            return Err(FlowError::Invalid("the access token is not a Bearer token".into()));
+        }
         let id_token = response.id_token().ok_or_else(|| FlowError::Invalid("no ID token".into()))?;
         let nonce = Nonce::new(pending.nonce.clone());
-        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+        let claims = match id_token.claims(&self.verifier(&client, now), &nonce) {
             Ok(claims) => claims.clone(),
-            Err(first) => {
-                // A key the provider rotated in since the keys were fetched: fetch them again, once.
-                self.refresh_keys().await.map_err(|_| FlowError::Invalid(first.to_string()))?;
+            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
+                if self.may_fetch_keys() =>
+            {
+                // A key the provider rotated in since the keys were fetched.
+                self.refresh_keys().await.map_err(|e| FlowError::Unreachable(e.to_string()))?;
                 let client = self.client();
-                let verified = id_token.claims(&client.id_token_verifier(), &nonce).map(Clone::clone);
+                let verified = id_token.claims(&self.verifier(&client, now), &nonce).map(Clone::clone);
                 verified.map_err(|e| FlowError::Invalid(e.to_string()))?
             }
+            Err(e) => return Err(FlowError::Invalid(e.to_string())),
         };
+        // What openidconnect leaves out: `azp`, when present, is this client (OIDC Core §2).
+        let id_token_text = id_token.to_string();
+        let raw = jwt_claims(&id_token_text).unwrap_or(Value::Null);
+        if let Some(azp) = raw.get("azp") {
+            if azp.as_str() != Some(self.options.client_id.as_str()) {
+                return Err(FlowError::Invalid("the ID token was issued to another party (azp)".into()));
+            }
+        }
         if let Some(expected) = claims.access_token_hash() {
             let client = self.client();
-            let verifier = client.id_token_verifier();
+            let verifier = self.verifier(&client, now);
             let alg = id_token.signing_alg().map_err(|e| FlowError::Invalid(e.to_string()))?;
             let key = id_token.signing_key(&verifier).map_err(|e| FlowError::Invalid(e.to_string()))?;
             let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
@@ -248,33 +299,71 @@ impl OidcProvider {
                 return Err(FlowError::Invalid("at_hash does not match the access token".into()));
             }
         }
-        let id_token_text = id_token.to_string();
-        // The claims as the provider wrote them (verified above), with what userinfo adds (a
-        // code-flow ID token often carries only `sub`) for the profile map.
-        let mut raw = jwt_claims(&id_token_text).unwrap_or(Value::Null);
-        if let Some(userinfo) = self.userinfo(response.access_token().secret(), claims.subject().as_str()).await? {
-            if let (Value::Object(raw), Value::Object(more)) = (&mut raw, userinfo) {
+        let subject = claims.subject().to_string();
+        // The provider's session is the ID token's `sid`, never userinfo's.
+        let session_id = raw.get("sid").and_then(Value::as_str).map(str::to_string);
+        // The verified claims with what userinfo adds (a code-flow ID token often carries only
+        // `sub`), for the profile map.
+        let mut profile_claims = raw;
+        if let Some(userinfo) = self.userinfo(response.access_token().secret(), &subject).await? {
+            if let (Value::Object(into), Value::Object(more)) = (&mut profile_claims, userinfo) {
                 for (k, v) in more {
-                    raw.entry(k).or_insert(v);
+                    into.entry(k).or_insert(v);
                 }
             }
         }
         let map = ProfileMap { roles: self.options.roles_claim.clone().unwrap_or_default(), ..ProfileMap::oidc() };
-        let profile = map_profile(&map, &raw).map_err(|e| FlowError::Invalid(e.to_string()))?;
-        let lifetime = response.expires_in().map(|d| d.as_secs()).unwrap_or(DEFAULT_ACCESS_LIFETIME);
+        let mut profile = map_profile(&map, &profile_claims).map_err(|e| FlowError::Invalid(e.to_string()))?;
+        // The person is the issuer's subject, whatever else the claims say.
+        profile.id = subject.clone();
+        let lifetime = response
+            .expires_in()
+            .map(|d| d.as_secs().min(crate::MAX_SECONDS))
+            .unwrap_or(DEFAULT_ACCESS_LIFETIME);
         let tokens = TokenSet {
             access_token: Token::new(response.access_token().secret().clone()),
-            access_expires_at: now + lifetime,
+            access_expires_at: now.saturating_add(lifetime),
             refresh_token: response.refresh_token().map(|t| Token::new(t.secret().clone())),
             refresh_expires_at: None,
             access_issued_at: now,
         };
-        let identity = Identity {
-            issuer: claims.issuer().to_string(),
-            subject: claims.subject().to_string(),
-            session_id: raw.get("sid").and_then(Value::as_str).map(str::to_string),
-        };
+        let identity = Identity { issuer: claims.issuer().to_string(), subject, session_id };
         Ok(SignedIn { tokens, id_token: Token::new(id_token_text), profile, identity, next: pending.next.clone() })
+    }
+
+    /// The ID token verifier: the provider's asymmetric algorithms only (a MAC with the
+    /// client secret would let anyone who holds the secret write ID tokens), `iat` neither in
+    /// the future nor older than a sign-in may take.
+    fn verifier<'a>(&self, client: &'a Client, now: u64) -> openidconnect::core::CoreIdTokenVerifier<'a> {
+        let algs: Vec<CoreJwsSigningAlgorithm> = self
+            .metadata()
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|alg| !alg.uses_shared_secret() && **alg != CoreJwsSigningAlgorithm::None)
+            .cloned()
+            .collect();
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        client.id_token_verifier().set_allowed_algs(algs).set_issue_time_verifier_fn(move |iat| {
+            let iat = iat.timestamp();
+            if iat > now.saturating_add(CLOCK_SKEW_SECS) {
+                return Err(format!("issued {} s in the future", iat - now));
+            }
+            let oldest = now.saturating_sub(PENDING_LIFETIME_SECS as i64 + CLOCK_SKEW_SECS);
+            if iat < oldest {
+                return Err("issued before this sign-in began".to_string());
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether an unknown key id may send for the keys again now (at most once a minute).
+    fn may_fetch_keys(&self) -> bool {
+        let mut last = self.keys_fetched.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < KEY_REFETCH_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// The userinfo answer for `access_token`, when the provider has the endpoint; its `sub`
@@ -338,6 +427,27 @@ impl OidcProvider {
         *metadata = metadata.clone().set_jwks(keys);
         Ok(())
     }
+}
+
+/// The HTTP client the token request goes through: this provider's client (timeouts, no
+/// redirects), the answer read up to [`ANSWER_MAX`] bytes like every upstream answer.
+async fn capped(http: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, UpstreamError> {
+    let (parts, body) = request.into_parts();
+    let url = parts.uri.to_string();
+    let response = http
+        .request(parts.method, url)
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(UpstreamError::from_reqwest)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_body(response, ANSWER_MAX).await?;
+    let mut answer = HttpResponse::new(body);
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    Ok(answer)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

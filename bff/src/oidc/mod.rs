@@ -27,6 +27,6 @@ pub use config::{OidcConfig, OidcOptions};
 pub use routes::{reason, routes, OidcPaths};
 pub use flow::{Callback, FlowError, Identity, OidcProvider, Pending, SignedIn, PENDING_LIFETIME_SECS};
 pub use discovery::{
-    discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, LogoutMetadata,
+    discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, ExtraMetadata,
     Metadata, WELL_KNOWN,
 };
