@@ -66,6 +66,13 @@ pub async fn server_status() -> Result<StatusReport, AppError> {
     Ok(crate::server::status::current().await)
 }
 
+/// The OpenID provider's name for the sign-in page's "Continue with ..." button; `None` when
+/// people sign in with an email and password here.
+#[server(prefix = "/api", endpoint = "sign_in_provider")]
+pub async fn sign_in_provider() -> Result<Option<String>, AppError> {
+    Ok(crate::server::actions::sign_in_provider())
+}
+
 /// Who is signed in on this request; `None` when nobody.
 #[server(prefix = "/api", endpoint = "who_am_i")]
 pub async fn who_am_i() -> Result<Option<UserView>, AppError> {

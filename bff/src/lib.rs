@@ -83,7 +83,7 @@ pub use key_file::{KeyFile, KeyFileError};
 pub use seal::{generate_key_spec, KeyError, KeyRing};
 
 // Upstreams.
-pub use upstream_config::{OAuth2Options, UpstreamBuildError, UpstreamConfig, UpstreamKind, UpstreamOptions};
+pub use upstream_config::{Connected, OAuth2Options, UpstreamBuildError, UpstreamConfig, UpstreamKind, UpstreamOptions};
 pub use client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
 pub use http_api::{Fields, HttpApi, HttpApiConfig, ProfileMap};
 pub use upstream::{

@@ -28,6 +28,7 @@ use url::Url;
 use crate::client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
 use crate::config::{millis, ConfigError};
 use crate::http_api::{Fields, HttpApi, HttpApiConfig, ProfileMap};
+use crate::oidc::{OidcConfig, OidcOptions, OidcProvider};
 use crate::upstream::Upstream;
 
 /// The upstream as written in a file or the environment.
@@ -69,6 +70,9 @@ pub struct UpstreamConfig {
     /// `http_api`: the API's endpoints, where tokens come back, how they are presented
     /// ([`HttpApiConfig`]; README: "Plug in your API").
     pub http_api: Option<HttpApiConfig>,
+    /// `oidc`: the OpenID provider people sign in at ([`OidcConfig`]: issuer, client, scopes,
+    /// roles claim); `base_url` is then the API the pages call with its access tokens.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Default for UpstreamConfig {
@@ -89,6 +93,7 @@ impl Default for UpstreamConfig {
             timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
             http_api: None,
+            oidc: None,
         }
     }
 }
@@ -114,6 +119,8 @@ pub enum UpstreamKind {
     OAuth2(Box<OAuth2Options>),
     /// An HTTP API described by configuration.
     HttpApi(Box<HttpApiConfig>),
+    /// An OpenID provider (its metadata discovered at start: [`UpstreamOptions::connect`]).
+    Oidc(Box<OidcOptions>),
 }
 
 /// A validated OAuth 2.0 upstream: endpoints (paths under the base URL, or absolute URLs),
@@ -146,6 +153,13 @@ pub enum UpstreamBuildError {
     /// [`UpstreamOptions::build`] without a `base_url`.
     #[error("`base_url` is empty: set the upstream's address (https://api.example)")]
     NoBaseUrl,
+    /// An OpenID provider is built with [`UpstreamOptions::connect`] (its metadata is
+    /// discovered first).
+    #[error("an OpenID provider is connected to (UpstreamOptions::connect), not built")]
+    NeedsDiscovery,
+    /// The OpenID provider could not be discovered.
+    #[error(transparent)]
+    Discovery(#[from] crate::oidc::DiscoveryError),
     /// An OpenID provider lacks an endpoint Tokenless needs.
     #[error("the OpenID provider has no {0}")]
     Missing(&'static str),
@@ -192,7 +206,29 @@ impl UpstreamConfig {
         let base_url = optional_url(&self.base_url, "base_url")?;
         let timeout = millis(self.timeout_ms, "timeout_ms")?;
         let connect_timeout = millis(self.connect_timeout_ms, "connect_timeout_ms")?;
-        let kind = match (self.kind.trim().to_ascii_lowercase().as_str(), &self.http_api) {
+        let kind_name = self.kind.trim().to_ascii_lowercase();
+        if kind_name != "oidc" && self.oidc.is_some() {
+            return Err(ConfigError::new(
+                "kind",
+                format!("is {kind_name:?} but an oidc table describes a provider: set kind = \"oidc\" to use it, or remove the table"),
+            ));
+        }
+        let kind = match (kind_name.as_str(), &self.http_api) {
+            ("oidc", None) => match &self.oidc {
+                Some(oidc) => UpstreamKind::Oidc(Box::new(oidc.validate().map_err(|e| ConfigError {
+                    key: oidc_key(e.key),
+                    problem: e.problem,
+                })?)),
+                None => {
+                    return Err(ConfigError::new(
+                        "oidc",
+                        "kind = \"oidc\" needs an oidc table with the provider's issuer and this app's client",
+                    ))
+                }
+            },
+            ("oidc", Some(_)) => {
+                return Err(ConfigError::new("kind", "is \"oidc\" but an http_api table describes an API: remove one"))
+            }
             ("oauth2", None) => UpstreamKind::OAuth2(Box::new(self.oauth2()?)),
             ("oauth2", Some(_)) => {
                 return Err(ConfigError::new(
@@ -212,7 +248,10 @@ impl UpstreamConfig {
                 ))
             }
             (other, _) => {
-                return Err(ConfigError::new("kind", format!("{other:?} is neither \"oauth2\" nor \"http_api\"")))
+                return Err(ConfigError::new(
+                    "kind",
+                    format!("{other:?} is neither \"oauth2\", \"http_api\" nor \"oidc\""),
+                ))
             }
         };
         Ok(UpstreamOptions { base_url, kind, timeout, connect_timeout })
@@ -259,7 +298,46 @@ impl UpstreamConfig {
     }
 }
 
+/// `oidc.<key>` for a key of the `oidc` table (keys are `'static`).
+fn oidc_key(key: &'static str) -> &'static str {
+    match key {
+        "issuer" => "oidc.issuer",
+        "client_id" => "oidc.client_id",
+        "client_secret" => "oidc.client_secret",
+        "client_auth" => "oidc.client_auth",
+        "scopes" => "oidc.scopes",
+        "roles_claim" => "oidc.roles_claim",
+        "provider_name" => "oidc.provider_name",
+        "timeout_ms" => "oidc.timeout_ms",
+        "connect_timeout_ms" => "oidc.connect_timeout_ms",
+        _ => "oidc",
+    }
+}
+
+/// An upstream ready to use: what the session manager takes, and the OpenID provider's
+/// sign-in when the kind is `oidc` (mount [`crate::oidc::routes`] with it).
+pub struct Connected {
+    /// The upstream.
+    pub upstream: Arc<dyn Upstream>,
+    /// The provider, for `oidc`.
+    pub oidc: Option<Arc<OidcProvider>>,
+}
+
 impl UpstreamOptions {
+    /// The upstream at `base`, ready: for `oidc`, the provider's metadata is discovered first
+    /// (waited for while it cannot be reached, [`crate::oidc::start_delays`]) and people come
+    /// back from it to `callback` (this site's `/auth/callback`, registered at the provider).
+    pub async fn connect(&self, base: &Url, callback: &Url) -> Result<Connected, UpstreamBuildError> {
+        let UpstreamKind::Oidc(options) = &self.kind else {
+            return Ok(Connected { upstream: self.build_at(base)?, oidc: None });
+        };
+        let http = crate::oidc::http_client(options)?;
+        let metadata = crate::oidc::discover_retrying(options, &http, crate::oidc::start_delays()).await?;
+        let provider = Arc::new(OidcProvider::new((**options).clone(), metadata, callback)?);
+        let upstream: Arc<dyn Upstream> = Arc::new(provider.upstream(base)?);
+        Ok(Connected { upstream, oidc: Some(provider) })
+    }
+
     /// The upstream at the configured `base_url`.
     pub fn build(&self) -> Result<Arc<dyn Upstream>, UpstreamBuildError> {
         let base = self.base_url.as_ref().ok_or(UpstreamBuildError::NoBaseUrl)?;
@@ -269,6 +347,7 @@ impl UpstreamOptions {
     /// The upstream at `base` (an address the app chose: a server it started itself, say).
     pub fn build_at(&self, base: &Url) -> Result<Arc<dyn Upstream>, UpstreamBuildError> {
         Ok(match &self.kind {
+            UpstreamKind::Oidc(_) => return Err(UpstreamBuildError::NeedsDiscovery),
             UpstreamKind::HttpApi(api) => {
                 Arc::new(HttpApi::new(base.clone(), (**api).clone(), self.timeout, self.connect_timeout)?)
             }
@@ -297,6 +376,7 @@ impl UpstreamOptions {
     pub fn client_secret(&self) -> Option<&SecretString> {
         match &self.kind {
             UpstreamKind::OAuth2(o) => Some(&o.client_secret),
+            UpstreamKind::Oidc(o) => Some(&o.client_secret),
             UpstreamKind::HttpApi(_) => None,
         }
     }
@@ -320,6 +400,19 @@ mod tests {
         "client_secret": "s3cret",
         "profile": { "roles": "/roles" }
     }"#;
+
+    #[test]
+    fn an_openid_provider_is_its_issuer_and_a_client() {
+        let mut config = parse(OAUTH2);
+        config.kind = "oidc".into();
+        config.oidc = Some(serde_json::from_str(
+            r#"{"issuer": "https://id.example/realms/acme", "client_id": "c", "client_secret": "s"}"#,
+        ).unwrap());
+        let options = config.validate().unwrap();
+        let UpstreamKind::Oidc(o) = &options.kind else { panic!("oidc") };
+        assert_eq!(o.issuer, "https://id.example/realms/acme");
+        assert!(matches!(options.build(), Err(UpstreamBuildError::NeedsDiscovery)), "discovered, not built");
+    }
 
     #[test]
     fn an_oauth2_server_is_a_few_keys() {
@@ -354,6 +447,9 @@ mod tests {
             (r#"{"profile": {"email": "email"}}"#, "profile.email"),
             (r#"{"profile": {"name": "name"}}"#, "profile.name"),
             (r#"{"kind": "http_api"}"#, "http_api"),
+            (r#"{"kind": "oidc"}"#, "oidc"),
+            (r#"{"kind": "oidc", "oidc": {"issuer": "http://id.example", "client_id": "c", "client_secret": "s"}}"#, "oidc.issuer"),
+            (r#"{"oidc": {"issuer": "https://id.example", "client_id": "c", "client_secret": "s"}}"#, "kind"),
         ];
         for (change, key) in cases {
             let mut config: serde_json::Value = serde_json::from_str(OAUTH2).unwrap();

@@ -20,6 +20,15 @@ pub fn LoginPage() -> impl IntoView {
     let expired = move || reason().as_deref() == Some("expired");
     let signout_pending = move || reason().as_deref() == Some(crate::app::SIGNOUT_PENDING);
     let signout_unconfirmed = move || reason().as_deref() == Some(crate::app::SIGNOUT_UNCONFIRMED);
+    // Why the OpenID provider did not sign the person in (`tokenless_bff::oidc::reason`).
+    let provider_refusal = move || match reason().as_deref() {
+        Some("provider_denied") => Some("The sign-in was cancelled at your identity provider."),
+        Some("provider_login_required") => Some("Your identity provider needs you to sign in there first."),
+        Some("provider_error") => Some("Your identity provider could not sign you in. Please try again."),
+        _ => None,
+    };
+    let provider = Resource::new(|| (), |_| crate::api::sign_in_provider());
+    let provider_href = move || format!("/auth/login?next={}", encode_component(&next()));
     Effect::new(move |_| {
         if let Some(Ok(())) = action.value().get() {
             auth.signed_in_again();
@@ -58,6 +67,17 @@ pub fn LoginPage() -> impl IntoView {
                      that your sign-in ended everywhere."
                 </p>
             })}
+            {move || provider_refusal().map(|text| view! {
+                <p class="notice" role="status" data-testid="provider-refusal">{text}</p>
+            })}
+            <Suspense fallback=|| ()>
+                {move || provider.get().and_then(Result::ok).flatten().map(|name| view! {
+                    // A full page load to the provider (rel="external": not the client router).
+                    <a class="button" rel="external" href=provider_href data-testid="provider-sign-in">
+                        {format!("Continue with {name}")}
+                    </a>
+                })}
+            </Suspense>
             <ActionForm action=action attr:class="form" attr:data-testid="login-form">
                 <input type="hidden" name="next" value=next/>
                 <Field name="email" label="Email" kind="email" autocomplete="username"

@@ -26,6 +26,12 @@ pub fn request_session() -> Result<RequestSession, AppError> {
         })
 }
 
+/// The configured OpenID provider's name, if people sign in there.
+pub fn sign_in_provider() -> Option<String> {
+    use_context::<crate::server::AppState>()
+        .and_then(|state| state.oidc.as_ref().map(|provider| provider.options().provider_name.clone()))
+}
+
 fn user_view(profile: Profile) -> UserView {
     UserView { name: profile.name, email: profile.email, roles: profile.roles }
 }

@@ -43,8 +43,12 @@ pub fn router(state: AppState) -> Router {
             }
         }
     };
-    Router::new()
-        .route(metrics::PATH, metrics::route(&state))
+    let mut app = Router::new();
+    if let Some(provider) = &state.oidc {
+        // /auth/login and /auth/callback: sign-in at the OpenID provider.
+        app = app.merge(tokenless_bff::oidc::routes(provider.clone(), tokenless_bff::oidc::OidcPaths::default()));
+    }
+    app.route(metrics::PATH, metrics::route(&state))
         .route(&format!("{}/{{*path}}", passthrough::PREFIX), passthrough::route(&state))
         .leptos_routes_with_context(&state, routes, provide_state.clone(), {
             let options = state.leptos_options.clone();

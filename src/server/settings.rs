@@ -438,6 +438,13 @@ impl Settings {
                  starts, and it speaks what demo.shape says (oauth2, seed003, seed002)",
             ));
         }
+        if matches!(upstream.kind, UpstreamKind::Oidc(_)) && upstream.base_url.is_none() {
+            return Err(invalid(
+                "upstream.base_url",
+                "upstream.kind = \"oidc\" needs the address of the API your pages call with the provider's \
+                 access tokens (the embedded demo accepts only its own)",
+            ));
+        }
         if mode == Mode::Production && upstream.base_url.is_none() {
             return Err(invalid(
                 "upstream.base_url",

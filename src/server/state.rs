@@ -23,13 +23,15 @@ pub struct AppState {
     pub demo: Option<Arc<RunningUpstream>>,
     /// `demo.bench_fixed_session`: the demo user's session, given to every request.
     pub fixed_session: Option<Arc<tokenless_bff::Session>>,
+    /// The OpenID provider people sign in at, when `upstream.kind = "oidc"`.
+    pub oidc: Option<Arc<tokenless_bff::oidc::OidcProvider>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot start the embedded demo upstream: {0}")]
     Demo(#[from] tokenless_upstream::StartError),
-    #[error("the demo upstream's address is not a URL: {0}")]
+    #[error("an address is not a URL: {0}")]
     Url(#[from] url::ParseError),
     #[error(transparent)]
     Upstream(#[from] tokenless_bff::UpstreamBuildError),
@@ -78,7 +80,16 @@ impl AppState {
         if let Some(api) = demo.as_ref().and_then(|_| crate::server::settings::preset(settings.demo.shape)) {
             options.kind = UpstreamKind::HttpApi(Box::new(api));
         }
-        let upstream = options.build_at(&base)?;
+        // Where an OpenID provider sends people back: this site's callback.
+        let site = match &settings.site.origin {
+            Some(origin) => origin.clone(),
+            None => url::Url::parse(&format!("http://{}", settings.server.address))?,
+        };
+        let callback = site.join(tokenless_bff::oidc::OidcPaths::default().callback.as_str())?;
+        let tokenless_bff::Connected { upstream, oidc } = options.connect(&base, &callback).await?;
+        if let Some(provider) = &oidc {
+            tracing::info!(issuer = %provider.options().issuer, %callback, "signing in through the OpenID provider");
+        }
         let ring = match (settings.session.options.key_ring(), &settings.session.dev_key_file) {
             (Some(ring), _) => ring?,
             // Settings validation refuses production without keys.
@@ -130,6 +141,7 @@ impl AppState {
             upstream_label: label.into(),
             demo,
             fixed_session,
+            oidc,
         })
     }
 

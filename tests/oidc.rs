@@ -1,0 +1,184 @@
+//! The app signing people in through a real OpenID provider (node-oidc-provider, started here on
+//! a loopback port): the sign-in page's button, the provider's own pages, the callback, the
+//! protected page; the provider's refusal; the settings that configure it.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// node-oidc-provider with its client's redirect URIs under the test apps' origin; stopped
+/// when dropped.
+struct Provider {
+    issuer: String,
+    _child: tokio::process::Child,
+}
+
+async fn start_provider() -> Provider {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("end2end/node_modules/oidc-provider").is_dir(),
+        "the OpenID provider's npm package is missing: run `make setup` (npm ci in end2end/)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg("end2end/oidc/provider.mjs")
+        .current_dir(root)
+        .env("OIDC_PORT", "0")
+        .env("OIDC_APP_ORIGIN", ORIGIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (make setup installs it)");
+    let mut lines = BufReader::new(child.stdout.take().expect("its stdout")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the provider starts within 30 s")
+        .expect("its stdout reads")
+        .expect("it prints `ready <issuer>`");
+    let issuer = first.strip_prefix("ready ").expect("`ready <issuer>`").to_string();
+    // It logs to stdout as it goes: keep reading, or its writes fail.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Provider { issuer, _child: child }
+}
+
+/// The app configured for `provider` through the settings a deployment would set.
+async fn app_for(provider: &Provider) -> TestApp {
+    app_with(&[
+        ("TOKENLESS_UPSTREAM__KIND", "oidc"),
+        ("TOKENLESS_UPSTREAM__BASE_URL", &provider.issuer),
+        ("TOKENLESS_UPSTREAM__OIDC__ISSUER", &provider.issuer),
+        ("TOKENLESS_UPSTREAM__OIDC__CLIENT_ID", "tokenless"),
+        ("TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET", "tokenless-oidc-test-secret"),
+        ("TOKENLESS_UPSTREAM__OIDC__SCOPES", "openid profile email offline_access roles"),
+        ("TOKENLESS_UPSTREAM__OIDC__ROLES_CLAIM", "/roles"),
+        ("TOKENLESS_UPSTREAM__OIDC__PROVIDER_NAME", "Test ID"),
+    ])
+    .await
+}
+
+/// At the provider's own pages (its development login and consent forms) as `account`, from
+/// `start` until it sends the browser back to this site: that path and query.
+async fn at_provider(issuer: &str, start: &str, account: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = url::Url::parse(issuer).unwrap();
+    let mut response = browser.get(start).send().await.unwrap();
+    for _ in 0..12 {
+        if response.status().is_redirection() {
+            let next = base.join(response.headers()["location"].to_str().unwrap()).unwrap();
+            if next.as_str().starts_with(ORIGIN) {
+                return next.as_str()[ORIGIN.len()..].to_string();
+            }
+            response = browser.get(next).send().await.unwrap();
+            continue;
+        }
+        let page = response.text().await.unwrap();
+        let at = page.find("action=\"").unwrap_or_else(|| panic!("no form in {page}")) + "action=\"".len();
+        let action = base.join(page[at..].split('"').next().unwrap()).unwrap();
+        let form: Vec<(&str, &str)> = if page.contains(r#"value="login""#) {
+            vec![("prompt", "login"), ("login", account), ("password", "any")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        response = browser.post(action).form(&form).send().await.unwrap();
+    }
+    panic!("the provider never sent the browser back");
+}
+
+#[test]
+fn people_sign_in_at_the_provider_and_land_on_the_page_they_asked_for() {
+    block_on(async {
+        let provider = start_provider().await;
+        let app = app_for(&provider).await;
+        let b = Browser::new(&app);
+
+        // Signed out: the protected page sends to sign-in, which offers the provider.
+        let account = b.get("/account").await;
+        assert_eq!(account.location(), Some("/login?next=%2Faccount"));
+        let login = b.get("/login?next=%2Faccount").await;
+        assert_eq!(login.status, StatusCode::OK);
+        assert!(login.body.contains("Continue with Test ID"), "{}", login.body);
+        assert!(login.body.contains(r#"href="/auth/login?next=%2Faccount""#), "{}", login.body);
+
+        // The button's link: off to the provider, back to the callback, on to /account.
+        let begun = b.get("/auth/login?next=%2Faccount").await;
+        assert_eq!(begun.status, StatusCode::SEE_OTHER);
+        let start = begun.location().expect("to the provider").to_string();
+        assert!(start.starts_with(&provider.issuer), "{start}");
+        let callback = at_provider(&provider.issuer, &start, "dana").await;
+        assert!(callback.starts_with("/auth/callback?"), "{callback}");
+        let landed = b.get(&callback).await;
+        assert_eq!(landed.location(), Some("/account"), "{}", landed.body);
+        let page = b.get("/account").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains("Dana User") && page.body.contains("user@example.com"), "{}", page.body);
+
+        // The same callback again (a replay): refused, and the session stays what it was.
+        let replayed = b.get(&callback).await;
+        assert_eq!(replayed.status, StatusCode::BAD_REQUEST);
+        assert_eq!(b.get("/account").await.status, StatusCode::OK);
+
+        // Another browser given the callback URL gets no session.
+        let other = Browser::new(&app);
+        let begun = b.get("/auth/login?next=%2F").await;
+        let fresh = at_provider(&provider.issuer, begun.location().unwrap(), "dana").await;
+        assert_eq!(other.get(&fresh).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(other.get("/account").await.location(), Some("/login?next=%2Faccount"));
+    })
+}
+
+#[test]
+fn a_refusal_at_the_provider_lands_on_sign_in_with_its_reason() {
+    block_on(async {
+        let provider = start_provider().await;
+        let app = app_for(&provider).await;
+        let b = Browser::new(&app);
+        let begun = b.get("/auth/login?next=%2Ffrogs").await;
+        let start = url::Url::parse(begun.location().unwrap()).unwrap();
+        let state = start.query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
+        let issuer: String = url::form_urlencoded::byte_serialize(provider.issuer.as_bytes()).collect();
+        let refused = b.get(&format!("/auth/callback?error=access_denied&state={state}&iss={issuer}")).await;
+        assert_eq!(refused.location(), Some("/login?next=%2Ffrogs&reason=provider_denied"));
+        let page = b.get("/login?next=%2Ffrogs&reason=provider_denied").await;
+        assert!(page.body.contains("cancelled at your identity provider"), "{}", page.body);
+    })
+}
+
+#[test]
+fn the_provider_is_configured_by_its_issuer_and_mistakes_name_their_variable() {
+    use tokenless::server::Settings;
+    let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let base = [
+        ("TOKENLESS_UPSTREAM__KIND", "oidc"),
+        ("TOKENLESS_UPSTREAM__BASE_URL", "https://api.example"),
+        ("TOKENLESS_UPSTREAM__OIDC__ISSUER", "https://id.example/realms/acme"),
+        ("TOKENLESS_UPSTREAM__OIDC__CLIENT_ID", "tokenless"),
+        ("TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET", "s3cret"),
+    ];
+    Settings::from_sources(None, env(&base)).unwrap();
+    for (change, key) in [
+        (("TOKENLESS_UPSTREAM__OIDC__ISSUER", "http://id.example"), "upstream.oidc.issuer"),
+        (("TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET", ""), "upstream.oidc.client_secret"),
+        (("TOKENLESS_UPSTREAM__OIDC__SCOPES", "profile"), "upstream.oidc.scopes"),
+        (("TOKENLESS_UPSTREAM__BASE_URL", ""), "upstream.base_url"),
+    ] {
+        let mut pairs = base.to_vec();
+        pairs.retain(|(k, _)| *k != change.0);
+        pairs.push(change);
+        match Settings::from_sources(None, env(&pairs)) {
+            Err(tokenless::server::settings::SettingsError::Invalid { key: named, env, .. }) => {
+                assert_eq!(named, key);
+                assert_eq!(env, tokenless::server::settings::env_var(key));
+            }
+            other => panic!("{change:?}: {other:?}"),
+        }
+    }
+}
