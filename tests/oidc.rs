@@ -107,6 +107,11 @@ fn people_sign_in_at_the_provider_and_land_on_the_page_they_asked_for() {
         assert_eq!(login.status, StatusCode::OK);
         assert!(login.body.contains("Continue with Test ID"), "{}", login.body);
         assert!(login.body.contains(r#"href="/auth/login?next=%2Faccount""#), "{}", login.body);
+        let form = login.body.split("<form").nth(1).expect("the form").split('>').next().unwrap();
+        assert!(form.contains("hidden"), "no password form with a provider: <form{form}>");
+        // A password posted all the same never goes to the provider.
+        let posted = b.call("login", &[("email", "user@example.com"), ("password", "x"), ("next", "/")]).await;
+        assert_eq!(posted.status, StatusCode::BAD_REQUEST, "{posted:?}");
 
         // The button's link: off to the provider, back to the callback, on to /account.
         let begun = b.get("/auth/login?next=%2Faccount").await;
@@ -181,4 +186,15 @@ fn the_provider_is_configured_by_its_issuer_and_mistakes_name_their_variable() {
             other => panic!("{change:?}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn without_a_provider_the_sign_in_page_is_the_password_form() {
+    block_on(async {
+        let app = app().await;
+        let login = Browser::new(&app).get("/login").await;
+        let form = login.body.split("<form").nth(1).expect("the form").split('>').next().unwrap();
+        assert!(!form.contains("hidden"), "<form{form}>");
+        assert!(!login.body.contains("provider-sign-in"));
+    })
 }

@@ -29,6 +29,8 @@ pub fn LoginPage() -> impl IntoView {
     };
     let provider = Resource::new(|| (), |_| crate::api::sign_in_provider());
     let provider_href = move || format!("/auth/login?next={}", encode_component(&next()));
+    // With a provider, people sign in there: no password form, no registration here.
+    let at_provider = move || provider.get().and_then(Result::ok).flatten().is_some();
     Effect::new(move |_| {
         if let Some(Ok(())) = action.value().get() {
             auth.signed_in_again();
@@ -78,7 +80,7 @@ pub fn LoginPage() -> impl IntoView {
                     </a>
                 })}
             </Suspense>
-            <ActionForm action=action attr:class="form" attr:data-testid="login-form">
+            <ActionForm action=action attr:class="form" attr:data-testid="login-form" attr:hidden=at_provider>
                 <input type="hidden" name="next" value=next/>
                 <Field name="email" label="Email" kind="email" autocomplete="username"
                     error=field("email") autofocus=true maxlength=254 value=remembered("login", "email")/>
@@ -89,8 +91,8 @@ pub fn LoginPage() -> impl IntoView {
                     {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
                 </button>
             </ActionForm>
-            <p class="aside">"No account yet? " <A href=register_href>"Register"</A></p>
-            <details class="demo-users">
+            <p class="aside" hidden=at_provider>"No account yet? " <A href=register_href>"Register"</A></p>
+            <details class="demo-users" hidden=at_provider>
                 <summary>"Demo accounts"</summary>
                 <p>"user@example.com / frogs-are-green · admin@example.com / admin-frogs-rule"</p>
             </details>

@@ -116,6 +116,10 @@ async fn sign_in(email: &str, password: &str, next: &str) -> Result<(), AppError
     if !problems.is_empty() {
         return Err(AppError::Validation(problems));
     }
+    if sign_in_provider().is_some() {
+        // People sign in at the OpenID provider: a password never goes to it from here.
+        return Err(AppError::BadRequest);
+    }
     let session = request_session()?;
     match session.sign_in(email, password).await {
         Ok(_) => {
