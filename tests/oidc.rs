@@ -109,7 +109,8 @@ fn people_sign_in_at_the_provider_and_land_on_the_page_they_asked_for() {
         assert!(login.body.contains(r#"href="/auth/login?next=%2Faccount""#), "{}", login.body);
         let form = login.body.split("<form").nth(1).expect("the form").split('>').next().unwrap();
         assert!(form.contains("hidden"), "no password form with a provider: <form{form}>");
-        // A password posted all the same never goes to the provider.
+        // A password posted all the same never goes to the provider (the app refuses it, and the
+        // library's upstream for a provider has no password sign-in at all).
         let posted = b.call("login", &[("email", "user@example.com"), ("password", "x"), ("next", "/")]).await;
         assert_eq!(posted.status, StatusCode::BAD_REQUEST, "{posted:?}");
 
@@ -174,6 +175,8 @@ fn the_provider_is_configured_by_its_issuer_and_mistakes_name_their_variable() {
         (("TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET", ""), "upstream.oidc.client_secret"),
         (("TOKENLESS_UPSTREAM__OIDC__SCOPES", "profile"), "upstream.oidc.scopes"),
         (("TOKENLESS_UPSTREAM__BASE_URL", ""), "upstream.base_url"),
+        (("TOKENLESS_SESSION__SAME_SITE", "strict"), "session.same_site"),
+        (("TOKENLESS_UPSTREAM__OIDC__TOKEN_URL", "/x"), "upstream.oidc"),
     ] {
         let mut pairs = base.to_vec();
         pairs.retain(|(k, _)| *k != change.0);

@@ -556,6 +556,12 @@ async fn expiry_refreshes_once_through_the_provider_for_parallel_requests_and_si
     // have revoked the whole grant and the second round would have been refused).
     assert_eq!(app.manager.refresher().counts().refused, 0);
 
+    // No password ever goes to the provider through the library's upstream for it.
+    match app.manager.upstream().sign_in("dana", "any", now()).await {
+        Err(tokenless_bff::SignInError::Upstream(e)) => assert!(e.to_string().contains(oidc::PASSWORD_REFUSED), "{e}"),
+        other => panic!("a password sign-in at an OpenID provider: {other:?}"),
+    }
+
     // Sign-out revokes at the provider (the app's handler insists on a confirmation).
     let out = dana.post(format!("{}/logout", app.origin)).header("origin", &app.origin).send().await.unwrap();
     assert_eq!(out.status(), StatusCode::NO_CONTENT);

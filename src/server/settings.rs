@@ -445,6 +445,15 @@ impl Settings {
                  access tokens (the embedded demo accepts only its own)",
             ));
         }
+        if matches!(upstream.kind, UpstreamKind::Oidc(_))
+            && session.options.same_site == tower_cookies::cookie::SameSite::Strict
+        {
+            return Err(invalid(
+                "session.same_site",
+                "\"strict\" cookies are not sent on the way back from an OpenID provider (a cross-site \
+                 redirect), so nobody could stay signed in: use \"lax\" with upstream.kind = \"oidc\"",
+            ));
+        }
         if mode == Mode::Production && upstream.base_url.is_none() {
             return Err(invalid(
                 "upstream.base_url",
@@ -454,8 +463,12 @@ impl Settings {
         if mode == Mode::Production
             && upstream.client_secret().is_some_and(|s| s.expose_secret() == DEFAULT_CLIENT_SECRET)
         {
+            let key = match upstream.kind {
+                UpstreamKind::Oidc(_) => "upstream.oidc.client_secret",
+                _ => "upstream.client_secret",
+            };
             return Err(invalid(
-                "upstream.client_secret",
+                key,
                 "production refuses the demo upstream's built-in client secret (it is public in this \
                  repository): set the client secret your upstream issued to Tokenless",
             ));

@@ -80,15 +80,22 @@ impl AppState {
         if let Some(api) = demo.as_ref().and_then(|_| crate::server::settings::preset(settings.demo.shape)) {
             options.kind = UpstreamKind::HttpApi(Box::new(api));
         }
-        // Where an OpenID provider sends people back: this site's callback.
-        let site = match &settings.site.origin {
-            Some(origin) => origin.clone(),
-            None => url::Url::parse(&format!("http://{}", settings.server.address))?,
+        let tokenless_bff::Connected { upstream, oidc } = match &options.kind {
+            UpstreamKind::Oidc(_) => {
+                // Where the provider sends people back: this site's callback (in development
+                // without site.origin, the address served: register that one at the provider).
+                let site = match &settings.site.origin {
+                    Some(origin) => origin.clone(),
+                    None => url::Url::parse(&format!("http://{}", settings.server.address))?,
+                };
+                let callback = site.join(tokenless_bff::oidc::OidcPaths::default().callback.as_str())?;
+                tracing::info!(%callback, "the OpenID provider sends people back here (register it there)");
+                options.connect(&base, &callback).await?
+            }
+            _ => tokenless_bff::Connected { upstream: options.build_at(&base)?, oidc: None },
         };
-        let callback = site.join(tokenless_bff::oidc::OidcPaths::default().callback.as_str())?;
-        let tokenless_bff::Connected { upstream, oidc } = options.connect(&base, &callback).await?;
         if let Some(provider) = &oidc {
-            tracing::info!(issuer = %provider.options().issuer, %callback, "signing in through the OpenID provider");
+            tracing::info!(issuer = %provider.options().issuer, "signing in through the OpenID provider");
         }
         let ring = match (settings.session.options.key_ring(), &settings.session.dev_key_file) {
             (Some(ring), _) => ring?,

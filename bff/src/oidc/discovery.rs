@@ -176,6 +176,7 @@ pub async fn discover(options: &OidcOptions, http: &reqwest::Client) -> Result<M
         Some(_) => {}
         None => tracing::info!(issuer = %options.issuer, "the provider does not list code_challenge_methods_supported; sending PKCE S256 all the same"),
     }
+    // A plain-http issuer passed validation only on loopback (a test provider).
     check_endpoints(&metadata, options.issuer.starts_with("http://")).map_err(unusable)?;
     let keys = fetch_keys(http, metadata.jwks_uri().as_str()).await?;
     Ok(metadata.set_jwks(keys))
@@ -195,7 +196,8 @@ fn check_endpoints(metadata: &Metadata, plain_ok: bool) -> Result<(), String> {
     ];
     for (name, url) in endpoints {
         if let Some(url) = url {
-            if url.scheme() != "https" && !(plain_ok && url.scheme() == "http") {
+            let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+            if url.scheme() != "https" && !(plain_ok && loopback && url.scheme() == "http") {
                 return Err(format!("{name} {} is not https", url.as_str()));
             }
         }
@@ -254,5 +256,6 @@ mod tests {
         let e = check_endpoints(&metadata("http://id.example/token"), false).unwrap_err();
         assert!(e.contains("token_endpoint"), "{e}");
         assert_eq!(check_endpoints(&metadata("http://127.0.0.1:9/token"), true), Ok(()), "a loopback test provider");
+        assert!(check_endpoints(&metadata("http://id.example/token"), true).is_err(), "plain http off loopback");
     }
 }

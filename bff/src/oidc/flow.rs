@@ -35,6 +35,9 @@ use crate::http_api::{jwt_claims, map_profile, Fields, ProfileMap};
 use crate::session::{Profile, Token, TokenSet};
 use crate::upstream::{read_body, UpstreamError, ANSWER_MAX};
 
+/// The longest return path a pending sign-in keeps.
+pub const NEXT_MAX: usize = 256;
+
 /// How long a sign-in at the provider may take before its callback is refused.
 pub const PENDING_LIFETIME_SECS: u64 = 600;
 
@@ -189,8 +192,10 @@ impl OidcProvider {
             .set_auth_type(auth)
     }
 
-    /// Where to send the browser, and what to keep until it comes back.
+    /// Where to send the browser, and what to keep until it comes back. `next` longer than
+    /// [`NEXT_MAX`] becomes `/` (it is kept in a cookie per pending sign-in).
     pub fn begin(&self, next: &str, now: u64) -> (Url, Pending) {
+        let next = if next.len() > NEXT_MAX { "/" } else { next };
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let client = self.client();
         let mut request = client
@@ -267,7 +272,8 @@ impl OidcProvider {
         }
         let id_token = response.id_token().ok_or_else(|| FlowError::Invalid("no ID token".into()))?;
         let nonce = Nonce::new(pending.nonce.clone());
-        let claims = match id_token.claims(&self.verifier(&client, now), &nonce) {
+        let began = pending.started_at;
+        let claims = match id_token.claims(&self.verifier(&client, now, began), &nonce) {
             Ok(claims) => claims.clone(),
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
                 if self.may_fetch_keys() =>
@@ -275,7 +281,7 @@ impl OidcProvider {
                 // A key the provider rotated in since the keys were fetched.
                 self.refresh_keys().await.map_err(|e| FlowError::Unreachable(e.to_string()))?;
                 let client = self.client();
-                let verified = id_token.claims(&self.verifier(&client, now), &nonce).map(Clone::clone);
+                let verified = id_token.claims(&self.verifier(&client, now, began), &nonce).map(Clone::clone);
                 verified.map_err(|e| FlowError::Invalid(e.to_string()))?
             }
             Err(e) => return Err(FlowError::Invalid(e.to_string())),
@@ -290,7 +296,7 @@ impl OidcProvider {
         }
         if let Some(expected) = claims.access_token_hash() {
             let client = self.client();
-            let verifier = self.verifier(&client, now);
+            let verifier = self.verifier(&client, now, began);
             let alg = id_token.signing_alg().map_err(|e| FlowError::Invalid(e.to_string()))?;
             let key = id_token.signing_key(&verifier).map_err(|e| FlowError::Invalid(e.to_string()))?;
             let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
@@ -334,7 +340,7 @@ impl OidcProvider {
     /// The ID token verifier: the provider's asymmetric algorithms only (a MAC with the
     /// client secret would let anyone who holds the secret write ID tokens), `iat` neither in
     /// the future nor older than a sign-in may take.
-    fn verifier<'a>(&self, client: &'a Client, now: u64) -> openidconnect::core::CoreIdTokenVerifier<'a> {
+    fn verifier<'a>(&self, client: &'a Client, now: u64, began: u64) -> openidconnect::core::CoreIdTokenVerifier<'a> {
         let algs: Vec<CoreJwsSigningAlgorithm> = self
             .metadata()
             .id_token_signing_alg_values_supported()
@@ -343,13 +349,13 @@ impl OidcProvider {
             .cloned()
             .collect();
         let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let began = i64::try_from(began).unwrap_or(i64::MAX);
         client.id_token_verifier().set_allowed_algs(algs).set_issue_time_verifier_fn(move |iat| {
             let iat = iat.timestamp();
             if iat > now.saturating_add(CLOCK_SKEW_SECS) {
                 return Err(format!("issued {} s in the future", iat - now));
             }
-            let oldest = now.saturating_sub(PENDING_LIFETIME_SECS as i64 + CLOCK_SKEW_SECS);
-            if iat < oldest {
+            if iat < began.saturating_sub(CLOCK_SKEW_SECS) {
                 return Err("issued before this sign-in began".to_string());
             }
             Ok(())
@@ -395,7 +401,7 @@ impl OidcProvider {
     /// The [`crate::Upstream`] that refreshes, revokes and reads the profile at this provider's
     /// endpoints (the refresh grant, RFC 7009, userinfo), with resources under
     /// `resource_base` (the app's API, not the provider). Sign-in is this module's flow.
-    pub fn upstream(&self, resource_base: &Url) -> Result<UpstreamClient, UpstreamBuildError> {
+    pub fn upstream(&self, resource_base: &Url) -> Result<super::OidcUpstream, UpstreamBuildError> {
         let metadata = self.metadata();
         let token = metadata.token_endpoint().ok_or(UpstreamBuildError::Missing("token_endpoint"))?.to_string();
         let revocation = metadata
@@ -407,7 +413,7 @@ impl OidcProvider {
         let userinfo = metadata.userinfo_endpoint().ok_or(UpstreamBuildError::Missing("userinfo_endpoint"))?.to_string();
         let paths = EndpointPaths { token: &token, revocation: &revocation, userinfo: &userinfo, registration: None };
         let o = &self.options;
-        Ok(UpstreamClient::new(ClientConfig {
+        let client = UpstreamClient::new(ClientConfig {
             endpoints: UpstreamEndpoints::at(resource_base, paths)?,
             profile: ProfileMap { roles: o.roles_claim.clone().unwrap_or_default(), ..ProfileMap::oidc() },
             registration_fields: Fields::default(),
@@ -416,7 +422,8 @@ impl OidcProvider {
             auth: o.auth,
             timeout: o.timeout,
             connect_timeout: o.connect_timeout,
-        })?)
+        })?;
+        Ok(super::OidcUpstream::new(client))
     }
 
     /// Fetches the provider's signing keys again.

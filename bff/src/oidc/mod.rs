@@ -22,10 +22,12 @@ mod config;
 mod discovery;
 mod flow;
 mod routes;
+mod upstream;
 
 pub use config::{OidcConfig, OidcOptions};
 pub use routes::{reason, routes, OidcPaths};
-pub use flow::{Callback, FlowError, Identity, OidcProvider, Pending, SignedIn, PENDING_LIFETIME_SECS};
+pub use upstream::{OidcUpstream, PASSWORD_REFUSED};
+pub use flow::{Callback, FlowError, Identity, OidcProvider, Pending, SignedIn, NEXT_MAX, PENDING_LIFETIME_SECS};
 pub use discovery::{
     discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, ExtraMetadata,
     Metadata, WELL_KNOWN,

@@ -95,7 +95,7 @@ async fn finish(provider: &OidcProvider, session: &RequestSession, query: &str, 
         Ok(signed_in) => {
             tracing::info!(issuer = %signed_in.identity.issuer, subject = %signed_in.identity.subject, "signed in at the OpenID provider");
             session.sign_in_with(signed_in.tokens, signed_in.profile).await;
-            Redirect::to(&signed_in.next).into_response()
+            Redirect::to(&safe_next(&signed_in.next).unwrap_or_else(|| "/".to_string())).into_response()
         }
         Err(FlowError::Provider { error, description }) => {
             tracing::info!(%error, ?description, "the OpenID provider did not sign the person in");
