@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tower_cookies::cookie::SameSite;
 
+use crate::client::ClientAuth;
 use crate::cookies::CookiePolicy;
 use crate::manager::Limits;
 use crate::refresh::RefreshConfig;
@@ -29,16 +30,23 @@ pub const MAX_SECONDS: u64 = 10 * 366 * 24 * 3600;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{key}` {problem}")]
 pub struct ConfigError {
-    /// The key, relative to the table the settings are nested in (`cookie_name`).
-    pub key: &'static str,
+    /// The key, relative to the table the settings are nested in (`cookie_name`,
+    /// `oidc.issuer`).
+    pub key: String,
     /// What is wrong and how to fix it.
     pub problem: String,
 }
 
 impl ConfigError {
     /// A problem with `key`.
-    pub fn new(key: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError { key, problem: problem.into() }
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), problem: problem.into() }
+    }
+
+    /// The same problem, its key named from the table `table` is nested in (`issuer` in
+    /// `oidc` → `oidc.issuer`).
+    pub fn within(self, table: &str) -> Self {
+        ConfigError { key: format!("{table}.{}", self.key), problem: self.problem }
     }
 }
 
@@ -134,6 +142,31 @@ impl SessionOptions {
     /// The key ring of the configured keys, if any.
     pub fn key_ring(&self) -> Option<Result<KeyRing, KeyError>> {
         self.keys.as_ref().map(|keys| KeyRing::parse(keys.expose_secret()))
+    }
+}
+
+/// `raw` as an http(s) URL with a host; empty (after trimming) is none. The error names `key`.
+pub fn http_url(raw: &str, key: &str) -> Result<Option<url::Url>, ConfigError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let url = url::Url::parse(raw).map_err(|e| ConfigError::new(key, format!("{raw:?} is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(key, format!("{raw:?} must be an http(s) URL with a host")));
+    }
+    Ok(Some(url))
+}
+
+/// How an OAuth 2.0 client authenticates: `client_secret_basic` or `client_secret_post`.
+pub(crate) fn client_auth(raw: &str, key: &str) -> Result<ClientAuth, ConfigError> {
+    match raw.trim() {
+        "client_secret_basic" => Ok(ClientAuth::ClientSecretBasic),
+        "client_secret_post" => Ok(ClientAuth::ClientSecretPost),
+        other => Err(ConfigError::new(
+            key,
+            format!("{other:?} is neither client_secret_basic nor client_secret_post"),
+        )),
     }
 }
 

@@ -201,9 +201,7 @@ pub fn write_pending(policy: &CookiePolicy, ring: &KeyRing, cookies: &Cookies, s
 pub fn take_pending(policy: &CookiePolicy, ring: &KeyRing, cookies: &Cookies, state: &str) -> Option<Vec<u8>> {
     let name = policy.pending_name(state)?;
     let value = cookies.get(&name)?.value().to_string();
-    let mut removal = policy.removal(name.clone());
-    removal.set_same_site(SameSite::Lax);
-    cookies.remove(removal);
+    cookies.remove(policy.build_lax(name.clone(), String::new(), Duration::ZERO));
     ring.open(&name, &value).map(|opened| opened.plaintext)
 }
 

@@ -77,7 +77,7 @@ pub use manager::{now, BuildError, Ended, Limits, Loaded, SessionManager, Sessio
 pub use middleware::{RequestSession, ResourceError};
 
 // Configuration.
-pub use config::{millis, seconds, ConfigError, SessionConfig, SessionOptions, MAX_SECONDS};
+pub use config::{http_url, millis, seconds, ConfigError, SessionConfig, SessionOptions, MAX_SECONDS};
 pub use cookies::CookiePolicy;
 pub use key_file::{KeyFile, KeyFileError};
 pub use seal::{generate_key_spec, KeyError, KeyRing};

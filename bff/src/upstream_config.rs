@@ -26,7 +26,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
-use crate::config::{millis, ConfigError};
+use crate::config::{client_auth, http_url, millis, ConfigError};
 use crate::http_api::{Fields, HttpApi, HttpApiConfig, ProfileMap};
 use crate::oidc::{OidcConfig, OidcOptions, OidcProvider};
 use crate::upstream::Upstream;
@@ -171,19 +171,6 @@ pub enum UpstreamBuildError {
     Client(#[from] reqwest::Error),
 }
 
-/// `raw` as an http(s) URL with a host; empty is none.
-fn optional_url(raw: &str, key: &'static str) -> Result<Option<Url>, ConfigError> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let url = Url::parse(raw).map_err(|e| ConfigError::new(key, format!("{raw:?} is not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ConfigError::new(key, format!("{raw:?} must be an http(s) URL with a host")));
-    }
-    Ok(Some(url))
-}
-
 /// An endpoint: a path under `base_url` (`/oauth/token`) or an absolute http(s) URL.
 fn endpoint(raw: &str, key: &'static str) -> Result<String, ConfigError> {
     let raw = raw.trim();
@@ -193,7 +180,7 @@ fn endpoint(raw: &str, key: &'static str) -> Result<String, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::new(key, "is required for kind = \"oauth2\": a path under base_url (/oauth/token) or an http(s) URL"));
     }
-    match optional_url(raw, key)? {
+    match http_url(raw, key)? {
         Some(url) => Ok(url.to_string()),
         None => Err(ConfigError::new(key, "must be a path under base_url (/oauth/token) or an http(s) URL")),
     }
@@ -203,7 +190,7 @@ impl UpstreamConfig {
     /// Checks every value the kind uses (the OAuth 2.0 keys are not read for an `http_api`);
     /// the first bad one is the error.
     pub fn validate(&self) -> Result<UpstreamOptions, ConfigError> {
-        let base_url = optional_url(&self.base_url, "base_url")?;
+        let base_url = http_url(&self.base_url, "base_url")?;
         let timeout = millis(self.timeout_ms, "timeout_ms")?;
         let connect_timeout = millis(self.connect_timeout_ms, "connect_timeout_ms")?;
         let kind_name = self.kind.trim().to_ascii_lowercase();
@@ -215,10 +202,7 @@ impl UpstreamConfig {
         }
         let kind = match (kind_name.as_str(), &self.http_api) {
             ("oidc", None) => match &self.oidc {
-                Some(oidc) => UpstreamKind::Oidc(Box::new(oidc.validate().map_err(|e| ConfigError {
-                    key: oidc_key(e.key),
-                    problem: e.problem,
-                })?)),
+                Some(oidc) => UpstreamKind::Oidc(Box::new(oidc.validate().map_err(|e| e.within("oidc"))?)),
                 None => {
                     return Err(ConfigError::new(
                         "oidc",
@@ -258,29 +242,12 @@ impl UpstreamConfig {
     }
 
     fn oauth2(&self) -> Result<OAuth2Options, ConfigError> {
-        let auth = match self.client_auth.trim() {
-            "client_secret_basic" => ClientAuth::ClientSecretBasic,
-            "client_secret_post" => ClientAuth::ClientSecretPost,
-            other => {
-                return Err(ConfigError::new(
-                    "client_auth",
-                    format!("{other:?} is neither client_secret_basic nor client_secret_post"),
-                ))
-            }
-        };
+        let auth = client_auth(&self.client_auth, "client_auth")?;
         if self.client_id.trim().is_empty() {
             return Err(ConfigError::new("client_id", "must not be empty: the client id the server issued to this app"));
         }
-        crate::http_api::check_profile_map(&self.profile).map_err(|(key, problem)| {
-            let key = match key {
-                "id" => "profile.id",
-                "name" => "profile.name",
-                "email" => "profile.email",
-                "roles" => "profile.roles",
-                _ => "profile.name_fallback",
-            };
-            ConfigError::new(key, problem)
-        })?;
+        crate::http_api::check_profile_map(&self.profile)
+            .map_err(|(key, problem)| ConfigError::new(key, problem).within("profile"))?;
         Ok(OAuth2Options {
             token_url: endpoint(&self.token_url, "token_url")?,
             revocation_url: endpoint(&self.revocation_url, "revocation_url")?,
@@ -295,22 +262,6 @@ impl UpstreamConfig {
             client_secret: self.client_secret.clone(),
             auth,
         })
-    }
-}
-
-/// `oidc.<key>` for a key of the `oidc` table (keys are `'static`).
-fn oidc_key(key: &'static str) -> &'static str {
-    match key {
-        "issuer" => "oidc.issuer",
-        "client_id" => "oidc.client_id",
-        "client_secret" => "oidc.client_secret",
-        "client_auth" => "oidc.client_auth",
-        "scopes" => "oidc.scopes",
-        "roles_claim" => "oidc.roles_claim",
-        "provider_name" => "oidc.provider_name",
-        "timeout_ms" => "oidc.timeout_ms",
-        "connect_timeout_ms" => "oidc.connect_timeout_ms",
-        _ => "oidc",
     }
 }
 

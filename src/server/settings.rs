@@ -305,19 +305,13 @@ fn invalid(key: &str, problem: impl Into<String>) -> SettingsError {
 
 /// A library setting's error, named in the app's `table`.
 fn nested(table: &str, e: ConfigError) -> SettingsError {
-    invalid(&format!("{table}.{}", e.key), e.problem)
+    let e = e.within(table);
+    invalid(&e.key, e.problem)
 }
 
+/// An http(s) URL with a host, or none (the library's rule, named in this app's settings).
 fn optional_url(raw: &str, key: &str) -> Result<Option<Url>, SettingsError> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let url = Url::parse(raw).map_err(|e| invalid(key, format!("{raw:?} is not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(invalid(key, format!("{raw:?} must be an http(s) URL with a host")));
-    }
-    Ok(Some(url))
+    tokenless_bff::http_url(raw, key).map_err(|e| invalid(&e.key, e.problem))
 }
 
 fn parse_address(raw: &str, key: &str) -> Result<SocketAddr, SettingsError> {
@@ -327,7 +321,7 @@ fn parse_address(raw: &str, key: &str) -> Result<SocketAddr, SettingsError> {
 }
 
 fn seconds(value: u64, key: &'static str) -> Result<Duration, SettingsError> {
-    tokenless_bff::seconds(value, key).map_err(|e| invalid(e.key, e.problem))
+    tokenless_bff::seconds(value, key).map_err(|e| invalid(&e.key, e.problem))
 }
 
 impl Settings {

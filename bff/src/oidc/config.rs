@@ -9,7 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::client::ClientAuth;
-use crate::config::{millis, ConfigError};
+use crate::config::{client_auth, millis, ConfigError};
 
 /// The provider as written in a file or the environment.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +77,11 @@ pub struct OidcOptions {
     pub connect_timeout: Duration,
 }
 
+/// Whether `url` is on this machine's loopback (where a test provider may speak plain http).
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}
+
 impl OidcConfig {
     /// Checks every value; the first bad one is the error.
     pub fn validate(&self) -> Result<OidcOptions, ConfigError> {
@@ -85,8 +90,7 @@ impl OidcConfig {
             return Err(ConfigError::new("issuer", "is required: the provider's issuer URL (https://id.example/realms/acme)"));
         }
         let url = Url::parse(issuer).map_err(|e| ConfigError::new("issuer", format!("{issuer:?} is not a URL ({e})")))?;
-        let loopback = url.host_str().is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]");
-        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) || url.host().is_none() {
+        if !(url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url))) || url.host().is_none() {
             return Err(ConfigError::new(
                 "issuer",
                 format!("{issuer:?} must be an https URL (plain http only on loopback, for tests)"),
@@ -104,16 +108,7 @@ impl OidcConfig {
                 "must not be empty: Tokenless is a confidential client (set the secret the provider issued)",
             ));
         }
-        let auth = match self.client_auth.trim() {
-            "client_secret_basic" => ClientAuth::ClientSecretBasic,
-            "client_secret_post" => ClientAuth::ClientSecretPost,
-            other => {
-                return Err(ConfigError::new(
-                    "client_auth",
-                    format!("{other:?} is neither client_secret_basic nor client_secret_post"),
-                ))
-            }
-        };
+        let auth = client_auth(&self.client_auth, "client_auth")?;
         let mut scopes: Vec<String> = self.scopes.split_whitespace().map(str::to_string).collect();
         let Some(at) = scopes.iter().position(|s| s == "openid") else {
             return Err(ConfigError::new("scopes", "must include openid (the default: openid profile email offline_access)"));

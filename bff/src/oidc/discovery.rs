@@ -196,8 +196,7 @@ fn check_endpoints(metadata: &Metadata, plain_ok: bool) -> Result<(), String> {
     ];
     for (name, url) in endpoints {
         if let Some(url) = url {
-            let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-            if url.scheme() != "https" && !(plain_ok && loopback && url.scheme() == "http") {
+            if url.scheme() != "https" && !(plain_ok && super::config::is_loopback(&url) && url.scheme() == "http") {
                 return Err(format!("{name} {} is not https", url.as_str()));
             }
         }

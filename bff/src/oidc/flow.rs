@@ -180,14 +180,15 @@ impl OidcProvider {
         self.metadata.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn client(&self) -> Client {
+    /// This app's client at the provider `metadata` describes.
+    fn client(&self, metadata: Metadata) -> Client {
         let secret = self.options.client_secret.expose_secret();
         let secret = (!secret.is_empty()).then(|| ClientSecret::new(secret.to_string()));
         let auth = match self.options.auth {
             ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
             ClientAuth::ClientSecretPost => AuthType::RequestBody,
         };
-        CoreClient::from_provider_metadata(self.metadata(), ClientId::new(self.options.client_id.clone()), secret)
+        CoreClient::from_provider_metadata(metadata, ClientId::new(self.options.client_id.clone()), secret)
             .set_redirect_uri(self.redirect.clone())
             .set_auth_type(auth)
     }
@@ -197,7 +198,7 @@ impl OidcProvider {
     pub fn begin(&self, next: &str, now: u64) -> (Url, Pending) {
         let next = if next.len() > NEXT_MAX { "/" } else { next };
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let client = self.client();
+        let client = self.client(self.metadata());
         let mut request = client
             .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
             .set_pkce_challenge(challenge);
@@ -233,8 +234,11 @@ impl OidcProvider {
         if now.saturating_sub(pending.started_at) > PENDING_LIFETIME_SECS || pending.started_at > now + 60 {
             return Err(FlowError::Expired);
         }
-        // RFC 9207: the issuer names itself in the answer (required when it says it does).
+        // One reading of the metadata for the whole callback (again only if the keys are).
         let metadata = self.metadata();
+        let algs = asymmetric_algs(&metadata);
+        let userinfo_endpoint = metadata.userinfo_endpoint().map(|u| u.url().clone());
+        // RFC 9207: the issuer names itself in the answer (required when it says it does).
         match &callback.iss {
             Some(iss) if iss != &self.options.issuer => {
                 return Err(FlowError::Invalid(format!("the callback came from issuer {iss:?}")));
@@ -250,7 +254,7 @@ impl OidcProvider {
         let Some(code) = &callback.code else {
             return Err(FlowError::StateMismatch);
         };
-        let client = self.client();
+        let mut client = self.client(metadata);
         let request = client
             .exchange_code(AuthorizationCode::new(code.clone()))
             .map_err(|e| FlowError::Invalid(e.to_string()))?
@@ -273,15 +277,16 @@ impl OidcProvider {
         let id_token = response.id_token().ok_or_else(|| FlowError::Invalid("no ID token".into()))?;
         let nonce = Nonce::new(pending.nonce.clone());
         let began = pending.started_at;
-        let claims = match id_token.claims(&self.verifier(&client, now, began), &nonce) {
-            Ok(claims) => claims.clone(),
+        let first = id_token.claims(&verifier(&client, &algs, now, began), &nonce).map(Clone::clone);
+        let claims = match first {
+            Ok(claims) => claims,
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
                 if self.may_fetch_keys() =>
             {
                 // A key the provider rotated in since the keys were fetched.
-                self.refresh_keys().await.map_err(|e| FlowError::Unreachable(e.to_string()))?;
-                let client = self.client();
-                let verified = id_token.claims(&self.verifier(&client, now, began), &nonce).map(Clone::clone);
+                let refreshed = self.refresh_keys().await.map_err(|e| FlowError::Unreachable(e.to_string()))?;
+                client = self.client(refreshed);
+                let verified = id_token.claims(&verifier(&client, &algs, now, began), &nonce).map(Clone::clone);
                 verified.map_err(|e| FlowError::Invalid(e.to_string()))?
             }
             Err(e) => return Err(FlowError::Invalid(e.to_string())),
@@ -295,8 +300,7 @@ impl OidcProvider {
             }
         }
         if let Some(expected) = claims.access_token_hash() {
-            let client = self.client();
-            let verifier = self.verifier(&client, now, began);
+            let verifier = verifier(&client, &algs, now, began);
             let alg = id_token.signing_alg().map_err(|e| FlowError::Invalid(e.to_string()))?;
             let key = id_token.signing_key(&verifier).map_err(|e| FlowError::Invalid(e.to_string()))?;
             let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
@@ -311,7 +315,7 @@ impl OidcProvider {
         // The verified claims with what userinfo adds (a code-flow ID token often carries only
         // `sub`), for the profile map.
         let mut profile_claims = raw;
-        if let Some(userinfo) = self.userinfo(response.access_token().secret(), &subject).await? {
+        if let Some(userinfo) = self.userinfo(userinfo_endpoint, response.access_token().secret(), &subject).await? {
             if let (Value::Object(into), Value::Object(more)) = (&mut profile_claims, userinfo) {
                 for (k, v) in more {
                     into.entry(k).or_insert(v);
@@ -337,31 +341,6 @@ impl OidcProvider {
         Ok(SignedIn { tokens, id_token: Token::new(id_token_text), profile, identity, next: pending.next.clone() })
     }
 
-    /// The ID token verifier: the provider's asymmetric algorithms only (a MAC with the
-    /// client secret would let anyone who holds the secret write ID tokens), `iat` neither in
-    /// the future nor older than a sign-in may take.
-    fn verifier<'a>(&self, client: &'a Client, now: u64, began: u64) -> openidconnect::core::CoreIdTokenVerifier<'a> {
-        let algs: Vec<CoreJwsSigningAlgorithm> = self
-            .metadata()
-            .id_token_signing_alg_values_supported()
-            .iter()
-            .filter(|alg| !alg.uses_shared_secret() && **alg != CoreJwsSigningAlgorithm::None)
-            .cloned()
-            .collect();
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        let began = i64::try_from(began).unwrap_or(i64::MAX);
-        client.id_token_verifier().set_allowed_algs(algs).set_issue_time_verifier_fn(move |iat| {
-            let iat = iat.timestamp();
-            if iat > now.saturating_add(CLOCK_SKEW_SECS) {
-                return Err(format!("issued {} s in the future", iat - now));
-            }
-            if iat < began.saturating_sub(CLOCK_SKEW_SECS) {
-                return Err("issued before this sign-in began".to_string());
-            }
-            Ok(())
-        })
-    }
-
     /// Whether an unknown key id may send for the keys again now (at most once a minute).
     fn may_fetch_keys(&self) -> bool {
         let mut last = self.keys_fetched.lock().unwrap_or_else(|e| e.into_inner());
@@ -374,8 +353,8 @@ impl OidcProvider {
 
     /// The userinfo answer for `access_token`, when the provider has the endpoint; its `sub`
     /// must be the ID token's (OpenID Connect Core §5.3.2).
-    async fn userinfo(&self, access_token: &str, subject: &str) -> Result<Option<Value>, FlowError> {
-        let Some(endpoint) = self.metadata().userinfo_endpoint().map(|u| u.url().clone()) else {
+    async fn userinfo(&self, endpoint: Option<Url>, access_token: &str, subject: &str) -> Result<Option<Value>, FlowError> {
+        let Some(endpoint) = endpoint else {
             return Ok(None);
         };
         let response = self
@@ -426,14 +405,47 @@ impl OidcProvider {
         Ok(super::OidcUpstream::new(client))
     }
 
-    /// Fetches the provider's signing keys again.
-    async fn refresh_keys(&self) -> Result<(), super::DiscoveryError> {
+    /// Fetches the provider's signing keys again: the metadata with them.
+    async fn refresh_keys(&self) -> Result<Metadata, super::DiscoveryError> {
         let uri = self.metadata().jwks_uri().to_string();
         let keys = fetch_keys(&self.http, &uri).await?;
         let mut metadata = self.metadata.write().unwrap_or_else(|e| e.into_inner());
         *metadata = metadata.clone().set_jwks(keys);
-        Ok(())
+        Ok(metadata.clone())
     }
+}
+
+/// The provider's asymmetric ID token algorithms: a MAC with the client secret would let anyone
+/// who holds the secret write ID tokens.
+fn asymmetric_algs(metadata: &Metadata) -> Vec<CoreJwsSigningAlgorithm> {
+    metadata
+        .id_token_signing_alg_values_supported()
+        .iter()
+        .filter(|alg| !alg.uses_shared_secret() && **alg != CoreJwsSigningAlgorithm::None)
+        .cloned()
+        .collect()
+}
+
+/// The ID token verifier of `client`: `algs` only, `iat` neither in the future nor before this
+/// sign-in `began`.
+fn verifier<'a>(
+    client: &'a Client,
+    algs: &[CoreJwsSigningAlgorithm],
+    now: u64,
+    began: u64,
+) -> openidconnect::core::CoreIdTokenVerifier<'a> {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let began = i64::try_from(began).unwrap_or(i64::MAX);
+    client.id_token_verifier().set_allowed_algs(algs.to_vec()).set_issue_time_verifier_fn(move |iat| {
+        let iat = iat.timestamp();
+        if iat > now.saturating_add(CLOCK_SKEW_SECS) {
+            return Err(format!("issued {} s in the future", iat - now));
+        }
+        if iat < began.saturating_sub(CLOCK_SKEW_SECS) {
+            return Err("issued before this sign-in began".to_string());
+        }
+        Ok(())
+    })
 }
 
 /// The HTTP client the token request goes through: this provider's client (timeouts, no
