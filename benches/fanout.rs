@@ -10,6 +10,8 @@
 //! `cargo bench --features ssr --bench fanout` (add `-- 1 10` to choose N; `-- oauth2`,
 //! `-- seed003`, `-- seed002`, `-- file` to choose runs).
 
+mod support;
+
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -20,26 +22,7 @@ use tokenless_bff::KeyRing;
 use tokenless_bff::Session;
 use tower::ServiceExt;
 
-const KEYS: &str = "5:QmVuY2htYXJrIGtleSwgbmV2ZXIgdXNlIGl0IGVsc2U=";
-const COOKIE: &str = "tokenless_session";
-const ORIGIN: &str = "http://127.0.0.1:3000";
-
-fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
-    let builder = Request::builder().header("host", "127.0.0.1:3000").header("cookie", cookie);
-    if server_fn {
-        builder
-            .method("POST")
-            .uri(path)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .header("origin", ORIGIN)
-            .header("sec-fetch-site", "same-origin")
-            .body(Body::empty())
-            .unwrap()
-    } else {
-        builder.method("GET").uri(path).header("accept", "text/html").body(Body::empty()).unwrap()
-    }
-}
+use support::{request, COOKIE, KEYS, ORIGIN};
 
 /// Returns whether the run was clean: no error, one refresh, no reuse.
 async fn run(n: usize, shape: &str, store: &str) -> bool {

@@ -13,6 +13,7 @@ process.env.TOKENLESS_E2E_CONTROLS = `http://127.0.0.1:${port + 1}`;
 // instead of waiting for it to expire. Test-only: never use it anywhere else.
 const sessionKeys = '9:sRzWq3d3mV0m6rj3Q9nq2QJ3c8kqC0yG0p1w6Hk6u4E=';
 process.env.TOKENLESS_E2E_KEYS = sessionKeys;
+process.env.TOKENLESS_E2E_PROVIDER = `http://127.0.0.1:${port + 30}`;
 const chromium = process.env.TOKENLESS_CHROMIUM ?? '/usr/bin/chromium';
 const root = path.resolve(__dirname, '..');
 const binary = process.env.TOKENLESS_E2E_BINARY ?? path.join(root, 'target', 'debug', 'tokenless');
@@ -48,14 +49,65 @@ export default defineConfig({
   },
   // The default project runs every spec against the demo upstream's OAuth 2.0 shape; the two API
   // projects run api-shapes.spec.ts against the same binary with the demo in seed 003's and seed
-  // 002's shapes (fronted through the [upstream.http_api] presets), each on its own ports.
+  // 002's shapes (fronted through the [upstream.http_api] presets), each on its own ports. The
+  // oidc project runs oidc.spec.ts against the binary signing in at a real OpenID provider
+  // (node-oidc-provider, end2end/oidc/provider.mjs) started here too.
   projects: [
-    { name: 'oauth2', testIgnore: /api-shapes\.spec\.ts/ },
+    { name: 'oauth2', testIgnore: /(api-shapes|oidc)\.spec\.ts/ },
     { name: 'seed003', testMatch: /api-shapes\.spec\.ts/, use: { baseURL: `http://127.0.0.1:${port + 10}` } },
     { name: 'seed002', testMatch: /api-shapes\.spec\.ts/, use: { baseURL: `http://127.0.0.1:${port + 20}` } },
+    { name: 'oidc', testMatch: /oidc\.spec\.ts/, use: { baseURL: `http://127.0.0.1:${port + 31}` } },
   ],
-  webServer: [server(port, 'oauth2'), server(port + 10, 'seed003'), server(port + 20, 'seed002')],
+  webServer: [
+    server(port, 'oauth2'),
+    server(port + 10, 'seed003'),
+    server(port + 20, 'seed002'),
+    provider(port + 30, port + 31),
+    oidcApp(port + 31, port + 30),
+  ],
 });
+
+/** The OpenID provider on `at`, its client's URIs under the app on `app`. */
+function provider(at: number, app: number) {
+  return {
+    command: `node ${path.join('end2end', 'oidc', 'provider.mjs')}`,
+    cwd: root,
+    url: `http://127.0.0.1:${at}/.well-known/openid-configuration`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: 'ignore' as const,
+    stderr: 'pipe' as const,
+    env: { OIDC_PORT: String(at), OIDC_APP_ORIGIN: `http://127.0.0.1:${app}` },
+  };
+}
+
+/** The app on `at`, signing people in at the provider on `providerAt`. */
+function oidcApp(at: number, providerAt: number) {
+  const issuer = `http://127.0.0.1:${providerAt}`;
+  return {
+    command: binary,
+    cwd: root,
+    url: `http://127.0.0.1:${at}/`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: 'pipe' as const,
+    stderr: 'pipe' as const,
+    env: {
+      TOKENLESS_SERVER__ADDRESS: `127.0.0.1:${at}`,
+      TOKENLESS_UPSTREAM__KIND: 'oidc',
+      TOKENLESS_UPSTREAM__BASE_URL: issuer,
+      TOKENLESS_UPSTREAM__OIDC__ISSUER: issuer,
+      TOKENLESS_UPSTREAM__OIDC__CLIENT_ID: 'tokenless',
+      TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET: 'tokenless-oidc-test-secret',
+      TOKENLESS_UPSTREAM__OIDC__SCOPES: 'openid profile email offline_access roles',
+      TOKENLESS_UPSTREAM__OIDC__ROLES_CLAIM: '/roles',
+      TOKENLESS_UPSTREAM__OIDC__PROVIDER_NAME: 'Test ID',
+      TOKENLESS_SESSION__KEYS: sessionKeys,
+      LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
+      RUST_LOG: process.env.RUST_LOG ?? 'info',
+    },
+  };
+}
 
 /** The app on `at`, its demo upstream in `shape`, the test controls on `at + 1`. */
 function server(at: number, shape: string) {

@@ -141,6 +141,79 @@ fn people_sign_in_at_the_provider_and_land_on_the_page_they_asked_for() {
     })
 }
 
+/// Signs `b` in at the provider as dana through the app's button link: on `/account`.
+async fn sign_in(b: &Browser<'_>, provider: &Provider) {
+    let begun = b.get("/auth/login?next=%2Faccount").await;
+    let callback = at_provider(&provider.issuer, begun.location().expect("to the provider"), "dana").await;
+    assert_eq!(b.get(&callback).await.location(), Some("/account"));
+    assert_eq!(b.get("/account").await.status, StatusCode::OK);
+}
+
+#[test]
+fn signing_out_sends_the_browser_to_end_the_providers_session_and_back() {
+    block_on(async {
+        let provider = start_provider().await;
+        let app = app_for(&provider).await;
+        let b = Browser::new(&app);
+        sign_in(&b, &provider).await;
+        let id_token = b.session().provider.expect("the session records its provider sign-in").id_token;
+
+        // The page's CSP lets the sign-out form's answer lead to the provider.
+        let page = b.get("/account").await;
+        let csp = page.headers["content-security-policy"].to_str().unwrap().to_string();
+        assert!(csp.contains(&format!("form-action 'self' {}", provider.issuer)), "{csp}");
+
+        // Without JavaScript: the form's answer is the provider's end-session page.
+        let out = b.form_post("logout", &[], "/account").await;
+        assert!(out.status.is_redirection(), "{out:?}");
+        let to = url::Url::parse(out.location().expect("to the provider")).unwrap();
+        assert_eq!(to.path(), "/session/end");
+        let query: std::collections::HashMap<String, String> = to.query_pairs().into_owned().collect();
+        assert_eq!(query["id_token_hint"], id_token.expose());
+        assert_eq!(query["post_logout_redirect_uri"], format!("{ORIGIN}/"));
+        assert_eq!(b.get("/account").await.location(), Some("/login?next=%2Faccount"), "signed out here already");
+
+        // With JavaScript (a server-function call): the same destination, for the client to go to.
+        let b = Browser::new(&app);
+        sign_in(&b, &provider).await;
+        let out = b.call("logout", &[]).await;
+        assert!(out.location().is_some_and(|l| l.starts_with(&format!("{}/session/end?", provider.issuer))), "{out:?}");
+        assert_eq!(b.get("/account").await.location(), Some("/login?next=%2Faccount"));
+    })
+}
+
+#[test]
+fn the_back_channel_endpoint_refuses_what_is_not_a_logout_token_without_touching_sessions() {
+    block_on(async {
+        let provider = start_provider().await;
+        let app = app_for(&provider).await;
+        let b = Browser::new(&app);
+        sign_in(&b, &provider).await;
+        let post = |body: &'static str, content_type: &'static str| {
+            axum::http::Request::post("/auth/backchannel-logout")
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        // The provider's server calls it: no Origin, no cookie. Refusals are the spec's 400.
+        let stranger = Browser::new(&app);
+        for (body, content_type) in [
+            ("logout_token=a.b.c", "application/x-www-form-urlencoded"),
+            ("", "application/x-www-form-urlencoded"),
+            (r#"{"logout_token":"a.b.c"}"#, "application/json"),
+        ] {
+            let answer = stranger.send(post(body, content_type)).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(answer.body.contains("invalid_request"), "{}", answer.body);
+        }
+        // A browser's cross-site form cannot reach it either.
+        let mut forged = post("logout_token=a.b.c", "application/x-www-form-urlencoded");
+        forged.headers_mut().insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert_eq!(stranger.send(forged).await.status, StatusCode::FORBIDDEN);
+        assert_eq!(b.get("/account").await.status, StatusCode::OK);
+    })
+}
+
 #[test]
 fn a_refusal_at_the_provider_lands_on_sign_in_with_its_reason() {
     block_on(async {

@@ -92,7 +92,7 @@ pub use upstream::{
 };
 
 // Sessions and tokens.
-pub use session::{Freshness, Profile, Session, Token, TokenSet};
+pub use session::{Freshness, Profile, ProviderSession, Session, Token, TokenSet};
 
 // The refresh machinery.
 pub use memory::{InProcess, RefreshMemory};

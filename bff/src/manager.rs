@@ -17,9 +17,9 @@ use crate::upstream::{Registered, Upstream};
 use crate::cookies::{self, CookiePolicy, ReadSession};
 use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
 use crate::config::SessionOptions;
-use crate::memory::{InProcess, RefreshMemory};
+use crate::memory::{provider_key, InProcess, ProviderKeyKind, RefreshMemory};
 use crate::seal::{KeyError, KeyRing};
-use crate::session::{Freshness, Profile, Session, Token, TokenSet};
+use crate::session::{Freshness, Profile, ProviderSession, Session, Token, TokenSet};
 
 /// How long sessions and tokens may live.
 #[derive(Debug, Clone, Copy)]
@@ -302,6 +302,20 @@ impl SessionManager {
                 tracing::info!(session = %session.id, "the cookie's session signed out; refused");
                 return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
             }
+            // Ended by the provider: refused now, without asking it; marked signed out here
+            // (later requests stop at the mark, a refresh in flight lands as a refusal) and its
+            // tokens revoked in the background — an offline grant may outlive the provider's
+            // session.
+            Known::EndedAtProvider => {
+                tracing::info!(session = %session.id, "the provider ended the cookie's session; refused");
+                let until = session.created_at.saturating_add(self.limits.absolute_timeout.as_secs());
+                let refresher = self.refresher.clone();
+                tokio::spawn(async move {
+                    let newest = refresher.end(&session, until).await;
+                    refresher.revoke(newest.tokens).await;
+                });
+                return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
+            }
         }
         let idle_over = now.saturating_sub(session.last_seen_at) > self.limits.idle_timeout.as_secs();
         if idle_over || now >= self.ends_at(&session) {
@@ -358,7 +372,9 @@ impl SessionManager {
             Known::Current => session.clone(),
             Known::Newer(newer) => newer,
             Known::Ended => return Err(UpstreamError::Refused { code: "session_ended".into() }),
-            Known::SignedOut => return Err(UpstreamError::Refused { code: SIGNED_OUT.into() }),
+            Known::SignedOut | Known::EndedAtProvider => {
+                return Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
+            }
         };
         if current.tokens.access_token != *refused {
             return Ok(current);
@@ -416,10 +432,17 @@ impl SessionManager {
     }
 
     /// A new session (a new id) for a sign-in made elsewhere (an OpenID provider's callback):
-    /// the tokens and the profile as given, the cookie written.
-    pub async fn sign_in_with(&self, cookies: &Cookies, tokens: TokenSet, profile: Profile) -> Session {
+    /// the tokens, the profile and the provider's sign-in as given, the cookie written.
+    pub async fn sign_in_with(
+        &self,
+        cookies: &Cookies,
+        tokens: TokenSet,
+        profile: Profile,
+        provider: Option<ProviderSession>,
+    ) -> Session {
         let now = self.now();
-        let session = Session::new(new_session_id(), now, tokens, profile);
+        let mut session = Session::new(new_session_id(), now, tokens, profile);
+        session.provider = provider;
         self.store(cookies, &session, now).await;
         tracing::info!(session = %session.id, user = %session.profile.id, "signed in");
         session
@@ -489,6 +512,21 @@ impl SessionManager {
         let revocation = self.refresher.revoke(newest.tokens).await;
         tracing::info!(session = %session.id, ?revocation, "session ended");
         revocation
+    }
+
+    /// Ends the sessions an OpenID provider's back-channel logout names: those of its session
+    /// `sid` when it names one, else every session of its person `sub`, that began by now.
+    /// The next request with such a cookie is signed out without asking the provider
+    /// ([`Known::EndedAtProvider`]). Remembered until the sessions' absolute limit.
+    pub async fn end_at_provider(&self, issuer: &str, session_id: Option<&str>, subject: Option<&str>) {
+        let key = match (session_id, subject) {
+            (Some(sid), _) => provider_key(issuer, ProviderKeyKind::Sid, sid),
+            (None, Some(sub)) => provider_key(issuer, ProviderKeyKind::Sub, sub),
+            (None, None) => return,
+        };
+        let memory = self.refresher.memory();
+        memory.end_at_provider(&key, self.now(), self.limits.absolute_timeout).await;
+        tracing::info!(%issuer, by_session = session_id.is_some(), "the provider ended sessions (back-channel logout)");
     }
 
     /// Signs out: ends the session (see [`SessionManager::end`]) and deletes every session

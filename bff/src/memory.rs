@@ -1,6 +1,8 @@
 //! What the refresh machinery remembers between requests, behind a trait: flights in the air,
 //! the results they landed (keyed by the SHA-256 of the refresh token each consumed), the
-//! newest generation issued per session, and the sessions that signed out. [`InProcess`] keeps
+//! newest generation issued per session, the sessions that signed out, the sessions an OpenID
+//! provider ended (back-channel logout, by the provider's `sid` or `sub`) and the logout
+//! tokens already used. [`InProcess`] keeps
 //! it in this process's memory (one lock, bounded maps); a store shared by several instances
 //! implements [`RefreshMemory`] and the refresh logic ([`crate::Refresher`]) does not change.
 //!
@@ -27,7 +29,7 @@ use tokio::sync::watch;
 use crate::client::UpstreamError;
 use crate::clock::Clock;
 use crate::grants::BoxFuture;
-use crate::session::{Token, TokenSet};
+use crate::session::{ProviderSession, Token, TokenSet};
 
 /// Expiries never reach further than this (a year): durations come from configuration, and a
 /// library user's "forever" must neither overflow nor keep an entry for good.
@@ -175,10 +177,53 @@ pub trait RefreshMemory: Send + Sync + 'static {
     /// Marks `session_id` signed out for `left` (cookies refused, flights landing as refusals).
     fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()>;
 
+    /// Ends, as of `at` (Unix seconds), every session its OpenID provider knows by `key` (see
+    /// [`provider_keys`]) that began at or before `at`; remembered for `left` (the sessions'
+    /// absolute limit: no session that began before `at` outlives it).
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, left: Duration) -> BoxFuture<'a, ()>;
+
+    /// The latest moment at which sessions known by any of `keys` were ended at their
+    /// provider: a session of those keys that began at or before it is over.
+    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>>;
+
+    /// Records a logout token's `jti` for `left`: `false` when it was used already (a replay),
+    /// or when the memory cannot take one more (the token is then refused, never forgotten).
+    fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool>;
+
     /// How many results are remembered, when the store can tell cheaply (a gauge).
     fn remembered_count(&self) -> Option<usize> {
         None
     }
+}
+
+/// The keys under which back-channel logout finds a session of `provider`: its issuer's `sid`
+/// (when the ID token had one) and its `sub`. An issuer is a URL (no spaces), so a key names
+/// one issuer's one value.
+pub fn provider_keys(provider: &ProviderSession) -> Vec<String> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some(sid) = &provider.session_id {
+        keys.push(provider_key(&provider.issuer, ProviderKeyKind::Sid, sid));
+    }
+    keys.push(provider_key(&provider.issuer, ProviderKeyKind::Sub, &provider.subject));
+    keys
+}
+
+/// Which of the provider's names a key is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKeyKind {
+    /// The provider's session id.
+    Sid,
+    /// The person's subject.
+    Sub,
+}
+
+/// The key of `issuer`'s `value` of `kind` (see [`provider_keys`]).
+pub fn provider_key(issuer: &str, kind: ProviderKeyKind, value: &str) -> String {
+    let kind = match kind {
+        ProviderKeyKind::Sid => "sid",
+        ProviderKeyKind::Sub => "sub",
+    };
+    format!("{kind} {issuer} {value}")
 }
 
 /// A map whose entries expire and whose size is capped, the oldest going first.
@@ -203,12 +248,35 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         self.entries.get(key).filter(|(_, until, _)| now < *until).map(|(v, _, _)| v)
     }
 
-    fn insert(&mut self, key: K, value: V, until: Instant, now: Instant) {
+    /// Inserts (or replaces) `key`; returns the values dropped before their expiry to stay
+    /// within capacity.
+    fn insert(&mut self, key: K, value: V, until: Instant, now: Instant) -> Vec<V> {
         self.next_seq += 1;
         self.entries.insert(key.clone(), (value, until, self.next_seq));
         self.order.push_back((key, self.next_seq));
-        // Drop from the front: entries replaced since (stale positions), expired ones, and the
-        // oldest while over capacity.
+        let dropped = self.trim(now);
+        // Replaced entries leave stale positions behind a long-lived front entry: rebuild the
+        // order from the entries when those outnumber them (amortized constant per insert).
+        if self.order.len() > 2 * self.capacity.max(self.entries.len()) + 16 {
+            let mut live: Vec<(K, u64)> =
+                self.entries.iter().map(|(k, (_, _, seq))| (k.clone(), *seq)).collect();
+            live.sort_by_key(|(_, seq)| *seq);
+            self.order = live.into();
+        }
+        dropped
+    }
+
+    /// Whether one more entry would drop a live one (after dropping what expired at the front:
+    /// exact for maps whose entries all live equally long).
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.trim(now);
+        self.entries.len() >= self.capacity
+    }
+
+    /// Drops from the front: entries replaced since (stale positions), expired ones, and the
+    /// oldest while over capacity — those returned.
+    fn trim(&mut self, now: Instant) -> Vec<V> {
+        let mut dropped = Vec::new();
         while let Some((front, seq)) = self.order.front() {
             let current = self.entries.get(front).map(|(_, until, s)| (*until, *s));
             let drop_it = match current {
@@ -226,17 +294,14 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
                 break;
             }
             if let Some((k, _)) = self.order.pop_front() {
-                self.entries.remove(&k);
+                if let Some((value, until, _)) = self.entries.remove(&k) {
+                    if now < until {
+                        dropped.push(value);
+                    }
+                }
             }
         }
-        // Replaced entries leave stale positions behind a long-lived front entry: rebuild the
-        // order from the entries when those outnumber them (amortized constant per insert).
-        if self.order.len() > 2 * self.capacity.max(self.entries.len()) + 16 {
-            let mut live: Vec<(K, u64)> =
-                self.entries.iter().map(|(k, (_, _, seq))| (k.clone(), *seq)).collect();
-            live.sort_by_key(|(_, seq)| *seq);
-            self.order = live.into();
-        }
+        dropped
     }
 
     /// Brings an entry's expiry forward to `until` (never later).
@@ -258,6 +323,14 @@ struct Maps {
     newest: Bounded<String, u64>,
     /// Session ids that signed out.
     ended: Bounded<String, ()>,
+    /// Provider keys ([`provider_keys`]) with the moment their sessions were ended.
+    provider_ended: Bounded<String, u64>,
+    /// The latest moment of a provider key dropped to stay within capacity before its expiry:
+    /// every provider session that began at or before it counts as ended (more people signed
+    /// out than asked, never one brought back).
+    provider_floor: Option<u64>,
+    /// Logout tokens' `jti`s already used.
+    used_jtis: Bounded<String, ()>,
 }
 
 /// The refresh memory of one process: bounded maps under one lock (never held across an
@@ -279,7 +352,10 @@ fn waiting(mut receiver: watch::Receiver<Option<Outcome>>) -> Wait {
 
 impl InProcess {
     /// At most `capacity` remembered results and newest-generation marks, and `ended_capacity`
-    /// sign-out marks, the oldest dropped first.
+    /// each of sign-out marks, provider keys ended by back-channel logout and used logout
+    /// tokens. Results, marks and sign-outs past capacity are dropped oldest first; a provider
+    /// key dropped early turns into "every provider session that began before it is over", and
+    /// a logout token that finds no room is refused — neither brings an ended session back.
     pub fn new(capacity: usize, ended_capacity: usize, clock: Arc<dyn Clock>) -> Self {
         InProcess {
             clock,
@@ -288,6 +364,9 @@ impl InProcess {
                 results: Bounded::new(capacity),
                 newest: Bounded::new(capacity),
                 ended: Bounded::new(ended_capacity),
+                provider_ended: Bounded::new(ended_capacity),
+                provider_floor: None,
+                used_jtis: Bounded::new(ended_capacity),
             }),
         }
     }
@@ -338,8 +417,8 @@ impl InProcess {
             Err(other) => (Outcome::Unavailable(other.to_string()), None),
         };
         match &outcome {
-            Outcome::Refreshed(_) => maps.results.insert(key, outcome.clone(), after(now, landing.handoff), now),
-            Outcome::Refused(_) => maps.results.insert(key, outcome.clone(), after(now, landing.grace), now),
+            Outcome::Refreshed(_) => drop(maps.results.insert(key, outcome.clone(), after(now, landing.handoff), now)),
+            Outcome::Refused(_) => drop(maps.results.insert(key, outcome.clone(), after(now, landing.grace), now)),
             Outcome::Unavailable(_) => {}
         }
         // Under the lock: a request claiming right after sees the result, never an empty gap.
@@ -392,6 +471,37 @@ impl RefreshMemory for InProcess {
         let now = self.clock.now();
         self.maps().ended.insert(session_id.to_string(), (), after(now, left), now);
         Box::pin(std::future::ready(()))
+    }
+
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, left: Duration) -> BoxFuture<'a, ()> {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        let at = maps.provider_ended.get(key, now).map_or(at, |earlier| at.max(*earlier));
+        let dropped = maps.provider_ended.insert(key.to_string(), at, after(now, left), now);
+        if let Some(latest) = dropped.into_iter().max() {
+            tracing::warn!("the back-channel logout memory is full: every provider session that began before the oldest one dropped is ended");
+            maps.provider_floor = Some(maps.provider_floor.map_or(latest, |floor| floor.max(latest)));
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
+        let now = self.clock.now();
+        let maps = self.maps();
+        let ended = keys.iter().filter_map(|key| maps.provider_ended.get(key.as_str(), now).copied()).chain(maps.provider_floor).max();
+        Box::pin(std::future::ready(ended))
+    }
+
+    fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        let first = if maps.used_jtis.get(jti, now).is_some() || maps.used_jtis.is_full(now) {
+            false
+        } else {
+            maps.used_jtis.insert(jti.to_string(), (), after(now, left), now);
+            true
+        };
+        Box::pin(std::future::ready(first))
     }
 
     fn remembered_count(&self) -> Option<usize> {
@@ -558,5 +668,68 @@ mod tests {
         memory.abandon(key);
         assert!(wait.await.is_none());
         assert!(matches!(now(memory.claim(key, "s", 1)), Claim::Fly(_)));
+    }
+
+    fn provider(sid: Option<&str>, sub: &str) -> ProviderSession {
+        ProviderSession {
+            issuer: "https://id.example".into(),
+            subject: sub.into(),
+            session_id: sid.map(str::to_string),
+            id_token: Token::new("id"),
+        }
+    }
+
+    #[test]
+    fn sessions_ended_at_the_provider_by_sid_or_sub_until_their_limit() {
+        let clock = ManualClock::new();
+        let memory = InProcess::new(10, 10, Arc::new(clock.clone()));
+        let day = Duration::from_secs(86_400);
+        let dana = provider_keys(&provider(Some("s-1"), "dana"));
+        let dana_elsewhere = provider_keys(&provider(Some("s-2"), "dana"));
+        assert_eq!(dana, ["sid https://id.example s-1", "sub https://id.example dana"]);
+        assert_eq!(now(memory.ended_at_provider(&dana)), None);
+        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sid, "s-1"), 1000, day));
+        assert_eq!(now(memory.ended_at_provider(&dana)), Some(1000));
+        assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), None, "another provider session of the same person");
+        // Without a sid, the person: every session of theirs.
+        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sub, "dana"), 2000, day));
+        assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), Some(2000));
+        // An earlier moment never moves the mark back.
+        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sub, "dana"), 1500, day));
+        assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), Some(2000));
+        // Another issuer's dana is someone else.
+        let other = provider_keys(&ProviderSession { issuer: "https://other.example".into(), ..provider(None, "dana") });
+        assert_eq!(now(memory.ended_at_provider(&other)), None);
+        clock.advance(day + Duration::from_secs(1));
+        assert_eq!(now(memory.ended_at_provider(&dana)), None, "forgotten after the sessions' absolute limit");
+    }
+
+    #[test]
+    fn a_full_provider_memory_ends_more_sessions_never_fewer() {
+        let memory = InProcess::new(10, 2, Arc::new(ManualClock::new()));
+        let day = Duration::from_secs(86_400);
+        let key = |sub: &str| provider_key("https://id.example", ProviderKeyKind::Sub, sub);
+        now(memory.end_at_provider(&key("a"), 100, day));
+        now(memory.end_at_provider(&key("b"), 200, day));
+        now(memory.end_at_provider(&key("c"), 300, day));
+        // a was dropped to make room: its sessions stay ended through the floor (100), which
+        // ends everyone's sessions that began by then.
+        assert_eq!(now(memory.ended_at_provider(&[key("a")])), Some(100));
+        assert_eq!(now(memory.ended_at_provider(&[key("z")])), Some(100));
+        assert_eq!(now(memory.ended_at_provider(&[key("c")])), Some(300));
+    }
+
+    #[test]
+    fn a_logout_token_is_used_once_and_a_full_memory_refuses() {
+        let clock = ManualClock::new();
+        let memory = InProcess::new(10, 2, Arc::new(clock.clone()));
+        let window = Duration::from_secs(360);
+        assert!(now(memory.first_use("j1", window)));
+        assert!(!now(memory.first_use("j1", window)), "a replay");
+        assert!(now(memory.first_use("j2", window)));
+        assert!(!now(memory.first_use("j3", window)), "no room: refused, nothing forgotten");
+        assert!(!now(memory.first_use("j1", window)), "still remembered");
+        clock.advance(window + Duration::from_secs(1));
+        assert!(now(memory.first_use("j3", window)), "room again once the window passed");
     }
 }

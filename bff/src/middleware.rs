@@ -10,7 +10,7 @@ use tower_cookies::Cookies;
 use crate::client::{RegisterError, UpstreamError};
 use crate::manager::{Ended, SessionManager, SignInError};
 use crate::refresh::Revocation;
-use crate::session::{Profile, Session, TokenSet};
+use crate::session::{Profile, ProviderSession, Session, TokenSet};
 
 /// Loads the session from the request's cookies (see [`SessionManager::load`]); put the result
 /// in the request's extensions.
@@ -143,10 +143,10 @@ impl RequestSession {
         Ok(profile)
     }
 
-    /// Signs in with tokens and a profile obtained elsewhere (an OpenID provider's callback); a
-    /// previous session is ended as in `sign_in`.
-    pub async fn sign_in_with(&self, tokens: TokenSet, profile: Profile) {
-        let session = self.manager.sign_in_with(&self.cookies, tokens, profile).await;
+    /// Signs in with tokens and a profile obtained elsewhere (an OpenID provider's callback,
+    /// whose sign-in `provider` is); a previous session is ended as in `sign_in`.
+    pub async fn sign_in_with(&self, tokens: TokenSet, profile: Profile, provider: Option<ProviderSession>) {
+        let session = self.manager.sign_in_with(&self.cookies, tokens, profile, provider).await;
         self.replace(Some(session)).await;
     }
 

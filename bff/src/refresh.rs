@@ -42,7 +42,7 @@ use tracing::Instrument;
 use crate::client::UpstreamError;
 use crate::clock::Clock;
 use crate::grants::TokenGrants;
-use crate::memory::{Claim, InProcess, Landing, Outcome, Refreshed, RefreshMemory, TokenKey};
+use crate::memory::{provider_keys, Claim, InProcess, Landing, Outcome, Refreshed, RefreshMemory, TokenKey};
 use crate::session::{Session, Token, TokenSet};
 
 /// How long a result no response has carried yet is kept for the session's next request.
@@ -238,6 +238,10 @@ pub enum Known {
     /// The session signed out (or was replaced by a new sign-in): refused, but its cookie is
     /// left alone, since the browser's cookie of that name may already be the new session's.
     SignedOut,
+    /// Its OpenID provider ended it (back-channel logout): refused like [`Known::SignedOut`];
+    /// the caller marks it signed out and revokes its tokens ([`crate::SessionManager::load`]
+    /// does, in the background).
+    EndedAtProvider,
 }
 
 /// Whether the upstream confirmed a revocation.
@@ -316,7 +320,8 @@ impl Refresher {
         &self.inner.clock
     }
 
-    fn memory(&self) -> &dyn RefreshMemory {
+    /// The memory it keeps between requests.
+    pub fn memory(&self) -> &dyn RefreshMemory {
         &*self.inner.memory
     }
 
@@ -326,6 +331,13 @@ impl Refresher {
         if self.memory().marks(&session.id).await.signed_out {
             self.inner.metrics.ended_refused.inc();
             return Known::SignedOut;
+        }
+        if let Some(provider) = &session.provider {
+            let keys = provider_keys(provider);
+            if self.memory().ended_at_provider(&keys).await.is_some_and(|at| session.created_at <= at) {
+                self.inner.metrics.ended_refused.inc();
+                return Known::EndedAtProvider;
+            }
         }
         match self.newest_known(session).await {
             Err(()) => Known::Ended,

@@ -74,13 +74,66 @@ impl TokenSet {
     }
 }
 
+/// The sign-in at an OpenID provider a session came from: the provider's names for it, which
+/// back-channel logout refers to, and the ID token, which RP-initiated logout hands back as
+/// `id_token_hint`. Never printed whole.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSession {
+    /// The issuer.
+    pub issuer: String,
+    /// The person's subject at the issuer.
+    pub subject: String,
+    /// The provider's session id (`sid`), when its ID token carried one.
+    pub session_id: Option<String>,
+    /// The ID token of the sign-in.
+    pub id_token: Token,
+}
+
+impl std::fmt::Debug for ProviderSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSession")
+            .field("issuer", &self.issuer)
+            .field("subject", &self.subject)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The format of [`Session`]; a cookie of an unknown format is "signed out". Format 1 was JSON
 /// (its first byte, `{`, is never 2); format 2 is postcard: the same fields in order, integers
 /// as varints, strings length-prefixed, no field names, so a session costs about a fifth of the
 /// time and 20 % fewer bytes (BENCHMARKS.md). Format 3 adds `access_issued_at` at the end of the
-/// token set; format-2 cookies still open (read as "issued at: unknown"). Field order is the
+/// token set; format 4 adds the OpenID provider's sign-in ([`ProviderSession`]) at the end.
+/// Format-2 and format-3 cookies still open (issued-at unknown; no provider). Field order is the
 /// format: the known-answer tests pin the bytes.
-pub const SESSION_FORMAT: u8 = 3;
+pub const SESSION_FORMAT: u8 = 4;
+
+/// Format 3, read only: cookies written before format 4 keep their session.
+#[derive(Deserialize)]
+struct SessionV3 {
+    _format: u8,
+    id: String,
+    generation: u64,
+    created_at: u64,
+    last_seen_at: u64,
+    tokens: TokenSet,
+    profile: Profile,
+}
+
+impl From<SessionV3> for Session {
+    fn from(v3: SessionV3) -> Self {
+        Session {
+            format: SESSION_FORMAT,
+            id: v3.id,
+            generation: v3.generation,
+            created_at: v3.created_at,
+            last_seen_at: v3.last_seen_at,
+            tokens: v3.tokens,
+            profile: v3.profile,
+            provider: None,
+        }
+    }
+}
 
 /// Format 2, read only: cookies written before format 3 keep their session.
 #[derive(Deserialize)]
@@ -118,6 +171,7 @@ impl From<SessionV2> for Session {
                 access_issued_at: 0,
             },
             profile: v2.profile,
+            provider: None,
         }
     }
 }
@@ -139,6 +193,8 @@ pub struct Session {
     pub tokens: TokenSet,
     /// The signed-in person.
     pub profile: Profile,
+    /// The OpenID provider's sign-in, for a session that began at one.
+    pub provider: Option<ProviderSession>,
 }
 
 /// What to do about a session's access token before using it.
@@ -163,6 +219,7 @@ impl Session {
             last_seen_at: now,
             tokens,
             profile,
+            provider: None,
         }
     }
 
@@ -214,12 +271,16 @@ impl Session {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// `None` for anything that is not exactly one session of the current format (or format 2,
-    /// upgraded).
+    /// `None` for anything that is not exactly one session of the current format (or format 2
+    /// or 3, upgraded).
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         match bytes.first() {
             Some(&SESSION_FORMAT) => match postcard::take_from_bytes::<Session>(bytes) {
                 Ok((session, [])) => Some(session),
+                _ => None,
+            },
+            Some(3) => match postcard::take_from_bytes::<SessionV3>(bytes) {
+                Ok((session, [])) => Some(session.into()),
                 _ => None,
             },
             Some(2) => match postcard::take_from_bytes::<SessionV2>(bytes) {
@@ -239,6 +300,8 @@ mod tests {
     /// the fields in declaration order, u64 as LEB128 varints, strings length-prefixed, options
     /// as a 0/1 tag. A reordered, added or retyped field changes these bytes, and every cookie in
     /// the field would read as "signed out": it fails here first.
+    const KNOWN_V4: &str = "040830313233616263640380e2cfaa06e4e2cfaa060a6163636573732e6a777490e5cfaa060109726566726573682d310180fcedab06e4e2cfaa0603752d310444616e611064616e61406578616d706c652e636f6d020561646d696e096576616c7561746f72011268747470733a2f2f69642e6578616d706c6503752d3101057369642d370669642e6a7774";
+    const KNOWN_V4_NO_PROVIDER: &str = "040830313233616263640380e2cfaa06e4e2cfaa060a6163636573732e6a777490e5cfaa060109726566726573682d310180fcedab06e4e2cfaa0603752d310444616e611064616e61406578616d706c652e636f6d020561646d696e096576616c7561746f7200";
     const KNOWN_V3: &str = "030830313233616263640380e2cfaa06e4e2cfaa060a6163636573732e6a777490e5cfaa060109726566726573682d310180fcedab06e4e2cfaa0603752d310444616e611064616e61406578616d706c652e636f6d020561646d696e096576616c7561746f72";
     const KNOWN_V2: &str = "020830313233616263640380e2cfaa06e4e2cfaa060a6163636573732e6a777490e5cfaa060109726566726573682d310180fcedab0603752d310444616e611064616e61406578616d706c652e636f6d020561646d696e096576616c7561746f72";
 
@@ -262,16 +325,31 @@ mod tests {
                 email: "dana@example.com".into(),
                 roles: vec!["admin".into(), "evaluator".into()],
             },
+            provider: Some(ProviderSession {
+                issuer: "https://id.example".into(),
+                subject: "u-1".into(),
+                session_id: Some("sid-7".into()),
+                id_token: Token::new("id.jwt"),
+            }),
         }
     }
 
     #[test]
     fn known_answer_payload() {
         let known = known_session();
-        assert_eq!(hex::encode(known.to_bytes()), KNOWN_V3);
-        assert_eq!(Session::from_bytes(&hex::decode(KNOWN_V3).unwrap()), Some(known.clone()));
+        assert_eq!(hex::encode(known.to_bytes()), KNOWN_V4);
+        assert_eq!(Session::from_bytes(&hex::decode(KNOWN_V4).unwrap()), Some(known.clone()));
+        let mut without = known.clone();
+        without.provider = None;
+        assert_eq!(hex::encode(without.to_bytes()), KNOWN_V4_NO_PROVIDER);
+        // A format-3 cookie (before the provider's sign-in) keeps its session: no provider.
+        assert_eq!(Session::from_bytes(&hex::decode(KNOWN_V3).unwrap()), Some(without.clone()));
+        let v4 = hex::decode(KNOWN_V4).unwrap();
+        for cut in 0..v4.len() {
+            assert_eq!(Session::from_bytes(&v4[..cut]), None, "format 4 cut at {cut}");
+        }
         // A format-2 cookie (before `access_issued_at`) keeps its session: issued-at unknown.
-        let mut upgraded = known;
+        let mut upgraded = without;
         upgraded.tokens.access_issued_at = 0;
         assert_eq!(Session::from_bytes(&hex::decode(KNOWN_V2).unwrap()), Some(upgraded));
         let v2 = hex::decode(KNOWN_V2).unwrap();
@@ -317,7 +395,14 @@ mod tests {
 
     #[test]
     fn tokens_never_print() {
-        let shown = format!("{:?}", session(200, Some(1000)));
+        let mut s = session(200, Some(1000));
+        s.provider = Some(ProviderSession {
+            issuer: "https://id.example".into(),
+            subject: "u-1".into(),
+            session_id: None,
+            id_token: Token::new("eyJ.secret.id"),
+        });
+        let shown = format!("{s:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("[redacted]"));
     }

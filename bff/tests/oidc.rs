@@ -17,6 +17,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// node-oidc-provider running `end2end/oidc/provider.mjs`; stopped when dropped.
 struct Provider {
     issuer: String,
+    /// Its signing key (PKCS#1 DER), so that tests can sign logout tokens as it does.
+    key: Option<Vec<u8>>,
     _child: tokio::process::Child,
 }
 
@@ -36,6 +38,7 @@ async fn start_provider_for(app_origin: &str) -> Provider {
         .current_dir(&root)
         .env("OIDC_PORT", "0")
         .env("OIDC_APP_ORIGIN", app_origin)
+        .env("OIDC_PRINT_SIGNING_KEY", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -48,10 +51,17 @@ async fn start_provider_for(app_origin: &str) -> Provider {
         .expect("the provider starts within 30 s")
         .expect("its stdout reads")
         .expect("it prints `ready <issuer>`");
-    let issuer = first.strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected first line {first:?}")).to_string();
+    let ready = first.strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let (issuer, key) = match ready.split_once(" key=") {
+        Some((issuer, key)) => {
+            use base64::Engine;
+            (issuer.to_string(), Some(base64::engine::general_purpose::STANDARD.decode(key).expect("the key's base64")))
+        }
+        None => (ready.to_string(), None),
+    };
     // It logs to stdout as it goes: keep reading, or its writes fail.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Provider { issuer, _child: child }
+    Provider { issuer, key, _child: child }
 }
 
 fn for_issuer(issuer: &str) -> OidcOptions {
@@ -309,9 +319,9 @@ async fn a_sign_in_at_a_real_provider_gives_tokens_a_profile_and_its_session_id(
     assert_eq!(signed_in.profile.name, "Dana User");
     assert_eq!(signed_in.profile.email, "user@example.com");
     assert_eq!(signed_in.profile.roles, ["user"]);
-    assert_eq!(signed_in.identity.issuer, provider.issuer);
-    assert_eq!(signed_in.identity.subject, "dana");
-    assert!(signed_in.identity.session_id.is_some(), "sid, for back-channel logout");
+    assert_eq!(signed_in.provider.issuer, provider.issuer);
+    assert_eq!(signed_in.provider.subject, "dana");
+    assert!(signed_in.provider.session_id.is_some(), "sid, for back-channel logout");
     assert!(signed_in.tokens.refresh_token.is_some(), "offline_access gives a refresh token");
     assert!(signed_in.tokens.access_expires_at > now());
 
@@ -580,4 +590,380 @@ async fn futures_join(browser: &reqwest::Client, url: &str, n: usize) -> Vec<Sta
         statuses.push(done.unwrap().unwrap());
     }
     statuses
+}
+
+// ---------------------------------------------------------------- signing out with the provider
+
+/// The provider's own pages from `start` (its end-session confirmation: "yes, sign me out")
+/// until it sends the browser to a URL starting with `stop_at`: that URL.
+async fn confirm_sign_out(browser: &reqwest::Client, issuer: &str, start: url::Url, stop_at: &str) -> url::Url {
+    let base = url::Url::parse(issuer).unwrap();
+    let mut response = browser.get(start).send().await.unwrap();
+    for _ in 0..6 {
+        if response.status().is_redirection() {
+            let next = base.join(response.headers()["location"].to_str().unwrap()).unwrap();
+            if next.as_str().starts_with(stop_at) {
+                return next;
+            }
+            response = browser.get(next).send().await.unwrap();
+            continue;
+        }
+        let page = response.text().await.unwrap();
+        let action = base.join(&form_action(&page)).unwrap();
+        let at = page.find(r#"name="xsrf" value=""#).unwrap_or_else(|| panic!("no xsrf in {page}")) + r#"name="xsrf" value=""#.len();
+        let xsrf = page[at..].split('"').next().unwrap().to_string();
+        response = browser.post(action).form(&[("xsrf", xsrf.as_str()), ("logout", "yes")]).send().await.unwrap();
+    }
+    panic!("the provider never sent the browser back");
+}
+
+/// Signs dana in at the app in `browser`: `/me` answers.
+async fn signed_in(app: &OidcApp, browser: &reqwest::Client) {
+    let callback = begin_and_sign_in(browser, &app.provider, &app.origin, "%2Fme").await;
+    assert_eq!(browser.get(callback).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    assert_eq!(browser.get(format!("{}/me", app.origin)).send().await.unwrap().status(), StatusCode::OK);
+}
+
+/// Whether the provider asks `browser` to sign in again (its session there is over) when the
+/// app begins a sign-in.
+async fn provider_asks_to_sign_in(app: &OidcApp, browser: &reqwest::Client) -> bool {
+    let begun = browser.get(format!("{}/auth/login?next=%2F", app.origin)).send().await.unwrap();
+    let base = url::Url::parse(&app.provider.issuer).unwrap();
+    let mut response = browser.get(begun.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    while response.status().is_redirection() {
+        let next = base.join(response.headers()["location"].to_str().unwrap()).unwrap();
+        response = browser.get(next).send().await.unwrap();
+    }
+    response.text().await.unwrap().contains(r#"value="login""#)
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_providers_session_too_and_comes_back_signed_out() {
+    let app = oidc_app().await;
+    let dana = browser();
+    signed_in(&app, &dana).await;
+    assert!(!provider_asks_to_sign_in(&app, &dana).await, "signed in at the provider meanwhile");
+    signed_in(&app, &dana).await;
+
+    let out = dana.post(format!("{}/auth/logout", app.origin)).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let to = url::Url::parse(out.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(to.as_str().starts_with(&format!("{}/session/end", app.provider.issuer)), "{to}");
+    let query: std::collections::HashMap<String, String> = to.query_pairs().into_owned().collect();
+    assert_eq!(query["post_logout_redirect_uri"], format!("{}/", app.origin));
+    assert_eq!(query["client_id"], "tokenless");
+    assert_eq!(query["id_token_hint"].split('.').count(), 3, "the sign-in's ID token");
+    // Signed out here already: the cookie is gone and the session refused.
+    assert_eq!(dana.get(format!("{}/me", app.origin)).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // At the provider: "sign out?" → yes → back on the site.
+    let back = confirm_sign_out(&dana, &app.provider.issuer, to, &app.origin).await;
+    assert_eq!(back.as_str(), format!("{}/", app.origin));
+    assert!(provider_asks_to_sign_in(&app, &dana).await, "the provider's session ended too");
+
+    // Without a session, or with a cross-site form: no provider session to end, nothing changes.
+    let nobody = browser().post(format!("{}/auth/logout", app.origin)).send().await.unwrap();
+    assert_eq!(nobody.headers()["location"], "/");
+    let eve = browser();
+    signed_in(&app, &eve).await;
+    let forged = eve
+        .post(format!("{}/auth/logout", app.origin))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(eve.get(format!("{}/me", app.origin)).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_providers_back_channel_logout_signs_the_browser_out_on_its_next_request() {
+    let app = oidc_app().await;
+    let dana = browser();
+    signed_in(&app, &dana).await;
+    let other = browser();
+    signed_in(&app, &other).await;
+    let grants = app.manager.refresher().counts().grants;
+
+    // Dana signs out at the provider itself (not through the app): it tells the app, which
+    // ends the session with that sid; the other browser's session (another sid) lives on.
+    let end = url::Url::parse(&format!("{}/session/end?client_id=tokenless", app.provider.issuer)).unwrap();
+    confirm_sign_out(&dana, &app.provider.issuer, end, &app.provider.issuer).await;
+    let me = format!("{}/me", app.origin);
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = dana.get(&me).send().await.unwrap().status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the back-channel logout ended the session");
+    assert_eq!(app.manager.refresher().counts().grants, grants, "without asking the provider");
+    assert_eq!(other.get(&me).send().await.unwrap().status(), StatusCode::OK);
+}
+
+/// Posts `token` to the app's back-channel logout endpoint.
+async fn post_logout_token(app: &OidcApp, token: &str) -> (StatusCode, Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/auth/backchannel-logout", app.origin))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    assert_eq!(answer.headers()["cache-control"], "no-store");
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn logout_tokens_that_are_forged_replayed_or_wrong_end_nothing() {
+    let app = oidc_app().await;
+    let dana = browser();
+    signed_in(&app, &dana).await;
+    let me = format!("{}/me", app.origin);
+    let key = jsonwebtoken::EncodingKey::from_rsa_der(app.provider.key.as_ref().expect("the provider printed its key"));
+    let sign = |claims: &Value, kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(kid.into());
+        header.typ = Some("logout+jwt".into());
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    };
+    let at = app.manager.now();
+    let claims = |jti: &str, sub: &str| {
+        json!({
+            "iss": app.provider.issuer, "aud": "tokenless", "iat": at, "exp": at + 120, "jti": jti, "sub": sub,
+            "events": { oidc::BACKCHANNEL_EVENT: {} }
+        })
+    };
+    let with = |change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut c = claims("j-bad", "dana");
+        change(c.as_object_mut().unwrap());
+        sign(&c, "test-rs256")
+    };
+    let wrong: Vec<(String, &str)> = vec![
+        (with(&|c| drop(c.insert("iss".into(), json!("https://evil.example")))), "another issuer"),
+        (with(&|c| drop(c.insert("aud".into(), json!("someone-else")))), "another client"),
+        (with(&|c| drop(c.insert("nonce".into(), json!("n")))), "a nonce"),
+        (with(&|c| drop(c.remove("events"))), "no event"),
+        (with(&|c| drop(c.insert("iat".into(), json!(at - 3600)))), "an hour old"),
+        (with(&|c| drop(c.remove("jti"))), "no jti"),
+        (sign(&claims("j-kid", "dana"), "no-such-key"), "an unknown key"),
+        ("not.a.token".into(), "junk"),
+    ];
+    for (token, what) in wrong {
+        let (status, body) = post_logout_token(&app, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+        assert_eq!(body["error"], "invalid_request", "{what}: {body}");
+    }
+    // Not form-encoded, two tokens, none, too big.
+    let client = reqwest::Client::new();
+    let url = format!("{}/auth/backchannel-logout", app.origin);
+    let good = sign(&claims("j-1", "dana"), "test-rs256");
+    let json_body = client.post(&url).json(&json!({ "logout_token": good })).send().await.unwrap();
+    assert_eq!(json_body.status(), StatusCode::BAD_REQUEST);
+    let two = client.post(&url).form(&[("logout_token", &good), ("logout_token", &good)]).send().await.unwrap();
+    assert_eq!(two.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(client.post(&url).form(&[("x", "y")]).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let huge = client.post(&url).form(&[("logout_token", "a".repeat(64 * 1024))]).send().await.unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(dana.get(&me).send().await.unwrap().status(), StatusCode::OK, "nothing above ended anything");
+
+    // Someone else's logout: dana stays.
+    assert_eq!(post_logout_token(&app, &sign(&claims("j-0", "ada"), "test-rs256")).await.0, StatusCode::OK);
+    assert_eq!(dana.get(&me).send().await.unwrap().status(), StatusCode::OK);
+    // Dana's (by sub: every session of hers): signed out; the same token again is a replay.
+    assert_eq!(post_logout_token(&app, &good).await.0, StatusCode::OK);
+    assert_eq!(dana.get(&me).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = post_logout_token(&app, &good).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error_description"].as_str().unwrap().contains("used already"), "{body}");
+    // A sign-in after the logout is a new session and is not ended by it. (A new browser: the
+    // app revoked the ended session's grant, which this provider's session still points at.)
+    app.clock.advance(Duration::from_secs(1));
+    let again = browser();
+    signed_in(&app, &again).await;
+    assert_eq!(again.get(&me).send().await.unwrap().status(), StatusCode::OK);
+}
+
+// ---------------------------------------------------------------- a provider that lies
+
+/// Two P-256 keys made for these tests only (`openssl ecparam -name prime256v1`), PKCS#8 DER:
+/// the liar's published signing key, and one it does not publish (an attacker's).
+const LIAR_KEY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgpR/4EUvT/IKGjKoeeuRgrkMnC410A9yeISahiKavoUOhRANCAASQhuPtCQIuQU0HEx1JYZaQ5pAxCTv9xZTU+1Lxw9nCnQl+4ZxQSSiAzz6ApTPRSH0tQZM5/6G6GN6H6OIFIkN9";
+const LIAR_X: &str = "kIbj7QkCLkFNBxMdSWGWkOaQMQk7_cWU1PtS8cPZwp0";
+const LIAR_Y: &str = "CX7hnFBJKIDPPoClM9FIfS1Bkzn_oboY3ofo4gUiQ30";
+const OTHER_KEY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgRTy6S5uslgZHFhs/7tMZj79UZHN4sragCLDTXTVQ8yOhRANCAARHsbgtgglZ8ae2qUXeFdEE677mFG8jj8EIJM3MIu8yKbBU2kVufIwU7fENImbROnaX0oDO+2xyCM11JJLZg4zK";
+
+/// What the liar's token and userinfo endpoints answer next.
+#[derive(Clone)]
+struct Script {
+    token: (StatusCode, String),
+    userinfo: Value,
+}
+
+/// A provider of our own whose token endpoint answers whatever the test scripted: discovery,
+/// its key set (the liar's key), token and userinfo endpoints.
+async fn liar() -> (oidc::OidcProvider, Arc<std::sync::Mutex<Script>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let script = Arc::new(std::sync::Mutex::new(Script { token: (StatusCode::OK, String::new()), userinfo: json!({}) }));
+    let at = issuer.clone();
+    let (for_token, for_userinfo) = (script.clone(), script.clone());
+    let app = Router::new()
+        .route(
+            oidc::WELL_KNOWN,
+            get(move || {
+                let mut doc = changed(&at, "id_token_signing_alg_values_supported", json!(["ES256"]));
+                doc["userinfo_endpoint"] = json!(format!("{at}/userinfo"));
+                async move { axum::Json(doc) }
+            }),
+        )
+        .route(
+            "/jwks",
+            get(|| async {
+                axum::Json(json!({ "keys": [{ "kty": "EC", "crv": "P-256", "x": LIAR_X, "y": LIAR_Y, "kid": "liar", "use": "sig", "alg": "ES256" }] }))
+            }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(move || {
+                let (status, body) = for_token.lock().unwrap().token.clone();
+                async move { (status, [("content-type", "application/json")], body).into_response() }
+            }),
+        )
+        .route(
+            "/userinfo",
+            get(move || {
+                let body = for_userinfo.lock().unwrap().userinfo.clone();
+                async move { axum::Json(body) }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let options = for_issuer(&issuer);
+    let http = oidc::http_client(&options).unwrap();
+    let metadata = oidc::discover(&options, &http).await.unwrap();
+    (oidc::OidcProvider::new(options, metadata, &url::Url::parse(CALLBACK).unwrap()).unwrap(), script)
+}
+
+fn sign_es256(claims: &Value, der: &str, kid: &str) -> String {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.decode(der).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ec_der(&der)).unwrap()
+}
+
+/// `at_hash` of `access` for an ES256 ID token: the left half of its SHA-256, base64url.
+fn at_hash(access: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(access.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+#[tokio::test]
+async fn a_provider_that_lies_signs_nobody_in() {
+    let (oidc, script) = liar().await;
+    let issuer = oidc.metadata().issuer().as_str().to_string();
+    let good_claims = |nonce: &str| {
+        json!({
+            "iss": issuer, "aud": "tokenless", "sub": "dana", "nonce": nonce,
+            "iat": now(), "exp": now() + 300, "at_hash": at_hash("access-1"),
+            "name": "Dana User", "email": "user@example.com"
+        })
+    };
+    let answer = |id_token: Option<String>| {
+        let mut body = json!({ "access_token": "access-1", "token_type": "Bearer", "expires_in": 300, "refresh_token": "refresh-1" });
+        if let Some(id_token) = id_token {
+            body["id_token"] = json!(id_token);
+        }
+        (StatusCode::OK, body.to_string())
+    };
+    let attempt = |token: (StatusCode, String), userinfo: Value| {
+        *script.lock().unwrap() = Script { token, userinfo };
+    };
+    let callback = |pending: &oidc::Pending| oidc::Callback {
+        code: Some("code-1".into()),
+        state: Some(pending.state.clone()),
+        ..Default::default()
+    };
+
+    // The liar telling the truth: signed in (so every refusal below is the lie's).
+    let (_, pending) = oidc.begin("/", now());
+    attempt(answer(Some(sign_es256(&good_claims(&pending.nonce), LIAR_KEY, "liar"))), json!({ "sub": "dana" }));
+    let signed_in = oidc.finish(&callback(&pending), &pending, now()).await.expect("a truthful answer signs in");
+    assert_eq!((signed_in.profile.id.as_str(), signed_in.profile.name.as_str()), ("dana", "Dana User"));
+
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    type Lie<'a> = Box<dyn Fn(&str) -> ((StatusCode, String), Value) + 'a>;
+    let with = |change: fn(&mut serde_json::Map<String, Value>)| -> Lie<'_> {
+        let good_claims = good_claims.clone();
+        Box::new(move |nonce: &str| {
+            let mut claims = good_claims(nonce);
+            change(claims.as_object_mut().unwrap());
+            (answer(Some(sign_es256(&claims, LIAR_KEY, "liar"))), json!({ "sub": "dana" }))
+        })
+    };
+    let lies: Vec<(&str, Lie<'_>)> = vec![
+        ("signed with a key it does not publish", {
+            let good_claims = good_claims.clone();
+            Box::new(move |nonce: &str| (answer(Some(sign_es256(&good_claims(nonce), OTHER_KEY, "liar"))), json!({ "sub": "dana" })))
+        }),
+        ("alg none", {
+            let good_claims = good_claims.clone();
+            Box::new(move |nonce: &str| {
+                let token = format!("{}.{}.", b64(&json!({ "alg": "none" })), b64(&good_claims(nonce)));
+                (answer(Some(token)), json!({ "sub": "dana" }))
+            })
+        }),
+        ("HS256 keyed with the client secret", {
+            let good_claims = good_claims.clone();
+            Box::new(move |nonce: &str| {
+                let key = jsonwebtoken::EncodingKey::from_secret(b"tokenless-oidc-test-secret");
+                let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &good_claims(nonce), &key).unwrap();
+                (answer(Some(token)), json!({ "sub": "dana" }))
+            })
+        }),
+        ("another audience", with(|c| drop(c.insert("aud".into(), json!("someone-else"))))),
+        ("an extra untrusted audience", with(|c| drop(c.insert("aud".into(), json!(["tokenless", "someone-else"]))))),
+        ("another issuer", with(|c| drop(c.insert("iss".into(), json!("https://evil.example"))))),
+        ("a stolen nonce", with(|c| drop(c.insert("nonce".into(), json!("another-sign-in"))))),
+        ("expired", with(|c| drop(c.insert("exp".into(), json!(now() - 600))))),
+        ("issued in the future", with(|c| drop(c.insert("iat".into(), json!(now() + 3600))))),
+        ("issued before the sign-in began", with(|c| drop(c.insert("iat".into(), json!(now() - 3600))))),
+        ("an access token that is not the one it hashed", with(|c| drop(c.insert("at_hash".into(), json!(at_hash("other")))))),
+        ("azp naming another client", with(|c| drop(c.insert("azp".into(), json!("someone-else"))))),
+        ("no ID token", Box::new(move |_: &str| (answer(None), json!({ "sub": "dana" })))),
+        ("userinfo about someone else", {
+            let good_claims = good_claims.clone();
+            Box::new(move |nonce: &str| (answer(Some(sign_es256(&good_claims(nonce), LIAR_KEY, "liar"))), json!({ "sub": "ada" })))
+        }),
+        ("a token type that is not Bearer", {
+            let good_claims = good_claims.clone();
+            Box::new(move |nonce: &str| {
+                let (status, body) = answer(Some(sign_es256(&good_claims(nonce), LIAR_KEY, "liar")));
+                ((status, body.replace("\"Bearer\"", "\"MAC\"")), json!({ "sub": "dana" }))
+            })
+        }),
+        ("not JSON", Box::new(|_: &str| ((StatusCode::OK, "<html>oops</html>".into()), json!({})))),
+        ("a 200 without an access token", Box::new(|_: &str| ((StatusCode::OK, "{}".into()), json!({})))),
+        ("an answer of 1 MiB", Box::new(|_: &str| {
+            ((StatusCode::OK, format!("{{\"access_token\":\"{}\",\"token_type\":\"Bearer\"}}", "a".repeat(1 << 20))), json!({}))
+        })),
+    ];
+    for (lie, script_it) in lies {
+        let (_, pending) = oidc.begin("/", now());
+        let (token, userinfo) = script_it(&pending.nonce);
+        attempt(token, userinfo);
+        match oidc.finish(&callback(&pending), &pending, now()).await {
+            Err(oidc::FlowError::Invalid(_)) => {}
+            other => panic!("{lie}: {other:?}"),
+        }
+    }
+    // The token endpoint's refusal and its outage are said as such.
+    let (_, pending) = oidc.begin("/", now());
+    attempt((StatusCode::BAD_REQUEST, json!({ "error": "invalid_grant" }).to_string()), json!({}));
+    assert!(matches!(oidc.finish(&callback(&pending), &pending, now()).await, Err(oidc::FlowError::CodeRefused(_))));
 }

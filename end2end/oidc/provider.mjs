@@ -8,6 +8,12 @@
 //   OIDC_APP_ORIGIN  the Tokenless origin its redirect URIs live under (http://127.0.0.1:3000)
 //   OIDC_CLIENT_SECRET the client secret (tokenless-oidc-test-secret)
 //   OIDC_ACCESS_TTL  access token lifetime in seconds (300)
+//   OIDC_PRINT_SIGNING_KEY=1  the ready line ends with ` key=<base64 PKCS#1 DER>`: the signing
+//                    key, for tests that sign logout tokens the way this provider does
+//
+// GET /_test/counters answers what it saw: {"refreshes": refresh grants it honoured,
+// "reuse": rotated refresh tokens presented again (each revokes its grant), "backchannel":
+// back-channel logouts it delivered}. A test peer's own route, beside the provider's.
 //
 // Sign-in is the provider's own development form (any password; the login names an account
 // below). Nothing here is for production: it is a test peer.
@@ -67,15 +73,47 @@ const provider = new Provider(issuer, {
   // Every refresh rotates: presenting a used refresh token is reuse (and revokes the grant).
   rotateRefreshToken: () => true,
   ttl: { AccessToken: accessTtl, IdToken: 3600, RefreshToken: 14 * 24 * 3600 },
+  // Its outgoing requests (back-channel logout) refuse loopback addresses as an SSRF guard; the
+  // app it calls in tests lives on loopback, so this test peer lets them through.
+  fetch: (url, options) => {
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   // Tokenless always sends its redirect_uri; never guess one.
   allowOmittingSingleRegisteredRedirectUri: false,
 });
 provider.proxy = false;
+const counters = { refreshes: 0, reuse: 0, backchannel: 0 };
+provider.on('grant.success', (ctx) => {
+  if (ctx.oidc.params?.grant_type === 'refresh_token') counters.refreshes += 1;
+});
+provider.on('grant.error', (_ctx, err) => {
+  if (`${err.error_detail ?? ''} ${err.message ?? ''}`.includes('already used')) counters.reuse += 1;
+});
+provider.on('backchannel.success', () => {
+  counters.backchannel += 1;
+});
+// A back-channel logout the app refused is a test failure to explain: say why.
+provider.on('backchannel.error', (_ctx, err) =>
+  process.stderr.write(`backchannel logout failed: ${err.message} ${err.cause ?? ''}\n`),
+);
 
-server.on('request', provider.callback());
+const callback = provider.callback();
+server.on('request', (req, res) => {
+  if (req.method === 'GET' && req.url === '/_test/counters') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(counters));
+    return;
+  }
+  callback(req, res);
+});
 // The provider logs notices to stdout; a reader that went away must not stop it.
 process.stdout.on('error', () => {});
-process.stdout.write(`ready ${issuer}\n`);
+const printedKey =
+  process.env.OIDC_PRINT_SIGNING_KEY === '1'
+    ? ` key=${privateKey.export({ type: 'pkcs1', format: 'der' }).toString('base64')}`
+    : '';
+process.stdout.write(`ready ${issuer}${printedKey}\n`);
 
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => server.close(() => process.exit(0)));

@@ -65,7 +65,7 @@ function aad(name: string) {
   return Buffer.from(`tokenless/v1/${name}`);
 }
 
-// The sealed session (bff/src/session.rs, format 3) is postcard: the fields in declaration
+// The sealed session (bff/src/session.rs, format 4) is postcard: the fields in declaration
 // order, unsigned integers as LEB128 varints (the format byte as one raw byte), strings and
 // lists prefixed by their length, options as a 0/1 tag.
 export interface Session {
@@ -82,6 +82,8 @@ export interface Session {
     access_issued_at: number;
   };
   profile: { id: string; name: string; email: string; roles: string[] };
+  /** The OpenID provider's sign-in, for a session that began at one. */
+  provider: { issuer: string; subject: string; session_id: string | null; id_token: string } | null;
 }
 
 function decodeSession(bytes: Buffer): Session {
@@ -119,8 +121,9 @@ function decodeSession(bytes: Buffer): Session {
       access_issued_at: uint(),
     },
     profile: { id: str(), name: str(), email: str(), roles: Array.from({ length: uint() }, str) },
+    provider: option(() => ({ issuer: str(), subject: str(), session_id: option(str), id_token: str() })),
   };
-  expect(session.format).toBe(3);
+  expect(session.format).toBe(4);
   expect(at, 'nothing after the session').toBe(bytes.length);
   return session;
 }
@@ -158,6 +161,12 @@ function encodeSession(session: Session): Buffer {
   str(session.profile.email);
   uint(session.profile.roles.length);
   session.profile.roles.forEach(str);
+  option(session.provider, (p) => {
+    str(p.issuer);
+    str(p.subject);
+    option(p.session_id, str);
+    str(p.id_token);
+  });
   return Buffer.from(out);
 }
 

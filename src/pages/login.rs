@@ -29,7 +29,8 @@ pub fn LoginPage() -> impl IntoView {
     };
     let provider = Resource::new(|| (), |_| crate::api::sign_in_provider());
     let provider_href = move || format!("/auth/login?next={}", encode_component(&next()));
-    // With a provider, people sign in there: no password form, no registration here.
+    // With a provider, people sign in there: no password form, no registration here. (Read
+    // inside the <Suspense> below, so the client hydrates with the resource's answer.)
     let at_provider = move || provider.get().and_then(Result::ok).flatten().is_some();
     Effect::new(move |_| {
         if let Some(Ok(())) = action.value().get() {
@@ -79,23 +80,23 @@ pub fn LoginPage() -> impl IntoView {
                         {format!("Continue with {name}")}
                     </a>
                 })}
+                <ActionForm action=action attr:class="form" attr:data-testid="login-form" attr:hidden=at_provider>
+                    <input type="hidden" name="next" value=next/>
+                    <Field name="email" label="Email" kind="email" autocomplete="username"
+                        error=field("email") autofocus=true maxlength=254 value=remembered("login", "email")/>
+                    <Field name="password" label="Password" kind="password" autocomplete="current-password"
+                        error=field("password") maxlength=128/>
+                    <FormError error=error/>
+                    <button type="submit" disabled=move || action.pending().get()>
+                        {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
+                    </button>
+                </ActionForm>
+                <p class="aside" hidden=at_provider>"No account yet? " <A href=register_href>"Register"</A></p>
+                <details class="demo-users" hidden=at_provider>
+                    <summary>"Demo accounts"</summary>
+                    <p>"user@example.com / frogs-are-green · admin@example.com / admin-frogs-rule"</p>
+                </details>
             </Suspense>
-            <ActionForm action=action attr:class="form" attr:data-testid="login-form" attr:hidden=at_provider>
-                <input type="hidden" name="next" value=next/>
-                <Field name="email" label="Email" kind="email" autocomplete="username"
-                    error=field("email") autofocus=true maxlength=254 value=remembered("login", "email")/>
-                <Field name="password" label="Password" kind="password" autocomplete="current-password"
-                    error=field("password") maxlength=128/>
-                <FormError error=error/>
-                <button type="submit" disabled=move || action.pending().get()>
-                    {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
-                </button>
-            </ActionForm>
-            <p class="aside" hidden=at_provider>"No account yet? " <A href=register_href>"Register"</A></p>
-            <details class="demo-users" hidden=at_provider>
-                <summary>"Demo accounts"</summary>
-                <p>"user@example.com / frogs-are-green · admin@example.com / admin-frogs-rule"</p>
-            </details>
         </section>
     }
 }

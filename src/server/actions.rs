@@ -18,12 +18,18 @@ use crate::server::form_memory;
 
 /// The request's session, put there by the session middleware.
 pub fn request_session() -> Result<RequestSession, AppError> {
-    use_context::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<RequestSession>().cloned())
-        .ok_or_else(|| {
-            tracing::error!("no session on the request: is the session middleware in front of this route?");
-            AppError::Internal
-        })
+    let parts = use_context::<axum::http::request::Parts>();
+    parts.as_ref().and_then(|parts| parts.extensions.get::<RequestSession>().cloned()).ok_or_else(|| {
+        match parts {
+            // A missing static file's 404 page (a browser asking for /favicon.ico): those paths
+            // never read the session, so the page renders signed out.
+            Some(parts) if crate::server::middleware::is_sessionless(parts.uri.path()) => {
+                tracing::debug!(path = %parts.uri.path(), "no session on a sessionless path")
+            }
+            _ => tracing::error!("no session on the request: is the session middleware in front of this route?"),
+        }
+        AppError::Internal
+    })
 }
 
 /// The configured OpenID provider's name, if people sign in there.
@@ -183,7 +189,24 @@ async fn create_account(name: &str, email: &str, password: &str, next: &str) -> 
 }
 
 pub async fn logout() -> Result<(), AppError> {
-    let revocation = request_session()?.sign_out().await;
+    let session = request_session()?;
+    // Signed in at an OpenID provider: signed out here, then at the provider (RP-initiated
+    // logout), which sends the browser back to this site's front page.
+    if let Some(provider) = use_context::<crate::server::AppState>().and_then(|state| state.oidc.clone()) {
+        let origin = use_context::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<tokenless_bff::SiteOrigin>().cloned());
+        let back_to = origin.and_then(|tokenless_bff::SiteOrigin(o)| url::Url::parse(&o).ok()?.join("/").ok());
+        let at_provider = match back_to {
+            Some(back_to) => tokenless_bff::oidc::sign_out(&provider, &session, &back_to).await,
+            None => {
+                session.sign_out().await;
+                None
+            }
+        };
+        leptos_axum::redirect(at_provider.as_ref().map_or("/", url::Url::as_str));
+        return Ok(());
+    }
+    let revocation = session.sign_out().await;
     match revocation {
         // Signed out here; say that the upstream has not confirmed it (retried meanwhile, or not).
         Some(Revocation::Pending) => {

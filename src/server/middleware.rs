@@ -31,7 +31,7 @@ fn is_static(path: &str) -> bool {
 }
 
 /// Paths that never read the session.
-fn is_sessionless(path: &str) -> bool {
+pub(crate) fn is_sessionless(path: &str) -> bool {
     is_static(path) || path == crate::server::metrics::PATH
 }
 
@@ -50,7 +50,8 @@ pub async fn security_headers(State(state): State<AppState>, mut request: Reques
     let csp = format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
          img-src 'self' data:; connect-src {connect}; font-src 'self'; object-src 'none'; base-uri 'none'; \
-         form-action 'self'; frame-ancestors 'none'"
+         form-action {form_action}; frame-ancestors 'none'",
+        form_action = state.form_action
     );
     if let Ok(value) = HeaderValue::from_str(&csp) {
         headers.insert(header::CONTENT_SECURITY_POLICY, value);

@@ -45,7 +45,8 @@ pub fn router(state: AppState) -> Router {
     };
     let mut app = Router::new();
     if let Some(provider) = &state.oidc {
-        // /auth/login and /auth/callback: sign-in at the OpenID provider.
+        // /auth/login, /auth/callback, /auth/logout and /auth/backchannel-logout: signing in
+        // and out at the OpenID provider.
         app = app.merge(tokenless_bff::oidc::routes(provider.clone(), tokenless_bff::oidc::OidcPaths::default()));
     }
     app.route(metrics::PATH, metrics::route(&state))

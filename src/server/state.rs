@@ -25,6 +25,9 @@ pub struct AppState {
     pub fixed_session: Option<Arc<tokenless_bff::Session>>,
     /// The OpenID provider people sign in at, when `upstream.kind = "oidc"`.
     pub oidc: Option<Arc<tokenless_bff::oidc::OidcProvider>>,
+    /// The CSP's `form-action`: this site, and the provider's end-session page (the sign-out
+    /// form's answer sends the browser there).
+    pub form_action: Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,11 @@ impl AppState {
         if let Some(provider) = &oidc {
             tracing::info!(issuer = %provider.options().issuer, "signing in through the OpenID provider");
         }
+        let end_session = oidc.as_ref().and_then(|p| p.metadata().additional_metadata().end_session_endpoint.clone());
+        let form_action = match end_session {
+            Some(url) => format!("'self' {}", url.origin().ascii_serialization()),
+            None => "'self'".to_string(),
+        };
         let ring = match (settings.session.options.key_ring(), &settings.session.dev_key_file) {
             (Some(ring), _) => ring?,
             // Settings validation refuses production without keys.
@@ -149,6 +157,7 @@ impl AppState {
             demo,
             fixed_session,
             oidc,
+            form_action: form_action.into(),
         })
     }
 

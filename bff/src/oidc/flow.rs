@@ -32,7 +32,7 @@ use super::discovery::{fetch_keys, Metadata};
 use crate::client::{ClientAuth, ClientConfig, EndpointPaths, UpstreamClient, UpstreamEndpoints};
 use crate::upstream_config::UpstreamBuildError;
 use crate::http_api::{jwt_claims, map_profile, Fields, ProfileMap};
-use crate::session::{Profile, Token, TokenSet};
+use crate::session::{Profile, ProviderSession, Token, TokenSet};
 use crate::upstream::{read_body, UpstreamError, ANSWER_MAX};
 
 /// The longest return path a pending sign-in keeps.
@@ -99,28 +99,16 @@ pub struct Callback {
     pub error_description: Option<String>,
 }
 
-/// The provider's names for a sign-in: what back-channel logout will refer to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The issuer.
-    pub issuer: String,
-    /// The person's subject at the issuer.
-    pub subject: String,
-    /// The provider's session id, when it says (`sid`).
-    pub session_id: Option<String>,
-}
-
 /// A finished sign-in.
 #[derive(Debug)]
 pub struct SignedIn {
     /// The tokens.
     pub tokens: TokenSet,
-    /// The ID token (kept for RP-initiated logout's `id_token_hint`).
-    pub id_token: Token,
     /// The person, from the ID token's claims.
     pub profile: Profile,
-    /// The provider's names for this sign-in.
-    pub identity: Identity,
+    /// The provider's names for this sign-in (what back-channel logout refers to) and its ID
+    /// token (RP-initiated logout's `id_token_hint`): the session keeps them.
+    pub provider: ProviderSession,
     /// Where to go now.
     pub next: String,
 }
@@ -268,7 +256,10 @@ impl OidcProvider {
                 CoreErrorResponseType::InvalidGrant => FlowError::CodeRefused(r.error().to_string()),
                 other => FlowError::Invalid(format!("the token endpoint answered {other}")),
             },
-            openidconnect::RequestTokenError::Request(e) => FlowError::Unreachable(e.to_string()),
+            // Only an outage is "could not be reached"; an answer over the cap is a lie.
+            openidconnect::RequestTokenError::Request(e @ UpstreamError::Unavailable(_)) => {
+                FlowError::Unreachable(e.to_string())
+            }
             other => FlowError::Invalid(other.to_string()),
         })?;
         if !matches!(response.token_type(), openidconnect::core::CoreTokenType::Bearer) {
@@ -337,12 +328,13 @@ impl OidcProvider {
             refresh_expires_at: None,
             access_issued_at: now,
         };
-        let identity = Identity { issuer: claims.issuer().to_string(), subject, session_id };
-        Ok(SignedIn { tokens, id_token: Token::new(id_token_text), profile, identity, next: pending.next.clone() })
+        let provider =
+            ProviderSession { issuer: claims.issuer().to_string(), subject, session_id, id_token: Token::new(id_token_text) };
+        Ok(SignedIn { tokens, profile, provider, next: pending.next.clone() })
     }
 
     /// Whether an unknown key id may send for the keys again now (at most once a minute).
-    fn may_fetch_keys(&self) -> bool {
+    pub(super) fn may_fetch_keys(&self) -> bool {
         let mut last = self.keys_fetched.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|at| at.elapsed() < KEY_REFETCH_INTERVAL) {
             return false;
@@ -406,7 +398,7 @@ impl OidcProvider {
     }
 
     /// Fetches the provider's signing keys again: the metadata with them.
-    async fn refresh_keys(&self) -> Result<Metadata, super::DiscoveryError> {
+    pub(super) async fn refresh_keys(&self) -> Result<Metadata, super::DiscoveryError> {
         let uri = self.metadata().jwks_uri().to_string();
         let keys = fetch_keys(&self.http, &uri).await?;
         let mut metadata = self.metadata.write().unwrap_or_else(|e| e.into_inner());

@@ -21,13 +21,15 @@
 mod config;
 mod discovery;
 mod flow;
+mod logout;
 mod routes;
 mod upstream;
 
 pub use config::{OidcConfig, OidcOptions};
-pub use routes::{reason, routes, OidcPaths};
+pub use routes::{reason, routes, sign_out, OidcPaths};
 pub use upstream::{OidcUpstream, PASSWORD_REFUSED};
-pub use flow::{Callback, FlowError, Identity, OidcProvider, Pending, SignedIn, NEXT_MAX, PENDING_LIFETIME_SECS};
+pub use logout::{check_logout_token, LogoutClaims, LogoutTokenError, BACKCHANNEL_EVENT, LOGOUT_TOKEN_MAX, LOGOUT_TOKEN_WINDOW_SECS};
+pub use flow::{Callback, FlowError, OidcProvider, Pending, SignedIn, NEXT_MAX, PENDING_LIFETIME_SECS};
 pub use discovery::{
     discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, ExtraMetadata,
     Metadata, WELL_KNOWN,

@@ -1,20 +1,27 @@
-//! The two routes of a sign-in through an OpenID provider, for an app to mount under the
+//! The routes of signing in and out through an OpenID provider, for an app to mount under the
 //! [`crate::SessionLayer`]: `GET {login}?next=/path` sends the browser to the provider with the
 //! pending sign-in sealed in a short-lived cookie of its own (one per sign-in: parallel tabs do
 //! not disturb each other); `GET {callback}` checks the provider's answer against that cookie
 //! and starts a new session, or answers why not — a provider's refusal lands on the app's
 //! sign-in page with a reason, anything forged, replayed or stale gets a plain error page and
-//! never a session.
+//! never a session. `POST {logout}` signs out here and at the provider (RP-initiated logout);
+//! `POST {backchannel}` takes the provider's logout token and ends the sessions it names.
 
 use std::sync::Arc;
 
-use axum::extract::RawQuery;
-use axum::http::{header, StatusCode};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use url::Url;
 
 use super::flow::{Callback, FlowError, OidcProvider, Pending};
+use super::logout::{LogoutTokenError, LOGOUT_TOKEN_MAX, LOGOUT_TOKEN_WINDOW_SECS};
+use crate::layer::SiteOrigin;
 use crate::middleware::RequestSession;
 use crate::redirect::safe_next;
 
@@ -27,11 +34,25 @@ pub struct OidcPaths {
     pub callback: String,
     /// The app's sign-in page, which shows `reason` (`/login`).
     pub sign_in_page: String,
+    /// Signs out here and at the provider (`/auth/logout`, a POST).
+    pub logout: String,
+    /// Where the provider sends the browser back after signing out (`/`; with the site's
+    /// origin, registered at the provider as a post-logout redirect URI).
+    pub signed_out: String,
+    /// The back-channel logout URI registered at the provider (`/auth/backchannel-logout`).
+    pub backchannel: String,
 }
 
 impl Default for OidcPaths {
     fn default() -> Self {
-        OidcPaths { login: "/auth/login".into(), callback: "/auth/callback".into(), sign_in_page: "/login".into() }
+        OidcPaths {
+            login: "/auth/login".into(),
+            callback: "/auth/callback".into(),
+            sign_in_page: "/login".into(),
+            logout: "/auth/logout".into(),
+            signed_out: "/".into(),
+            backchannel: "/auth/backchannel-logout".into(),
+        }
     }
 }
 
@@ -46,8 +67,32 @@ pub fn reason(error: &str) -> &'static str {
     }
 }
 
-/// The sign-in and callback routes of `provider`.
+/// The sign-in, callback, sign-out and back-channel logout routes of `provider`.
 pub fn routes<S: Clone + Send + Sync + 'static>(provider: Arc<OidcProvider>, paths: OidcPaths) -> Router<S> {
+    let logout = {
+        let (provider, signed_out) = (provider.clone(), paths.signed_out.clone());
+        move |session: RequestSession, origin: Option<Extension<SiteOrigin>>| {
+            let (provider, signed_out) = (provider.clone(), signed_out.clone());
+            async move {
+                let back_to = origin.and_then(|Extension(SiteOrigin(o))| Url::parse(&o).ok()?.join(&signed_out).ok());
+                let to = match back_to {
+                    Some(back_to) => sign_out(&provider, &session, &back_to).await,
+                    None => {
+                        session.sign_out().await;
+                        None
+                    }
+                };
+                Redirect::to(to.as_ref().map_or(signed_out.as_str(), Url::as_str)).into_response()
+            }
+        }
+    };
+    let backchannel = {
+        let provider = provider.clone();
+        move |session: RequestSession, headers: HeaderMap, body: Bytes| {
+            let provider = provider.clone();
+            async move { backchannel(&provider, &session, &headers, &body).await }
+        }
+    };
     let begin = {
         let provider = provider.clone();
         move |session: RequestSession, RawQuery(query): RawQuery| {
@@ -60,7 +105,57 @@ pub fn routes<S: Clone + Send + Sync + 'static>(provider: Arc<OidcProvider>, pat
         let (provider, sign_in_page) = (provider.clone(), sign_in_page.clone());
         async move { finish(&provider, &session, query.as_deref().unwrap_or(""), &sign_in_page).await }
     };
-    Router::new().route(&paths.login, get(begin)).route(&paths.callback, get(finish))
+    Router::new()
+        .route(&paths.login, get(begin))
+        .route(&paths.callback, get(finish))
+        .route(&paths.logout, post(logout))
+        .route(&paths.backchannel, post(backchannel).layer(DefaultBodyLimit::max(LOGOUT_TOKEN_MAX + 1024)))
+}
+
+/// Signs the request's session out here ([`RequestSession::sign_out`]: marked ended, its
+/// refresh token revoked, its cookie deleted) and says where the browser goes to end the
+/// provider's session too: its end-session page, which sends it back to `back_to` (registered
+/// at the provider). `None` when the session did not begin at `provider`, or it has no such page.
+pub async fn sign_out(provider: &OidcProvider, session: &RequestSession, back_to: &Url) -> Option<Url> {
+    let began_at = session.session().and_then(|s| s.provider);
+    let revocation = session.sign_out().await;
+    tracing::info!(?revocation, "signed out");
+    provider.end_session_url(&began_at?, back_to)
+}
+
+/// OpenID Connect Back-Channel Logout 1.0 §2.5–2.8: a form-encoded `logout_token`, checked
+/// (its `jti` used once), then the sessions it names are ended; 200, or 400 with the reason.
+async fn backchannel(provider: &OidcProvider, session: &RequestSession, headers: &HeaderMap, body: &[u8]) -> Response {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+    let mut tokens = url::form_urlencoded::parse(body).filter(|(k, _)| k == "logout_token").map(|(_, v)| v);
+    let token = match (form, tokens.next(), tokens.next()) {
+        (true, Some(token), None) => token,
+        _ => return logout_refused("send one logout_token, form-encoded"),
+    };
+    let manager = session.manager();
+    let claims = match provider.check_logout_token(&token, manager.now()).await {
+        Ok(claims) => claims,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a back-channel logout token");
+            return logout_refused(&e.to_string());
+        }
+    };
+    let remember = Duration::from_secs(LOGOUT_TOKEN_WINDOW_SECS + 60);
+    if !manager.refresher().memory().first_use(&claims.jti, remember).await {
+        tracing::warn!("refused a back-channel logout token used already");
+        return logout_refused(&LogoutTokenError::Replayed.to_string());
+    }
+    let issuer = provider.metadata().issuer().as_str().to_string();
+    manager.end_at_provider(&issuer, claims.session_id.as_deref(), claims.subject.as_deref()).await;
+    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
+}
+
+fn logout_refused(why: &str) -> Response {
+    let body = serde_json::json!({ "error": "invalid_request", "error_description": why });
+    (StatusCode::BAD_REQUEST, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 fn begin(provider: &OidcProvider, session: &RequestSession, query: &str) -> Response {
@@ -93,8 +188,8 @@ async fn finish(provider: &OidcProvider, session: &RequestSession, query: &str, 
     };
     match provider.finish(&callback, &pending, session.manager().now()).await {
         Ok(signed_in) => {
-            tracing::info!(issuer = %signed_in.identity.issuer, subject = %signed_in.identity.subject, "signed in at the OpenID provider");
-            session.sign_in_with(signed_in.tokens, signed_in.profile).await;
+            tracing::info!(issuer = %signed_in.provider.issuer, subject = %signed_in.provider.subject, "signed in at the OpenID provider");
+            session.sign_in_with(signed_in.tokens, signed_in.profile, Some(signed_in.provider)).await;
             Redirect::to(&safe_next(&signed_in.next).unwrap_or_else(|| "/".to_string())).into_response()
         }
         Err(FlowError::Provider { error, description }) => {

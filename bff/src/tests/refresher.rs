@@ -244,6 +244,27 @@ impl RefreshMemory for Remote {
         })
     }
 
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, left: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.end_at_provider(key, at, left).await
+        })
+    }
+
+    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.ended_at_provider(keys).await
+        })
+    }
+
+    fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.first_use(jti, left).await
+        })
+    }
+
     fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.hop().await;
