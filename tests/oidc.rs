@@ -243,6 +243,15 @@ fn the_provider_is_configured_by_its_issuer_and_mistakes_name_their_variable() {
         ("TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET", "s3cret"),
     ];
     Settings::from_sources(None, env(&base)).unwrap();
+    // Google's offline access, set through the environment.
+    let mut google = base.to_vec();
+    google.push(("TOKENLESS_UPSTREAM__OIDC__AUTH_PARAMS__ACCESS_TYPE", "offline"));
+    google.push(("TOKENLESS_UPSTREAM__OIDC__SCOPES", "openid email profile"));
+    let settings = Settings::from_sources(None, env(&google)).unwrap();
+    match &settings.upstream.kind {
+        tokenless_bff::UpstreamKind::Oidc(o) => assert!(o.asks_offline(), "{:?}", o.auth_params),
+        other => panic!("{other:?}"),
+    }
     for (change, key) in [
         (("TOKENLESS_UPSTREAM__OIDC__ISSUER", "http://id.example"), "upstream.oidc.issuer"),
         (("TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET", ""), "upstream.oidc.client_secret"),
@@ -250,6 +259,7 @@ fn the_provider_is_configured_by_its_issuer_and_mistakes_name_their_variable() {
         (("TOKENLESS_UPSTREAM__BASE_URL", ""), "upstream.base_url"),
         (("TOKENLESS_SESSION__SAME_SITE", "strict"), "session.same_site"),
         (("TOKENLESS_UPSTREAM__OIDC__TOKEN_URL", "/x"), "upstream.oidc"),
+        (("TOKENLESS_UPSTREAM__OIDC__AUTH_PARAMS__PROMPT", "none"), "upstream.oidc.auth_params.prompt"),
     ] {
         let mut pairs = base.to_vec();
         pairs.retain(|(k, _)| *k != change.0);

@@ -514,18 +514,29 @@ impl SessionManager {
         revocation
     }
 
-    /// Ends the sessions an OpenID provider's back-channel logout names: those of its session
-    /// `sid` when it names one, else every session of its person `sub`, that began by now.
+    /// Ends the sessions an OpenID provider's back-channel logout names: every session of its
+    /// `sid` when it names one (and the person's sessions whose ID token had no `sid`, that
+    /// began by now), else every session of its person `sub` that began by now (a sign-in in
+    /// the same second included: seconds are the sessions' clock).
     /// The next request with such a cookie is signed out without asking the provider
     /// ([`Known::EndedAtProvider`]). Remembered until the sessions' absolute limit.
     pub async fn end_at_provider(&self, issuer: &str, session_id: Option<&str>, subject: Option<&str>) {
-        let key = match (session_id, subject) {
-            (Some(sid), _) => provider_key(issuer, ProviderKeyKind::Sid, sid),
-            (None, Some(sub)) => provider_key(issuer, ProviderKeyKind::Sub, sub),
+        let (memory, now, left) = (self.refresher.memory(), self.now(), self.limits.absolute_timeout);
+        match (session_id, subject) {
+            (Some(sid), subject) => {
+                // Every session of that sid, whenever it began: the provider never reuses one.
+                memory.end_at_provider(&provider_key(issuer, ProviderKeyKind::Sid, sid), now, true, left).await;
+                // The person's sessions whose ID token named no sid may be this one.
+                if let Some(sub) = subject {
+                    let key = provider_key(issuer, ProviderKeyKind::SubWithoutSid, sub);
+                    memory.end_at_provider(&key, now, false, left).await;
+                }
+            }
+            (None, Some(sub)) => {
+                memory.end_at_provider(&provider_key(issuer, ProviderKeyKind::Sub, sub), now, false, left).await;
+            }
             (None, None) => return,
-        };
-        let memory = self.refresher.memory();
-        memory.end_at_provider(&key, self.now(), self.limits.absolute_timeout).await;
+        }
         tracing::info!(%issuer, by_session = session_id.is_some(), "the provider ended sessions (back-channel logout)");
     }
 

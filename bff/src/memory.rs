@@ -177,17 +177,18 @@ pub trait RefreshMemory: Send + Sync + 'static {
     /// Marks `session_id` signed out for `left` (cookies refused, flights landing as refusals).
     fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()>;
 
-    /// Ends, as of `at` (Unix seconds), every session its OpenID provider knows by `key` (see
-    /// [`provider_keys`]) that began at or before `at`; remembered for `left` (the sessions'
-    /// absolute limit: no session that began before `at` outlives it).
-    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, left: Duration) -> BoxFuture<'a, ()>;
+    /// Ends, at `at` (Unix seconds), the sessions their OpenID provider knows by `key` (see
+    /// [`provider_keys`]): every one of them when `every` (a `sid`: the provider never gives it
+    /// to another sign-in), else those that began at or before `at` (a `sub`: the person may
+    /// sign in again). Remembered for `left` (the sessions' absolute limit: no session that
+    /// began before `at` outlives it).
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()>;
 
-    /// The latest moment at which sessions known by any of `keys` were ended at their
-    /// provider: a session of those keys that began at or before it is over.
+    /// When sessions known by any of `keys` were ended at their provider: a session of those
+    /// keys that began at or before it is over (`u64::MAX` for a key ended with `every`).
     fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>>;
 
-    /// Records a logout token's `jti` for `left`: `false` when it was used already (a replay),
-    /// or when the memory cannot take one more (the token is then refused, never forgotten).
+    /// Records a logout token's `jti` for `left`: `false` when it was used already (a replay).
     fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool>;
 
     /// How many results are remembered, when the store can tell cheaply (a gauge).
@@ -197,15 +198,15 @@ pub trait RefreshMemory: Send + Sync + 'static {
 }
 
 /// The keys under which back-channel logout finds a session of `provider`: its issuer's `sid`
-/// (when the ID token had one) and its `sub`. An issuer is a URL (no spaces), so a key names
-/// one issuer's one value.
+/// and its `sub` — or, when its ID token had no `sid`, its `sub` twice: as everyone's, and as a
+/// session the provider cannot name (which a logout naming a `sid` of that person reaches). An
+/// issuer is a URL (no spaces), so a key names one issuer's one value.
 pub fn provider_keys(provider: &ProviderSession) -> Vec<String> {
-    let mut keys = Vec::with_capacity(2);
-    if let Some(sid) = &provider.session_id {
-        keys.push(provider_key(&provider.issuer, ProviderKeyKind::Sid, sid));
+    let sub = provider_key(&provider.issuer, ProviderKeyKind::Sub, &provider.subject);
+    match &provider.session_id {
+        Some(sid) => vec![provider_key(&provider.issuer, ProviderKeyKind::Sid, sid), sub],
+        None => vec![sub, provider_key(&provider.issuer, ProviderKeyKind::SubWithoutSid, &provider.subject)],
     }
-    keys.push(provider_key(&provider.issuer, ProviderKeyKind::Sub, &provider.subject));
-    keys
 }
 
 /// Which of the provider's names a key is made of.
@@ -213,8 +214,10 @@ pub fn provider_keys(provider: &ProviderSession) -> Vec<String> {
 pub enum ProviderKeyKind {
     /// The provider's session id.
     Sid,
-    /// The person's subject.
+    /// The person's subject: all their sessions.
     Sub,
+    /// The person's sessions whose ID token had no `sid`.
+    SubWithoutSid,
 }
 
 /// The key of `issuer`'s `value` of `kind` (see [`provider_keys`]).
@@ -222,6 +225,7 @@ pub fn provider_key(issuer: &str, kind: ProviderKeyKind, value: &str) -> String 
     let kind = match kind {
         ProviderKeyKind::Sid => "sid",
         ProviderKeyKind::Sub => "sub",
+        ProviderKeyKind::SubWithoutSid => "sub-nosid",
     };
     format!("{kind} {issuer} {value}")
 }
@@ -264,13 +268,6 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
             self.order = live.into();
         }
         dropped
-    }
-
-    /// Whether one more entry would drop a live one (after dropping what expired at the front:
-    /// exact for maps whose entries all live equally long).
-    fn is_full(&mut self, now: Instant) -> bool {
-        self.trim(now);
-        self.entries.len() >= self.capacity
     }
 
     /// Drops from the front: entries replaced since (stale positions), expired ones, and the
@@ -323,8 +320,9 @@ struct Maps {
     newest: Bounded<String, u64>,
     /// Session ids that signed out.
     ended: Bounded<String, ()>,
-    /// Provider keys ([`provider_keys`]) with the moment their sessions were ended.
-    provider_ended: Bounded<String, u64>,
+    /// Provider keys ([`provider_keys`]) with the moment their sessions were ended, and whether
+    /// every session of the key ended (not only those begun by then).
+    provider_ended: Bounded<String, (u64, bool)>,
     /// The latest moment of a provider key dropped to stay within capacity before its expiry:
     /// every provider session that began at or before it counts as ended (more people signed
     /// out than asked, never one brought back).
@@ -353,9 +351,10 @@ fn waiting(mut receiver: watch::Receiver<Option<Outcome>>) -> Wait {
 impl InProcess {
     /// At most `capacity` remembered results and newest-generation marks, and `ended_capacity`
     /// each of sign-out marks, provider keys ended by back-channel logout and used logout
-    /// tokens. Results, marks and sign-outs past capacity are dropped oldest first; a provider
-    /// key dropped early turns into "every provider session that began before it is over", and
-    /// a logout token that finds no room is refused — neither brings an ended session back.
+    /// tokens, the oldest dropped first. A provider key dropped early turns into "every
+    /// provider session that began before it is over"; a used logout token dropped early could
+    /// be replayed, which ends sessions again (and a person's newer ones): neither brings an
+    /// ended session back.
     pub fn new(capacity: usize, ended_capacity: usize, clock: Arc<dyn Clock>) -> Self {
         InProcess {
             clock,
@@ -473,12 +472,15 @@ impl RefreshMemory for InProcess {
         Box::pin(std::future::ready(()))
     }
 
-    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, left: Duration) -> BoxFuture<'a, ()> {
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
         let now = self.clock.now();
         let mut maps = self.maps();
-        let at = maps.provider_ended.get(key, now).map_or(at, |earlier| at.max(*earlier));
-        let dropped = maps.provider_ended.insert(key.to_string(), at, after(now, left), now);
-        if let Some(latest) = dropped.into_iter().max() {
+        let (at, every) = match maps.provider_ended.get(key, now) {
+            Some(&(earlier, was_every)) => (at.max(earlier), every || was_every),
+            None => (at, every),
+        };
+        let dropped = maps.provider_ended.insert(key.to_string(), (at, every), after(now, left), now);
+        if let Some(latest) = dropped.into_iter().map(|(at, _)| at).max() {
             tracing::warn!("the back-channel logout memory is full: every provider session that began before the oldest one dropped is ended");
             maps.provider_floor = Some(maps.provider_floor.map_or(latest, |floor| floor.max(latest)));
         }
@@ -488,19 +490,21 @@ impl RefreshMemory for InProcess {
     fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
         let now = self.clock.now();
         let maps = self.maps();
-        let ended = keys.iter().filter_map(|key| maps.provider_ended.get(key.as_str(), now).copied()).chain(maps.provider_floor).max();
+        let marks = keys.iter().filter_map(|key| maps.provider_ended.get(key.as_str(), now));
+        let ended = marks.map(|&(at, every)| if every { u64::MAX } else { at }).chain(maps.provider_floor).max();
         Box::pin(std::future::ready(ended))
     }
 
     fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
         let now = self.clock.now();
         let mut maps = self.maps();
-        let first = if maps.used_jtis.get(jti, now).is_some() || maps.used_jtis.is_full(now) {
-            false
-        } else {
-            maps.used_jtis.insert(jti.to_string(), (), after(now, left), now);
-            true
-        };
+        let first = maps.used_jtis.get(jti, now).is_none();
+        if first {
+            let dropped = maps.used_jtis.insert(jti.to_string(), (), after(now, left), now);
+            if !dropped.is_empty() {
+                tracing::warn!("the used-logout-token memory is full: the oldest is forgotten early");
+            }
+        }
         Box::pin(std::future::ready(first))
     }
 
@@ -684,18 +688,26 @@ mod tests {
         let clock = ManualClock::new();
         let memory = InProcess::new(10, 10, Arc::new(clock.clone()));
         let day = Duration::from_secs(86_400);
+        let key = |kind, value| provider_key("https://id.example", kind, value);
         let dana = provider_keys(&provider(Some("s-1"), "dana"));
         let dana_elsewhere = provider_keys(&provider(Some("s-2"), "dana"));
+        let dana_unnamed = provider_keys(&provider(None, "dana"));
         assert_eq!(dana, ["sid https://id.example s-1", "sub https://id.example dana"]);
+        assert_eq!(dana_unnamed, ["sub https://id.example dana", "sub-nosid https://id.example dana"]);
         assert_eq!(now(memory.ended_at_provider(&dana)), None);
-        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sid, "s-1"), 1000, day));
-        assert_eq!(now(memory.ended_at_provider(&dana)), Some(1000));
+        // By sid: every session of it, whenever it began (the same second included).
+        now(memory.end_at_provider(&key(ProviderKeyKind::Sid, "s-1"), 1000, true, day));
+        assert_eq!(now(memory.ended_at_provider(&dana)), Some(u64::MAX));
         assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), None, "another provider session of the same person");
-        // Without a sid, the person: every session of theirs.
-        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sub, "dana"), 2000, day));
+        // A logout naming a sid reaches the person's sessions the provider could not name.
+        now(memory.end_at_provider(&key(ProviderKeyKind::SubWithoutSid, "dana"), 1000, false, day));
+        assert_eq!(now(memory.ended_at_provider(&dana_unnamed)), Some(1000));
+        assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), None);
+        // Without a sid, the person: every session of theirs that began by then.
+        now(memory.end_at_provider(&key(ProviderKeyKind::Sub, "dana"), 2000, false, day));
         assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), Some(2000));
         // An earlier moment never moves the mark back.
-        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sub, "dana"), 1500, day));
+        now(memory.end_at_provider(&key(ProviderKeyKind::Sub, "dana"), 1500, false, day));
         assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), Some(2000));
         // Another issuer's dana is someone else.
         let other = provider_keys(&ProviderSession { issuer: "https://other.example".into(), ..provider(None, "dana") });
@@ -709,27 +721,29 @@ mod tests {
         let memory = InProcess::new(10, 2, Arc::new(ManualClock::new()));
         let day = Duration::from_secs(86_400);
         let key = |sub: &str| provider_key("https://id.example", ProviderKeyKind::Sub, sub);
-        now(memory.end_at_provider(&key("a"), 100, day));
-        now(memory.end_at_provider(&key("b"), 200, day));
-        now(memory.end_at_provider(&key("c"), 300, day));
-        // a was dropped to make room: its sessions stay ended through the floor (100), which
-        // ends everyone's sessions that began by then.
-        assert_eq!(now(memory.ended_at_provider(&[key("a")])), Some(100));
+        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sid, "s-a"), 100, true, day));
+        now(memory.end_at_provider(&key("b"), 200, false, day));
+        now(memory.end_at_provider(&key("c"), 300, false, day));
+        // s-a was dropped to make room: its sessions stay ended through the floor (its moment,
+        // 100), which ends everyone's provider sessions that began by then.
         assert_eq!(now(memory.ended_at_provider(&[key("z")])), Some(100));
         assert_eq!(now(memory.ended_at_provider(&[key("c")])), Some(300));
     }
 
     #[test]
-    fn a_logout_token_is_used_once_and_a_full_memory_refuses() {
+    fn a_logout_token_is_used_once() {
         let clock = ManualClock::new();
         let memory = InProcess::new(10, 2, Arc::new(clock.clone()));
-        let window = Duration::from_secs(360);
+        let window = Duration::from_secs(362);
         assert!(now(memory.first_use("j1", window)));
         assert!(!now(memory.first_use("j1", window)), "a replay");
         assert!(now(memory.first_use("j2", window)));
-        assert!(!now(memory.first_use("j3", window)), "no room: refused, nothing forgotten");
-        assert!(!now(memory.first_use("j1", window)), "still remembered");
-        clock.advance(window + Duration::from_secs(1));
-        assert!(now(memory.first_use("j3", window)), "room again once the window passed");
+        clock.advance(window);
+        assert!(now(memory.first_use("j1", window)), "forgotten once its token is too old to be accepted");
+        // Full: the oldest is forgotten (a replay of it ends sessions again: more sign-outs,
+        // never fewer), the newest always remembered.
+        assert!(now(memory.first_use("j3", window)));
+        assert!(now(memory.first_use("j4", window)));
+        assert!(!now(memory.first_use("j4", window)));
     }
 }

@@ -778,8 +778,9 @@ async fn logout_tokens_that_are_forged_replayed_or_wrong_end_nothing() {
     let (status, body) = post_logout_token(&app, &good).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error_description"].as_str().unwrap().contains("used already"), "{body}");
-    // A sign-in after the logout is a new session and is not ended by it. (A new browser: the
-    // app revoked the ended session's grant, which this provider's session still points at.)
+    // A sign-in after the logout is a new session and is not ended by it (a second later: a
+    // logout by sub ends the sign-ins of its own second too). A new browser: the app revoked
+    // the ended session's grant, which this provider's session still points at.
     app.clock.advance(Duration::from_secs(1));
     let again = browser();
     signed_in(&app, &again).await;
@@ -966,4 +967,43 @@ async fn a_provider_that_lies_signs_nobody_in() {
     let (_, pending) = oidc.begin("/", now());
     attempt((StatusCode::BAD_REQUEST, json!({ "error": "invalid_grant" }).to_string()), json!({}));
     assert!(matches!(oidc.finish(&callback(&pending), &pending, now()).await, Err(oidc::FlowError::CodeRefused(_))));
+}
+
+#[tokio::test]
+async fn googles_offline_access_and_a_provider_without_revocation() {
+    use tokenless_bff::TokenGrants;
+    // Google: no offline_access scope; access_type=offline (and consent) asks for the refresh token.
+    let (issuer, _) = stub(|at| (StatusCode::OK, changed(at, "userinfo_endpoint", json!(format!("{at}/userinfo"))))).await;
+    let config = OidcConfig {
+        issuer: issuer.clone(),
+        client_id: "tokenless".into(),
+        client_secret: "s".to_string().into(),
+        scopes: "openid email profile".into(),
+        auth_params: [("access_type".to_string(), "offline".to_string())].into(),
+        ..OidcConfig::default()
+    };
+    let options = config.validate().unwrap();
+    let http = oidc::http_client(&options).unwrap();
+    let metadata = oidc::discover(&options, &http).await.unwrap();
+    let provider = oidc::OidcProvider::new(options, metadata, &url::Url::parse(CALLBACK).unwrap()).unwrap();
+    let (start, _) = provider.begin("/", now());
+    let query: std::collections::HashMap<String, String> = start.query_pairs().into_owned().collect();
+    assert_eq!(query["access_type"], "offline");
+    assert_eq!(query["prompt"], "consent");
+    assert_eq!(query["scope"], "openid email profile");
+
+    // No revocation endpoint (Entra ID): the upstream builds, and a revocation says it cannot
+    // be done instead of pretending.
+    let upstream = provider.upstream(&url::Url::parse(&issuer).unwrap()).expect("no revocation endpoint is fine");
+    let tokens = tokenless_bff::TokenSet {
+        access_token: tokenless_bff::Token::new("a"),
+        access_expires_at: now() + 60,
+        refresh_token: Some(tokenless_bff::Token::new("r")),
+        refresh_expires_at: None,
+        access_issued_at: now(),
+    };
+    match upstream.revoke(&tokens).await {
+        Err(tokenless_bff::UpstreamError::Refused { code }) => assert_eq!(code, oidc::NO_REVOCATION_ENDPOINT),
+        other => panic!("{other:?}"),
+    }
 }

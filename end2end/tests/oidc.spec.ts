@@ -37,15 +37,16 @@ async function signInThroughProvider(page: Page) {
   await expect(page.getByText('Dana User').first()).toBeVisible();
 }
 
-/** Everything the browser receives from now on: headers and bodies, of every origin. */
-function recordResponses(page: Page): string[] {
-  const seen: string[] = [];
-  page.on('response', async (response: Response) => {
-    seen.push(response.url(), JSON.stringify(response.headers()));
-    const body = await response.text().catch(() => '');
-    seen.push(body);
+/** Everything the browser receives from now on: headers and bodies, of every origin. Await
+ * `all()` for the whole of it (bodies are read as they arrive). */
+function recordResponses(page: Page): { all: () => Promise<string> } {
+  const seen: Promise<string>[] = [];
+  page.on('response', (response: Response) => {
+    const head = `${response.url()}\n${JSON.stringify(response.headers())}\n`;
+    // A redirect has no body to read; what it says is in its headers.
+    seen.push(response.text().then((body) => head + body, () => head));
   });
-  return seen;
+  return { all: async () => (await Promise.all(seen)).join('\n') };
 }
 
 async function browserState(page: Page, context: BrowserContext): Promise<string> {
@@ -75,7 +76,8 @@ test.describe('OpenID Connect', () => {
     expect(session.provider?.subject).toBe('dana');
     const tokens = [session.tokens.access_token, session.tokens.refresh_token, session.provider?.id_token];
     for (const token of tokens) expect(token && token.length).toBeGreaterThan(10);
-    const everything = seen.join('\n') + (await browserState(page, context));
+    const everything = (await seen.all()) + (await browserState(page, context));
+    expect(everything).toContain('Dana User');
     for (const token of tokens) expect(everything.includes(token!), 'a token reached the browser').toBe(false);
     // Only the sealed HttpOnly cookie holds the session: scripts see none of it.
     expect(await page.evaluate(() => document.cookie)).not.toContain('tokenless_session');

@@ -2,6 +2,7 @@
 //! the scopes it asks for, which claim holds the roles and the name the sign-in page shows.
 //! Everything else is discovered ([`super::discover`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -35,7 +36,24 @@ pub struct OidcConfig {
     pub timeout_ms: u64,
     /// Timeout of connecting to the provider, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Extra parameters of the authorization request, for providers that want them (Google's
+    /// refresh token: `access_type = "offline"`; Auth0's API: `audience = "https://api.example"`).
+    /// The flow's own parameters cannot be set here.
+    pub auth_params: BTreeMap<String, String>,
 }
+
+/// The authorization request's own parameters, which `auth_params` may not set.
+const RESERVED_PARAMS: [&str; 9] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+];
 
 impl Default for OidcConfig {
     /// The library's defaults, the only place they are written.
@@ -50,6 +68,7 @@ impl Default for OidcConfig {
             provider_name: "your identity provider".into(),
             timeout_ms: 5_000,
             connect_timeout_ms: 2_000,
+            auth_params: BTreeMap::new(),
         }
     }
 }
@@ -75,6 +94,17 @@ pub struct OidcOptions {
     pub timeout: Duration,
     /// Timeout of connecting.
     pub connect_timeout: Duration,
+    /// Extra parameters of the authorization request.
+    pub auth_params: Vec<(String, String)>,
+}
+
+impl OidcOptions {
+    /// Whether the sign-in asks for offline access (a refresh token): the `offline_access` scope,
+    /// or Google's `access_type = offline`.
+    pub fn asks_offline(&self) -> bool {
+        self.scopes.iter().any(|s| s == "offline_access")
+            || self.auth_params.iter().any(|(k, v)| k == "access_type" && v == "offline")
+    }
 }
 
 /// Whether `url` is on this machine's loopback (where a test provider may speak plain http).
@@ -128,6 +158,21 @@ impl OidcConfig {
         if provider_name.is_empty() || provider_name.chars().count() > 60 {
             return Err(ConfigError::new("provider_name", "must be 1 to 60 characters (the sign-in button's text)"));
         }
+        let mut auth_params = Vec::with_capacity(self.auth_params.len());
+        for (name, value) in &self.auth_params {
+            let shown = format!("auth_params.{name}");
+            if RESERVED_PARAMS.contains(&name.as_str()) {
+                return Err(ConfigError::new(shown, "is the sign-in flow's own parameter: it cannot be set"));
+            }
+            let name_ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !name_ok {
+                return Err(ConfigError::new(shown, "a parameter name is 1 to 64 letters, digits, _, - or ."));
+            }
+            if value.trim().is_empty() || value.len() > 512 {
+                return Err(ConfigError::new(shown, "must be 1 to 512 characters"));
+            }
+            auth_params.push((name.clone(), value.trim().to_string()));
+        }
         Ok(OidcOptions {
             issuer: issuer.to_string(),
             client_id: self.client_id.trim().to_string(),
@@ -138,6 +183,7 @@ impl OidcConfig {
             provider_name: provider_name.to_string(),
             timeout: millis(self.timeout_ms, "timeout_ms")?,
             connect_timeout: millis(self.connect_timeout_ms, "connect_timeout_ms")?,
+            auth_params,
         })
     }
 }
@@ -167,6 +213,14 @@ mod tests {
         assert_eq!(o.scopes, ["openid", "email"], "openid first");
         assert_eq!(o.roles_claim.as_deref(), Some("/realm_access/roles"));
         config(serde_json::json!({ "issuer": "http://127.0.0.1:4444" })).validate().unwrap();
+        assert!(!o.asks_offline(), "email openid: no refresh token asked");
+        // Google: no offline_access scope, access_type=offline instead.
+        let google = config(serde_json::json!({ "scopes": "openid email profile", "auth_params": { "access_type": "offline" } }))
+            .validate()
+            .unwrap();
+        assert_eq!(google.auth_params, [("access_type".to_string(), "offline".to_string())]);
+        assert!(google.asks_offline());
+        assert!(!config(serde_json::json!({ "scopes": "openid" })).validate().unwrap().asks_offline());
     }
 
     #[test]
@@ -183,6 +237,10 @@ mod tests {
             (serde_json::json!({ "roles_claim": "roles" }), "roles_claim"),
             (serde_json::json!({ "provider_name": " " }), "provider_name"),
             (serde_json::json!({ "timeout_ms": 0 }), "timeout_ms"),
+            (serde_json::json!({ "auth_params": { "redirect_uri": "https://evil.example" } }), "auth_params.redirect_uri"),
+            (serde_json::json!({ "auth_params": { "prompt": "none" } }), "auth_params.prompt"),
+            (serde_json::json!({ "auth_params": { "a b": "x" } }), "auth_params.a b"),
+            (serde_json::json!({ "auth_params": { "audience": " " } }), "auth_params.audience"),
         ] {
             let e = config(change.clone()).validate().expect_err(key);
             assert_eq!(e.key, key, "{change}: {e}");

@@ -193,8 +193,12 @@ impl OidcProvider {
         for scope in self.options.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
         }
-        if self.options.scopes.iter().any(|s| s == "offline_access") {
-            // OpenID Connect Core §11: offline access (a refresh token) is asked with consent.
+        for (name, value) in &self.options.auth_params {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
+        if self.options.asks_offline() {
+            // OpenID Connect Core §11: offline access (a refresh token) is asked with consent
+            // (Google, too, gives a refresh token again only with consent).
             request = request.add_prompt(CoreAuthPrompt::Consent);
         }
         let (url, state, nonce) = request.url();
@@ -375,14 +379,20 @@ impl OidcProvider {
     pub fn upstream(&self, resource_base: &Url) -> Result<super::OidcUpstream, UpstreamBuildError> {
         let metadata = self.metadata();
         let token = metadata.token_endpoint().ok_or(UpstreamBuildError::Missing("token_endpoint"))?.to_string();
-        let revocation = metadata
-            .additional_metadata()
-            .revocation_endpoint
-            .as_ref()
-            .ok_or(UpstreamBuildError::Missing("revocation_endpoint (sign-out could not end the sign-in)"))?
-            .to_string();
+        // Without a revocation endpoint (Entra ID), sign-out cannot revoke a refresh token: it
+        // ends with the provider's session (RP-initiated logout) or its own expiry. The client
+        // never calls the stand-in.
+        let revocation = metadata.additional_metadata().revocation_endpoint.as_ref().map(Url::to_string);
+        if revocation.is_none() {
+            tracing::warn!("the OpenID provider has no revocation endpoint: sign-out cannot revoke refresh tokens (they end with the provider's session or their expiry)");
+        }
         let userinfo = metadata.userinfo_endpoint().ok_or(UpstreamBuildError::Missing("userinfo_endpoint"))?.to_string();
-        let paths = EndpointPaths { token: &token, revocation: &revocation, userinfo: &userinfo, registration: None };
+        let paths = EndpointPaths {
+            token: &token,
+            revocation: revocation.as_deref().unwrap_or(&token),
+            userinfo: &userinfo,
+            registration: None,
+        };
         let o = &self.options;
         let client = UpstreamClient::new(ClientConfig {
             endpoints: UpstreamEndpoints::at(resource_base, paths)?,
@@ -394,7 +404,7 @@ impl OidcProvider {
             timeout: o.timeout,
             connect_timeout: o.connect_timeout,
         })?;
-        Ok(super::OidcUpstream::new(client))
+        Ok(super::OidcUpstream::new(client, revocation.is_some()))
     }
 
     /// Fetches the provider's signing keys again: the metadata with them.

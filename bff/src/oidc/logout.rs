@@ -27,6 +27,13 @@ pub const LOGOUT_TOKEN_WINDOW_SECS: u64 = 300;
 /// How far the provider's clock may be ahead of ours.
 const CLOCK_SKEW_SECS: u64 = 60;
 
+/// How long a used `jti` is remembered: as long as its token could still be accepted (issued up
+/// to the skew ahead, accepted for the window, whole seconds rounded either way).
+pub const LOGOUT_JTI_MEMORY_SECS: u64 = LOGOUT_TOKEN_WINDOW_SECS + CLOCK_SKEW_SECS + 2;
+
+/// The longest `sid`, `sub` or `jti` accepted (they become keys of the ended-session memory).
+pub const LOGOUT_CLAIM_MAX: usize = 255;
+
 /// The longest logout token read; a provider's are well under 4 KiB.
 pub const LOGOUT_TOKEN_MAX: usize = 16 * 1024;
 
@@ -39,11 +46,12 @@ pub enum LogoutTokenError {
     /// Longer than [`LOGOUT_TOKEN_MAX`].
     #[error("longer than {LOGOUT_TOKEN_MAX} bytes")]
     TooLong,
-    /// An algorithm the provider does not sign its tokens with (or a MAC, or `none`).
+    /// An algorithm the provider does not sign its tokens with, or a MAC (`none` is not even
+    /// read: [`LogoutTokenError::Malformed`]).
     #[error("signed with {0}, which is not one of the provider's asymmetric algorithms")]
     Algorithm(String),
     /// Its `typ` is neither `logout+jwt` nor `JWT`.
-    #[error("its typ is {0}")]
+    #[error("its typ is {0:?}")]
     Type(String),
     /// None of the provider's keys is the one it names (or, without a key id, exactly one fits).
     #[error("none of the provider's keys signed it")]
@@ -51,8 +59,8 @@ pub enum LogoutTokenError {
     /// The signature, `iss`, `aud` or `exp` is wrong.
     #[error("refused: {0}")]
     Invalid(String),
-    /// Issued too long ago, or in the future.
-    #[error("issued outside the last {LOGOUT_TOKEN_WINDOW_SECS} s")]
+    /// Issued too long ago, in the future, or without saying when (`iat`).
+    #[error("not issued within the last {LOGOUT_TOKEN_WINDOW_SECS} s")]
     Stale,
     /// It carries a `nonce` (an ID token is not a logout token).
     #[error("it carries a nonce")]
@@ -63,10 +71,13 @@ pub enum LogoutTokenError {
     /// Neither `sid` nor `sub`.
     #[error("it names neither a session (sid) nor a person (sub)")]
     NoSubject,
+    /// A `sid`, `sub` or `jti` longer than [`LOGOUT_CLAIM_MAX`].
+    #[error("its {0} is longer than {LOGOUT_CLAIM_MAX} bytes")]
+    TooLongClaim(&'static str),
     /// No `jti`.
     #[error("it has no jti")]
     NoJti,
-    /// Its `jti` was used already (or could not be remembered).
+    /// Its `jti` was used already.
     #[error("it was used already")]
     Replayed,
 }
@@ -141,12 +152,15 @@ pub fn check_logout_token(
     if !event.is_some_and(Value::is_object) {
         return Err(LogoutTokenError::NoEvent);
     }
-    let non_empty = |v: Option<String>| v.filter(|v| !v.is_empty());
-    let (session_id, subject) = (non_empty(claims.sid), non_empty(claims.sub));
+    let present = |v: Option<String>, name: &'static str| match v.filter(|v| !v.is_empty()) {
+        Some(v) if v.len() > LOGOUT_CLAIM_MAX => Err(LogoutTokenError::TooLongClaim(name)),
+        other => Ok(other),
+    };
+    let (session_id, subject) = (present(claims.sid, "sid")?, present(claims.sub, "sub")?);
     if session_id.is_none() && subject.is_none() {
         return Err(LogoutTokenError::NoSubject);
     }
-    let jti = non_empty(claims.jti).ok_or(LogoutTokenError::NoJti)?;
+    let jti = present(claims.jti, "jti")?.ok_or(LogoutTokenError::NoJti)?;
     Ok(LogoutClaims { session_id, subject, jti })
 }
 
@@ -160,7 +174,7 @@ fn signing_key<'a>(keys: &'a [Jwk], alg: Algorithm, kid: Option<&str>) -> Result
     let fits = |key: &&Jwk| {
         let usable = !matches!(key.common.public_key_use, Some(PublicKeyUse::Encryption));
         let same_alg = key.common.key_algorithm.is_none_or(|a| Algorithm::from_str(&a.to_string()) == Ok(alg));
-        usable && same_alg && DecodingKey::from_jwk(key).is_ok_and(|k| k_fits(&k, alg))
+        usable && same_alg && DecodingKey::from_jwk(key).is_ok_and(|k| k.family() == alg.family())
     };
     let mut candidates = keys.iter().filter(fits);
     match kid {
@@ -170,20 +184,6 @@ fn signing_key<'a>(keys: &'a [Jwk], alg: Algorithm, kid: Option<&str>) -> Result
             _ => Err(LogoutTokenError::UnknownKey),
         },
     }
-}
-
-/// Whether a decoding key is of `alg`'s family (RSA for RS/PS, EC for ES, Ed for EdDSA).
-fn k_fits(key: &DecodingKey, alg: Algorithm) -> bool {
-    use jsonwebtoken::AlgorithmFamily;
-    let family = match alg {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-            AlgorithmFamily::Rsa
-        }
-        Algorithm::ES256 | Algorithm::ES384 => AlgorithmFamily::Ec,
-        Algorithm::EdDSA => AlgorithmFamily::Ed,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => AlgorithmFamily::Hmac,
-    };
-    key.family() == family
 }
 
 impl OidcProvider {
@@ -341,7 +341,17 @@ YZAgfwgLi7YgdfcMyV3OLO5pnPihRANCAATSxHjMbfsCJdLcAUfynqAb9ZQg0kY/
         );
         assert_eq!(check(&with(|c| drop(c.insert("sid".into(), json!(""))))).map(|c| c.session_id), Ok(None));
         assert_eq!(check(&with(|c| drop(c.remove("jti")))), Err(E::NoJti));
+        let long = "x".repeat(LOGOUT_CLAIM_MAX + 1);
+        for claim in ["sid", "sub", "jti"] {
+            let token = {
+                let mut c = claims();
+                c[claim] = json!(long);
+                sign(&c, Some("k1"), None)
+            };
+            assert_eq!(check(&token), Err(E::TooLongClaim(claim)), "{claim}");
+        }
         assert_eq!(check(&sign(&claims(), Some("k1"), Some("at+jwt"))), Err(E::Type("at+jwt".into())));
+        assert!(E::Type("a\nb".into()).to_string().contains("\\n"), "what the sender wrote is quoted, never a new log line");
         assert_eq!(check(&sign(&claims(), Some("k2"), None)), Err(E::UnknownKey));
     }
 
@@ -361,6 +371,9 @@ YZAgfwgLi7YgdfcMyV3OLO5pnPihRANCAATSxHjMbfsCJdLcAUfynqAb9ZQg0kY/
         let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(b"s")).unwrap();
         assert_eq!(check(&hs), Err(LogoutTokenError::Algorithm("HS256".into())));
         // An algorithm the provider does not use.
+        // Even when listed as allowed, a MAC is refused.
+        let listed = check_logout_token(&hs, &keys(), &[Algorithm::ES256, Algorithm::HS256], ISSUER, CLIENT, NOW);
+        assert_eq!(listed, Err(LogoutTokenError::Algorithm("HS256".into())));
         let only_rs = check_logout_token(&good, &keys(), &[Algorithm::RS256], ISSUER, CLIENT, NOW);
         assert_eq!(only_rs, Err(LogoutTokenError::Algorithm("ES256".into())));
         for junk in ["", ".", "a.b.c", "not a token", &"a".repeat(LOGOUT_TOKEN_MAX + 1)] {

@@ -27,8 +27,11 @@ mod upstream;
 
 pub use config::{OidcConfig, OidcOptions};
 pub use routes::{reason, routes, sign_out, OidcPaths};
-pub use upstream::{OidcUpstream, PASSWORD_REFUSED};
-pub use logout::{check_logout_token, LogoutClaims, LogoutTokenError, BACKCHANNEL_EVENT, LOGOUT_TOKEN_MAX, LOGOUT_TOKEN_WINDOW_SECS};
+pub use upstream::{OidcUpstream, NO_REVOCATION_ENDPOINT, PASSWORD_REFUSED};
+pub use logout::{
+    check_logout_token, LogoutClaims, LogoutTokenError, BACKCHANNEL_EVENT, LOGOUT_CLAIM_MAX, LOGOUT_JTI_MEMORY_SECS,
+    LOGOUT_TOKEN_MAX, LOGOUT_TOKEN_WINDOW_SECS,
+};
 pub use flow::{Callback, FlowError, OidcProvider, Pending, SignedIn, NEXT_MAX, PENDING_LIFETIME_SECS};
 pub use discovery::{
     discover, discover_retrying, fetch_keys, http_client, start_delays, DiscoveryError, KeySet, ExtraMetadata,

@@ -20,7 +20,7 @@ use axum::{Extension, Router};
 use url::Url;
 
 use super::flow::{Callback, FlowError, OidcProvider, Pending};
-use super::logout::{LogoutTokenError, LOGOUT_TOKEN_MAX, LOGOUT_TOKEN_WINDOW_SECS};
+use super::logout::{LogoutTokenError, LOGOUT_JTI_MEMORY_SECS, LOGOUT_TOKEN_MAX};
 use crate::layer::SiteOrigin;
 use crate::middleware::RequestSession;
 use crate::redirect::safe_next;
@@ -143,7 +143,7 @@ async fn backchannel(provider: &OidcProvider, session: &RequestSession, headers:
             return logout_refused(&e.to_string());
         }
     };
-    let remember = Duration::from_secs(LOGOUT_TOKEN_WINDOW_SECS + 60);
+    let remember = Duration::from_secs(LOGOUT_JTI_MEMORY_SECS);
     if !manager.refresher().memory().first_use(&claims.jti, remember).await {
         tracing::warn!("refused a back-channel logout token used already");
         return logout_refused(&LogoutTokenError::Replayed.to_string());

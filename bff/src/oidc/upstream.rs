@@ -1,5 +1,6 @@
-//! The OpenID provider as the refresh machinery and pages see it: refresh, revocation and
-//! userinfo at the discovered endpoints (the OAuth 2.0 client's work), and no password sign-in —
+//! The OpenID provider as the refresh machinery and pages see it: refresh, revocation (when the
+//! provider has the endpoint) and userinfo at the discovered endpoints (the OAuth 2.0 client's
+//! work), and no password sign-in —
 //! people sign in at the provider ([`super::OidcProvider::begin`]); a password never goes to it.
 
 use std::time::Duration;
@@ -14,13 +15,18 @@ use crate::upstream::{SignInError, Upstream};
 /// The [`Upstream`] of an OpenID provider ([`super::OidcProvider::upstream`]).
 pub struct OidcUpstream {
     client: UpstreamClient,
+    /// Whether the provider has a revocation endpoint.
+    revocable: bool,
 }
 
 impl OidcUpstream {
-    pub(crate) fn new(client: UpstreamClient) -> Self {
-        OidcUpstream { client }
+    pub(crate) fn new(client: UpstreamClient, revocable: bool) -> Self {
+        OidcUpstream { client, revocable }
     }
 }
+
+/// The refusal a revocation gets from a provider without a revocation endpoint.
+pub const NO_REVOCATION_ENDPOINT: &str = "no_revocation_endpoint";
 
 /// What a password sign-in at an OpenID provider's upstream answers.
 pub const PASSWORD_REFUSED: &str = "people sign in at the OpenID provider, not with a password here";
@@ -36,6 +42,9 @@ impl TokenGrants for OidcUpstream {
     }
 
     fn revoke<'a>(&'a self, tokens: &'a TokenSet) -> BoxFuture<'a, Result<(), UpstreamError>> {
+        if !self.revocable {
+            return Box::pin(async { Err(UpstreamError::Refused { code: NO_REVOCATION_ENDPOINT.into() }) });
+        }
         TokenGrants::revoke(&self.client, tokens)
     }
 }

@@ -244,10 +244,10 @@ impl RefreshMemory for Remote {
         })
     }
 
-    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, left: Duration) -> BoxFuture<'a, ()> {
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.hop().await;
-            self.local.end_at_provider(key, at, left).await
+            self.local.end_at_provider(key, at, every, left).await
         })
     }
 
