@@ -111,6 +111,12 @@ fn people_sign_in_at_the_provider_and_land_on_the_page_they_asked_for() {
         assert!(form.contains("hidden"), "no password form with a provider: <form{form}>");
         // A password posted all the same never goes to the provider (the app refuses it, and the
         // library's upstream for a provider has no password sign-in at all).
+        // Registration is the provider's too: the page leads there.
+        let register = b.get("/register?next=%2Faccount").await;
+        assert!(register.body.contains("Accounts are made at Test ID"), "{}", register.body);
+        assert!(register.body.contains(r#"href="/auth/login?next=%2Faccount""#), "{}", register.body);
+        let form = register.body.split("<form").nth(1).expect("the form").split('>').next().unwrap();
+        assert!(form.contains("hidden"), "no registration form with a provider: <form{form}>");
         let posted = b.call("login", &[("email", "user@example.com"), ("password", "x"), ("next", "/")]).await;
         assert_eq!(posted.status, StatusCode::BAD_REQUEST, "{posted:?}");
 
