@@ -206,6 +206,9 @@ find_chromium() {
 }
 
 setup_e2e() {
+    # The shared refresh memory's tests start their own redis-server on loopback.
+    have redis-server || apt_install redis-server || fail \
+        "redis-server is missing: install Redis 7 (Debian/Ubuntu: apt-get install redis-server), then run this again."
     have npm || apt_install nodejs npm || fail "npm is missing: install Node.js 18 or newer, then run this again."
     if [ ! -d end2end/node_modules/@playwright/test ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
         say "npm ci in end2end/"

@@ -12,6 +12,10 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Instant;
     /// Seconds since the Unix epoch.
     fn unix(&self) -> u64;
+    /// Milliseconds since the Unix epoch: the time several instances share (a store's expiries).
+    fn unix_millis(&self) -> u64 {
+        self.unix().saturating_mul(1000)
+    }
 }
 
 /// The machine's clocks.
@@ -25,6 +29,10 @@ impl Clock for SystemClock {
 
     fn unix(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    fn unix_millis(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
     }
 }
 
@@ -66,6 +74,10 @@ impl Clock for ManualClock {
 
     fn unix(&self) -> u64 {
         self.unix_start.saturating_add(self.elapsed().as_secs())
+    }
+
+    fn unix_millis(&self) -> u64 {
+        self.unix_start.saturating_mul(1000).saturating_add(u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 }
 

@@ -78,6 +78,29 @@ pub struct SessionConfig {
     /// Timeout of a refresh grant, in milliseconds; longer than the wait, because a grant
     /// abandoned after the upstream rotated is one the next request would replay.
     pub refresh_timeout_ms: u64,
+    /// Where the refresh memory lives: `memory` (this process) or `redis` (shared by every
+    /// instance that names the same Redis and prefix; needs the `redis` feature).
+    pub store: String,
+    /// The Redis of `store = "redis"`: `redis://host:6379/0` (`rediss://` for TLS; a password
+    /// in it stays secret).
+    pub redis_url: SecretString,
+    /// What every Redis key of these sessions starts with; instances that share it share
+    /// refreshes.
+    pub redis_prefix: String,
+}
+
+/// Where the refresh memory lives.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// In this process ([`crate::InProcess`]).
+    Memory,
+    /// On Redis, shared by every instance with the same URL and prefix (`RedisMemory`).
+    Redis {
+        /// The server's URL.
+        url: SecretString,
+        /// The key prefix.
+        prefix: String,
+    },
 }
 
 impl Default for SessionConfig {
@@ -94,6 +117,9 @@ impl Default for SessionConfig {
             rotation_grace_secs: 60,
             refresh_memory: 100_000,
             refresh_timeout_ms: 30_000,
+            store: "memory".into(),
+            redis_url: SecretString::from(String::new()),
+            redis_prefix: "tokenless:".into(),
         }
     }
 }
@@ -121,6 +147,8 @@ pub struct SessionOptions {
     pub limits: Limits,
     /// The refresh machinery's waits, grace and memory.
     pub refresh: RefreshConfig,
+    /// Where the refresh memory lives.
+    pub store: Store,
 }
 
 impl Default for SessionOptions {
@@ -237,7 +265,28 @@ impl SessionConfig {
             ended_capacity: self.refresh_memory,
             ..RefreshConfig::default()
         };
-        Ok(SessionOptions { cookie_name, same_site, keys, limits, refresh })
+        let store = match self.store.trim() {
+            "memory" => Store::Memory,
+            "redis" => {
+                let raw = self.redis_url.expose_secret().trim();
+                let url_ok = url::Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host().is_some());
+                if !url_ok {
+                    return Err(ConfigError::new(
+                        "redis_url",
+                        "with store = \"redis\", the Redis to use: redis://host:6379/0 (rediss:// for TLS)",
+                    ));
+                }
+                let prefix = self.redis_prefix.trim();
+                if prefix.is_empty() || prefix.len() > 64 || prefix.contains(char::is_whitespace) {
+                    return Err(ConfigError::new("redis_prefix", "must be 1 to 64 characters without spaces (tokenless:)"));
+                }
+                Store::Redis { url: SecretString::from(raw.to_string()), prefix: prefix.to_string() }
+            }
+            other => {
+                return Err(ConfigError::new("store", format!("{other:?} is neither \"memory\" nor \"redis\"")));
+            }
+        };
+        Ok(SessionOptions { cookie_name, same_site, keys, limits, refresh, store })
     }
 }
 
@@ -264,7 +313,18 @@ mod tests {
 
     #[test]
     fn every_bad_value_names_its_key() {
-        let cases: [(&str, fn(&mut SessionConfig)); 9] = [
+        let cases: [(&str, fn(&mut SessionConfig)); 13] = [
+            ("store", |c| c.store = "postgres".into()),
+            ("redis_url", |c| c.store = "redis".into()),
+            ("redis_url", |c| {
+                c.store = "redis".into();
+                c.redis_url = SecretString::from("http://127.0.0.1:6379".to_string());
+            }),
+            ("redis_prefix", |c| {
+                c.store = "redis".into();
+                c.redis_url = SecretString::from("redis://127.0.0.1:6379/0".to_string());
+                c.redis_prefix = "a b".into();
+            }),
             ("cookie_name", |c| c.cookie_name = "a b".into()),
             ("cookie_name", |c| c.cookie_name = " ".into()),
             ("same_site", |c| c.same_site = "none".into()),
@@ -288,5 +348,14 @@ mod tests {
         assert!(!format!("{config:?}").contains("AAAA"));
         let options = config.validate().unwrap();
         assert!(!format!("{options:?}").contains("AAAA"));
+        let redis = SessionConfig {
+            store: "redis".into(),
+            redis_url: SecretString::from("redis://:hunter2@127.0.0.1:6379/0".to_string()),
+            ..SessionConfig::default()
+        };
+        assert!(!format!("{redis:?}").contains("hunter2"));
+        let options = redis.validate().unwrap();
+        assert!(matches!(&options.store, Store::Redis { prefix, .. } if prefix == "tokenless:"));
+        assert!(!format!("{options:?}").contains("hunter2"), "{options:?}");
     }
 }

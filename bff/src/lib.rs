@@ -62,6 +62,8 @@ pub mod oidc;
 mod middleware;
 pub mod passthrough;
 mod redirect;
+#[cfg(feature = "redis")]
+mod redis_memory;
 mod refresh;
 mod seal;
 mod session;
@@ -77,7 +79,7 @@ pub use manager::{now, BuildError, Ended, Limits, Loaded, SessionManager, Sessio
 pub use middleware::{RequestSession, ResourceError};
 
 // Configuration.
-pub use config::{http_url, millis, seconds, ConfigError, SessionConfig, SessionOptions, MAX_SECONDS};
+pub use config::{http_url, millis, seconds, ConfigError, SessionConfig, SessionOptions, Store, MAX_SECONDS};
 pub use cookies::CookiePolicy;
 pub use key_file::{KeyFile, KeyFileError};
 pub use seal::{generate_key_spec, KeyError, KeyRing};
@@ -96,6 +98,8 @@ pub use session::{Freshness, Profile, ProviderSession, Session, Token, TokenSet}
 
 // The refresh machinery.
 pub use memory::{InProcess, RefreshMemory};
+#[cfg(feature = "redis")]
+pub use redis_memory::{RedisMemory, RedisOptions, RedisStartError, SHARED_MEMORY_UNAVAILABLE};
 pub use refresh::{Known, OutcomeKind, RefreshConfig, RefreshCounts, Refresher, Revocation, HANDOFF, SIGNED_OUT, SUBJECT_CHANGED};
 
 // Time.

@@ -14,9 +14,10 @@
 //! a refusal), and `delivered` only ever shortens what it read.
 //!
 //! A result holds the new tokens themselves (the key is only the consumed token's hash): a
-//! store outside this process must keep them encrypted and expire them. What a shared store
-//! also needs and this trait does not say yet — a flight whose owner died (a lease), a store
-//! that fails or is slow (errors, timeouts) — comes with the first such store (issue 17).
+//! store outside this process must keep them encrypted and expire them. A shared store
+//! (`RedisMemory`, feature `redis`) also has flights whose owner died (a lease that ends) and
+//! calls that fail: it answers a claim it cannot make with `Remembered(Unavailable)` — "try
+//! again", never a flight that could present a token another instance rotated.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -41,25 +42,40 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
 }
 
 /// The SHA-256 of a refresh token: how a consumed token is looked up (the token itself is never
-/// a key).
+/// a key); and a second, domain-separated hash of it, from which a shared store derives the
+/// key that seals the result (so a dump of the store, which holds only the first, opens
+/// nothing).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenKey([u8; 32]);
+pub struct TokenKey {
+    lookup: [u8; 32],
+    seal: [u8; 32],
+}
 
 impl TokenKey {
     /// The key of `token`.
     pub fn of(token: &Token) -> Self {
-        TokenKey(Sha256::digest(token.expose().as_bytes()).into())
+        let lookup = Sha256::digest(token.expose().as_bytes()).into();
+        let mut seal = Sha256::new();
+        seal.update(b"tokenless/v1/refresh-result-key\0");
+        seal.update(token.expose().as_bytes());
+        TokenKey { lookup, seal: seal.finalize().into() }
     }
 
     /// The hash's bytes (a shared store's key).
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.lookup
+    }
+
+    /// The material a shared store derives the result's sealing key from (with a secret of
+    /// its own); never stored.
+    pub fn seal_material(&self) -> &[u8; 32] {
+        &self.seal
     }
 }
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenKey({}…)", hex::encode(&self.0[..4]))
+        write!(f, "TokenKey({}…)", hex::encode(&self.lookup[..4]))
     }
 }
 
@@ -80,7 +96,8 @@ pub enum Outcome {
     /// The upstream refused the refresh token (or the session signed out meanwhile): the
     /// refusal code.
     Refused(String),
-    /// The upstream could not be asked; never remembered (the next request tries again).
+    /// The upstream (or a shared memory) could not be asked; never remembered (the next
+    /// request tries again).
     Unavailable(String),
 }
 

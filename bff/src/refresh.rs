@@ -429,7 +429,8 @@ impl Refresher {
             Some(Outcome::Refreshed(r)) => Ok(apply(session, &r)),
             Some(Outcome::Refused(code)) => Err(UpstreamError::Refused { code }),
             Some(Outcome::Unavailable(detail)) => Err(UpstreamError::Unavailable(detail)),
-            // The flight's task ended without a word: only a panic does that.
+            // The flight ended without a word: its task panicked, or (a shared memory) the
+            // instance flying it stopped and its lease ended.
             None => Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into())),
         }
     }

@@ -112,6 +112,21 @@ impl KeyRing {
         Self::new(&[(0, key)]).unwrap_or_else(|_| unreachable!("a ring of one key is valid"))
     }
 
+    /// A 32-byte secret for `label` derived from the sealing key (its AES keystream for a
+    /// nonce fixed by the label, hashed): every instance with the same keys derives the same
+    /// one, and it reveals nothing of the key.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let nonce_bytes: [u8; 32] = Sha256::digest(label.as_bytes()).into();
+        let nonce = Nonce::<<Aes256Gcm as AeadCore>::NonceSize>::from_slice(&nonce_bytes[..12]);
+        // Encrypting 32 bytes with a valid key cannot fail.
+        let stream = self.keys[0]
+            .cipher
+            .encrypt(nonce, Payload { msg: &[0u8; 32], aad: label.as_bytes() })
+            .unwrap_or_else(|_| unreachable!("AES-GCM encryption of 32 bytes"));
+        Sha256::digest(&stream).into()
+    }
+
     /// The id of the key that seals.
     pub fn sealing_key_id(&self) -> u8 {
         self.keys[0].id
@@ -241,6 +256,18 @@ mod tests {
     /// 32 × 0x07, nonce 01..0c, cookie `tokenless_session`, plaintext "known answer". A change of
     /// envelope layout, AAD or cipher makes every cookie in the field unreadable: it fails here.
     const KNOWN_SEALED: &str = "AQMBAgMEBQYHCAkKCwzQEofpBMqDQpZJZ2wsR9TDP2SELKdmNFjv29Dp";
+
+    #[test]
+    fn a_derived_secret_is_the_same_for_the_same_key_and_label_only() {
+        let ring = KeyRing::new(&[(1, [3; 32])]).unwrap();
+        let again = KeyRing::new(&[(1, [3; 32]), (2, [4; 32])]).unwrap();
+        let other_key = KeyRing::new(&[(1, [5; 32])]).unwrap();
+        let secret = ring.derive_secret("a");
+        assert_eq!(secret, again.derive_secret("a"), "the sealing key decides, not the others");
+        assert_ne!(secret, ring.derive_secret("b"));
+        assert_ne!(secret, other_key.derive_secret("a"));
+        assert_ne!(secret, [3; 32]);
+    }
 
     #[test]
     fn known_answer_envelope() {

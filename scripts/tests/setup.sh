@@ -82,7 +82,7 @@ tool_stub() { # path, text its --version prints
 #   debian=1            Debian's rustc-web 1.96, its source, lld and the wasm32 std built
 #   root=0              not root (default root);       apt=0  no apt-get at all
 #   leptos=VERSION      cargo-leptos installed;        bindgen=VERSION  wasm-bindgen installed
-#   npm=1  node_modules=1  chromium=1
+#   npm=1  node_modules=1  chromium=1  redis=1
 new_machine() {
     local name="$1"
     shift
@@ -91,7 +91,7 @@ new_machine() {
     export FAKE_LOG="$M/log" FAKE_STATE="$M/state"
     : >"$FAKE_LOG"
     local rustup=95 rustup_wasm=0 target_add=fail debian=0 root=1 apt=1 leptos="" bindgen="" \
-        npm=0 node_modules=0 chromium=0 opt
+        npm=0 node_modules=0 chromium=0 redis=0 opt
     for opt in "$@"; do
         local "${opt%%=*}=${opt#*=}"
     done
@@ -133,6 +133,7 @@ for p in \"\$@\"; do
     rust-web-src) mkdir -p \"\$U/lib/rustlib/src/rust/library\";;
     lld-22) touch \"\$U/bin/rust-lld\";;
     chromium) cp '$M/stubs/.chromium' \"\$U/bin/chromium\";;
+    redis-server) cp '$M/stubs/.redis-server' \"\$U/bin/redis-server\";;
     npm) cp '$M/stubs/.npm' \"\$U/bin/npm\"; cp '$M/stubs/.npx' \"\$U/bin/npx\";;
     esac
 done"
@@ -140,6 +141,7 @@ done"
     rustc_stub "$M/stubs/.debian-rustc" 96 debian-rustc
     cargo_stub "$M/stubs/.debian-cargo" debian-cargo
     tool_stub "$M/stubs/.chromium" "Chromium 156.0"
+    tool_stub "$M/stubs/.redis-server" "Redis server v=7.0.15"
     stub "$M/stubs/.npm" npm 'case "$1" in ci) mkdir -p node_modules/@playwright/test; touch node_modules/.package-lock.json;; esac'
     stub "$M/stubs/.npx" npx ''
     if [ "$npm" = 1 ]; then cp "$M/stubs/.npm" "$M/usr/bin/npm"; cp "$M/stubs/.npx" "$M/usr/bin/npx"; fi
@@ -148,6 +150,7 @@ done"
         touch "$M/repo/end2end/node_modules/.package-lock.json"
     fi
     [ "$chromium" = 1 ] && cp "$M/stubs/.chromium" "$M/usr/bin/chromium"
+    [ "$redis" = 1 ] && cp "$M/stubs/.redis-server" "$M/usr/bin/redis-server"
     [ -n "$leptos" ] && tool_stub "$cargo_bin/cargo-leptos" "cargo-leptos $leptos"
     [ -n "$bindgen" ] && tool_stub "$cargo_bin/wasm-bindgen" "wasm-bindgen $bindgen"
     true
@@ -277,7 +280,7 @@ case_e2_no_apt_nothing_usable() {
 
 case_f_everything_present_rustup() {
     new_machine f rustup=96 rustup_wasm=1 leptos="$CARGO_LEPTOS_VERSION" bindgen="$WASM_BINDGEN_VERSION" \
-        npm=1 node_modules=1 chromium=1
+        npm=1 node_modules=1 chromium=1 redis=1
     run_setup test
     expect_status 0
     expect_no_install
@@ -286,7 +289,7 @@ case_f_everything_present_rustup() {
 
 case_f2_everything_present_debian() {
     new_machine f2 rustup=95 debian=1 leptos="$CARGO_LEPTOS_VERSION" bindgen="$WASM_BINDGEN_VERSION" \
-        npm=1 node_modules=1 chromium=1
+        npm=1 node_modules=1 chromium=1 redis=1
     run_setup test
     expect_status 0
     expect_no_install
@@ -295,7 +298,7 @@ case_f2_everything_present_debian() {
 
 case_g_no_chromium_apt_available() {
     new_machine g rustup=96 rustup_wasm=1 leptos="$CARGO_LEPTOS_VERSION" bindgen="$WASM_BINDGEN_VERSION" \
-        npm=1 node_modules=1
+        npm=1 node_modules=1 redis=1
     run_setup test
     expect_status 0
     expect_ran "apt-get install -y -qq chromium"
@@ -305,11 +308,24 @@ case_g_no_chromium_apt_available() {
 
 case_g2_no_npm_apt_available() {
     new_machine g2 rustup=96 rustup_wasm=1 leptos="$CARGO_LEPTOS_VERSION" bindgen="$WASM_BINDGEN_VERSION" \
-        chromium=1
+        chromium=1 redis=1
     run_setup test
     expect_status 0
     expect_ran "apt-get install -y -qq nodejs npm"
     expect_ran "npm ci"
+}
+
+case_g3_no_redis() {
+    new_machine g3 rustup=96 rustup_wasm=1 leptos="$CARGO_LEPTOS_VERSION" bindgen="$WASM_BINDGEN_VERSION" \
+        npm=1 node_modules=1 chromium=1
+    run_setup test
+    expect_status 0
+    expect_ran "apt-get install -y -qq redis-server"
+    new_machine g4 rustup=96 rustup_wasm=1 leptos="$CARGO_LEPTOS_VERSION" bindgen="$WASM_BINDGEN_VERSION" \
+        npm=1 node_modules=1 chromium=1 apt=0
+    run_setup test
+    expect_status 1
+    expect_output "redis-server is missing"
 }
 
 case_h_cargo_leptos_other_version() {
@@ -335,6 +351,7 @@ case_i_make_run_needs_no_test_pieces() {
     expect_status 0
     expect_ran "apt-get $DEBIAN_PACKAGES"
     expect_not_ran "chromium"
+    expect_not_ran "redis"
     expect_not_ran "nodejs"
     expect_not_ran "npm"
     expect_ran "debian-cargo leptos serve"
@@ -344,7 +361,7 @@ ALL_CASES=(
     case_a_old_rustup_no_debian_rust case_b_new_rustup_with_wasm case_b2_new_rustup_fetches_wasm
     case_c_new_rustup_target_add_fails case_d_no_rustup case_e_not_root_nothing_usable
     case_e2_no_apt_nothing_usable case_f_everything_present_rustup case_f2_everything_present_debian
-    case_g_no_chromium_apt_available case_g2_no_npm_apt_available case_h_cargo_leptos_other_version
+    case_g_no_chromium_apt_available case_g2_no_npm_apt_available case_g3_no_redis case_h_cargo_leptos_other_version
     case_h2_wasm_bindgen_other_version case_i_make_run_needs_no_test_pieces
 )
 if [ $# -gt 0 ]; then CASES=("$@"); else CASES=("${ALL_CASES[@]}"); fi

@@ -47,6 +47,8 @@ pub enum StateError {
          throw-away key per start), TOKENLESS_SESSION__KEYS sets one"
     )]
     DevKey(#[from] tokenless_bff::KeyFileError),
+    #[error(transparent)]
+    Redis(#[from] tokenless_bff::RedisStartError),
     #[error("cannot build the session manager: {0}")]
     Sessions(#[from] tokenless_bff::BuildError),
 }
@@ -136,13 +138,21 @@ impl AppState {
         if !secure {
             tracing::info!("site served over plain http: the session cookie goes without Secure and __Host-");
         }
-        let sessions = Arc::new(
-            SessionManager::builder(upstream)
-                .options(settings.session.options.clone())
-                .keys(ring)
-                .secure(secure)
-                .build()?,
-        );
+        let mut builder = SessionManager::builder(upstream).options(settings.session.options.clone());
+        if let tokenless_bff::Store::Redis { url, prefix } = &settings.session.options.store {
+            // Shared by every instance with the same keys, Redis and prefix: results sealed with
+            // a secret derived from the sealing key, leases outliving the grant's timeout.
+            let options = tokenless_bff::RedisOptions {
+                prefix: prefix.clone(),
+                secret: ring.derive_secret("tokenless/v1/redis-refresh-results"),
+                lease: settings.session.options.refresh.grant_timeout + std::time::Duration::from_secs(5),
+            };
+            let memory =
+                tokenless_bff::RedisMemory::connect(secrecy::ExposeSecret::expose_secret(url), options, tokenless_bff::system_clock()).await?;
+            tracing::info!(%prefix, "the refresh memory is shared on Redis");
+            builder = builder.memory(Arc::new(memory));
+        }
+        let sessions = Arc::new(builder.keys(ring).secure(secure).build()?);
         let fixed_session = if settings.demo.bench_fixed_session {
             tracing::warn!("demo.bench_fixed_session: every request is the demo user, no cookie involved (benchmarks only)");
             Some(Arc::new(bench_session(&sessions).await?))

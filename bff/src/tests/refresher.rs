@@ -166,10 +166,13 @@ fn jwt_of(sub: &str) -> String {
 /// Which refresh memory a test runs on: the in-process one, or the same behind a store whose
 /// every answer takes a few turns of the runtime (as a network store's would), to show the
 /// refresh logic holds whatever the [`RefreshMemory`] implementation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Memory {
     InProcess,
     Remote,
+    /// [`crate::RedisMemory`] on a real `redis-server`, a new key prefix for every store.
+    #[cfg(feature = "redis")]
+    Redis(Arc<redis_server::Connected>),
 }
 
 impl Memory {
@@ -178,6 +181,8 @@ impl Memory {
         match self {
             Memory::InProcess => Arc::new(local),
             Memory::Remote => Arc::new(Remote { local, calls: AtomicU64::new(0) }),
+            #[cfg(feature = "redis")]
+            Memory::Redis(redis) => Arc::new(redis.memory(clock.clone())),
         }
     }
 
@@ -290,6 +295,15 @@ macro_rules! on_each_memory {
             $(#[tokio::test]
             async fn $name() {
                 super::$name(super::Memory::Remote).await
+            })*
+        }
+        #[cfg(feature = "redis")]
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                // Held here: the server lives until the test ends.
+                let server = super::redis_server::RedisServer::start().await.connect().await;
+                super::$name(super::Memory::Redis(server.clone())).await
             })*
         }
     };
@@ -453,7 +467,7 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn(memory: Memory) {
 /// it, and it is remembered as one (no second grant for the same token).
 async fn another_subjects_tokens_end_the_session(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::OtherSubject], true));
-    let r = refresher(&grants, &clock, memory);
+    let r = refresher(&grants, &clock, memory.clone());
     let mut s = session(&clock, "s");
     s.tokens.access_token = Token::new(jwt_of("u1"));
     let answer = r.refresh(&s).await;
@@ -504,6 +518,7 @@ fn manager(grants: &Arc<Scripted>, clock: &ManualClock, memory: Memory) -> Arc<S
         keys: None,
         limits: Limits::default(),
         refresh: config(),
+        store: crate::Store::Memory,
     };
     let clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let manager = SessionManager::builder(Arc::new(client))
@@ -605,3 +620,237 @@ async fn sign_out_revokes_the_newest_tokens(memory: Memory) {
     assert!(m.load(&jar(&m, &old)).await.session.is_none(), "the old cookie is refused");
 }
 
+
+/// A `redis-server` of the test's own on a free loopback port, stopped when dropped.
+#[cfg(feature = "redis")]
+pub(crate) mod redis_server {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::clock::Clock;
+    use crate::redis_memory::{RedisMemory, RedisOptions};
+
+    pub(crate) struct RedisServer {
+        pub(crate) url: String,
+        child: tokio::process::Child,
+    }
+
+    impl RedisServer {
+        pub(crate) async fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = tokio::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server runs (scripts/setup.sh test installs it)");
+            let url = format!("redis://127.0.0.1:{port}/");
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                        break;
+                    }
+                }
+                assert!(std::time::Instant::now() < deadline, "redis-server did not answer within 10 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            RedisServer { url, child }
+        }
+
+        pub(crate) async fn connect(self) -> Arc<Connected> {
+            let client = redis::Client::open(self.url.as_str()).unwrap();
+            let conn = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+            Arc::new(Connected { client, conn, _server: self })
+        }
+
+        /// Stops the server (a crash): every connection to it fails from now on.
+        pub(crate) async fn kill(&mut self) {
+            let _ = self.child.kill().await;
+        }
+    }
+
+    pub(crate) struct Connected {
+        client: redis::Client,
+        conn: redis::aio::ConnectionManager,
+        _server: RedisServer,
+    }
+
+    impl std::fmt::Debug for Connected {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Connected({:?})", self._server)
+        }
+    }
+
+    impl std::fmt::Debug for RedisServer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.url)
+        }
+    }
+
+    impl Connected {
+        /// The server's URL.
+        pub(crate) fn url(&self) -> &str {
+            &self._server.url
+        }
+
+        /// A memory of its own (a new prefix) on the shared connection.
+        pub(crate) fn memory(&self, clock: Arc<dyn Clock>) -> RedisMemory {
+            self.memory_with_prefix(&format!("t{}:", rand::random::<u64>()), clock)
+        }
+
+        /// A memory under `prefix`: two with the same one are two instances sharing Redis.
+        pub(crate) fn memory_with_prefix(&self, prefix: &str, clock: Arc<dyn Clock>) -> RedisMemory {
+            // Longer than the grant's timeout (30 s), as the app sets it.
+            let options = RedisOptions { prefix: prefix.to_string(), secret: [7; 32], lease: Duration::from_secs(35) };
+            RedisMemory::with_connection(self.client.clone(), self.conn.clone(), options, clock)
+        }
+    }
+}
+
+/// Several instances on one Redis: two refreshers, each with its own [`crate::RedisMemory`]
+/// (its own owner id and local flights) under one prefix, the way two app instances share it.
+#[cfg(feature = "redis")]
+mod across_instances {
+    use super::redis_server::{Connected, RedisServer};
+    use super::*;
+
+    /// Two instances sharing `redis` under one prefix, with the same clock and upstream.
+    fn instances(redis: &Connected, grants: &Arc<Scripted>, clock: &ManualClock) -> (Refresher, Refresher) {
+        instances_with_prefix(redis, grants, clock, &format!("shared{}:", rand::random::<u64>()))
+    }
+
+    #[tokio::test]
+    async fn many_requests_on_two_instances_refresh_once_and_late_ones_get_the_result() {
+        let redis = RedisServer::start().await.connect().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+        let prefix = format!("many{}:", rand::random::<u64>());
+        let (a, b) = instances_with_prefix(&redis, &grants, &clock, &prefix);
+        let s = session(&clock, "s");
+        let waiters: Vec<_> = (0..40)
+            .map(|i| {
+                let (r, s) = (if i % 2 == 0 { a.clone() } else { b.clone() }, s.clone());
+                tokio::spawn(async move { r.refresh(&s).await })
+            })
+            .collect();
+        // Every request is in: one flies (held at the upstream), the rest wait on either side.
+        until(|| grants.entered() == 1 && a.counts().joined + b.counts().joined == 39).await;
+        grants.release(1);
+        for w in waiters {
+            let refreshed = w.await.unwrap().expect("every request gets the refresh");
+            assert_eq!((refreshed.tokens.access_token, refreshed.generation), (Token::new("access-1"), 2));
+        }
+        assert_eq!(grants.refreshes(), 1, "one refresh across both instances");
+        // Landed: no lease left behind (another instance would wait for it).
+        let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(redis.url()).unwrap()).await.unwrap();
+        let leases: Vec<String> = ::redis::cmd("KEYS").arg(format!("{prefix}lease:*")).query_async(&mut raw).await.unwrap();
+        assert!(leases.is_empty(), "{leases:?}");
+        // A late request with the old cookie, on either instance: the result, no second grant.
+        for r in [&a, &b] {
+            assert!(matches!(r.known(&s).await, Known::Newer(n) if n.generation == 2));
+            assert_eq!(r.refresh(&s).await.unwrap().generation, 2);
+        }
+        assert_eq!(grants.refreshes(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_sign_out_or_a_provider_logout_on_one_instance_holds_on_the_other() {
+        let redis = RedisServer::start().await.connect().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let (a, b) = instances(&redis, &grants, &clock);
+        let s = session(&clock, "s");
+        a.end(&s, clock.unix() + 3600).await;
+        assert!(matches!(b.known(&s).await, Known::SignedOut));
+        assert!(b.refresh(&s).await.is_err(), "no refresh for a signed-out session anywhere");
+        assert_eq!(grants.refreshes(), 0);
+        // Back-channel logout received by one instance: the other refuses the session too.
+        let key = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
+        a.memory().end_at_provider(&key, clock.unix(), true, Duration::from_secs(3600)).await;
+        assert_eq!(b.memory().ended_at_provider(&[key]).await, Some(u64::MAX));
+        // A logout token used on one instance is a replay on the other.
+        assert!(a.memory().first_use("jti-1", Duration::from_secs(360)).await);
+        assert!(!b.memory().first_use("jti-1", Duration::from_secs(360)).await);
+        // Marks end with their time, on the shared clock.
+        clock.advance(Duration::from_secs(3601));
+        assert!(matches!(b.known(&s).await, Known::Current));
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_dies_mid_flight_lets_exactly_one_other_take_over() {
+        let redis = RedisServer::start().await.connect().await;
+        let clock = ManualClock::new();
+        let prefix = format!("dies{}:", rand::random::<u64>());
+        // Another instance took the lease for this token and died: nobody renews it, and it
+        // ends on its own.
+        let key = TokenKey::of(&Token::new("refresh-0"));
+        let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(redis.url()).unwrap()).await.unwrap();
+        let lease = format!("{prefix}lease:{}", hex::encode(key.as_bytes()));
+        let _: () = ::redis::cmd("SET").arg(&lease).arg("dead-instance:0").arg("PX").arg(300).query_async(&mut raw).await.unwrap();
+        // The survivors wait for it, get nothing when its lease ends, and the next claim flies
+        // on exactly one of them.
+        let grants = Scripted::new(&[], true);
+        let (a, b) = instances_with_prefix(&redis, &grants, &clock, &prefix);
+        let s = session(&clock, "s");
+        let (first_a, first_b) = tokio::join!(a.refresh(&s), b.refresh(&s));
+        for first in [first_a, first_b] {
+            // Ended with the lease (not the 5-second wait running out).
+            assert!(matches!(&first, Err(UpstreamError::Unavailable(d)) if d.contains("stopped")), "{first:?}");
+        }
+        assert_eq!(grants.refreshes(), 0, "nobody flew while the lease lived");
+        let (again_a, again_b) = tokio::join!(a.refresh(&s), b.refresh(&s));
+        assert_eq!(again_a.unwrap().tokens, again_b.unwrap().tokens);
+        assert_eq!(grants.refreshes(), 1, "exactly one took over");
+    }
+
+    #[tokio::test]
+    async fn what_redis_holds_opens_nothing_and_a_dead_redis_signs_nobody_out() {
+        let mut server = RedisServer::start().await;
+        let url = server.url.clone();
+        let client = ::redis::Client::open(url.as_str()).unwrap();
+        let conn = ::redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+        let clock = ManualClock::new();
+        let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
+        let options = crate::RedisOptions { prefix: "dump:".into(), secret: [9; 32], lease: Duration::from_secs(10) };
+        let memory: Arc<dyn RefreshMemory> =
+            Arc::new(crate::RedisMemory::with_connection(client.clone(), conn.clone(), options, clock_arc.clone()));
+        let grants = Scripted::new(&[], true);
+        let r = Refresher::with_memory(grants.clone(), config(), clock_arc, memory);
+        let s = session(&clock, "s");
+        let refreshed = r.refresh(&s).await.unwrap();
+        // Every value in Redis: no token in it, in any encoding a reader would try.
+        let mut plain = ::redis::aio::ConnectionManager::new(client).await.unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS").arg("dump:*").query_async(&mut plain).await.unwrap();
+        assert!(!keys.is_empty());
+        for key in &keys {
+            let value: Option<String> = ::redis::cmd("GET").arg(key).query_async(&mut plain).await.unwrap_or(None);
+            let dump = format!("{key} {}", value.unwrap_or_default());
+            for token in [refreshed.tokens.access_token.expose(), "refresh-1", "refresh-0", s.tokens.refresh_token.as_ref().unwrap().expose()] {
+                assert!(!dump.contains(token), "{token} in {dump}");
+            }
+        }
+        // Redis dies: a refresh is "try again" (never flown blind: another instance may have
+        // rotated the token), within the call timeouts, and no mark that cannot be read signs
+        // anyone out.
+        server.kill().await;
+        let mut later = s.clone();
+        later.tokens.refresh_token = Some(Token::new("refresh-other"));
+        let started = std::time::Instant::now();
+        match r.refresh(&later).await {
+            Err(UpstreamError::Unavailable(detail)) => assert_eq!(detail, crate::SHARED_MEMORY_UNAVAILABLE),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(grants.refreshes(), 1, "nothing sent upstream without Redis");
+        assert!(matches!(r.known(&s).await, Known::Current));
+        assert!(started.elapsed() < Duration::from_secs(10), "bounded waits: {:?}", started.elapsed());
+    }
+
+    fn instances_with_prefix(redis: &Connected, grants: &Arc<Scripted>, clock: &ManualClock, prefix: &str) -> (Refresher, Refresher) {
+        let one = || {
+            let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+            let memory: Arc<dyn RefreshMemory> = Arc::new(redis.memory_with_prefix(prefix, clock.clone()));
+            Refresher::with_memory(grants.clone(), config(), clock, memory)
+        };
+        (one(), one())
+    }
+}

@@ -1,0 +1,747 @@
+//! [`RedisMemory`]: the refresh memory on Redis, shared by every instance that names the same
+//! server and prefix, so that a refresh token is refreshed once however many instances see it.
+//!
+//! - **A flight is a lease**: `SET NX PX` of the consumed token's hash with this instance's
+//!   owner id, renewed every third of its life while the grant runs (the lease always outlives
+//!   the grant's timeout); landing deletes it if still ours. Each decision (claim, land) is one
+//!   Lua script, so instances interleave only between decisions, as the trait requires.
+//! - **Results are sealed**: AES-256-GCM under a key derived from the consumed refresh token
+//!   (its [`TokenKey::seal_material`], never stored) and a server secret, the Redis key name as
+//!   associated data. A dump of Redis holds token hashes, generations and ciphertext: nothing
+//!   that signs anyone in.
+//! - **Waiting elsewhere**: one watcher per token and instance, woken by pub/sub and polling
+//!   as a fallback (pub/sub loses messages on reconnect). A lease that ends without a result
+//!   (its owner died, or the upstream was down) wakes the waiters empty; the next request
+//!   claims again, and exactly one instance takes the new lease.
+//! - **Time is the caller's clock** (Unix milliseconds, [`Clock::unix_millis`]): every value
+//!   carries its logical end and scripts compare it with the caller's now, so expiries are
+//!   testable with a manual clock; Redis's own expiry only collects garbage (a minute later).
+//! - **In this process first**: flights this instance flies or waits for are joined locally,
+//!   without asking Redis again.
+//!
+//! Redis trouble never signs anyone out. Every call is bounded (a second) and a failed one is
+//! logged: a refresh that cannot be claimed is answered "unavailable, try again" (never flown
+//! here: another instance may have rotated the token, and presenting it again would end the
+//! sign-in), a mark that cannot be read refuses nobody, a logout token whose use cannot be
+//! recorded is accepted (a replay can only end sessions again). The one window left: Redis
+//! failing between a claim and its landing — the result reaches this instance's waiters only,
+//! and a late request elsewhere may present the rotated token once Redis is back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use futures_util::StreamExt;
+use rand::RngCore;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::client::UpstreamError;
+use crate::clock::Clock;
+use crate::grants::BoxFuture;
+use crate::memory::{Claim, Landed, Landing, Marks, Outcome, Refreshed, RefreshMemory, TokenKey, Wait};
+use crate::session::TokenSet;
+
+/// How much longer than its logical end Redis keeps a value (then collects it).
+const GC_SLACK_MS: u64 = 60_000;
+
+/// How often a waiter looks for a result when no message came.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Why the shared memory could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStartError {
+    /// The URL is not one the client takes.
+    #[error("session.redis_url is not a Redis URL the client takes: {0}")]
+    Url(String),
+    /// Nothing answered there.
+    #[error("the Redis at session.redis_url cannot be reached: {0} (start it, or set session.store = \"memory\")")]
+    Unreachable(String),
+}
+
+/// The shared memory's settings.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// Every key starts with it (`tokenless:`): instances that share it share refreshes.
+    pub prefix: String,
+    /// The server secret results are sealed with (with each consumed token's material).
+    pub secret: [u8; 32],
+    /// How long a flight's lease lives between renewals; longer than the grant's timeout.
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions").field("prefix", &self.prefix).field("lease", &self.lease).finish_non_exhaustive()
+    }
+}
+
+/// A flight this instance flies or waits for: its waiters, and (ours only) its lease value and
+/// renewal.
+struct LocalFlight {
+    sender: watch::Sender<Option<Outcome>>,
+    lease: Option<(String, tokio::task::AbortHandle)>,
+}
+
+/// The refresh memory on Redis (see the module's notes).
+pub struct RedisMemory {
+    client: redis::Client,
+    conn: ConnectionManager,
+    options: RedisOptions,
+    owner: String,
+    /// Numbers this instance's flights (a lease value is `{owner}:{n}`).
+    next_flight: std::sync::atomic::AtomicU64,
+    clock: Arc<dyn Clock>,
+    sealer: Sealer,
+    flights: Arc<Mutex<HashMap<TokenKey, LocalFlight>>>,
+}
+
+impl std::fmt::Debug for RedisMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisMemory").field("options", &self.options).field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+fn waiting(mut receiver: watch::Receiver<Option<Outcome>>) -> Wait {
+    Box::pin(async move { receiver.wait_for(Option::is_some).await.ok().and_then(|outcome| outcome.clone()) })
+}
+
+/// `Some(rest)` when `value` (`{until_ms}|{rest}`) is still alive at `now`.
+fn alive(value: &str, now: u64) -> Option<&str> {
+    let (until, rest) = value.split_once('|')?;
+    (until.parse::<u64>().ok()? > now).then_some(rest)
+}
+
+/// Whole milliseconds of `d`, at most a year (what Redis takes as an expiry; a "forever" from
+/// configuration neither overflows nor keeps a key for good).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.min(Duration::from_secs(366 * 24 * 3600)).as_millis()).unwrap_or(u64::MAX)
+}
+
+// Lua helpers shared by the scripts: a value's logical end, and whether it is alive.
+const LUA_ALIVE: &str = r"
+local function alive(v, now)
+  if not v then return nil end
+  local u = tonumber(string.match(v, '^(%d+)|'))
+  if u and u > now then return v end
+  return nil
+end
+";
+
+/// KEYS: ended, lease, result. ARGV: now, this instance's lease prefix, lease_ms, generation,
+/// the new flight's lease value. A lease of this instance that no flight here holds any more
+/// (abandoned, its release not done yet) is taken over, never joined.
+const CLAIM: &str = r"
+local now = tonumber(ARGV[1])
+if alive(redis.call('GET', KEYS[1]), now) then return {'signed_out'} end
+local holder = redis.call('GET', KEYS[2])
+if holder and string.sub(holder, 1, #ARGV[2]) ~= ARGV[2] then return {'join'} end
+local r = alive(redis.call('GET', KEYS[3]), now)
+if r then
+  if string.match(r, '^%d+|X|') then return {'result', r} end
+  local gen = tonumber(string.match(r, '^%d+|R|(%d+)|'))
+  if gen and gen > tonumber(ARGV[4]) then return {'result', r} end
+end
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
+return {'fly'}
+";
+
+/// KEYS: lease, ended, newest, result, channel. ARGV: now, owner, kind (R, X, U), cookie
+/// generation, keep_ms, gc_ms, payload (sealed tokens or refusal code).
+const LAND: &str = r"
+local now = tonumber(ARGV[1])
+if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
+local kind = ARGV[3]
+local reply
+if kind == 'R' and alive(redis.call('GET', KEYS[2]), now) then
+  reply = {'signed_out'}
+elseif kind == 'R' then
+  local newest = 0
+  local n = alive(redis.call('GET', KEYS[3]), now)
+  if n then newest = tonumber(string.match(n, '|(%d+)$')) end
+  local gen = math.max(tonumber(ARGV[4]), newest) + 1
+  local untilms = now + tonumber(ARGV[5])
+  redis.call('SET', KEYS[3], untilms .. '|' .. gen, 'PX', ARGV[6])
+  redis.call('SET', KEYS[4], untilms .. '|R|' .. gen .. '|' .. ARGV[7], 'PX', ARGV[6])
+  reply = {'refreshed', tostring(gen)}
+elseif kind == 'X' then
+  redis.call('SET', KEYS[4], (now + tonumber(ARGV[5])) .. '|X|' .. ARGV[7], 'PX', ARGV[6])
+  reply = {'refused'}
+else
+  reply = {'unavailable'}
+end
+redis.call('PUBLISH', KEYS[5], kind)
+return reply
+";
+
+/// KEYS: lease. ARGV: owner, lease_ms. Renews our lease; 0 when it is not ours any more.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
+/// KEYS: lease, channel. ARGV: owner. Gives up our lease and wakes the waiters.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PUBLISH', KEYS[2], 'U')
+return 1
+";
+
+/// KEYS: key. ARGV: now, until. A value's end brought forward to `until` (never later).
+const SHORTEN: &str = r"
+local now = tonumber(ARGV[1])
+local v = alive(redis.call('GET', KEYS[1]), now)
+if not v then return 0 end
+local u = tonumber(string.match(v, '^(%d+)|'))
+local target = tonumber(ARGV[2])
+if target < u then
+  redis.call('SET', KEYS[1], target .. string.match(v, '^%d+(|.*)$'), 'KEEPTTL')
+end
+return 1
+";
+
+/// KEYS: key. ARGV: now, until, gc_ms, rest. Sets `{until}|{rest}` unless a live value ends
+/// later (a mark is never shortened).
+const MARK: &str = r"
+local now = tonumber(ARGV[1])
+local v = alive(redis.call('GET', KEYS[1]), now)
+if v and tonumber(string.match(v, '^(%d+)|')) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[4], 'PX', ARGV[3])
+return 1
+";
+
+/// KEYS: key. ARGV: now, until, gc_ms, at, every. A provider's end: the later moment, `every`
+/// once set stays.
+const PROVIDER_END: &str = r"
+local now = tonumber(ARGV[1])
+local at = tonumber(ARGV[4])
+local every = ARGV[5]
+local v = alive(redis.call('GET', KEYS[1]), now)
+if v then
+  local pat, pevery = string.match(v, '^%d+|(%d+)|(%d)$')
+  if pat then at = math.max(at, tonumber(pat)) end
+  if pevery == '1' then every = '1' end
+end
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. at .. '|' .. every, 'PX', ARGV[3])
+return 1
+";
+
+/// KEYS: key. ARGV: now, until, gc_ms. 1 when the key was not alive (now it is), else 0.
+const FIRST_USE: &str = r"
+local now = tonumber(ARGV[1])
+if alive(redis.call('GET', KEYS[1]), now) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. '|1', 'PX', ARGV[3])
+return 1
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LUA_ALIVE}{body}"))
+}
+
+/// The scripts, compiled once.
+struct Scripts {
+    claim: Script,
+    land: Script,
+    renew: Script,
+    release: Script,
+    shorten: Script,
+    mark: Script,
+    provider_end: Script,
+    first_use: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        claim: script(CLAIM),
+        land: script(LAND),
+        renew: script(RENEW),
+        release: script(RELEASE),
+        shorten: script(SHORTEN),
+        mark: script(MARK),
+        provider_end: script(PROVIDER_END),
+        first_use: script(FIRST_USE),
+    })
+}
+
+impl RedisMemory {
+    /// Connects to the Redis at `url` (`redis://127.0.0.1:6379/0`); reconnects by itself
+    /// afterwards (calls fail fast meanwhile: see the module's notes).
+    pub async fn connect(url: &str, options: RedisOptions, clock: Arc<dyn Clock>) -> Result<Self, RedisStartError> {
+        let client = redis::Client::open(url).map_err(|e| RedisStartError::Url(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(CALL_TIMEOUT)
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(2);
+        let conn = tokio::time::timeout(CALL_TIMEOUT * 5, ConnectionManager::new_with_config(client.clone(), config))
+            .await
+            .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
+            .map_err(|e| RedisStartError::Unreachable(e.to_string()))?;
+        Ok(Self::with_connection(client, conn, options, clock))
+    }
+
+    /// On a connection made already (several memories may share one).
+    pub fn with_connection(client: redis::Client, conn: ConnectionManager, options: RedisOptions, clock: Arc<dyn Clock>) -> Self {
+        let mut owner = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut owner);
+        let sealer = Sealer { secret: options.secret, prefix: options.prefix.clone() };
+        RedisMemory {
+            client,
+            conn,
+            sealer,
+            options,
+            owner: format!("{}:", hex::encode(owner)),
+            next_flight: std::sync::atomic::AtomicU64::new(0),
+            clock,
+            flights: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.options.prefix)
+    }
+
+    fn token_key(&self, kind: &str, key: &TokenKey) -> String {
+        self.key(kind, &hex::encode(key.as_bytes()))
+    }
+
+    fn flights(&self) -> MutexGuard<'_, HashMap<TokenKey, LocalFlight>> {
+        self.flights.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A stored result as an outcome, at the caller's now.
+    fn outcome(&self, key: &TokenKey, value: &str) -> Option<Outcome> {
+        self.sealer.outcome(key, value, self.clock.unix_millis())
+    }
+
+    /// Keeps the lease `value` alive while the grant runs.
+    fn renew_while_flying(&self, key: &TokenKey, value: &str) -> tokio::task::AbortHandle {
+        let mut conn = self.conn.clone();
+        let (lease, owner, lease_ms) = (self.token_key("lease", key), value.to_string(), ms(self.options.lease));
+        let every = self.options.lease / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let renewed: Option<i64> =
+                    degraded("renew a lease", scripts().renew.key(&lease).arg(&owner).arg(lease_ms).invoke_async(&mut conn)).await;
+                if renewed == Some(0) {
+                    tracing::warn!("a refresh lease was lost while its grant ran (Redis paused longer than the lease?)");
+                    break;
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    /// Waits, in one task per token and instance, for the flight another instance flies: a
+    /// message on its channel or a poll finds the result; a lease gone without one ends the
+    /// wait empty.
+    fn watch_remote(&self, key: TokenKey, sender: watch::Sender<Option<Outcome>>, generation: u64) {
+        let client = self.client.clone();
+        let mut conn = self.conn.clone();
+        let flights = self.flights.clone();
+        let (lease, result, channel) =
+            (self.token_key("lease", &key), self.token_key("result", &key), self.token_key("done", &key));
+        let deadline = tokio::time::Instant::now() + self.options.lease.saturating_mul(3);
+        let (sealer, clock) = (self.sealer.clone(), self.clock.clone());
+        tokio::spawn(async move {
+            // Without a subscription (it failed, or timed out), polling alone finds the result.
+            let mut pubsub = match degraded("subscribe", client.get_async_pubsub()).await {
+                Some(mut p) => degraded("subscribe", p.subscribe(&channel)).await.map(|()| p),
+                None => None,
+            };
+            // A refresh newer than the waiter's cookie, or a refusal (as the claim script reads it).
+            let usable = |outcome: &Outcome| match outcome {
+                Outcome::Refreshed(r) => r.generation > generation,
+                _ => true,
+            };
+            let outcome = loop {
+                let value: Option<Option<String>> =
+                    degraded("wait for a result", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
+                let found = value.flatten().and_then(|v| sealer.outcome(&key, &v, clock.unix_millis())).filter(usable);
+                if found.is_some() {
+                    break found;
+                }
+                let leased: Option<bool> = degraded("wait for a lease", redis::cmd("EXISTS").arg(&lease).query_async(&mut conn)).await;
+                if leased == Some(false) {
+                    // Landed between the two reads, or ended without a result: one last look.
+                    let value: Option<Option<String>> =
+                        degraded("wait for a result", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
+                    break value.flatten().and_then(|v| sealer.outcome(&key, &v, clock.unix_millis())).filter(usable);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break None;
+                }
+                let closed = match pubsub.as_mut() {
+                    Some(p) => matches!(tokio::time::timeout(POLL, p.on_message().next()).await, Ok(None)),
+                    None => {
+                        tokio::time::sleep(POLL).await;
+                        false
+                    }
+                };
+                if closed {
+                    // The subscription's connection closed: polling alone from now on.
+                    pubsub = None;
+                }
+            };
+            flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            let _ = sender.send(outcome);
+        });
+    }
+}
+
+/// Sealing and opening results: the memory and its watcher tasks both do it.
+#[derive(Clone)]
+struct Sealer {
+    secret: [u8; 32],
+    prefix: String,
+}
+
+impl Sealer {
+    /// The Redis key a token's result lives at (also the associated data of its sealing).
+    fn result_key(&self, key: &TokenKey) -> String {
+        format!("{}result:{}", self.prefix, hex::encode(key.as_bytes()))
+    }
+
+    fn cipher(&self, key: &TokenKey) -> Aes256Gcm {
+        let mut derived = Sha256::new();
+        derived.update(b"tokenless/v1/redis-result\0");
+        derived.update(self.secret);
+        derived.update(key.seal_material());
+        Aes256Gcm::new(&derived.finalize())
+    }
+
+    /// `tokens` sealed for `key`'s result: base64url of nonce ‖ ciphertext.
+    fn seal(&self, key: &TokenKey, tokens: &TokenSet) -> Option<String> {
+        let plain = postcard::to_allocvec(tokens).ok()?;
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let name = self.result_key(key);
+        let sealed = self.cipher(key).encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: name.as_bytes() }).ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+    }
+
+    fn open(&self, key: &TokenKey, sealed: &str) -> Option<TokenSet> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < 12 {
+            return None;
+        }
+        let (nonce, body) = bytes.split_at(12);
+        let name = self.result_key(key);
+        let plain = self.cipher(key).decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() }).ok()?;
+        postcard::from_bytes(&plain).ok()
+    }
+
+    /// A stored result (`{until}|R|{generation}|{sealed}` or `{until}|X|{code}`) as an outcome,
+    /// if alive at `now`.
+    fn outcome(&self, key: &TokenKey, value: &str, now: u64) -> Option<Outcome> {
+        let rest = alive(value, now)?;
+        match rest.split_once('|')? {
+            ("X", code) => Some(Outcome::Refused(code.to_string())),
+            ("R", rest) => {
+                let (generation, sealed) = rest.split_once('|')?;
+                let Some(tokens) = self.open(key, sealed) else {
+                    tracing::error!("a refresh result in Redis does not open (another secret, or tampered): ignored");
+                    return None;
+                };
+                Some(Outcome::Refreshed(Arc::new(Refreshed { tokens, generation: generation.parse().ok()? })))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a request that needs a refresh gets while Redis cannot be asked.
+pub const SHARED_MEMORY_UNAVAILABLE: &str = "the shared refresh memory (Redis) cannot be reached; try again";
+
+/// How long one call to Redis may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A Redis call, bounded by [`CALL_TIMEOUT`]; a failed one is said, and answered as if Redis
+/// knew nothing.
+async fn degraded<T>(what: &str, call: impl std::future::Future<Output = Result<T, redis::RedisError>>) -> Option<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Redis failed ({what}); going on with what this process knows");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Redis did not answer within {CALL_TIMEOUT:?} ({what}); going on with what this process knows");
+            None
+        }
+    }
+}
+
+impl RedisMemory {
+    async fn claim_shared(&self, key: TokenKey, session_id: &str, generation: u64) -> Claim {
+        // One question to Redis per token and instance: the first request here registers the
+        // flight before asking, so the others join it instead of asking again.
+        let (sender, receiver) = {
+            let mut flights = self.flights();
+            if let Some(flight) = flights.get(&key) {
+                return Claim::Join(waiting(flight.sender.subscribe()));
+            }
+            let (sender, receiver) = watch::channel(None);
+            flights.insert(key, LocalFlight { sender: sender.clone(), lease: None });
+            (sender, receiver)
+        };
+        let now = self.clock.unix_millis();
+        let value = format!("{}{}", self.owner, self.next_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut conn = self.conn.clone();
+        let answer: Option<Vec<String>> = degraded(
+            "claim",
+            scripts()
+                .claim
+                .key(self.key("ended", session_id))
+                .key(self.token_key("lease", &key))
+                .key(self.sealer.result_key(&key))
+                .arg(now)
+                .arg(&self.owner)
+                .arg(ms(self.options.lease))
+                .arg(generation)
+                .arg(&value)
+                .invoke_async(&mut conn),
+        )
+        .await;
+        // Without Redis, nobody can tell whether another instance rotated this token already:
+        // refreshing here could present a rotated token (and the upstream would end the
+        // sign-in). The request is answered "try again" instead; the session is kept.
+        let unavailable = Outcome::Unavailable(SHARED_MEMORY_UNAVAILABLE.into());
+        let answer = answer.unwrap_or_default();
+        let (claim, outcome) = match answer.first().map(String::as_str) {
+            Some("fly") => {
+                let renewal = self.renew_while_flying(&key, &value);
+                if let Some(flight) = self.flights().get_mut(&key) {
+                    flight.lease = Some((value, renewal));
+                }
+                return Claim::Fly(waiting(receiver));
+            }
+            Some("join") => {
+                self.watch_remote(key, sender, generation);
+                return Claim::Join(waiting(receiver));
+            }
+            Some("signed_out") => (Claim::SignedOut, Outcome::Refused(crate::refresh::SIGNED_OUT.into())),
+            // A result that does not open (another secret) is "try again" too.
+            Some("result") => match answer.get(1).and_then(|value| self.outcome(&key, value)) {
+                Some(outcome) => (Claim::Remembered(outcome.clone()), outcome),
+                None => (Claim::Remembered(unavailable.clone()), unavailable),
+            },
+            _ => (Claim::Remembered(unavailable.clone()), unavailable),
+        };
+        // Settled without a flight: whoever joined meanwhile gets the same answer.
+        self.flights().remove(&key);
+        let _ = sender.send(Some(outcome));
+        claim
+    }
+
+    async fn land_shared(&self, key: TokenKey, landing: Landing<'_>) -> Landed {
+        let now = self.clock.unix_millis();
+        let (kind, keep, payload) = match &landing.result {
+            Ok(tokens) => ("R", landing.handoff, self.sealer.seal(&key, tokens).unwrap_or_default()),
+            Err(UpstreamError::Refused { code }) => ("X", landing.grace, code.clone()),
+            Err(_) => ("U", Duration::ZERO, String::new()),
+        };
+        let lease_value = self.flights().get(&key).and_then(|f| f.lease.as_ref().map(|(value, _)| value.clone()));
+        let mut conn = self.conn.clone();
+        let answer: Option<Vec<String>> = degraded(
+            "land",
+            scripts()
+                .land
+                .key(self.token_key("lease", &key))
+                .key(self.key("ended", landing.session_id))
+                .key(self.key("newest", landing.session_id))
+                .key(self.sealer.result_key(&key))
+                .key(self.token_key("done", &key))
+                .arg(now)
+                .arg(lease_value.unwrap_or_default())
+                .arg(kind)
+                .arg(landing.generation)
+                .arg(ms(keep))
+                .arg(ms(keep).saturating_add(GC_SLACK_MS))
+                .arg(payload)
+                .invoke_async(&mut conn),
+        ).await;
+        let (outcome, revoke) = match (landing.result, answer.as_deref()) {
+            (Ok(tokens), Some([first, ..])) if first == "signed_out" => {
+                (Outcome::Refused(crate::refresh::SIGNED_OUT.into()), Some(tokens))
+            }
+            (Ok(tokens), Some([first, generation])) if first == "refreshed" => {
+                let generation = generation.parse().unwrap_or(landing.generation.saturating_add(1));
+                (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation })), None)
+            }
+            // Redis could not number it: the next generation after the cookie's, for this
+            // process's waiters.
+            (Ok(tokens), _) => {
+                (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation: landing.generation.saturating_add(1) })), None)
+            }
+            (Err(UpstreamError::Refused { code }), _) => (Outcome::Refused(code), None),
+            (Err(UpstreamError::Unavailable(detail)), _) => (Outcome::Unavailable(detail), None),
+            (Err(other), _) => (Outcome::Unavailable(other.to_string()), None),
+        };
+        if let Some(flight) = self.flights().remove(&key) {
+            if let Some((_, renewal)) = flight.lease {
+                renewal.abort();
+            }
+            let _ = flight.sender.send(Some(outcome.clone()));
+        }
+        Landed { outcome, revoke }
+    }
+
+    async fn mark(&self, key: String, left: Duration, rest: &str) {
+        let now = self.clock.unix_millis();
+        let until = now.saturating_add(ms(left));
+        let mut conn = self.conn.clone();
+        let done: Option<i64> = degraded("mark", scripts()
+            .mark
+            .key(key)
+            .arg(now)
+            .arg(until)
+            .arg(ms(left).saturating_add(GC_SLACK_MS))
+            .arg(rest)
+            .invoke_async(&mut conn)).await;
+        let _ = done;
+    }
+
+    async fn get(&self, key: String) -> Option<String> {
+        let mut conn = self.conn.clone();
+        degraded("read", redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut conn)).await.flatten()
+    }
+}
+
+impl RefreshMemory for RedisMemory {
+    fn claim<'a>(&'a self, key: TokenKey, session_id: &'a str, generation: u64) -> BoxFuture<'a, Claim> {
+        Box::pin(self.claim_shared(key, session_id, generation))
+    }
+
+    fn land<'a>(&'a self, key: TokenKey, landing: Landing<'a>) -> BoxFuture<'a, Landed> {
+        Box::pin(self.land_shared(key, landing))
+    }
+
+    fn abandon(&self, key: TokenKey) {
+        // Waiters here wake empty; the lease is given up so another instance may fly at once.
+        let Some(flight) = self.flights().remove(&key) else { return };
+        let Some((owner, renewal)) = flight.lease else { return };
+        renewal.abort();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let mut conn = self.conn.clone();
+        let (lease, channel) = (self.token_key("lease", &key), self.token_key("done", &key));
+        runtime.spawn(async move {
+            let released: Option<i64> =
+                degraded("release a lease", scripts().release.key(lease).key(channel).arg(owner).invoke_async(&mut conn)).await;
+            let _ = released;
+        });
+    }
+
+    fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {
+        Box::pin(async move {
+            let value = self.get(self.sealer.result_key(&key)).await?;
+            self.outcome(&key, &value)
+        })
+    }
+
+    fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let now = self.clock.unix_millis();
+            let mut conn = self.conn.clone();
+            let done: Option<i64> = degraded("shorten", scripts()
+                .shorten
+                .key(self.sealer.result_key(&key))
+                .arg(now)
+                .arg(now.saturating_add(ms(left)))
+                .invoke_async(&mut conn)).await;
+            let _ = done;
+        })
+    }
+
+    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks> {
+        Box::pin(async move {
+            let now = self.clock.unix_millis();
+            let mut conn = self.conn.clone();
+            let values: Option<Vec<Option<String>>> = degraded(
+                "marks",
+                redis::cmd("MGET")
+                    .arg(self.key("ended", session_id))
+                    .arg(self.key("newest", session_id))
+                    .query_async(&mut conn),
+            ).await;
+            // Unknown: refuse nobody, but write no cookie either (it could carry a retired
+            // refresh token): "newer than anything".
+            let Some(values) = values else { return Marks { signed_out: false, newest: Some(u64::MAX) } };
+            let value = |i: usize| values.get(i).and_then(Option::as_deref).and_then(|v| alive(v, now));
+            Marks { signed_out: value(0).is_some(), newest: value(1).and_then(|n| n.parse().ok()) }
+        })
+    }
+
+    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(self.mark(self.key("ended", session_id), left, "1"))
+    }
+
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let now = self.clock.unix_millis();
+            let mut conn = self.conn.clone();
+            let done: Option<i64> = degraded("end sessions at the provider", scripts()
+                .provider_end
+                .key(self.key("provider", key))
+                .arg(now)
+                .arg(now.saturating_add(ms(left)))
+                .arg(ms(left).saturating_add(GC_SLACK_MS))
+                .arg(at)
+                .arg(if every { "1" } else { "0" })
+                .invoke_async(&mut conn)).await;
+            let _ = done;
+        })
+    }
+
+    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return None;
+            }
+            let now = self.clock.unix_millis();
+            let mut conn = self.conn.clone();
+            let mut mget = redis::cmd("MGET");
+            for key in keys {
+                mget.arg(self.key("provider", key));
+            }
+            let values: Vec<Option<String>> = degraded("provider marks", mget.query_async(&mut conn)).await?;
+            values
+                .iter()
+                .flatten()
+                .filter_map(|v| alive(v, now))
+                .filter_map(|rest| {
+                    let (at, every) = rest.split_once('|')?;
+                    Some(if every == "1" { u64::MAX } else { at.parse().ok()? })
+                })
+                .max()
+        })
+    }
+
+    fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let now = self.clock.unix_millis();
+            let mut conn = self.conn.clone();
+            let first: Option<i64> = degraded(
+                "first use of a logout token",
+                scripts()
+                    .first_use
+                    .key(self.key("jti", jti))
+                    .arg(now)
+                    .arg(now.saturating_add(ms(left)))
+                    .arg(ms(left).saturating_add(GC_SLACK_MS))
+                    .invoke_async(&mut conn),
+            )
+            .await;
+            // Redis down: accepted (a replay can only end sessions again).
+            first.is_none_or(|n| n == 1)
+        })
+    }
+}
