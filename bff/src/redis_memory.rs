@@ -1,9 +1,10 @@
 //! [`RedisMemory`]: the refresh memory on Redis, shared by every instance that names the same
 //! server and prefix, so that a refresh token is refreshed once however many instances see it.
 //!
-//! - **A flight is a lease**: `SET NX PX` of the consumed token's hash with this instance's
-//!   owner id, renewed every third of its life while the grant runs (the lease always outlives
-//!   the grant's timeout); landing deletes it if still ours. Each decision (claim, land) is one
+//! - **A flight is a lease**: the consumed token's hash set with this instance's owner id and
+//!   an expiry, atomically inside the claim script, renewed every third of its life while the
+//!   grant runs (the app sets it longer than the grant's timeout); landing deletes it if still
+//!   ours. Each decision (claim, land) is one
 //!   Lua script, so instances interleave only between decisions, as the trait requires.
 //! - **Results are sealed**: AES-256-GCM under a key derived from the consumed refresh token
 //!   (its [`TokenKey::seal_material`], never stored) and a server secret, the Redis key name as
