@@ -12,17 +12,12 @@
 
 mod support;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use tokenless::server::{router, state::leptos_options, AppState, Settings};
-use tokenless_bff::KeyRing;
-use tokenless_bff::Session;
 use tower::ServiceExt;
 
-use support::{request, COOKIE, KEYS, ORIGIN};
+use support::{expired, fan_out, KEYS, ORIGIN};
 
 /// Returns whether the run was clean: no error, one refresh, no reuse.
 async fn run(n: usize, shape: &str, store: &str) -> bool {
@@ -61,37 +56,8 @@ async fn run(n: usize, shape: &str, store: &str) -> bool {
     let set_cookie = answer.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
     let sealed = set_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
 
-    // Age the access token inside the cookie.
-    let ring = KeyRing::parse(KEYS).unwrap();
-    let mut session = Session::from_bytes(&ring.open(COOKIE, &sealed).unwrap().plaintext).unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    session.tokens.access_expires_at = now - 1;
-    let cookie = format!("{COOKIE}={}", ring.seal(COOKIE, &session.to_bytes()));
-
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let app = app.clone();
-            let request = if i % 2 == 0 {
-                request("/frogs", &cookie, false)
-            } else {
-                request("/api/frogs", &cookie, true)
-            };
-            tokio::spawn(async move {
-                let response = app.oneshot(request).await.unwrap();
-                let status = response.status();
-                let _ = response.into_body().collect().await;
-                status
-            })
-        })
-        .collect();
-    let mut errors = 0;
-    for t in tasks {
-        if t.await.unwrap() != StatusCode::OK {
-            errors += 1;
-        }
-    }
-    let elapsed = started.elapsed();
+    let cookie = expired(&sealed);
+    let (elapsed, errors) = fan_out(&app, &cookie, n, "/frogs", "/api/frogs").await;
     let counters: serde_json::Value =
         reqwest::get(format!("{controls}/_test/counters")).await.unwrap().json().await.unwrap();
     let c = state.sessions.refresher().counts();

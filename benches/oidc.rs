@@ -19,7 +19,7 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -29,7 +29,7 @@ use tokenless_bff::{KeyRing, Session};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tower::ServiceExt;
 
-use support::{request, COOKIE, KEYS, ORIGIN};
+use support::{expired, COOKIE, KEYS, ORIGIN};
 
 /// node-oidc-provider for the app at [`ORIGIN`]; stopped when dropped.
 struct Provider {
@@ -199,37 +199,12 @@ async fn provider_counters(provider: &Provider) -> (u64, u64) {
 }
 
 /// Returns whether the run was clean: no error, one refresh, no reuse.
-async fn fan_out(n: usize) -> bool {
+async fn fan_out_at(n: usize) -> bool {
     let provider = start_provider().await;
     let (app, state) = app_for(&provider).await;
     let (cookie, _, _) = sign_in(&app, &provider).await;
-    let sealed = cookie.split_once('=').unwrap().1;
-    let ring = KeyRing::parse(KEYS).unwrap();
-    let mut session = Session::from_bytes(&ring.open(COOKIE, sealed).unwrap().plaintext).unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    session.tokens.access_expires_at = now - 1;
-    let cookie = format!("{COOKIE}={}", ring.seal(COOKIE, &session.to_bytes()));
-
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let app = app.clone();
-            let request = if i % 2 == 0 { request("/account", &cookie, false) } else { request("/api/account", &cookie, true) };
-            tokio::spawn(async move {
-                let response = app.oneshot(request).await.unwrap();
-                let status = response.status();
-                let _ = response.into_body().collect().await;
-                status
-            })
-        })
-        .collect();
-    let mut errors = 0;
-    for t in tasks {
-        if t.await.unwrap() != StatusCode::OK {
-            errors += 1;
-        }
-    }
-    let elapsed = started.elapsed();
+    let cookie = expired(cookie.split_once('=').unwrap().1);
+    let (elapsed, errors) = support::fan_out(&app, &cookie, n, "/account", "/api/account").await;
     let (refreshes, reuse) = provider_counters(&provider).await;
     let c = state.sessions.refresher().counts();
     println!(
@@ -255,7 +230,7 @@ fn main() {
         println!("|---:|---:|---:|---:|---:|---:|---:|");
         let mut clean = true;
         for n in ns {
-            clean &= runtime.block_on(fan_out(n));
+            clean &= runtime.block_on(fan_out_at(n));
         }
         if !clean {
             eprintln!("a fan-out had errors, more than one refresh, or a reuse event");

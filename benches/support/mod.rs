@@ -1,8 +1,14 @@
 //! What the benchmarks driving the app through its router share: the sealing key, the cookie
-//! name, the origin, and a request as a browser sends it.
+//! name, the origin, a request as a browser sends it, a cookie aged past its access token's
+//! expiry, and N requests with it at once.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tokenless_bff::{KeyRing, Session};
+use tower::ServiceExt;
 
 pub const KEYS: &str = "5:QmVuY2htYXJrIGtleSwgbmV2ZXIgdXNlIGl0IGVsc2U=";
 pub const COOKIE: &str = "tokenless_session";
@@ -25,3 +31,38 @@ pub fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
     }
 }
 
+
+/// The `Cookie` header for the session sealed in `sealed`, its access token aged past its
+/// expiry (sealed again with [`KEYS`]).
+pub fn expired(sealed: &str) -> String {
+    let ring = KeyRing::parse(KEYS).unwrap();
+    let mut session = Session::from_bytes(&ring.open(COOKIE, sealed).unwrap().plaintext).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    session.tokens.access_expires_at = now - 1;
+    format!("{COOKIE}={}", ring.seal(COOKIE, &session.to_bytes()))
+}
+
+/// `n` requests with `cookie` at once, each its own task, the page and the server function
+/// alternating: how long until all were answered, and how many were not 200.
+pub async fn fan_out(app: &axum::Router, cookie: &str, n: usize, page: &str, server_fn: &str) -> (Duration, usize) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let app = app.clone();
+            let request = if i % 2 == 0 { request(page, cookie, false) } else { request(server_fn, cookie, true) };
+            tokio::spawn(async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                status
+            })
+        })
+        .collect();
+    let mut errors = 0;
+    for t in tasks {
+        if t.await.unwrap() != StatusCode::OK {
+            errors += 1;
+        }
+    }
+    (started.elapsed(), errors)
+}

@@ -266,12 +266,33 @@ fn browser() -> reqwest::Client {
 /// Follows redirects and fills the provider's forms as `account` until a redirect leads to a
 /// URL starting with `stop_at`: that URL.
 async fn browse(browser: &reqwest::Client, issuer: &str, start: url::Url, account: &str, stop_at: &str) -> url::Url {
+    // The login form (prompt=login) or the consent form (prompt=consent).
+    let fill = |page: &str| -> Vec<(String, String)> {
+        let pairs: &[(&str, &str)] = if page.contains(r#"value="login""#) {
+            &[("prompt", "login"), ("login", account), ("password", "any")]
+        } else {
+            &[("prompt", "consent")]
+        };
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    through_provider(browser, issuer, start, stop_at, 12, fill).await
+}
+
+/// From `start`, follows the provider's redirects and posts each page's form as `fill` fills
+/// it (at most `pages` steps), until a redirect leads to a URL starting with `stop_at`.
+async fn through_provider(
+    browser: &reqwest::Client,
+    issuer: &str,
+    start: url::Url,
+    stop_at: &str,
+    pages: usize,
+    fill: impl Fn(&str) -> Vec<(String, String)>,
+) -> url::Url {
     let base = url::Url::parse(issuer).unwrap();
     let mut response = browser.get(start).send().await.unwrap();
-    for _ in 0..12 {
+    for _ in 0..pages {
         if response.status().is_redirection() {
-            let location = response.headers()["location"].to_str().unwrap().to_string();
-            let next = base.join(&location).unwrap();
+            let next = base.join(response.headers()["location"].to_str().unwrap()).unwrap();
             if next.as_str().starts_with(stop_at) {
                 return next;
             }
@@ -280,13 +301,7 @@ async fn browse(browser: &reqwest::Client, issuer: &str, start: url::Url, accoun
         }
         let page = response.text().await.unwrap();
         let action = base.join(&form_action(&page)).unwrap();
-        // The login form (prompt=login) or the consent form (prompt=consent).
-        let form: Vec<(&str, &str)> = if page.contains(r#"value="login""#) {
-            vec![("prompt", "login"), ("login", account), ("password", "any")]
-        } else {
-            vec![("prompt", "consent")]
-        };
-        response = browser.post(action).form(&form).send().await.unwrap();
+        response = browser.post(action).form(&fill(&page)).send().await.unwrap();
     }
     panic!("the provider never sent the browser back");
 }
@@ -597,24 +612,12 @@ async fn futures_join(browser: &reqwest::Client, url: &str, n: usize) -> Vec<Sta
 /// The provider's own pages from `start` (its end-session confirmation: "yes, sign me out")
 /// until it sends the browser to a URL starting with `stop_at`: that URL.
 async fn confirm_sign_out(browser: &reqwest::Client, issuer: &str, start: url::Url, stop_at: &str) -> url::Url {
-    let base = url::Url::parse(issuer).unwrap();
-    let mut response = browser.get(start).send().await.unwrap();
-    for _ in 0..6 {
-        if response.status().is_redirection() {
-            let next = base.join(response.headers()["location"].to_str().unwrap()).unwrap();
-            if next.as_str().starts_with(stop_at) {
-                return next;
-            }
-            response = browser.get(next).send().await.unwrap();
-            continue;
-        }
-        let page = response.text().await.unwrap();
-        let action = base.join(&form_action(&page)).unwrap();
+    let fill = |page: &str| {
         let at = page.find(r#"name="xsrf" value=""#).unwrap_or_else(|| panic!("no xsrf in {page}")) + r#"name="xsrf" value=""#.len();
         let xsrf = page[at..].split('"').next().unwrap().to_string();
-        response = browser.post(action).form(&[("xsrf", xsrf.as_str()), ("logout", "yes")]).send().await.unwrap();
-    }
-    panic!("the provider never sent the browser back");
+        vec![("xsrf".to_string(), xsrf), ("logout".to_string(), "yes".to_string())]
+    };
+    through_provider(browser, issuer, start, stop_at, 6, fill).await
 }
 
 /// Signs dana in at the app in `browser`: `/me` answers.
