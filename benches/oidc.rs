@@ -204,7 +204,7 @@ async fn fan_out_at(n: usize) -> bool {
     let (app, state) = app_for(&provider).await;
     let (cookie, _, _) = sign_in(&app, &provider).await;
     let cookie = expired(cookie.split_once('=').unwrap().1);
-    let (elapsed, errors) = support::fan_out(&app, &cookie, n, "/account", "/api/account").await;
+    let (elapsed, errors) = support::fan_out(std::slice::from_ref(&app), &cookie, n, "/account", "/api/account").await;
     let (refreshes, reuse) = provider_counters(&provider).await;
     let c = state.sessions.refresher().counts();
     println!(

@@ -1,6 +1,7 @@
-//! Two app instances sharing their refresh memory on a real `redis-server` (started here on a
+//! App instances sharing their refresh memory on a real `redis-server` (started here on a
 //! loopback port), in front of one demo upstream: a cookie whose access token expired, sent to
-//! both at once, is refreshed once; a sign-out on one holds on the other.
+//! three at once a thousand times, is refreshed once; a sign-out on one holds on another; Redis
+//! down is a 503 "try again" that keeps the session.
 
 mod common;
 
@@ -15,7 +16,7 @@ use tower::ServiceExt;
 /// `redis-server` on a free loopback port; stopped when dropped.
 struct Redis {
     url: String,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
 }
 
 async fn start_redis() -> Redis {
@@ -32,12 +33,12 @@ async fn start_redis() -> Redis {
         assert!(std::time::Instant::now() < deadline, "redis-server did not listen within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Redis { url: format!("redis://127.0.0.1:{port}/0"), _child: child }
+    Redis { url: format!("redis://127.0.0.1:{port}/0"), child }
 }
 
-/// Instance A (with the demo upstream) and instance B (fronting A's demo upstream), both on
+/// Instance A (with the demo upstream) and `more` instances fronting A's demo upstream, all on
 /// `redis` with the same keys and prefix.
-async fn two_instances(redis: &Redis) -> (TestApp, TestApp) {
+async fn instances(redis: &Redis, more: usize) -> Vec<TestApp> {
     let shared = [
         ("TOKENLESS_SESSION__STORE", "redis"),
         ("TOKENLESS_SESSION__REDIS_URL", redis.url.as_str()),
@@ -45,10 +46,32 @@ async fn two_instances(redis: &Redis) -> (TestApp, TestApp) {
     ];
     let a = app_with(&shared).await;
     let demo = a.state.demo.as_ref().expect("A runs the demo upstream").base_url();
-    let mut b_env = shared.to_vec();
-    b_env.push(("TOKENLESS_UPSTREAM__BASE_URL", demo.as_str()));
-    let b = app_with(&b_env).await;
-    (a, b)
+    let mut others_env = shared.to_vec();
+    others_env.push(("TOKENLESS_UPSTREAM__BASE_URL", demo.as_str()));
+    let mut all = vec![a];
+    for _ in 0..more {
+        all.push(app_with(&others_env).await);
+    }
+    all
+}
+
+async fn two_instances(redis: &Redis) -> (TestApp, TestApp) {
+    let mut both = instances(redis, 1).await;
+    let b = both.pop().unwrap();
+    (both.pop().unwrap(), b)
+}
+
+/// A counter of the shared memory on `app` (`tokenless_refresh_shared_{name}`, all labels).
+fn shared(app: &TestApp, name: &str) -> u64 {
+    let prefix = format!("tokenless_refresh_shared_{name}");
+    app.state
+        .sessions
+        .refresher()
+        .metrics_text()
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
@@ -69,20 +92,21 @@ fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
 }
 
 #[test]
-fn an_expired_cookie_sent_to_two_instances_at_once_is_refreshed_once() {
+fn an_expired_cookie_sent_a_thousand_times_round_robin_to_three_instances_is_refreshed_once() {
     block_on(async {
         let redis = start_redis().await;
-        let (a, b) = two_instances(&redis).await;
-        let dana = Browser::new(&a);
+        let apps = instances(&redis, 2).await;
+        let a = &apps[0];
+        let dana = Browser::new(a);
         assert_eq!(dana.call("login", &[("email", USER.0), ("password", USER.1), ("next", "/")]).await.status, StatusCode::OK);
         dana.edit_session(|s| s.tokens.access_expires_at = tokenless_bff::now() - 1);
         let cookie = dana.cookie_header();
         let before = a.counters().await;
 
-        let tasks: Vec<_> = (0..200)
+        let tasks: Vec<_> = (0..1000)
             .map(|i| {
-                let router = if i % 2 == 0 { a.router.clone() } else { b.router.clone() };
-                let request = if i % 4 < 2 { request("/frogs", &cookie, false) } else { request("/api/frogs", &cookie, true) };
+                let router = apps[i % 3].router.clone();
+                let request = if i % 2 == 0 { request("/frogs", &cookie, false) } else { request("/api/frogs", &cookie, true) };
                 tokio::spawn(async move {
                     let response = router.oneshot(request).await.unwrap();
                     let status = response.status();
@@ -96,19 +120,22 @@ fn an_expired_cookie_sent_to_two_instances_at_once_is_refreshed_once() {
         }
         let after = a.counters().await;
         let refreshes = |c: &serde_json::Value| c["grants"]["refresh_token"].as_u64().unwrap_or(0);
-        assert_eq!(refreshes(&after) - refreshes(&before), 1, "one refresh across both instances: {after}");
+        assert_eq!(refreshes(&after) - refreshes(&before), 1, "one refresh across the instances: {after}");
         assert_eq!(after["reuse_events"], 0, "{after}");
-        let shared: u64 = [&a, &b]
+        let used: u64 = apps
             .iter()
             .map(|app| {
                 let c = app.state.sessions.refresher().counts();
                 c.joined + c.grace_hits
             })
             .sum();
-        assert!(shared >= 199, "every other request used that one refresh (joined it, or took its result): {shared}");
+        assert!(used >= 999, "every other request used that one refresh (joined it, or took its result): {used}");
+        // What an operator sees: one lease in all, no Redis call failed, nothing "try again".
+        let sum = |name: &str| apps.iter().map(|app| shared(app, name)).sum::<u64>();
+        assert_eq!((sum("leases"), sum("failures"), sum("try_again")), (1, 0, 0));
 
-        // Later, the old cookie on either instance: the result, no second refresh.
-        for app in [&a, &b] {
+        // Later, the old cookie on every instance: the result, no second refresh.
+        for app in &apps {
             let late = app.router.clone().oneshot(request("/api/frogs", &cookie, true)).await.unwrap();
             assert_eq!(late.status(), StatusCode::OK);
         }
@@ -134,6 +161,34 @@ fn a_sign_out_on_one_instance_holds_on_the_other() {
         let refused = on_b(cookie).await;
         assert_eq!(refused.status(), StatusCode::SEE_OTHER);
         assert!(refused.headers()["location"].to_str().unwrap().starts_with("/login"));
+    })
+}
+
+#[test]
+fn redis_down_is_a_503_that_keeps_the_session() {
+    block_on(async {
+        let mut redis = start_redis().await;
+        let (a, b) = two_instances(&redis).await;
+        let dana = Browser::new(&a);
+        assert_eq!(dana.call("login", &[("email", USER.0), ("password", USER.1), ("next", "/")]).await.status, StatusCode::OK);
+        dana.edit_session(|s| s.tokens.access_expires_at = tokenless_bff::now() - 1);
+        let cookie = dana.cookie_header();
+        redis.child.kill().await.unwrap();
+        let before = a.counters().await;
+        // A page that needs a refresh: "try again", still signed in, the cookie left as it is.
+        let page = b.router.clone().oneshot(request("/frogs", &cookie, false)).await.unwrap();
+        assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(page.headers().get("set-cookie").is_none(), "{:?}", page.headers());
+        let body = String::from_utf8(page.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(body.contains("Please try again in a moment") && body.contains("You are still signed in"), "{body}");
+        // A server function too: 503, nothing sent upstream (another instance may have rotated
+        // the token).
+        let call = b.router.clone().oneshot(request("/api/frogs", &cookie, true)).await.unwrap();
+        assert_eq!(call.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let after = a.counters().await;
+        assert_eq!(after["grants"]["refresh_token"], before["grants"]["refresh_token"], "{after}");
+        assert!(shared(&b, "try_again") >= 1 && shared(&b, "failures") >= 1);
+        assert_eq!(shared(&b, "reachable"), 0);
     })
 }
 

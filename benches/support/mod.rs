@@ -1,6 +1,6 @@
 //! What the benchmarks driving the app through its router share: the sealing key, the cookie
 //! name, the origin, a request as a browser sends it, a cookie aged past its access token's
-//! expiry, and N requests with it at once.
+//! expiry, N requests with it at once, and a `redis-server` of their own.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,12 +43,13 @@ pub fn expired(sealed: &str) -> String {
 }
 
 /// `n` requests with `cookie` at once, each its own task, the page and the server function
-/// alternating: how long until all were answered, and how many were not 200.
-pub async fn fan_out(app: &axum::Router, cookie: &str, n: usize, page: &str, server_fn: &str) -> (Duration, usize) {
+/// alternating, spread round-robin over `apps` (instances): how long until all were answered,
+/// and how many were not 200.
+pub async fn fan_out(apps: &[axum::Router], cookie: &str, n: usize, page: &str, server_fn: &str) -> (Duration, usize) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let app = app.clone();
+            let app = apps[i % apps.len()].clone();
             let request = if i % 2 == 0 { request(page, cookie, false) } else { request(server_fn, cookie, true) };
             tokio::spawn(async move {
                 let response = app.oneshot(request).await.unwrap();
@@ -65,4 +66,26 @@ pub async fn fan_out(app: &axum::Router, cookie: &str, n: usize, page: &str, ser
         }
     }
     (started.elapsed(), errors)
+}
+
+/// `redis-server` on a free loopback port, answering; stopped when dropped.
+pub struct Redis {
+    pub url: String,
+    _child: tokio::process::Child,
+}
+
+pub async fn start_redis() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server runs (scripts/setup.sh test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Redis { url: format!("redis://127.0.0.1:{port}/0"), _child: child }
 }

@@ -212,6 +212,10 @@ pub trait RefreshMemory: Send + Sync + 'static {
     fn remembered_count(&self) -> Option<usize> {
         None
     }
+
+    /// Adds the store's own metrics (a shared store: leases, waits, calls that failed) to the
+    /// refresher's, under `tokenless_refresh_shared_`.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// The keys under which back-channel logout finds a session of `provider`: its issuer's `sid`

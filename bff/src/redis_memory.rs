@@ -18,15 +18,25 @@
 //!   carries its logical end and scripts compare it with the caller's now, so expiries are
 //!   testable with a manual clock; Redis's own expiry only collects garbage (a minute later).
 //! - **In this process first**: flights this instance flies or waits for are joined locally,
-//!   without asking Redis again.
+//!   and settled facts (a sign-out, a result) it learned are answered from its own copy
+//!   ([`local`]), without asking Redis again. Open questions — has this session signed out on
+//!   another instance? — are asked on each request (three reads pipelined on one connection):
+//!   that is what makes a sign-out hold everywhere at once.
 //!
-//! Redis trouble never signs anyone out. Every call is bounded (a second) and a failed one is
-//! logged: a refresh that cannot be claimed is answered "unavailable, try again" (never flown
-//! here: another instance may have rotated the token, and presenting it again would end the
-//! sign-in), a mark that cannot be read refuses nobody, a logout token whose use cannot be
-//! recorded is accepted (a replay can only end sessions again). The one window left: Redis
-//! failing between a claim and its landing — the result reaches this instance's waiters only,
-//! and a late request elsewhere may present the rotated token once Redis is back.
+//! Redis trouble never signs anyone out. Every call is bounded (a second), a failed one is
+//! logged and counted ([`metrics`]): a refresh that cannot be claimed is answered "unavailable,
+//! try again" (never flown here: another instance may have rotated the token, and presenting it
+//! again would end the sign-in), a mark that cannot be read refuses nobody, a logout token whose
+//! use cannot be recorded is accepted (a replay can only end sessions again). A flight whose
+//! Redis stops answering keeps its lease (taken again when it ended meanwhile) and sends its
+//! landing again until Redis answers or a lease has passed; its result reaches this instance's
+//! waiters only once Redis holds it, or when that time is up. The window left: a Redis that
+//! comes back *empty* (restarted without persistence) before the landing reaches it — a late
+//! request elsewhere may then present the rotated token.
+
+mod local;
+mod metrics;
+mod scripts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +48,6 @@ use base64::Engine;
 use futures_util::StreamExt;
 use rand::RngCore;
 use redis::aio::ConnectionManager;
-use redis::Script;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -47,6 +56,9 @@ use crate::clock::Clock;
 use crate::grants::BoxFuture;
 use crate::memory::{Claim, Landed, Landing, Marks, Outcome, Refreshed, RefreshMemory, TokenKey, Wait};
 use crate::session::TokenSet;
+use local::Settled;
+use metrics::SharedMetrics;
+use scripts::scripts;
 
 /// How much longer than its logical end Redis keeps a value (then collects it).
 const GC_SLACK_MS: u64 = 60_000;
@@ -74,11 +86,17 @@ pub struct RedisOptions {
     pub secret: [u8; 32],
     /// How long a flight's lease lives between renewals; longer than the grant's timeout.
     pub lease: Duration,
+    /// Settled facts (sign-outs, results) this instance keeps a copy of, at most, each kind.
+    pub local_capacity: usize,
 }
 
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOptions").field("prefix", &self.prefix).field("lease", &self.lease).finish_non_exhaustive()
+        f.debug_struct("RedisOptions")
+            .field("prefix", &self.prefix)
+            .field("lease", &self.lease)
+            .field("local_capacity", &self.local_capacity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,6 +118,8 @@ pub struct RedisMemory {
     clock: Arc<dyn Clock>,
     sealer: Sealer,
     flights: Arc<Mutex<HashMap<TokenKey, LocalFlight>>>,
+    settled: Settled,
+    metrics: SharedMetrics,
 }
 
 impl std::fmt::Debug for RedisMemory {
@@ -118,156 +138,15 @@ fn alive(value: &str, now: u64) -> Option<&str> {
     (until.parse::<u64>().ok()? > now).then_some(rest)
 }
 
+/// The logical end of `value` (`{until_ms}|{rest}`).
+fn until(value: &str) -> Option<u64> {
+    value.split_once('|')?.0.parse().ok()
+}
+
 /// Whole milliseconds of `d`, at most a year (what Redis takes as an expiry; a "forever" from
 /// configuration neither overflows nor keeps a key for good).
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.min(Duration::from_secs(366 * 24 * 3600)).as_millis()).unwrap_or(u64::MAX)
-}
-
-// Lua helpers shared by the scripts: a value's logical end, and whether it is alive.
-const LUA_ALIVE: &str = r"
-local function alive(v, now)
-  if not v then return nil end
-  local u = tonumber(string.match(v, '^(%d+)|'))
-  if u and u > now then return v end
-  return nil
-end
-";
-
-/// KEYS: ended, lease, result. ARGV: now, this instance's lease prefix, lease_ms, generation,
-/// the new flight's lease value. A lease of this instance that no flight here holds any more
-/// (abandoned, its release not done yet) is taken over, never joined.
-const CLAIM: &str = r"
-local now = tonumber(ARGV[1])
-if alive(redis.call('GET', KEYS[1]), now) then return {'signed_out'} end
-local holder = redis.call('GET', KEYS[2])
-if holder and string.sub(holder, 1, #ARGV[2]) ~= ARGV[2] then return {'join'} end
-local r = alive(redis.call('GET', KEYS[3]), now)
-if r then
-  if string.match(r, '^%d+|X|') then return {'result', r} end
-  local gen = tonumber(string.match(r, '^%d+|R|(%d+)|'))
-  if gen and gen > tonumber(ARGV[4]) then return {'result', r} end
-end
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
-return {'fly'}
-";
-
-/// KEYS: lease, ended, newest, result, channel. ARGV: now, owner, kind (R, X, U), cookie
-/// generation, keep_ms, gc_ms, payload (sealed tokens or refusal code).
-const LAND: &str = r"
-local now = tonumber(ARGV[1])
-if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
-local kind = ARGV[3]
-local reply
-if kind == 'R' and alive(redis.call('GET', KEYS[2]), now) then
-  reply = {'signed_out'}
-elseif kind == 'R' then
-  local newest = 0
-  local n = alive(redis.call('GET', KEYS[3]), now)
-  if n then newest = tonumber(string.match(n, '|(%d+)$')) end
-  local gen = math.max(tonumber(ARGV[4]), newest) + 1
-  local untilms = now + tonumber(ARGV[5])
-  redis.call('SET', KEYS[3], untilms .. '|' .. gen, 'PX', ARGV[6])
-  redis.call('SET', KEYS[4], untilms .. '|R|' .. gen .. '|' .. ARGV[7], 'PX', ARGV[6])
-  reply = {'refreshed', tostring(gen)}
-elseif kind == 'X' then
-  redis.call('SET', KEYS[4], (now + tonumber(ARGV[5])) .. '|X|' .. ARGV[7], 'PX', ARGV[6])
-  reply = {'refused'}
-else
-  reply = {'unavailable'}
-end
-redis.call('PUBLISH', KEYS[5], kind)
-return reply
-";
-
-/// KEYS: lease. ARGV: owner, lease_ms. Renews our lease; 0 when it is not ours any more.
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-";
-
-/// KEYS: lease, channel. ARGV: owner. Gives up our lease and wakes the waiters.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('PUBLISH', KEYS[2], 'U')
-return 1
-";
-
-/// KEYS: key. ARGV: now, until. A value's end brought forward to `until` (never later).
-const SHORTEN: &str = r"
-local now = tonumber(ARGV[1])
-local v = alive(redis.call('GET', KEYS[1]), now)
-if not v then return 0 end
-local u = tonumber(string.match(v, '^(%d+)|'))
-local target = tonumber(ARGV[2])
-if target < u then
-  redis.call('SET', KEYS[1], target .. string.match(v, '^%d+(|.*)$'), 'KEEPTTL')
-end
-return 1
-";
-
-/// KEYS: key. ARGV: now, until, gc_ms, rest. Sets `{until}|{rest}` unless a live value ends
-/// later (a mark is never shortened).
-const MARK: &str = r"
-local now = tonumber(ARGV[1])
-local v = alive(redis.call('GET', KEYS[1]), now)
-if v and tonumber(string.match(v, '^(%d+)|')) >= tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[4], 'PX', ARGV[3])
-return 1
-";
-
-/// KEYS: key. ARGV: now, until, gc_ms, at, every. A provider's end: the later moment, `every`
-/// once set stays.
-const PROVIDER_END: &str = r"
-local now = tonumber(ARGV[1])
-local at = tonumber(ARGV[4])
-local every = ARGV[5]
-local v = alive(redis.call('GET', KEYS[1]), now)
-if v then
-  local pat, pevery = string.match(v, '^%d+|(%d+)|(%d)$')
-  if pat then at = math.max(at, tonumber(pat)) end
-  if pevery == '1' then every = '1' end
-end
-redis.call('SET', KEYS[1], ARGV[2] .. '|' .. at .. '|' .. every, 'PX', ARGV[3])
-return 1
-";
-
-/// KEYS: key. ARGV: now, until, gc_ms. 1 when the key was not alive (now it is), else 0.
-const FIRST_USE: &str = r"
-local now = tonumber(ARGV[1])
-if alive(redis.call('GET', KEYS[1]), now) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2] .. '|1', 'PX', ARGV[3])
-return 1
-";
-
-fn script(body: &str) -> Script {
-    Script::new(&format!("{LUA_ALIVE}{body}"))
-}
-
-/// The scripts, compiled once.
-struct Scripts {
-    claim: Script,
-    land: Script,
-    renew: Script,
-    release: Script,
-    shorten: Script,
-    mark: Script,
-    provider_end: Script,
-    first_use: Script,
-}
-
-fn scripts() -> &'static Scripts {
-    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
-    SCRIPTS.get_or_init(|| Scripts {
-        claim: script(CLAIM),
-        land: script(LAND),
-        renew: script(RENEW),
-        release: script(RELEASE),
-        shorten: script(SHORTEN),
-        mark: script(MARK),
-        provider_end: script(PROVIDER_END),
-        first_use: script(FIRST_USE),
-    })
 }
 
 impl RedisMemory {
@@ -295,6 +174,8 @@ impl RedisMemory {
             client,
             conn,
             sealer,
+            settled: Settled::new(options.local_capacity),
+            metrics: SharedMetrics::new(),
             options,
             owner: format!("{}:", hex::encode(owner)),
             next_flight: std::sync::atomic::AtomicU64::new(0),
@@ -315,9 +196,18 @@ impl RedisMemory {
         self.flights.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A stored result as an outcome, at the caller's now.
+    /// A stored result as an outcome, at the caller's now; kept here for a moment (late
+    /// requests with the same old cookie come in bursts).
     fn outcome(&self, key: &TokenKey, value: &str) -> Option<Outcome> {
-        self.sealer.outcome(key, value, self.clock.unix_millis())
+        let now = self.clock.unix_millis();
+        let outcome = self.sealer.outcome(key, value, now)?;
+        self.settled.keep_result(*key, &outcome, until(value).unwrap_or(now), now);
+        Some(outcome)
+    }
+
+    /// A bounded call (see [`degraded`]), counted.
+    async fn call<T>(&self, what: &'static str, call: impl std::future::Future<Output = Result<T, redis::RedisError>>) -> Option<T> {
+        degraded(&self.metrics, what, call).await
     }
 
     /// Keeps the lease `value` alive while the grant runs.
@@ -325,14 +215,23 @@ impl RedisMemory {
         let mut conn = self.conn.clone();
         let (lease, owner, lease_ms) = (self.token_key("lease", key), value.to_string(), ms(self.options.lease));
         let every = self.options.lease / 3;
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let renewed: Option<i64> =
-                    degraded("renew a lease", scripts().renew.key(&lease).arg(&owner).arg(lease_ms).invoke_async(&mut conn)).await;
-                if renewed == Some(0) {
-                    tracing::warn!("a refresh lease was lost while its grant ran (Redis paused longer than the lease?)");
-                    break;
+                    degraded(&metrics, "renew", scripts().renew.key(&lease).arg(&owner).arg(lease_ms).invoke_async(&mut conn)).await;
+                match renewed {
+                    Some(0) => {
+                        metrics.leases_lost.inc();
+                        tracing::warn!("a refresh lease was taken by another flight while its grant ran (Redis unreachable for longer than the lease?)");
+                        break;
+                    }
+                    Some(2) => {
+                        metrics.leases_retaken.inc();
+                        tracing::warn!("a refresh lease ended while Redis could not be reached; taken again");
+                    }
+                    _ => {}
                 }
             }
         })
@@ -349,13 +248,16 @@ impl RedisMemory {
         let (lease, result, channel) =
             (self.token_key("lease", &key), self.token_key("result", &key), self.token_key("done", &key));
         let deadline = tokio::time::Instant::now() + self.options.lease.saturating_mul(3);
-        let (sealer, clock) = (self.sealer.clone(), self.clock.clone());
+        let (sealer, clock, metrics) = (self.sealer.clone(), self.clock.clone(), self.metrics.clone());
         tokio::spawn(async move {
             // Without a subscription (it failed, or timed out), polling alone finds the result.
-            let mut pubsub = match degraded("subscribe", client.get_async_pubsub()).await {
-                Some(mut p) => degraded("subscribe", p.subscribe(&channel)).await.map(|()| p),
+            let mut pubsub = match degraded(&metrics, "subscribe", client.get_async_pubsub()).await {
+                Some(mut p) => degraded(&metrics, "subscribe", p.subscribe(&channel)).await.map(|()| p),
                 None => None,
             };
+            if pubsub.is_none() {
+                metrics.pubsub_lost.inc();
+            }
             // A refresh newer than the waiter's cookie, or a refusal (as the claim script reads it).
             let usable = |outcome: &Outcome| match outcome {
                 Outcome::Refreshed(r) => r.generation > generation,
@@ -363,19 +265,23 @@ impl RedisMemory {
             };
             let outcome = loop {
                 let value: Option<Option<String>> =
-                    degraded("wait for a result", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
+                    degraded(&metrics, "poll", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
                 let found = value.flatten().and_then(|v| sealer.outcome(&key, &v, clock.unix_millis())).filter(usable);
                 if found.is_some() {
+                    metrics.waited("result");
                     break found;
                 }
-                let leased: Option<bool> = degraded("wait for a lease", redis::cmd("EXISTS").arg(&lease).query_async(&mut conn)).await;
+                let leased: Option<bool> = degraded(&metrics, "poll", redis::cmd("EXISTS").arg(&lease).query_async(&mut conn)).await;
                 if leased == Some(false) {
                     // Landed between the two reads, or ended without a result: one last look.
                     let value: Option<Option<String>> =
-                        degraded("wait for a result", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
-                    break value.flatten().and_then(|v| sealer.outcome(&key, &v, clock.unix_millis())).filter(usable);
+                        degraded(&metrics, "poll", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
+                    let found = value.flatten().and_then(|v| sealer.outcome(&key, &v, clock.unix_millis())).filter(usable);
+                    metrics.waited(if found.is_some() { "result" } else { "empty" });
+                    break found;
                 }
                 if tokio::time::Instant::now() >= deadline {
+                    metrics.waited("gave_up");
                     break None;
                 }
                 let closed = match pubsub.as_mut() {
@@ -387,6 +293,8 @@ impl RedisMemory {
                 };
                 if closed {
                     // The subscription's connection closed: polling alone from now on.
+                    metrics.pubsub_lost.inc();
+                    tracing::warn!("a subscription to Redis dropped while waiting for a refresh; polling");
                     pubsub = None;
                 }
             };
@@ -465,16 +373,25 @@ pub const SHARED_MEMORY_UNAVAILABLE: &str = "the shared refresh memory (Redis) c
 /// How long one call to Redis may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A Redis call, bounded by [`CALL_TIMEOUT`]; a failed one is said, and answered as if Redis
-/// knew nothing.
-async fn degraded<T>(what: &str, call: impl std::future::Future<Output = Result<T, redis::RedisError>>) -> Option<T> {
+/// A Redis call, bounded by [`CALL_TIMEOUT`]; a failed one is said, counted under `what`, and
+/// answered as if Redis knew nothing.
+async fn degraded<T>(
+    metrics: &SharedMetrics,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+) -> Option<T> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(value)) => Some(value),
+        Ok(Ok(value)) => {
+            metrics.reachable.set(1);
+            Some(value)
+        }
         Ok(Err(e)) => {
+            metrics.failed(what);
             tracing::warn!(error = %e, "Redis failed ({what}); going on with what this process knows");
             None
         }
         Err(_) => {
+            metrics.failed(what);
             tracing::warn!("Redis did not answer within {CALL_TIMEOUT:?} ({what}); going on with what this process knows");
             None
         }
@@ -488,6 +405,7 @@ impl RedisMemory {
         let (sender, receiver) = {
             let mut flights = self.flights();
             if let Some(flight) = flights.get(&key) {
+                self.metrics.local_answers.inc();
                 return Claim::Join(waiting(flight.sender.subscribe()));
             }
             let (sender, receiver) = watch::channel(None);
@@ -497,45 +415,51 @@ impl RedisMemory {
         let now = self.clock.unix_millis();
         let value = format!("{}{}", self.owner, self.next_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let mut conn = self.conn.clone();
-        let answer: Option<Vec<String>> = degraded(
-            "claim",
-            scripts()
-                .claim
-                .key(self.key("ended", session_id))
-                .key(self.token_key("lease", &key))
-                .key(self.sealer.result_key(&key))
-                .arg(now)
-                .arg(&self.owner)
-                .arg(ms(self.options.lease))
-                .arg(generation)
-                .arg(&value)
-                .invoke_async(&mut conn),
-        )
-        .await;
+        let answer: Option<Vec<String>> = self
+            .call(
+                "claim",
+                scripts()
+                    .claim
+                    .key(self.key("ended", session_id))
+                    .key(self.token_key("lease", &key))
+                    .key(self.sealer.result_key(&key))
+                    .arg(now)
+                    .arg(&self.owner)
+                    .arg(ms(self.options.lease))
+                    .arg(generation)
+                    .arg(&value)
+                    .invoke_async(&mut conn),
+            )
+            .await;
         // Without Redis, nobody can tell whether another instance rotated this token already:
         // refreshing here could present a rotated token (and the upstream would end the
         // sign-in). The request is answered "try again" instead; the session is kept.
         let unavailable = Outcome::Unavailable(SHARED_MEMORY_UNAVAILABLE.into());
-        let answer = answer.unwrap_or_default();
-        let (claim, outcome) = match answer.first().map(String::as_str) {
-            Some("fly") => {
+        let (claim, outcome) = match answer.as_deref() {
+            Some([first, ..]) if first == "fly" => {
+                self.metrics.leases.inc();
                 let renewal = self.renew_while_flying(&key, &value);
                 if let Some(flight) = self.flights().get_mut(&key) {
                     flight.lease = Some((value, renewal));
                 }
                 return Claim::Fly(waiting(receiver));
             }
-            Some("join") => {
+            Some([first, ..]) if first == "join" => {
                 self.watch_remote(key, sender, generation);
                 return Claim::Join(waiting(receiver));
             }
-            Some("signed_out") => (Claim::SignedOut, Outcome::Refused(crate::refresh::SIGNED_OUT.into())),
+            Some([first, ..]) if first == "signed_out" => {
+                (Claim::SignedOut, Outcome::Refused(crate::refresh::SIGNED_OUT.into()))
+            }
             // A result that does not open (another secret) is "try again" too.
-            Some("result") => match answer.get(1).and_then(|value| self.outcome(&key, value)) {
+            Some([first, stored]) if first == "result" => match self.outcome(&key, stored) {
                 Some(outcome) => (Claim::Remembered(outcome.clone()), outcome),
                 None => (Claim::Remembered(unavailable.clone()), unavailable),
             },
-            _ => (Claim::Remembered(unavailable.clone()), unavailable),
+            _ => {
+                self.metrics.try_again.inc();
+                (Claim::Remembered(unavailable.clone()), unavailable)
+            }
         };
         // Settled without a flight: whoever joined meanwhile gets the same answer.
         self.flights().remove(&key);
@@ -543,77 +467,108 @@ impl RedisMemory {
         claim
     }
 
+    /// Sends a landing until Redis answers it (it is the same decision each time: the script
+    /// keeps the first result for a cookie generation), for the hand-off at most: after that no
+    /// request waits for it. Meanwhile its waiters here wait too (within their own limit): a
+    /// result only this instance knows could be presented elsewhere as the old token again. An
+    /// outage of the upstream is sent once: nothing is kept for it, and the lease ends on its own.
+    async fn send_landing(&self, key: &TokenKey, landing: &Landing<'_>, kind: &str, keep: Duration, payload: &str, lease: &str) -> Option<Vec<String>> {
+        let give_up = tokio::time::Instant::now() + crate::refresh::HANDOFF;
+        loop {
+            let mut conn = self.conn.clone();
+            let answer: Option<Vec<String>> = self
+                .call(
+                    "land",
+                    scripts()
+                        .land
+                        .key(self.token_key("lease", key))
+                        .key(self.key("ended", landing.session_id))
+                        .key(self.key("newest", landing.session_id))
+                        .key(self.sealer.result_key(key))
+                        .key(self.token_key("done", key))
+                        .arg(self.clock.unix_millis())
+                        .arg(lease)
+                        .arg(kind)
+                        .arg(landing.generation)
+                        .arg(ms(keep))
+                        .arg(ms(keep).saturating_add(GC_SLACK_MS))
+                        .arg(payload)
+                        .invoke_async(&mut conn),
+                )
+                .await;
+            if answer.is_some() || kind == "U" || tokio::time::Instant::now() >= give_up {
+                return answer;
+            }
+            self.metrics.landing_retries.inc();
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn land_shared(&self, key: TokenKey, landing: Landing<'_>) -> Landed {
-        let now = self.clock.unix_millis();
         let (kind, keep, payload) = match &landing.result {
             Ok(tokens) => ("R", landing.handoff, self.sealer.seal(&key, tokens).unwrap_or_default()),
             Err(UpstreamError::Refused { code }) => ("X", landing.grace, code.clone()),
             Err(_) => ("U", Duration::ZERO, String::new()),
         };
-        let lease_value = self.flights().get(&key).and_then(|f| f.lease.as_ref().map(|(value, _)| value.clone()));
-        let mut conn = self.conn.clone();
-        let answer: Option<Vec<String>> = degraded(
-            "land",
-            scripts()
-                .land
-                .key(self.token_key("lease", &key))
-                .key(self.key("ended", landing.session_id))
-                .key(self.key("newest", landing.session_id))
-                .key(self.sealer.result_key(&key))
-                .key(self.token_key("done", &key))
-                .arg(now)
-                .arg(lease_value.unwrap_or_default())
-                .arg(kind)
-                .arg(landing.generation)
-                .arg(ms(keep))
-                .arg(ms(keep).saturating_add(GC_SLACK_MS))
-                .arg(payload)
-                .invoke_async(&mut conn),
-        ).await;
+        // The grant is over: no renewal from here on (one after the landing would lease a
+        // token nobody flies). The landing itself is what is sent again if Redis does not answer.
+        let lease_value = self.flights().get_mut(&key).and_then(|f| {
+            let (value, renewal) = f.lease.as_ref()?;
+            renewal.abort();
+            Some(value.clone())
+        });
+        let answer = self.send_landing(&key, &landing, kind, keep, &payload, &lease_value.unwrap_or_default()).await;
+        let now = self.clock.unix_millis();
         let (outcome, revoke) = match (landing.result, answer.as_deref()) {
             (Ok(tokens), Some([first, ..])) if first == "signed_out" => {
                 (Outcome::Refused(crate::refresh::SIGNED_OUT.into()), Some(tokens))
             }
             (Ok(tokens), Some([first, generation])) if first == "refreshed" => {
                 let generation = generation.parse().unwrap_or(landing.generation.saturating_add(1));
-                (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation })), None)
+                let outcome = Outcome::Refreshed(Arc::new(Refreshed { tokens, generation }));
+                self.settled.keep_result(key, &outcome, now.saturating_add(ms(keep)), now);
+                (outcome, None)
             }
-            // Redis could not number it: the next generation after the cookie's, for this
-            // process's waiters.
+            // This cookie generation landed already: an earlier sending of this landing (Redis
+            // did not answer it in time), or — the upstream answered the same token twice —
+            // another flight, whose result stays (ours goes back upstream).
+            (Ok(tokens), Some([first, stored])) if first == "exists" => match self.outcome(&key, stored) {
+                Some(Outcome::Refreshed(kept)) => {
+                    let ours = kept.tokens == tokens;
+                    if !ours {
+                        tracing::warn!("a refresh token was refreshed twice (a lease lost while Redis was away); the first result stays");
+                    }
+                    (Outcome::Refreshed(kept), (!ours).then_some(tokens))
+                }
+                _ => (Outcome::Unavailable(SHARED_MEMORY_UNAVAILABLE.into()), Some(tokens)),
+            },
+            // Redis could not number it within the hand-off: the next generation after the
+            // cookie's, for this process's waiters (per-process behaviour).
             (Ok(tokens), _) => {
+                tracing::warn!("a refresh result could not be stored in Redis; only this instance's waiters get it");
                 (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation: landing.generation.saturating_add(1) })), None)
             }
-            (Err(UpstreamError::Refused { code }), _) => (Outcome::Refused(code), None),
+            (Err(UpstreamError::Refused { code }), _) => {
+                let outcome = Outcome::Refused(code);
+                self.settled.keep_result(key, &outcome, now.saturating_add(ms(keep)), now);
+                (outcome, None)
+            }
             (Err(UpstreamError::Unavailable(detail)), _) => (Outcome::Unavailable(detail), None),
             (Err(other), _) => (Outcome::Unavailable(other.to_string()), None),
         };
         if let Some(flight) = self.flights().remove(&key) {
-            if let Some((_, renewal)) = flight.lease {
-                renewal.abort();
-            }
             let _ = flight.sender.send(Some(outcome.clone()));
         }
         Landed { outcome, revoke }
     }
 
-    async fn mark(&self, key: String, left: Duration, rest: &str) {
+    async fn mark(&self, what: &'static str, key: String, left: Duration, rest: &str) {
         let now = self.clock.unix_millis();
         let until = now.saturating_add(ms(left));
         let mut conn = self.conn.clone();
-        let done: Option<i64> = degraded("mark", scripts()
-            .mark
-            .key(key)
-            .arg(now)
-            .arg(until)
-            .arg(ms(left).saturating_add(GC_SLACK_MS))
-            .arg(rest)
-            .invoke_async(&mut conn)).await;
-        let _ = done;
-    }
-
-    async fn get(&self, key: String) -> Option<String> {
-        let mut conn = self.conn.clone();
-        degraded("read", redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut conn)).await.flatten()
+        let mut script = scripts().mark.prepare_invoke();
+        script.key(key).arg(now).arg(until).arg(ms(left).saturating_add(GC_SLACK_MS)).arg(rest);
+        let _: Option<i64> = self.call(what, script.invoke_async(&mut conn)).await;
     }
 }
 
@@ -633,17 +588,24 @@ impl RefreshMemory for RedisMemory {
         renewal.abort();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let mut conn = self.conn.clone();
-        let (lease, channel) = (self.token_key("lease", &key), self.token_key("done", &key));
+        let (lease, channel, metrics) = (self.token_key("lease", &key), self.token_key("done", &key), self.metrics.clone());
         runtime.spawn(async move {
             let released: Option<i64> =
-                degraded("release a lease", scripts().release.key(lease).key(channel).arg(owner).invoke_async(&mut conn)).await;
+                degraded(&metrics, "release", scripts().release.key(lease).key(channel).arg(owner).invoke_async(&mut conn)).await;
             let _ = released;
         });
     }
 
     fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {
         Box::pin(async move {
-            let value = self.get(self.sealer.result_key(&key)).await?;
+            if let Some(known) = self.settled.result(&key, self.clock.unix_millis()) {
+                self.metrics.local_answers.inc();
+                return Some(known);
+            }
+            let mut conn = self.conn.clone();
+            let mut read = redis::cmd("GET");
+            read.arg(self.sealer.result_key(&key));
+            let value = self.call("read", read.query_async::<Option<String>>(&mut conn)).await.flatten()?;
             self.outcome(&key, &value)
         })
     }
@@ -651,54 +613,59 @@ impl RefreshMemory for RedisMemory {
     fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let now = self.clock.unix_millis();
+            let until = now.saturating_add(ms(left));
+            self.settled.shorten(&key, until);
             let mut conn = self.conn.clone();
-            let done: Option<i64> = degraded("shorten", scripts()
-                .shorten
-                .key(self.sealer.result_key(&key))
-                .arg(now)
-                .arg(now.saturating_add(ms(left)))
-                .invoke_async(&mut conn)).await;
-            let _ = done;
+            let mut script = scripts().shorten.prepare_invoke();
+            script.key(self.sealer.result_key(&key)).arg(now).arg(until);
+            let _: Option<i64> = self.call("shorten", script.invoke_async(&mut conn)).await;
         })
     }
 
     fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks> {
         Box::pin(async move {
             let now = self.clock.unix_millis();
+            if self.settled.signed_out(session_id, now) {
+                self.metrics.local_answers.inc();
+                return Marks { signed_out: true, newest: None };
+            }
             let mut conn = self.conn.clone();
-            let values: Option<Vec<Option<String>>> = degraded(
-                "marks",
-                redis::cmd("MGET")
-                    .arg(self.key("ended", session_id))
-                    .arg(self.key("newest", session_id))
-                    .query_async(&mut conn),
-            ).await;
+            let mut read = redis::cmd("MGET");
+            read.arg(self.key("ended", session_id)).arg(self.key("newest", session_id));
+            let values: Option<Vec<Option<String>>> = self.call("marks", read.query_async(&mut conn)).await;
             // Unknown: refuse nobody, but write no cookie either (it could carry a retired
             // refresh token): "newer than anything".
             let Some(values) = values else { return Marks { signed_out: false, newest: Some(u64::MAX) } };
-            let value = |i: usize| values.get(i).and_then(Option::as_deref).and_then(|v| alive(v, now));
-            Marks { signed_out: value(0).is_some(), newest: value(1).and_then(|n| n.parse().ok()) }
+            let value = |i: usize| values.get(i).and_then(Option::as_deref).filter(|v| alive(v, now).is_some());
+            if let Some(ended) = value(0).and_then(until) {
+                self.settled.keep_signed_out(session_id, ended, now);
+            }
+            Marks { signed_out: value(0).is_some(), newest: value(1).and_then(|v| alive(v, now)).and_then(|n| n.parse().ok()) }
         })
     }
 
     fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
-        Box::pin(self.mark(self.key("ended", session_id), left, "1"))
+        Box::pin(async move {
+            let now = self.clock.unix_millis();
+            // Here at once, whatever Redis answers: this instance refuses the session from now.
+            self.settled.keep_signed_out(session_id, now.saturating_add(ms(left)), now);
+            self.mark("sign_out", self.key("ended", session_id), left, "1").await;
+        })
     }
 
     fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let now = self.clock.unix_millis();
             let mut conn = self.conn.clone();
-            let done: Option<i64> = degraded("end sessions at the provider", scripts()
-                .provider_end
+            let mut script = scripts().provider_end.prepare_invoke();
+            script
                 .key(self.key("provider", key))
                 .arg(now)
                 .arg(now.saturating_add(ms(left)))
                 .arg(ms(left).saturating_add(GC_SLACK_MS))
                 .arg(at)
-                .arg(if every { "1" } else { "0" })
-                .invoke_async(&mut conn)).await;
-            let _ = done;
+                .arg(if every { "1" } else { "0" });
+            let _: Option<i64> = self.call("provider_end", script.invoke_async(&mut conn)).await;
         })
     }
 
@@ -713,7 +680,7 @@ impl RefreshMemory for RedisMemory {
             for key in keys {
                 mget.arg(self.key("provider", key));
             }
-            let values: Vec<Option<String>> = degraded("provider marks", mget.query_async(&mut conn)).await?;
+            let values: Vec<Option<String>> = self.call("provider_marks", mget.query_async(&mut conn)).await?;
             values
                 .iter()
                 .flatten()
@@ -730,19 +697,19 @@ impl RefreshMemory for RedisMemory {
         Box::pin(async move {
             let now = self.clock.unix_millis();
             let mut conn = self.conn.clone();
-            let first: Option<i64> = degraded(
-                "first use of a logout token",
-                scripts()
-                    .first_use
-                    .key(self.key("jti", jti))
-                    .arg(now)
-                    .arg(now.saturating_add(ms(left)))
-                    .arg(ms(left).saturating_add(GC_SLACK_MS))
-                    .invoke_async(&mut conn),
-            )
-            .await;
+            let mut script = scripts().first_use.prepare_invoke();
+            script
+                .key(self.key("jti", jti))
+                .arg(now)
+                .arg(now.saturating_add(ms(left)))
+                .arg(ms(left).saturating_add(GC_SLACK_MS));
+            let first: Option<i64> = self.call("first_use", script.invoke_async(&mut conn)).await;
             // Redis down: accepted (a replay can only end sessions again).
             first.is_none_or(|n| n == 1)
         })
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 }

@@ -307,7 +307,9 @@ impl Refresher {
         clock: Arc<dyn Clock>,
         memory: Arc<dyn RefreshMemory>,
     ) -> Self {
-        Refresher { inner: Arc::new(Inner { grants, clock, config, memory, metrics: Metrics::new() }) }
+        let mut metrics = Metrics::new();
+        memory.register_metrics(metrics.registry.sub_registry_with_prefix("shared"));
+        Refresher { inner: Arc::new(Inner { grants, clock, config, memory, metrics }) }
     }
 
     /// The configuration it runs with.
@@ -327,19 +329,25 @@ impl Refresher {
 
     /// What the memory knows that the cookie does not: a newer generation built from
     /// remembered results, or that the session ended.
+    ///
+    /// Its three questions go to the memory at once (a shared store answers them in one round
+    /// trip), and are read in this order.
     pub async fn known(&self, session: &Session) -> Known {
-        if self.memory().marks(&session.id).await.signed_out {
+        let keys = session.provider.as_ref().map(provider_keys).unwrap_or_default();
+        let (marks, ended_at_provider, newest) = tokio::join!(
+            self.memory().marks(&session.id),
+            self.memory().ended_at_provider(&keys),
+            self.newest_known(session)
+        );
+        if marks.signed_out {
             self.inner.metrics.ended_refused.inc();
             return Known::SignedOut;
         }
-        if let Some(provider) = &session.provider {
-            let keys = provider_keys(provider);
-            if self.memory().ended_at_provider(&keys).await.is_some_and(|at| session.created_at <= at) {
-                self.inner.metrics.ended_refused.inc();
-                return Known::EndedAtProvider;
-            }
+        if session.provider.is_some() && ended_at_provider.is_some_and(|at| session.created_at <= at) {
+            self.inner.metrics.ended_refused.inc();
+            return Known::EndedAtProvider;
         }
-        match self.newest_known(session).await {
+        match newest {
             Err(()) => Known::Ended,
             Ok(Some(newer)) => {
                 self.inner.metrics.grace_hits.inc();

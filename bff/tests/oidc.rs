@@ -430,6 +430,21 @@ async fn oidc_app() -> OidcApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let provider = start_provider_for(&origin).await;
+    let clock = tokenless_bff::ManualClock::new();
+    let manager = serve_instance(&provider, listener, tokenless_bff::KeyRing::ephemeral(), &clock, None).await;
+    OidcApp { provider, origin, manager, clock }
+}
+
+/// An app instance of `provider`'s client on `listener`: the library's provider routes, `/me`
+/// and `/logout`; its refresh memory `memory` (else its own).
+async fn serve_instance(
+    provider: &Provider,
+    listener: tokio::net::TcpListener,
+    keys: tokenless_bff::KeyRing,
+    clock: &tokenless_bff::ManualClock,
+    memory: Option<Arc<dyn tokenless_bff::RefreshMemory>>,
+) -> Arc<tokenless_bff::SessionManager> {
+    let origin = format!("http://{}", listener.local_addr().unwrap());
     let mut options = for_issuer(&provider.issuer);
     options.roles_claim = Some("/roles".into());
     options.scopes.push("roles".into());
@@ -438,14 +453,14 @@ async fn oidc_app() -> OidcApp {
     let callback = url::Url::parse(&format!("{origin}/auth/callback")).unwrap();
     let oidc = Arc::new(oidc::OidcProvider::new(options, metadata, &callback).unwrap());
     let upstream = oidc.upstream(&url::Url::parse(&provider.issuer).unwrap()).unwrap();
-    let clock = tokenless_bff::ManualClock::new();
-    let manager = tokenless_bff::SessionManager::builder(Arc::new(upstream))
+    let mut builder = tokenless_bff::SessionManager::builder(Arc::new(upstream))
         .options(tokenless_bff::SessionConfig::default().validate().unwrap())
-        .keys(tokenless_bff::KeyRing::ephemeral())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let manager = Arc::new(manager);
+        .keys(keys)
+        .clock(Arc::new(clock.clone()));
+    if let Some(memory) = memory {
+        builder = builder.memory(memory);
+    }
+    let manager = Arc::new(builder.build().unwrap());
     let me = |session: tokenless_bff::RequestSession| async move {
         match session.profile() {
             Some(profile) => axum::Json(profile).into_response(),
@@ -464,7 +479,7 @@ async fn oidc_app() -> OidcApp {
         .route("/logout", axum::routing::post(logout))
         .layer(tokenless_bff::SessionLayer::new(manager.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    OidcApp { provider, origin, manager, clock }
+    manager
 }
 
 /// Begins a sign-in at the app and signs in at the provider: the callback URL it is sent to.
@@ -704,6 +719,68 @@ async fn the_providers_back_channel_logout_signs_the_browser_out_on_its_next_req
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the back-channel logout ended the session");
     assert_eq!(app.manager.refresher().counts().grants, grants, "without asking the provider");
     assert_eq!(other.get(&me).send().await.unwrap().status(), StatusCode::OK);
+}
+
+/// Two instances on one Redis (started here): the provider tells instance A that dana signed
+/// out; instance B, which never heard from the provider, refuses her cookie from then on.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_back_channel_logout_received_by_one_instance_holds_on_the_other() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _redis = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server runs (scripts/setup.sh test installs it)");
+    let redis_url = format!("redis://127.0.0.1:{port}/0");
+    let listener_a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (origin_a, origin_b) =
+        (format!("http://{}", listener_a.local_addr().unwrap()), format!("http://{}", listener_b.local_addr().unwrap()));
+    // The provider knows A alone (its back-channel logout URI is A's).
+    let provider = start_provider_for(&origin_a).await;
+    let clock = tokenless_bff::ManualClock::new();
+    let spec = tokenless_bff::generate_key_spec(1);
+    let prefix = format!("bc{}:", std::process::id());
+    let mut managers = Vec::new();
+    for listener in [listener_a, listener_b] {
+        let options = tokenless_bff::RedisOptions { prefix: prefix.clone(), secret: [3; 32], lease: Duration::from_secs(35), local_capacity: 100 };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let memory = loop {
+            match tokenless_bff::RedisMemory::connect(&redis_url, options.clone(), Arc::new(clock.clone())).await {
+                Ok(memory) => break memory,
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "redis-server never answered: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let keys = tokenless_bff::KeyRing::parse(&spec).unwrap();
+        managers.push(serve_instance(&provider, listener, keys, &clock, Some(Arc::new(memory))).await);
+    }
+    let app = OidcApp { provider, origin: origin_a, manager: managers[0].clone(), clock };
+    let (dana, other) = (browser(), browser());
+    signed_in(&app, &dana).await;
+    signed_in(&app, &other).await;
+    // The cookie of A opens on B (same keys; a browser sends it to every port of the host).
+    let me_b = format!("{origin_b}/me");
+    assert_eq!(dana.get(&me_b).send().await.unwrap().status(), StatusCode::OK);
+    let grants_b = managers[1].refresher().counts().grants;
+
+    let end = url::Url::parse(&format!("{}/session/end?client_id=tokenless", app.provider.issuer)).unwrap();
+    confirm_sign_out(&dana, &app.provider.issuer, end, &app.provider.issuer).await;
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = dana.get(&me_b).send().await.unwrap().status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "B refuses the session A heard ended");
+    assert_eq!(managers[1].refresher().counts().grants, grants_b, "without asking the provider");
+    assert_eq!(other.get(&me_b).send().await.unwrap().status(), StatusCode::OK, "another sid lives on");
 }
 
 /// Posts `token` to the app's back-channel logout endpoint.

@@ -146,6 +146,7 @@ impl AppState {
                 prefix: prefix.clone(),
                 secret: ring.derive_secret("tokenless/v1/redis-refresh-results"),
                 lease: settings.session.options.refresh.grant_timeout + std::time::Duration::from_secs(5),
+                local_capacity: settings.session.options.refresh.capacity,
             };
             let memory =
                 tokenless_bff::RedisMemory::connect(secrecy::ExposeSecret::expose_secret(url), options, tokenless_bff::system_clock()).await?;

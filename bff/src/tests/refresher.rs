@@ -637,7 +637,13 @@ pub(crate) mod redis_server {
 
     impl RedisServer {
         pub(crate) async fn start() -> Self {
+            // The probe listener is closed before the server binds the port.
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            Self::start_on(port).await
+        }
+
+        /// On `port` (a server started again where a killed one was).
+        pub(crate) async fn start_on(port: u16) -> Self {
             let child = tokio::process::Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .stdout(std::process::Stdio::null())
@@ -668,6 +674,26 @@ pub(crate) mod redis_server {
         /// Stops the server (a crash): every connection to it fails from now on.
         pub(crate) async fn kill(&mut self) {
             let _ = self.child.kill().await;
+        }
+
+        /// Freezes the server (`SIGSTOP`): connections stay open, nothing is answered, what is
+        /// sent waits in them until [`RedisServer::resume`].
+        pub(crate) fn pause(&self) {
+            self.signal("-STOP");
+        }
+
+        pub(crate) fn resume(&self) {
+            self.signal("-CONT");
+        }
+
+        fn signal(&self, signal: &str) {
+            let pid = self.child.id().expect("redis-server runs").to_string();
+            let status = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
+            assert!(status.success(), "kill {signal} {pid}");
+        }
+
+        pub(crate) fn port(&self) -> u16 {
+            self.url.trim_end_matches('/').rsplit(':').next().and_then(|p| p.parse().ok()).unwrap()
         }
     }
 
@@ -703,7 +729,7 @@ pub(crate) mod redis_server {
         /// A memory under `prefix`: two with the same one are two instances sharing Redis.
         pub(crate) fn memory_with_prefix(&self, prefix: &str, clock: Arc<dyn Clock>) -> RedisMemory {
             // Longer than the grant's timeout (30 s), as the app sets it.
-            let options = RedisOptions { prefix: prefix.to_string(), secret: [7; 32], lease: Duration::from_secs(35) };
+            let options = RedisOptions { prefix: prefix.to_string(), secret: [7; 32], lease: Duration::from_secs(35), local_capacity: 1000 };
             RedisMemory::with_connection(self.client.clone(), self.conn.clone(), options, clock)
         }
     }
@@ -811,7 +837,7 @@ mod across_instances {
         let conn = ::redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
         let clock = ManualClock::new();
         let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
-        let options = crate::RedisOptions { prefix: "dump:".into(), secret: [9; 32], lease: Duration::from_secs(10) };
+        let options = crate::RedisOptions { prefix: "dump:".into(), secret: [9; 32], lease: Duration::from_secs(10), local_capacity: 1000 };
         let memory: Arc<dyn RefreshMemory> =
             Arc::new(crate::RedisMemory::with_connection(client.clone(), conn.clone(), options, clock_arc.clone()));
         let grants = Scripted::new(&[], true);
@@ -841,8 +867,164 @@ mod across_instances {
             other => panic!("{other:?}"),
         }
         assert_eq!(grants.refreshes(), 1, "nothing sent upstream without Redis");
-        assert!(matches!(r.known(&s).await, Known::Current));
+        assert!(matches!(r.known(&later).await, Known::Current));
+        // What this instance learned before is still answered from its own copy.
+        assert!(matches!(r.known(&s).await, Known::Newer(n) if n.tokens == refreshed.tokens));
         assert!(started.elapsed() < Duration::from_secs(10), "bounded waits: {:?}", started.elapsed());
+    }
+
+    /// A shared-memory counter of `r` (`tokenless_refresh_shared_{name}`, summed over labels).
+    fn shared(r: &Refresher, name: &str) -> u64 {
+        let prefix = format!("tokenless_refresh_shared_{name}");
+        r.metrics_text()
+            .lines()
+            .filter(|line| line.starts_with(&prefix) && !line.starts_with('#'))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Two instances on `url`, each with its own connections (as two processes have), a short
+    /// lease, under one new prefix.
+    async fn instances_apart(url: &str, grants: &Arc<Scripted>, clock: &ManualClock, lease: Duration) -> (Refresher, Refresher) {
+        let prefix = format!("apart{}:", rand::random::<u64>());
+        let mut both = Vec::new();
+        for _ in 0..2 {
+            let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+            let options = crate::RedisOptions { prefix: prefix.clone(), secret: [7; 32], lease, local_capacity: 1000 };
+            let memory: Arc<dyn RefreshMemory> = Arc::new(crate::RedisMemory::connect(url, options, clock.clone()).await.unwrap());
+            both.push(Refresher::with_memory(grants.clone(), config(), clock, memory));
+        }
+        let b = both.pop().unwrap();
+        (both.pop().unwrap(), b)
+    }
+
+    #[tokio::test]
+    async fn dropped_subscriptions_leave_the_waiters_polling() {
+        let redis = RedisServer::start().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+        let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_secs(35)).await;
+        let s = session(&clock, "s");
+        let flying = tokio::spawn({
+            let (a, s) = (a.clone(), s.clone());
+            async move { a.refresh(&s).await }
+        });
+        until(|| grants.entered() == 1).await;
+        let waiting = tokio::spawn({
+            let (b, s) = (b.clone(), s.clone());
+            async move { b.refresh(&s).await }
+        });
+        // B's watcher is subscribed; then every subscription is killed, as a failover would.
+        let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(redis.url.as_str()).unwrap()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let channels: Vec<String> = ::redis::cmd("PUBSUB").arg("CHANNELS").query_async(&mut raw).await.unwrap();
+            if !channels.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "B never subscribed");
+            tokio::task::yield_now().await;
+        }
+        let killed: i64 = ::redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut raw).await.unwrap();
+        assert_eq!(killed, 1, "B's subscription");
+        until(|| shared(&b, "pubsub_lost") == 1).await;
+        // The result lands with nobody subscribed: B's polling finds it.
+        grants.release(1);
+        let (flown, waited) = (flying.await.unwrap().unwrap(), waiting.await.unwrap().unwrap());
+        assert_eq!((flown.tokens, flown.generation), (waited.tokens, waited.generation));
+        assert_eq!(grants.refreshes(), 1);
+        assert_eq!(shared(&b, "remote_waits"), 1);
+        assert_eq!(shared(&a, "leases"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_grant_outliving_its_lease_while_redis_is_paused_keeps_it() {
+        let redis = RedisServer::start().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+        let lease = Duration::from_millis(600);
+        let (a, b) = instances_apart(&redis.url, &grants, &clock, lease).await;
+        let s = session(&clock, "s");
+        let flying = tokio::spawn({
+            let (a, s) = (a.clone(), s.clone());
+            async move { a.refresh(&s).await }
+        });
+        until(|| grants.entered() == 1).await;
+        // Frozen for more than twice the lease while the grant runs: the lease ends in Redis.
+        redis.pause();
+        tokio::time::sleep(lease * 2 + Duration::from_millis(300)).await;
+        redis.resume();
+        // A's renewal, sent during the pause, takes the ended lease again before anyone else
+        // can: B's request waits for A's flight instead of flying the same token.
+        until(|| shared(&a, "leases_retaken") >= 1).await;
+        let waiting = tokio::spawn({
+            let (b, s) = (b.clone(), s.clone());
+            async move { b.refresh(&s).await }
+        });
+        until(|| b.counts().joined == 1).await;
+        grants.release(1);
+        let (flown, waited) = (flying.await.unwrap().unwrap(), waiting.await.unwrap().unwrap());
+        assert_eq!(flown.tokens, waited.tokens);
+        assert_eq!(grants.refreshes(), 1, "one grant, no token presented twice");
+        assert!(shared(&a, "failures") >= 1, "the renewals that timed out are counted");
+    }
+
+    #[tokio::test]
+    async fn a_landing_redis_cannot_take_is_sent_again_and_nobody_flies_the_token_twice() {
+        let redis = RedisServer::start().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+        let lease = Duration::from_millis(600);
+        let (a, b) = instances_apart(&redis.url, &grants, &clock, lease).await;
+        let s = session(&clock, "s");
+        let flying = tokio::spawn({
+            let (a, s) = (a.clone(), s.clone());
+            async move { a.refresh(&s).await }
+        });
+        until(|| grants.entered() == 1).await;
+        // The grant answers while Redis is frozen, past the lease: the landing cannot be told.
+        redis.pause();
+        grants.release(1);
+        until(|| grants.refreshes() == 1).await;
+        // A request with the same cookie on B meanwhile: "try again", nothing sent upstream.
+        match b.refresh(&s).await {
+            Err(UpstreamError::Unavailable(detail)) => assert_eq!(detail, crate::SHARED_MEMORY_UNAVAILABLE),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(lease * 2).await;
+        redis.resume();
+        // A's landing reaches Redis (sent again until it answers); A's request gets the result.
+        let flown = flying.await.unwrap().unwrap();
+        assert!(shared(&a, "landing_retries") >= 1);
+        // B's late request: the remembered result, not a second grant.
+        let late = b.refresh(&s).await.unwrap();
+        assert_eq!((late.tokens, late.generation), (flown.tokens, flown.generation));
+        assert_eq!(grants.refreshes(), 1);
+        assert!(shared(&b, "try_again") >= 1);
+    }
+
+    #[tokio::test]
+    async fn redis_killed_mid_flight_and_started_again_gets_the_landing() {
+        let mut redis = RedisServer::start().await;
+        let port = redis.port();
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+        let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_millis(600)).await;
+        let s = session(&clock, "s");
+        let flying = tokio::spawn({
+            let (a, s) = (a.clone(), s.clone());
+            async move { a.refresh(&s).await }
+        });
+        until(|| grants.entered() == 1).await;
+        redis.kill().await;
+        grants.release(1);
+        // Down: B answers "try again" and sends nothing.
+        assert!(matches!(b.refresh(&s).await, Err(UpstreamError::Unavailable(_))));
+        until(|| shared(&a, "landing_retries") >= 1).await;
+        // Started again, empty: A's landing, sent again, is the first thing it holds.
+        let _again = RedisServer::start_on(port).await;
+        let flown = flying.await.unwrap().unwrap();
+        let late = b.refresh(&s).await.unwrap();
+        assert_eq!(late.tokens, flown.tokens);
+        assert_eq!(grants.refreshes(), 1);
+        // Redis reachable again: the gauge says so.
+        assert_eq!(shared(&b, "reachable"), 1);
     }
 
     fn instances_with_prefix(redis: &Connected, grants: &Arc<Scripted>, clock: &ManualClock, prefix: &str) -> (Refresher, Refresher) {

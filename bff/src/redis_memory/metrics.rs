@@ -1,0 +1,95 @@
+//! What an operator watches on the shared memory: leases taken and lost, waits for flights on
+//! other instances, answers given without Redis, and every call Redis did not answer.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The Redis call that failed (`claim`, `land`, `marks`...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct Operation {
+    pub(super) operation: &'static str,
+}
+
+/// How a wait for another instance's flight ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct WaitEnd {
+    /// `result` (it landed), `empty` (its lease ended without one), `gave_up` (three leases).
+    pub(super) end: &'static str,
+}
+
+/// The counters; clones share them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SharedMetrics {
+    pub(super) leases: Counter,
+    pub(super) leases_lost: Counter,
+    pub(super) leases_retaken: Counter,
+    pub(super) remote_waits: Family<WaitEnd, Counter>,
+    pub(super) pubsub_lost: Counter,
+    pub(super) failures: Family<Operation, Counter>,
+    pub(super) try_again: Counter,
+    pub(super) landing_retries: Counter,
+    pub(super) local_answers: Counter,
+    pub(super) reachable: Gauge,
+}
+
+impl SharedMetrics {
+    pub(super) fn new() -> Self {
+        let metrics = SharedMetrics::default();
+        metrics.reachable.set(1);
+        metrics
+    }
+
+    /// Registers every counter in `registry` (the refresher's, under `shared`).
+    pub(super) fn register(&self, registry: &mut Registry) {
+        registry.register("leases", "Refresh flights this instance flew under a Redis lease", self.leases.clone());
+        registry.register(
+            "leases_lost",
+            "Leases another flight held when this one renewed (the grant outlived its lease)",
+            self.leases_lost.clone(),
+        );
+        registry.register(
+            "leases_retaken",
+            "Leases taken again after they ended while Redis could not be reached",
+            self.leases_retaken.clone(),
+        );
+        registry.register(
+            "remote_waits",
+            "Waits for a refresh another instance flew, by how they ended",
+            self.remote_waits.clone(),
+        );
+        registry.register(
+            "pubsub_lost",
+            "Waits whose subscription failed or dropped (polling found the result)",
+            self.pubsub_lost.clone(),
+        );
+        registry.register("failures", "Redis calls that failed or timed out, by operation", self.failures.clone());
+        registry.register(
+            "try_again",
+            "Refreshes answered 'try again' because Redis could not be asked",
+            self.try_again.clone(),
+        );
+        registry.register(
+            "landing_retries",
+            "Refresh results sent to Redis again because it did not answer",
+            self.landing_retries.clone(),
+        );
+        registry.register(
+            "local_answers",
+            "Questions this instance answered from what it learned before, without Redis",
+            self.local_answers.clone(),
+        );
+        registry.register("reachable", "1 when the last call to Redis answered, else 0", self.reachable.clone());
+    }
+
+    pub(super) fn failed(&self, operation: &'static str) {
+        self.failures.get_or_create(&Operation { operation }).inc();
+        self.reachable.set(0);
+    }
+
+    pub(super) fn waited(&self, end: &'static str) {
+        self.remote_waits.get_or_create(&WaitEnd { end }).inc();
+    }
+}
