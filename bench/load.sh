@@ -34,18 +34,8 @@ cargo build --release --features ssr --bin tokenless
 cargo build --release -p tokenless-upstream --bin demo-upstream
 [ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-wait_for() { # url, log
-    for _ in $(seq 1 100); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing answers at $1; see $2" >&2
-    exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # Access tokens live an hour: no refresh happens during the runs (fan-out is its own benchmark).
 DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="127.0.0.1:$((PORT_UPSTREAM + 1))" \
@@ -53,16 +43,6 @@ DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="
     target/release/demo-upstream >target/bench-upstream.log 2>&1 &
 pids+=("$!")
 wait_for "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/counters" target/bench-upstream.log
-
-start_app() { # port, extra env...
-    local port=$1; shift
-    env TOKENLESS_SERVER__ADDRESS="127.0.0.1:$port" TOKENLESS_SERVER__LOG=warn \
-        TOKENLESS_SESSION__KEYS="$KEYS" TOKENLESS_UPSTREAM__BASE_URL="http://127.0.0.1:$PORT_UPSTREAM" \
-        LEPTOS_SITE_ROOT="$ROOT/target/site" "$@" \
-        target/release/tokenless >"target/bench-app-$port.log" 2>&1 &
-    pids+=("$!")
-    wait_for "http://127.0.0.1:$port/" "target/bench-app-$port.log"
-}
 
 start_app $PORT_AUTH
 AUTH_PID=${pids[-1]}
@@ -77,25 +57,6 @@ cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$PORT_AUTH/api/login" \
 [ -n "$cookie" ] || { echo "sign-in failed" >&2; exit 1; }
 curl -fsS -o /dev/null -H "cookie: $cookie" "http://127.0.0.1:$PORT_AUTH/frogs"
 curl -fsS -o /dev/null "http://127.0.0.1:$PORT_BASE/frogs"
-
-# wrk's summary -> "rps | p50 | p99 | errors"
-summarize() {
-    awk '
-        /^ +50%/ { p50 = $2 }
-        /^ +99%/ { p99 = $2 }
-        /^Requests\/sec:/ { rps = $2 }
-        /Non-2xx or 3xx responses:/ { bad += $5 }
-        /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
-        END { printf "%.0f | %s | %s | %d", rps, p50, p99, bad }'
-}
-
-run() { # label, url, concurrency, header...
-    local label=$1 url=$2 c=$3; shift 3
-    local threads=$(( c < 2 ? 1 : 2 ))
-    local out
-    out=$(wrk -t"$threads" -c"$c" -d"${SECONDS_EACH}s" --latency "$@" "$url")
-    echo "| $label | $c | $(echo "$out" | summarize) |"
-}
 
 echo "Machine: $(nproc) cores, $(uname -srm); ${SECONDS_EACH}s per run; wrk on the same machine."
 echo

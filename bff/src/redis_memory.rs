@@ -104,7 +104,7 @@ impl std::fmt::Debug for RedisOptions {
 /// renewal.
 struct LocalFlight {
     sender: watch::Sender<Option<Outcome>>,
-    lease: Option<(String, tokio::task::AbortHandle)>,
+    lease: Option<(String, tokio::task::JoinHandle<()>)>,
 }
 
 /// The refresh memory on Redis (see the module's notes).
@@ -162,6 +162,15 @@ impl RedisMemory {
             .await
             .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
             .map_err(|e| RedisStartError::Unreachable(e.to_string()))?;
+        // Loaded now, so that a call sent while Redis is away runs as sent once it answers
+        // (not as a "no such script" that nobody is left to send again).
+        let mut loading = conn.clone();
+        for script in scripts().all() {
+            tokio::time::timeout(CALL_TIMEOUT * 5, script.prepare_invoke().load_async(&mut loading))
+                .await
+                .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
+                .map_err(|e| RedisStartError::Unreachable(e.to_string()))?;
+        }
         Ok(Self::with_connection(client, conn, options, clock))
     }
 
@@ -210,32 +219,38 @@ impl RedisMemory {
         degraded(&self.metrics, what, call).await
     }
 
-    /// Keeps the lease `value` alive while the grant runs.
-    fn renew_while_flying(&self, key: &TokenKey, value: &str) -> tokio::task::AbortHandle {
+    /// Keeps the lease `value` alive while the grant for a cookie of `generation` runs. A
+    /// renewal that Redis did not answer may still run there later (it was sent): the first
+    /// one after the outage takes an ended lease again, its answer is lost with the timed-out
+    /// call, and the next renewal that answers says the lease was kept through the outage.
+    fn renew_while_flying(&self, key: &TokenKey, value: &str, generation: u64) -> tokio::task::JoinHandle<()> {
         let mut conn = self.conn.clone();
-        let (lease, owner, lease_ms) = (self.token_key("lease", key), value.to_string(), ms(self.options.lease));
+        let (lease, result) = (self.token_key("lease", key), self.sealer.result_key(key));
+        let (owner, lease_ms) = (value.to_string(), ms(self.options.lease));
         let every = self.options.lease / 3;
-        let metrics = self.metrics.clone();
+        let (metrics, clock) = (self.metrics.clone(), self.clock.clone());
         tokio::spawn(async move {
+            let mut missed = false;
             loop {
                 tokio::time::sleep(every).await;
-                let renewed: Option<i64> =
-                    degraded(&metrics, "renew", scripts().renew.key(&lease).arg(&owner).arg(lease_ms).invoke_async(&mut conn)).await;
-                match renewed {
+                let mut renew = scripts().renew.prepare_invoke();
+                renew.key(&lease).key(&result).arg(&owner).arg(lease_ms).arg(clock.unix_millis()).arg(generation);
+                match degraded(&metrics, "renew", renew.invoke_async::<i64>(&mut conn)).await {
                     Some(0) => {
                         metrics.leases_lost.inc();
                         tracing::warn!("a refresh lease was taken by another flight while its grant ran (Redis unreachable for longer than the lease?)");
                         break;
                     }
-                    Some(2) => {
+                    Some(_) if missed => {
+                        missed = false;
                         metrics.leases_retaken.inc();
-                        tracing::warn!("a refresh lease ended while Redis could not be reached; taken again");
+                        tracing::info!("a refresh lease was kept through a Redis outage");
                     }
-                    _ => {}
+                    Some(_) => {}
+                    None => missed = true,
                 }
             }
         })
-        .abort_handle()
     }
 
     /// Waits, in one task per token and instance, for the flight another instance flies: a
@@ -276,8 +291,13 @@ impl RedisMemory {
                     // Landed between the two reads, or ended without a result: one last look.
                     let value: Option<Option<String>> =
                         degraded(&metrics, "poll", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
+                    let read = value.is_some();
                     let found = value.flatten().and_then(|v| sealer.outcome(&key, &v, clock.unix_millis())).filter(usable);
-                    metrics.waited(if found.is_some() { "result" } else { "empty" });
+                    metrics.waited(match (&found, read) {
+                        (Some(_), _) => "result",
+                        (None, true) => "empty",
+                        (None, false) => "failed",
+                    });
                     break found;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -373,29 +393,30 @@ pub const SHARED_MEMORY_UNAVAILABLE: &str = "the shared refresh memory (Redis) c
 /// How long one call to Redis may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A Redis call, bounded by [`CALL_TIMEOUT`]; a failed one is said, counted under `what`, and
-/// answered as if Redis knew nothing.
+/// A Redis call, bounded by [`CALL_TIMEOUT`]; a failed one is counted under `what` and
+/// answered as if Redis knew nothing. The first failure after a success is a warning, the next
+/// ones (Redis still away: one per request) are debug lines, and Redis answering again is said.
 async fn degraded<T>(
     metrics: &SharedMetrics,
     what: &'static str,
     call: impl std::future::Future<Output = Result<T, redis::RedisError>>,
 ) -> Option<T> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+    let problem = match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(Ok(value)) => {
-            metrics.reachable.set(1);
-            Some(value)
+            if metrics.reachable.set(1) == 0 {
+                tracing::info!("Redis answers again");
+            }
+            return Some(value);
         }
-        Ok(Err(e)) => {
-            metrics.failed(what);
-            tracing::warn!(error = %e, "Redis failed ({what}); going on with what this process knows");
-            None
-        }
-        Err(_) => {
-            metrics.failed(what);
-            tracing::warn!("Redis did not answer within {CALL_TIMEOUT:?} ({what}); going on with what this process knows");
-            None
-        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+    };
+    if metrics.failed(what) {
+        tracing::warn!(%problem, "Redis failed ({what}); going on with what this process knows, refreshes answer \"try again\"");
+    } else {
+        tracing::debug!(%problem, "Redis failed again ({what})");
     }
+    None
 }
 
 impl RedisMemory {
@@ -438,7 +459,7 @@ impl RedisMemory {
         let (claim, outcome) = match answer.as_deref() {
             Some([first, ..]) if first == "fly" => {
                 self.metrics.leases.inc();
-                let renewal = self.renew_while_flying(&key, &value);
+                let renewal = self.renew_while_flying(&key, &value, generation);
                 if let Some(flight) = self.flights().get_mut(&key) {
                     flight.lease = Some((value, renewal));
                 }
@@ -454,10 +475,21 @@ impl RedisMemory {
             // A result that does not open (another secret) is "try again" too.
             Some([first, stored]) if first == "result" => match self.outcome(&key, stored) {
                 Some(outcome) => (Claim::Remembered(outcome.clone()), outcome),
-                None => (Claim::Remembered(unavailable.clone()), unavailable),
+                None => {
+                    self.metrics.try_again.inc();
+                    (Claim::Remembered(unavailable.clone()), unavailable)
+                }
             },
-            _ => {
+            Some(_) => {
                 self.metrics.try_again.inc();
+                (Claim::Remembered(unavailable.clone()), unavailable)
+            }
+            None => {
+                // The claim was sent and may still run when Redis answers again: its lease,
+                // which nobody here flies, is given up right behind it (same connection, same
+                // order), or other instances would wait a whole lease for nothing.
+                self.metrics.try_again.inc();
+                self.release(key, value);
                 (Claim::Remembered(unavailable.clone()), unavailable)
             }
         };
@@ -512,11 +544,17 @@ impl RedisMemory {
         };
         // The grant is over: no renewal from here on (one after the landing would lease a
         // token nobody flies). The landing itself is what is sent again if Redis does not answer.
-        let lease_value = self.flights().get_mut(&key).and_then(|f| {
-            let (value, renewal) = f.lease.as_ref()?;
-            renewal.abort();
-            Some(value.clone())
-        });
+        let lease = self.flights().get_mut(&key).and_then(|f| f.lease.take());
+        let lease_value = match lease {
+            Some((value, renewal)) => {
+                renewal.abort();
+                // Stopped for good before the landing is sent: a renewal sent after it would
+                // lease the token again for nobody.
+                let _ = renewal.await;
+                Some(value)
+            }
+            None => None,
+        };
         let answer = self.send_landing(&key, &landing, kind, keep, &payload, &lease_value.unwrap_or_default()).await;
         let now = self.clock.unix_millis();
         let (outcome, revoke) = match (landing.result, answer.as_deref()) {
@@ -532,20 +570,28 @@ impl RedisMemory {
             // This cookie generation landed already: an earlier sending of this landing (Redis
             // did not answer it in time), or — the upstream answered the same token twice —
             // another flight, whose result stays (ours goes back upstream).
+            // Ours goes back upstream only when it is another sign-in's refresh token: an
+            // upstream that keeps the refresh token answered both with the same one, and
+            // revoking it would end the result that stays.
             (Ok(tokens), Some([first, stored])) if first == "exists" => match self.outcome(&key, stored) {
                 Some(Outcome::Refreshed(kept)) => {
-                    let ours = kept.tokens == tokens;
-                    if !ours {
+                    let other = kept.tokens != tokens;
+                    if other {
                         tracing::warn!("a refresh token was refreshed twice (a lease lost while Redis was away); the first result stays");
                     }
-                    (Outcome::Refreshed(kept), (!ours).then_some(tokens))
+                    let revoke = (other && kept.tokens.refresh_token != tokens.refresh_token).then_some(tokens);
+                    (Outcome::Refreshed(kept), revoke)
                 }
-                _ => (Outcome::Unavailable(SHARED_MEMORY_UNAVAILABLE.into()), Some(tokens)),
+                // The kept result does not open here (another secret): nothing revoked.
+                _ => {
+                    self.metrics.try_again.inc();
+                    (Outcome::Unavailable(SHARED_MEMORY_UNAVAILABLE.into()), None)
+                }
             },
             // Redis could not number it within the hand-off: the next generation after the
             // cookie's, for this process's waiters (per-process behaviour).
             (Ok(tokens), _) => {
-                tracing::warn!("a refresh result could not be stored in Redis; only this instance's waiters get it");
+                tracing::error!("a refresh result never reached Redis within the hand-off; only this instance's waiters could get it, elsewhere the session will have to sign in again");
                 (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation: landing.generation.saturating_add(1) })), None)
             }
             (Err(UpstreamError::Refused { code }), _) => {
@@ -560,6 +606,19 @@ impl RedisMemory {
             let _ = flight.sender.send(Some(outcome.clone()));
         }
         Landed { outcome, revoke }
+    }
+
+    /// Gives up the lease `owner` of `key` (if still ours) and wakes the waiters, in the
+    /// background.
+    fn release(&self, key: TokenKey, owner: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let mut conn = self.conn.clone();
+        let (lease, channel, metrics) = (self.token_key("lease", &key), self.token_key("done", &key), self.metrics.clone());
+        runtime.spawn(async move {
+            let mut release = scripts().release.prepare_invoke();
+            release.key(lease).key(channel).arg(owner);
+            let _: Option<i64> = degraded(&metrics, "release", release.invoke_async(&mut conn)).await;
+        });
     }
 
     async fn mark(&self, what: &'static str, key: String, left: Duration, rest: &str) {
@@ -586,14 +645,7 @@ impl RefreshMemory for RedisMemory {
         let Some(flight) = self.flights().remove(&key) else { return };
         let Some((owner, renewal)) = flight.lease else { return };
         renewal.abort();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let mut conn = self.conn.clone();
-        let (lease, channel, metrics) = (self.token_key("lease", &key), self.token_key("done", &key), self.metrics.clone());
-        runtime.spawn(async move {
-            let released: Option<i64> =
-                degraded(&metrics, "release", scripts().release.key(lease).key(channel).arg(owner).invoke_async(&mut conn)).await;
-            let _ = released;
-        });
+        self.release(key, owner);
     }
 
     fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {

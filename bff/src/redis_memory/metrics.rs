@@ -16,7 +16,8 @@ pub(super) struct Operation {
 /// How a wait for another instance's flight ended.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct WaitEnd {
-    /// `result` (it landed), `empty` (its lease ended without one), `gave_up` (three leases).
+    /// `result` (it landed), `empty` (its lease ended without one), `failed` (Redis did not
+    /// answer the last look), `gave_up` (three leases).
     pub(super) end: &'static str,
 }
 
@@ -52,7 +53,7 @@ impl SharedMetrics {
         );
         registry.register(
             "leases_retaken",
-            "Leases taken again after they ended while Redis could not be reached",
+            "Leases kept, or taken again, through a Redis outage while their grant ran",
             self.leases_retaken.clone(),
         );
         registry.register(
@@ -84,9 +85,10 @@ impl SharedMetrics {
         registry.register("reachable", "1 when the last call to Redis answered, else 0", self.reachable.clone());
     }
 
-    pub(super) fn failed(&self, operation: &'static str) {
+    /// Counts a failed call; `true` when Redis answered the call before it (the first failure).
+    pub(super) fn failed(&self, operation: &'static str) -> bool {
         self.failures.get_or_create(&Operation { operation }).inc();
-        self.reachable.set(0);
+        self.reachable.set(0) == 1
     }
 
     pub(super) fn waited(&self, end: &'static str) {

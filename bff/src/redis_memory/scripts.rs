@@ -68,14 +68,22 @@ redis.call('PUBLISH', KEYS[5], kind)
 return reply
 ";
 
-/// KEYS: lease. ARGV: owner, lease_ms. Renews our lease (1), takes it again when it ended while
-/// Redis could not be reached — paused longer than the lease — and nobody took it meanwhile (2);
-/// 0 when another flight holds it.
+/// KEYS: lease, result. ARGV: owner, lease_ms, now, the flight's cookie generation. Renews our
+/// lease (1); takes it again when it ended while Redis could not be reached — paused longer
+/// than the lease — and neither another flight took it nor a result for this cookie landed
+/// meanwhile (2); else 0.
 const RENEW: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
-return 0
+if holder then return 0 end
+local r = alive(redis.call('GET', KEYS[2]), tonumber(ARGV[3]))
+if r then
+  if string.match(r, '^%d+|X|') then return 0 end
+  local gen = tonumber(string.match(r, '^%d+|R|(%d+)|'))
+  if gen and gen > tonumber(ARGV[4]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2
 ";
 
 /// KEYS: lease, channel. ARGV: owner. Gives up our lease and wakes the waiters.
@@ -146,6 +154,13 @@ pub(super) struct Scripts {
     pub(super) mark: Script,
     pub(super) provider_end: Script,
     pub(super) first_use: Script,
+}
+
+impl Scripts {
+    /// Every script (to load them at start).
+    pub(super) fn all(&self) -> [&Script; 8] {
+        [&self.claim, &self.land, &self.renew, &self.release, &self.shorten, &self.mark, &self.provider_end, &self.first_use]
+    }
 }
 
 pub(super) fn scripts() -> &'static Scripts {

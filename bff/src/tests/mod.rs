@@ -22,3 +22,15 @@ pub(crate) fn quiet_manager() -> std::sync::Arc<crate::SessionManager> {
         .unwrap();
     std::sync::Arc::new(manager)
 }
+
+/// The value of `name` in OpenMetrics `text`, summed over its labels: counters by their
+/// `_total` line, gauges by their own (`leases` is not `leases_lost`).
+pub(crate) fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let rest = rest.strip_prefix("_total").unwrap_or(rest);
+            rest.starts_with([' ', '{']).then(|| line.rsplit(' ').next()?.parse::<u64>().ok())?
+        })
+        .sum()
+}

@@ -873,14 +873,9 @@ mod across_instances {
         assert!(started.elapsed() < Duration::from_secs(10), "bounded waits: {:?}", started.elapsed());
     }
 
-    /// A shared-memory counter of `r` (`tokenless_refresh_shared_{name}`, summed over labels).
+    /// A shared-memory metric of `r` (`tokenless_refresh_shared_{name}`, summed over labels).
     fn shared(r: &Refresher, name: &str) -> u64 {
-        let prefix = format!("tokenless_refresh_shared_{name}");
-        r.metrics_text()
-            .lines()
-            .filter(|line| line.starts_with(&prefix) && !line.starts_with('#'))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        crate::tests::metric(&r.metrics_text(), &format!("tokenless_refresh_shared_{name}"))
     }
 
     /// Two instances on `url`, each with its own connections (as two processes have), a short
@@ -1018,13 +1013,73 @@ mod across_instances {
         assert!(matches!(b.refresh(&s).await, Err(UpstreamError::Unavailable(_))));
         until(|| shared(&a, "landing_retries") >= 1).await;
         // Started again, empty: A's landing, sent again, is the first thing it holds.
-        let _again = RedisServer::start_on(port).await;
-        let flown = flying.await.unwrap().unwrap();
+        let again = RedisServer::start_on(port).await.connect().await;
+        let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(again.url()).unwrap()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let keys: Vec<String> = ::redis::cmd("KEYS").arg("apart*:result:*").query_async(&mut raw).await.unwrap();
+            if !keys.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "A's landing never reached the new Redis");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A's own request got it, or stopped waiting first (its limit is 5 s): never other tokens.
+        if let Ok(flown) = flying.await.unwrap() {
+            assert_eq!(flown.tokens.access_token, Token::new("access-1"));
+        }
         let late = b.refresh(&s).await.unwrap();
-        assert_eq!(late.tokens, flown.tokens);
+        assert_eq!(late.tokens.access_token, Token::new("access-1"));
         assert_eq!(grants.refreshes(), 1);
         // Redis reachable again: the gauge says so.
         assert_eq!(shared(&b, "reachable"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_landing_for_one_cookie_keeps_the_first_and_revokes_only_another_sign_in() {
+        let redis = RedisServer::start().await.connect().await;
+        let clock = ManualClock::new();
+        let prefix = format!("twice{}:", rand::random::<u64>());
+        let memory = |clock: &ManualClock| redis.memory_with_prefix(&prefix, Arc::new(clock.clone()));
+        let (a, b) = (memory(&clock), memory(&clock));
+        let key = TokenKey::of(&Token::new("refresh-0"));
+        let tokens = |access: &str, refresh: &str| TokenSet {
+            access_token: Token::new(access),
+            access_expires_at: 10,
+            refresh_token: Some(Token::new(refresh)),
+            refresh_expires_at: None,
+            access_issued_at: 0,
+        };
+        let landing = |result: TokenSet| Landing {
+            session_id: "s",
+            generation: 1,
+            result: Ok(result),
+            handoff: Duration::from_secs(600),
+            grace: Duration::from_secs(60),
+        };
+        let first = a.land(key, landing(tokens("access-1", "refresh-1"))).await;
+        assert!(matches!(&first.outcome, Outcome::Refreshed(r) if r.generation == 2) && first.revoke.is_none());
+        // The same landing sent again (Redis did not answer it in time): nothing changes.
+        let again = a.land(key, landing(tokens("access-1", "refresh-1"))).await;
+        assert!(matches!(&again.outcome, Outcome::Refreshed(r) if r.generation == 2) && again.revoke.is_none());
+        // A second flight for the same cookie with another sign-in's tokens: the first result
+        // stays, the second goes back upstream.
+        let second = b.land(key, landing(tokens("access-2", "refresh-2"))).await;
+        match (&second.outcome, &second.revoke) {
+            (Outcome::Refreshed(r), Some(revoke)) => {
+                assert_eq!((r.generation, &r.tokens.access_token), (2, &Token::new("access-1")));
+                assert_eq!(revoke.refresh_token, Some(Token::new("refresh-2")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An upstream that keeps the refresh token: the kept result has the same one, so
+        // nothing is revoked (it would end the result that stays).
+        let kept = b.land(key, landing(tokens("access-3", "refresh-1"))).await;
+        assert!(matches!(&kept.outcome, Outcome::Refreshed(r) if r.tokens.access_token == Token::new("access-1")));
+        assert!(kept.revoke.is_none());
+        // The next expiry of a kept token (its cookie a generation on) lands anew.
+        let next = b.land(key, Landing { generation: 2, ..landing(tokens("access-4", "refresh-0")) }).await;
+        assert!(matches!(&next.outcome, Outcome::Refreshed(r) if r.generation == 3));
     }
 
     fn instances_with_prefix(redis: &Connected, grants: &Arc<Scripted>, clock: &ManualClock, prefix: &str) -> (Refresher, Refresher) {

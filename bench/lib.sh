@@ -1,0 +1,56 @@
+# What the load scripts share (sourced by bench/load.sh and bench/instances.sh): the processes
+# they start (stopped on exit), waiting for one to answer, starting an app instance, running
+# wrk and summarizing its answer. Callers set ROOT, KEYS and PORT_UPSTREAM first.
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_for() { # url, log
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing answers at $1; see $2" >&2
+    exit 1
+}
+
+start_app() { # port, extra env...
+    local port=$1; shift
+    env TOKENLESS_SERVER__ADDRESS="127.0.0.1:$port" TOKENLESS_SERVER__LOG=warn \
+        TOKENLESS_SESSION__KEYS="$KEYS" TOKENLESS_UPSTREAM__BASE_URL="http://127.0.0.1:$PORT_UPSTREAM" \
+        LEPTOS_SITE_ROOT="$ROOT/target/site" "$@" \
+        target/release/tokenless >"target/bench-app-$port.log" 2>&1 &
+    pids+=("$!")
+    wait_for "http://127.0.0.1:$port/" "target/bench-app-$port.log"
+}
+
+# wrk's summary -> "rps | p50 | p99 | errors"
+summarize() {
+    awk '
+        /^ +50%/ { p50 = $2 }
+        /^ +99%/ { p99 = $2 }
+        /^Requests\/sec:/ { rps = $2 }
+        /Non-2xx or 3xx responses:/ { bad += $5 }
+        /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
+        END { printf "%.0f | %s | %s | %d", rps, p50, p99, bad }'
+}
+
+run() { # label, url, concurrency, header...
+    local label=$1 url=$2 c=$3; shift 3
+    local threads=$(( c < 2 ? 1 : 2 ))
+    local out
+    out=$(wrk -t"$threads" -c"$c" -d"${SECONDS_EACH}s" --latency "$@" "$url")
+    echo "| $label | $c | $(echo "$out" | summarize) |"
+}
+
+
+need() { # command, Debian package: installed from apt when missing (as root), else a clear stop
+    command -v "$1" >/dev/null && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y -q "$2" >/dev/null
+    else
+        echo "this benchmark needs $1: install it (Debian/Ubuntu: sudo apt-get install $2)" >&2
+        exit 1
+    fi
+}
