@@ -36,12 +36,25 @@ summarize() {
         END { printf "%.0f | %s | %s | %d", rps, p50, p99, bad }'
 }
 
+# Runs wrk, prints a table row, and leaves "rps | p50 | p99 | errors" in LAST.
+LAST=""
 run() { # label, url, concurrency, header...
     local label=$1 url=$2 c=$3; shift 3
     local threads=$(( c < 2 ? 1 : 2 ))
     local out
     out=$(wrk -t"$threads" -c"$c" -d"${SECONDS_EACH}s" --latency "$@" "$url")
-    echo "| $label | $c | $(echo "$out" | summarize) |"
+    LAST=$(echo "$out" | summarize)
+    echo "| $label | $c | $LAST |"
+}
+
+# wrk's duration ("850.00us", "6.16ms", "1.02s") in milliseconds.
+millis() {
+    awk -v d="$1" 'BEGIN {
+        if (d ~ /us$/) { sub(/us$/, "", d); print d / 1000 }
+        else if (d ~ /ms$/) { sub(/ms$/, "", d); print d + 0 }
+        else if (d ~ /s$/) { sub(/s$/, "", d); print d * 1000 }
+        else if (d ~ /m$/) { sub(/m$/, "", d); print d * 60000 }
+        else print d + 0 }'
 }
 
 

@@ -3,8 +3,11 @@
 # app's memory is the app's), both on loopback, wrk as the load generator. For concurrency 1, 8, 64, 256 (10 s each, TOKENLESS_BENCH_SECONDS to
 # change): the authenticated SSR page /frogs (cookie opened, session checked, one upstream call,
 # render), the same page with the auth layer bypassed (demo.bench_fixed_session: no cookie work)
-# as the baseline, and a static file. Prints a Markdown table (requests/s, p50, p99, errors) and
-# each app's peak RSS; BENCHMARKS.md holds a run's figures.
+# as the baseline, the bare-Leptos ceiling (../shared/ceiling-leptos: the same page with nothing
+# else, its own sealed cookie, against the same upstream process; built here into
+# target/ceiling) and a static file. Prints a Markdown table (requests/s, p50, p99, errors),
+# Tokenless / ceiling ratios measured in the same run, and each app's peak RSS; BENCHMARKS.md
+# holds a run's figures.
 #
 #   bash bench/load.sh             # needs: target/release/tokenless (built if missing), wrk
 #   TOKENLESS_BENCH_SECONDS=2 TOKENLESS_BENCH_CONCURRENCY="1 8" bash bench/load.sh   # a smoke run
@@ -16,6 +19,8 @@ CONCURRENCY="${TOKENLESS_BENCH_CONCURRENCY:-1 8 64 256}"
 PORT_AUTH=3300
 PORT_BASE=3302
 PORT_UPSTREAM=3320
+PORT_CEILING=3304
+CEILING="$ROOT/../shared/ceiling-leptos"
 KEYS="4:bG9hZCBiZW5jaG1hcmsga2V5LCBub3QgZm9yIHVzZSE="
 
 if ! command -v wrk >/dev/null; then
@@ -33,6 +38,8 @@ fi
 cargo build --release --features ssr --bin tokenless
 cargo build --release -p tokenless-upstream --bin demo-upstream
 [ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
+[ -f "$CEILING/Cargo.toml" ] || { echo "the ceiling is missing: $CEILING (the shared directory beside the repository)" >&2; exit 1; }
+CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --features ssr --manifest-path "$CEILING/Cargo.toml"
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -58,17 +65,47 @@ cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$PORT_AUTH/api/login" \
 curl -fsS -o /dev/null -H "cookie: $cookie" "http://127.0.0.1:$PORT_AUTH/frogs"
 curl -fsS -o /dev/null "http://127.0.0.1:$PORT_BASE/frogs"
 
+# The ceiling, with its own key and a cookie sealed its way around the access token the demo
+# upstream issued to that sign-in.
+CEILING_KEY=$(head -c 32 /dev/urandom | base64)
+SESSION_KEY_B64="$CEILING_KEY" UPSTREAM_URL="http://127.0.0.1:$PORT_UPSTREAM" LEPTOS_SITE_ADDR="127.0.0.1:$PORT_CEILING" \
+    LEPTOS_OUTPUT_NAME=probe target/ceiling/release/probe >target/bench-ceiling.log 2>&1 &
+pids+=("$!")
+CEILING_PID=${pids[-1]}
+wait_for "http://127.0.0.1:$PORT_CEILING/" target/bench-ceiling.log
+access=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/users/user%40example.com/tokens" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_tokens"][-1])')
+ceiling_cookie="session=$(ACCESS_TOKEN="$access" SESSION_KEY_B64="$CEILING_KEY" node "$CEILING/seal.mjs" session)"
+# Both render the frogs (drawings as data: URIs), not a signed-out page.
+for page in "$PORT_CEILING $ceiling_cookie" "$PORT_AUTH $cookie"; do
+    curl -fsS -H "cookie: ${page#* }" "http://127.0.0.1:${page%% *}/frogs" | grep -q 'data:image/svg+xml' ||
+        { echo "/frogs on :${page%% *} did not render the frogs" >&2; exit 1; }
+done
+
 echo "Machine: $(nproc) cores, $(uname -srm); ${SECONDS_EACH}s per run; wrk on the same machine."
 echo
 echo "| target | connections | requests/s | p50 | p99 | errors |"
 echo "|---|---:|---:|---:|---:|---:|"
+ratios=()
 for c in $CONCURRENCY; do
     run "/frogs, signed in (cookie)" "http://127.0.0.1:$PORT_AUTH/frogs" "$c" -H "cookie: $cookie"
+    tokenless=$LAST
     run "/frogs, auth bypassed (baseline)" "http://127.0.0.1:$PORT_BASE/frogs" "$c"
+    run "/frogs, bare Leptos (ceiling)" "http://127.0.0.1:$PORT_CEILING/frogs" "$c" -H "cookie: $ceiling_cookie"
+    ceiling=$LAST
     run "static file (/pkg/tokenless.css)" "http://127.0.0.1:$PORT_AUTH/pkg/tokenless.css" "$c"
+    IFS='|' read -r t_rps _ t_p99 _ <<<"$tokenless"
+    IFS='|' read -r c_rps _ c_p99 _ <<<"$ceiling"
+    ratios+=("| $c | $(awk -v t="$t_rps" -v c="$c_rps" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }') | $(awk -v t="$(millis "$(echo "$t_p99" | tr -d ' ')")" -v c="$(millis "$(echo "$c_p99" | tr -d ' ')")" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }') |")
 done
 echo
-echo "Peak RSS: app with sessions $(awk '/VmHWM/ {print $2, $3}' /proc/$AUTH_PID/status), baseline app $(awk '/VmHWM/ {print $2, $3}' /proc/$BASE_PID/status)"
+echo "Tokenless /frogs against the ceiling, same run (target: requests/s ≥ 0.90, p99 ≤ 1.20 at 8 and 64):"
+echo
+echo "| connections | requests/s, Tokenless / ceiling | p99, Tokenless / ceiling |"
+echo "|---:|---:|---:|"
+printf '%s\n' "${ratios[@]}"
+echo
+echo "Peak RSS: app with sessions $(awk '/VmHWM/ {print $2, $3}' /proc/$AUTH_PID/status), baseline app $(awk '/VmHWM/ {print $2, $3}' /proc/$BASE_PID/status), ceiling $(awk '/VmHWM/ {print $2, $3}' /proc/$CEILING_PID/status)"
 # Session scale: many distinct signed-in sessions cycling through the authenticated page.
 SESSIONS="${TOKENLESS_BENCH_SESSIONS:-10000}"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$AUTH_PID/status"; }
