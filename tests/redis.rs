@@ -4,37 +4,16 @@
 //! down is a 503 "try again" that keeps the session.
 
 mod common;
+// The benchmarks' requests, fan-out and redis-server, driven here as tests.
+#[allow(dead_code)]
+#[path = "../benches/support/mod.rs"]
+mod support;
 
-use std::time::Duration;
-
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::*;
 use http_body_util::BodyExt;
+use support::{fan_out, request, start_redis, Redis};
 use tower::ServiceExt;
-
-/// `redis-server` on a free loopback port; stopped when dropped.
-struct Redis {
-    url: String,
-    child: tokio::process::Child,
-}
-
-async fn start_redis() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = tokio::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server runs (scripts/setup.sh test installs it)");
-    // Up when it accepts a connection.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "redis-server did not listen within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Redis { url: format!("redis://127.0.0.1:{port}/0"), child }
-}
 
 /// Instance A (with the demo upstream) and `more` instances fronting A's demo upstream, all on
 /// `redis` with the same keys and prefix.
@@ -78,22 +57,6 @@ fn shared(app: &TestApp, name: &str) -> u64 {
         .sum()
 }
 
-fn request(path: &str, cookie: &str, server_fn: bool) -> Request<Body> {
-    let builder = Request::builder().header("host", "127.0.0.1:3000").header("cookie", cookie);
-    if server_fn {
-        builder
-            .method("POST")
-            .uri(path)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .header("origin", ORIGIN)
-            .header("sec-fetch-site", "same-origin")
-            .body(Body::empty())
-            .unwrap()
-    } else {
-        builder.method("GET").uri(path).header("accept", "text/html").body(Body::empty()).unwrap()
-    }
-}
 
 #[test]
 fn an_expired_cookie_sent_a_thousand_times_round_robin_to_three_instances_is_refreshed_once() {
@@ -107,21 +70,9 @@ fn an_expired_cookie_sent_a_thousand_times_round_robin_to_three_instances_is_ref
         let cookie = dana.cookie_header();
         let before = a.counters().await;
 
-        let tasks: Vec<_> = (0..1000)
-            .map(|i| {
-                let router = apps[i % 3].router.clone();
-                let request = if i % 2 == 0 { request("/frogs", &cookie, false) } else { request("/api/frogs", &cookie, true) };
-                tokio::spawn(async move {
-                    let response = router.oneshot(request).await.unwrap();
-                    let status = response.status();
-                    let _ = response.into_body().collect().await;
-                    status
-                })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap(), StatusCode::OK);
-        }
+        let routers: Vec<axum::Router> = apps.iter().map(|app| app.router.clone()).collect();
+        let (_, errors) = fan_out(&routers, &cookie, 1000, "/frogs", "/api/frogs").await;
+        assert_eq!(errors, 0, "every request answered 200");
         let after = a.counters().await;
         let refreshes = |c: &serde_json::Value| c["grants"]["refresh_token"].as_u64().unwrap_or(0);
         assert_eq!(refreshes(&after) - refreshes(&before), 1, "one refresh across the instances: {after}");

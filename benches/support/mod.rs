@@ -1,6 +1,7 @@
-//! What the benchmarks driving the app through its router share: the sealing key, the cookie
-//! name, the origin, a request as a browser sends it, a cookie aged past its access token's
-//! expiry, N requests with it at once, and a `redis-server` of their own.
+//! What the benchmarks driving the app through its router share (and `tests/redis.rs`, which
+//! runs the same fan-out as a test): the sealing key, the cookie name, the origin, a request as
+//! a browser sends it, a cookie aged past its access token's expiry, N requests with it at
+//! once, and a `redis-server` of their own.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,12 +69,16 @@ pub async fn fan_out(apps: &[axum::Router], cookie: &str, n: usize, page: &str, 
     (started.elapsed(), errors)
 }
 
-/// `redis-server` on a free loopback port, answering; stopped when dropped.
+/// `redis-server` on a free loopback port, answering; stopped when dropped. (Not every bench
+/// starts one: each includes this module whole.)
+#[allow(dead_code)]
 pub struct Redis {
     pub url: String,
-    _child: tokio::process::Child,
+    /// The server (a test kills it to see Redis down).
+    pub child: tokio::process::Child,
 }
 
+#[allow(dead_code)]
 pub async fn start_redis() -> Redis {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = tokio::process::Command::new("redis-server")
@@ -87,5 +92,5 @@ pub async fn start_redis() -> Redis {
         assert!(Instant::now() < deadline, "redis-server did not listen within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Redis { url: format!("redis://127.0.0.1:{port}/0"), _child: child }
+    Redis { url: format!("redis://127.0.0.1:{port}/0"), child }
 }

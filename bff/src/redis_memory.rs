@@ -621,12 +621,18 @@ impl RedisMemory {
         });
     }
 
-    async fn mark(&self, what: &'static str, key: String, left: Duration, rest: &str) {
+    /// What a value kept for `left` from now is stamped with: the caller's now, its logical
+    /// end, and how long Redis keeps it before collecting it.
+    fn lifetime(&self, left: Duration) -> (u64, u64, u64) {
         let now = self.clock.unix_millis();
-        let until = now.saturating_add(ms(left));
+        (now, now.saturating_add(ms(left)), ms(left).saturating_add(GC_SLACK_MS))
+    }
+
+    async fn mark(&self, what: &'static str, key: String, left: Duration, rest: &str) {
+        let (now, until, gc_ms) = self.lifetime(left);
         let mut conn = self.conn.clone();
         let mut script = scripts().mark.prepare_invoke();
-        script.key(key).arg(now).arg(until).arg(ms(left).saturating_add(GC_SLACK_MS)).arg(rest);
+        script.key(key).arg(now).arg(until).arg(gc_ms).arg(rest);
         let _: Option<i64> = self.call(what, script.invoke_async(&mut conn)).await;
     }
 }
@@ -698,23 +704,23 @@ impl RefreshMemory for RedisMemory {
 
     fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let now = self.clock.unix_millis();
+            let (now, until, _) = self.lifetime(left);
             // Here at once, whatever Redis answers: this instance refuses the session from now.
-            self.settled.keep_signed_out(session_id, now.saturating_add(ms(left)), now);
+            self.settled.keep_signed_out(session_id, until, now);
             self.mark("sign_out", self.key("ended", session_id), left, "1").await;
         })
     }
 
     fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let now = self.clock.unix_millis();
+            let (now, until, gc_ms) = self.lifetime(left);
             let mut conn = self.conn.clone();
             let mut script = scripts().provider_end.prepare_invoke();
             script
                 .key(self.key("provider", key))
                 .arg(now)
-                .arg(now.saturating_add(ms(left)))
-                .arg(ms(left).saturating_add(GC_SLACK_MS))
+                .arg(until)
+                .arg(gc_ms)
                 .arg(at)
                 .arg(if every { "1" } else { "0" });
             let _: Option<i64> = self.call("provider_end", script.invoke_async(&mut conn)).await;
@@ -747,14 +753,10 @@ impl RefreshMemory for RedisMemory {
 
     fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let now = self.clock.unix_millis();
+            let (now, until, gc_ms) = self.lifetime(left);
             let mut conn = self.conn.clone();
             let mut script = scripts().first_use.prepare_invoke();
-            script
-                .key(self.key("jti", jti))
-                .arg(now)
-                .arg(now.saturating_add(ms(left)))
-                .arg(ms(left).saturating_add(GC_SLACK_MS));
+            script.key(self.key("jti", jti)).arg(now).arg(until).arg(gc_ms);
             let first: Option<i64> = self.call("first_use", script.invoke_async(&mut conn)).await;
             // Redis down: accepted (a replay can only end sessions again).
             first.is_none_or(|n| n == 1)

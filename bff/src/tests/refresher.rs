@@ -325,6 +325,12 @@ on_each_memory!(
     sign_out_revokes_the_newest_tokens,
 );
 
+/// `r` refreshing `s` in a task of its own (a request in flight).
+fn refreshing(r: &Refresher, s: &Session) -> tokio::task::JoinHandle<Result<Session, UpstreamError>> {
+    let (r, s) = (r.clone(), s.clone());
+    tokio::spawn(async move { r.refresh(&s).await })
+}
+
 /// Lets spawned tasks run until `done` holds (each check yields to the runtime; no sleeping),
 /// for 10 s at most.
 async fn until(mut done: impl FnMut() -> bool) {
@@ -358,10 +364,7 @@ async fn sign_out_wins_over_a_flight_that_lands_after_it(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
     let r = refresher(&grants, &clock, memory);
     let s = session(&clock, "s");
-    let waiter = tokio::spawn({
-        let (r, s) = (r.clone(), s.clone());
-        async move { r.refresh(&s).await }
-    });
+    let waiter = refreshing(&r, &s);
     until(|| grants.entered() == 1).await;
     r.end(&s, clock.unix() + 3600).await;
     grants.release(1);
@@ -423,10 +426,7 @@ async fn joiners_of_a_held_flight_share_one_grant(memory: Memory) {
     let r = refresher(&grants, &clock, memory);
     let s = session(&clock, "s");
     let waiters: Vec<_> = (0..50)
-        .map(|_| {
-            let (r, s) = (r.clone(), s.clone());
-            tokio::spawn(async move { r.refresh(&s).await })
-        })
+        .map(|_| refreshing(&r, &s))
         .collect();
     until(|| r.counts().joined == 49).await;
     grants.release(1);
@@ -755,10 +755,7 @@ mod across_instances {
         let (a, b) = instances_with_prefix(&redis, &grants, &clock, &prefix);
         let s = session(&clock, "s");
         let waiters: Vec<_> = (0..40)
-            .map(|i| {
-                let (r, s) = (if i % 2 == 0 { a.clone() } else { b.clone() }, s.clone());
-                tokio::spawn(async move { r.refresh(&s).await })
-            })
+            .map(|i| refreshing(if i % 2 == 0 { &a } else { &b }, &s))
             .collect();
         // Every request is in: one flies (held at the upstream), the rest wait on either side.
         until(|| grants.entered() == 1 && a.counts().joined + b.counts().joined == 39).await;
@@ -899,15 +896,9 @@ mod across_instances {
         let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
         let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_secs(35)).await;
         let s = session(&clock, "s");
-        let flying = tokio::spawn({
-            let (a, s) = (a.clone(), s.clone());
-            async move { a.refresh(&s).await }
-        });
+        let flying = refreshing(&a, &s);
         until(|| grants.entered() == 1).await;
-        let waiting = tokio::spawn({
-            let (b, s) = (b.clone(), s.clone());
-            async move { b.refresh(&s).await }
-        });
+        let waiting = refreshing(&b, &s);
         // B's watcher is subscribed; then every subscription is killed, as a failover would.
         let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(redis.url.as_str()).unwrap()).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -938,10 +929,7 @@ mod across_instances {
         let lease = Duration::from_millis(600);
         let (a, b) = instances_apart(&redis.url, &grants, &clock, lease).await;
         let s = session(&clock, "s");
-        let flying = tokio::spawn({
-            let (a, s) = (a.clone(), s.clone());
-            async move { a.refresh(&s).await }
-        });
+        let flying = refreshing(&a, &s);
         until(|| grants.entered() == 1).await;
         // Frozen for more than twice the lease while the grant runs: the lease ends in Redis.
         redis.pause();
@@ -950,10 +938,7 @@ mod across_instances {
         // A's renewal, sent during the pause, takes the ended lease again before anyone else
         // can: B's request waits for A's flight instead of flying the same token.
         until(|| shared(&a, "leases_retaken") >= 1).await;
-        let waiting = tokio::spawn({
-            let (b, s) = (b.clone(), s.clone());
-            async move { b.refresh(&s).await }
-        });
+        let waiting = refreshing(&b, &s);
         until(|| b.counts().joined == 1).await;
         grants.release(1);
         let (flown, waited) = (flying.await.unwrap().unwrap(), waiting.await.unwrap().unwrap());
@@ -969,10 +954,7 @@ mod across_instances {
         let lease = Duration::from_millis(600);
         let (a, b) = instances_apart(&redis.url, &grants, &clock, lease).await;
         let s = session(&clock, "s");
-        let flying = tokio::spawn({
-            let (a, s) = (a.clone(), s.clone());
-            async move { a.refresh(&s).await }
-        });
+        let flying = refreshing(&a, &s);
         until(|| grants.entered() == 1).await;
         // The grant answers while Redis is frozen, past the lease: the landing cannot be told.
         redis.pause();
@@ -1002,10 +984,7 @@ mod across_instances {
         let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
         let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_millis(600)).await;
         let s = session(&clock, "s");
-        let flying = tokio::spawn({
-            let (a, s) = (a.clone(), s.clone());
-            async move { a.refresh(&s).await }
-        });
+        let flying = refreshing(&a, &s);
         until(|| grants.entered() == 1).await;
         redis.kill().await;
         grants.release(1);
