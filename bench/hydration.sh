@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Navigation-to-hydrated time in headless Chromium (median of 10) for /login and /frogs, against
+# Navigation-to-interactive time in headless Chromium (median of 10) for /login and /frogs, against
 # the release build (server and client). Needs what `make test` installs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,5 +1,6 @@
 //! The HTML shell, the router, the layout (header with the signed-in state) and the auth
-//! context every page reads. Shared by the server render and the hydrated client.
+//! context every page reads. All of it renders on the server only: the browser gets HTML, and
+//! wasm only for the islands a page holds (`crate::islands`).
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -49,7 +50,11 @@ pub fn encode_component(s: &str) -> String {
 }
 
 /// The document around the app; rendered on the server only.
+///
+/// Nothing in it hydrates: the pages with islands render the islands' loader themselves
+/// (`crate::islands::IslandScripts`), so the others ship no wasm at all.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    crate::islands::render_without_hydration();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -59,8 +64,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
                 <MetaTags/>
+                // Pending states for plain form posts (no wasm on pages without islands).
+                <script src="/forms.js" defer nonce=use_nonce()></script>
             </head>
             <body>
                 <App/>
@@ -69,19 +75,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// Who is signed in, and how pages ask for it again after signing in or out.
+/// Who is signed in on the request being rendered.
 #[derive(Clone, Copy)]
 pub struct Auth {
     pub user: Resource<Result<Option<UserView>, AppError>>,
-    /// Bumped after a sign-in or registration succeeds in the browser: refetches `user`.
-    pub epoch: RwSignal<u32>,
     pub logout: ServerAction<Logout>,
-}
-
-impl Auth {
-    pub fn signed_in_again(&self) {
-        self.epoch.update(|n| *n += 1);
-    }
 }
 
 pub fn use_auth() -> Auth {
@@ -91,7 +89,6 @@ pub fn use_auth() -> Auth {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    mark_hydrated();
 
     view! {
         <Stylesheet id="leptos" href="/pkg/tokenless.css"/>
@@ -106,11 +103,10 @@ pub fn App() -> impl IntoView {
 
 #[component]
 fn Layout() -> impl IntoView {
-    let epoch = RwSignal::new(0u32);
     let logout = ServerAction::<Logout>::new();
-    // Blocking: the header is in the first chunk of HTML, also for browsers without JavaScript.
-    let user = Resource::new_blocking(move || (epoch.get(), logout.version().get()), |_| who_am_i());
-    provide_context(Auth { user, epoch, logout });
+    // Blocking: the header is in the first chunk of HTML.
+    let user = Resource::new_blocking(|| (), |_| who_am_i());
+    provide_context(Auth { user, logout });
 
     view! {
         <a class="skip" href="#main">"Skip to content"</a>
@@ -156,9 +152,7 @@ fn Nav() -> impl IntoView {
                             <span class="who" data-testid="signed-in-as">{user.name}</span>
                             <ActionForm action=auth.logout attr:class="inline-form">
                                 <button type="submit" class="secondary" data-testid="sign-out"
-                                    disabled=move || auth.logout.pending().get()>
-                                    {move || if auth.logout.pending().get() { "Signing out…" } else { "Sign out" }}
-                                </button>
+                                    data-pending="Signing out…">"Sign out"</button>
                             </ActionForm>
                         }
                         .into_any()
@@ -172,17 +166,6 @@ fn Nav() -> impl IntoView {
             </Transition>
         </nav>
     }
-}
-
-/// Sets `data-hydrated="true"` on `<html>` once the wasm client has taken over the page.
-/// Effects never run on the server, so the attribute is a reliable, testable sign of hydration.
-fn mark_hydrated() {
-    Effect::new(move |_| {
-        if let Some(root) = document().document_element() {
-            // Failing to set an attribute is not worth a panic in the browser.
-            let _ = root.set_attribute("data-hydrated", "true");
-        }
-    });
 }
 
 #[cfg(test)]

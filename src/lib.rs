@@ -1,10 +1,12 @@
 //! Tokenless: the app crate. Shared code (components, pages, server-function declarations,
-//! DTOs) compiles for both the server and the wasm client; `server` is the server-only tree.
+//! DTOs) compiles for both the server and the wasm client, where only the `#[island]`
+//! components run (`islands`); `server` is the server-only tree.
 
 pub mod api;
 pub mod app;
 pub mod components;
 pub mod error;
+pub mod islands;
 pub mod pages;
 pub mod passthrough_client;
 pub mod status;
@@ -12,10 +14,10 @@ pub mod status;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-/// The wasm client's entry: hydrate the server-rendered page.
+/// The wasm client's entry: hydrate the islands of the server-rendered page.
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    leptos::mount::hydrate_islands();
 }

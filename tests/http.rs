@@ -5,7 +5,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{app, block_on, Browser};
+use common::{app, block_on, Browser, ADMIN, USER};
 use tokenless::server::router;
 
 #[test]
@@ -18,9 +18,57 @@ fn home_page_is_server_rendered_with_the_status() {
         assert!(html.contains("Sign in without handing your browser a token"), "{html}");
         assert!(html.contains("data-testid=\"server-status\""), "status resolved during SSR: {html}");
         assert!(html.contains("demo upstream (in-process)"), "{html}");
-        assert!(html.contains("/pkg/tokenless.js"), "hydration script is linked: {html}");
+        assert!(html.contains("/pkg/tokenless.js"), "the islands' loader is linked: {html}");
+        assert_eq!(html.matches("<leptos-island").count(), 2, "the status and the counter: {html}");
         let nav = html.split("<nav").nth(1).and_then(|n| n.split("</nav>").next()).expect("a nav");
         assert!(nav.contains("href=\"/login\""), "the signed-out header is in place: {nav}");
+    })
+}
+
+/// Pages without islands are plain HTML: no wasm, no loader, no hydration data.
+/// The forms' pending-state script is their one script file.
+#[test]
+fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
+    block_on(async {
+        let app = app().await;
+        let plain = |path: &str, html: &str| {
+            assert!(!html.contains("/pkg/tokenless.js") && !html.contains(".wasm"), "{path}: {html}");
+            assert!(!html.contains("<leptos-island"), "{path}: {html}");
+            assert!(html.contains("src=\"/forms.js\""), "{path}: {html}");
+            // Resources are not serialized for a client that does not hydrate them.
+            for script in html.split("<script").skip(1) {
+                let inline = script.split("</script>").next().unwrap_or_default();
+                assert!(!inline.contains('{') && !inline.contains("example.com"), "{path}: {inline}");
+            }
+        };
+        let visitor = Browser::new(&app);
+        for path in ["/login", "/register", "/login?next=%2Ffrogs&reason=expired", "/nope"] {
+            let answer = visitor.get(path).await;
+            plain(path, &answer.body);
+        }
+        let admin = Browser::new(&app);
+        admin.sign_in(ADMIN).await;
+        for path in ["/account", "/admin"] {
+            let answer = admin.get(path).await;
+            assert_eq!(answer.status, StatusCode::OK, "{path}");
+            plain(path, &answer.body);
+        }
+        // The frogs page holds one island per croak button, whose props are all the browser
+        // gets of a frog beyond the HTML: its id and name.
+        let user = Browser::new(&app);
+        user.sign_in(USER).await;
+        let frogs = user.get("/frogs").await;
+        assert_eq!(frogs.status, StatusCode::OK);
+        let islands = frogs.body.matches("<leptos-island").count();
+        assert!(islands >= 8, "{islands} islands: {}", frogs.body);
+        assert!(frogs.body.contains("/pkg/tokenless.js"), "{}", frogs.body);
+        for island in frogs.body.split("<leptos-island").skip(1) {
+            let props = island.split("data-props=\"").nth(1).and_then(|p| p.split('"').next()).expect("props");
+            let props: serde_json::Value =
+                serde_json::from_str(&props.replace("&quot;", "\"")).expect("props are JSON");
+            let keys: Vec<&String> = props.as_object().expect("an object").keys().collect();
+            assert_eq!(keys, ["id", "name"], "{props}");
+        }
     })
 }
 

@@ -11,6 +11,21 @@ test.describe('home page', () => {
     expect(html).not.toContain('data-hydrated');
   });
 
+  test('only pages with islands download the wasm', async ({ page }) => {
+    const fetched: string[] = [];
+    page.on('request', (r) => fetched.push(new URL(r.url()).pathname));
+    for (const path of ['/login', '/register', '/no/such/page']) {
+      await page.goto(path);
+      await page.waitForLoadState('load');
+      expect(await page.locator('leptos-island').count(), path).toBe(0);
+    }
+    expect(fetched.filter((p) => p.startsWith('/pkg/') && !p.endsWith('.css'))).toEqual([]);
+    expect(fetched).toContain('/forms.js');
+    await page.goto('/');
+    await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
+    expect(fetched).toContain('/pkg/tokenless.wasm');
+  });
+
   test('hydrates: the client marks the page and the counter counts', async ({ page }) => {
     await page.goto('/');
     await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');

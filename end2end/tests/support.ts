@@ -7,9 +7,15 @@ export const CONTROLS = process.env.TOKENLESS_E2E_CONTROLS ?? 'http://127.0.0.1:
 export const USER = { email: 'user@example.com', password: 'frogs-are-green', name: 'Dana User' };
 export const ADMIN = { email: 'admin@example.com', password: 'admin-frogs-rule', name: 'Ada Admin' };
 
-/** Waits until the wasm client has taken over the page (or returns at once without JS). */
+/**
+ * Waits until the wasm client has taken over the page's islands. Returns at once without JS,
+ * and on pages without islands (plain HTML: nothing to wait for, no wasm is loaded there).
+ */
 export async function hydrated(page: Page, javaScript = true) {
-  if (javaScript) await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
+  if (!javaScript) return;
+  await page.waitForLoadState('domcontentloaded');
+  if ((await page.locator('leptos-island').count()) === 0) return;
+  await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
 }
 
 export async function fillSignIn(page: Page, who: { email: string; password: string }) {

@@ -6,6 +6,7 @@ use leptos_meta::Title;
 use crate::api::list_frogs;
 use crate::app::login_href;
 use crate::components::PageError;
+use crate::islands::{mark_hydrated, IslandScripts};
 use crate::passthrough_client::{croak, CallError};
 
 #[component]
@@ -16,6 +17,7 @@ pub fn FrogsPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Fetching the frogs…"</p> }>
             {move || frogs.get().map(|answer| match answer {
                 Ok(frogs) => view! {
+                    <IslandScripts/>
                     <section aria-labelledby="frogs-title">
                         <h1 id="frogs-title">"Frogs"</h1>
                         <p class="lead">"Fetched from the upstream with your access token, which never left the server."</p>
@@ -39,25 +41,26 @@ pub fn FrogsPage() -> impl IntoView {
 }
 
 /// Asks the upstream to record a croak, from the browser through the passthrough (no server
-/// function written for it). Works once the page has hydrated.
-#[component]
+/// function written for it). An island: works once it has hydrated. Its props are written
+/// into the page: nothing but the frog's id and name.
+#[island]
 fn CroakButton(id: u32, name: String) -> impl IntoView {
+    mark_hydrated();
     let croaks = RwSignal::new(None::<u64>);
     let problem = RwSignal::new(None::<String>);
     let pending = RwSignal::new(false);
-    let navigate = leptos_router::hooks::use_navigate();
     let on_click = move |_| {
         if pending.get_untracked() {
             return;
         }
         pending.set(true);
         problem.set(None);
-        let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             match croak(id).await {
                 Ok(answer) => croaks.set(Some(answer.croaks)),
                 Err(CallError::SignIn { expired }) => {
-                    navigate(&login_href("/frogs", expired), Default::default())
+                    // A full page load: the router does not run in the browser.
+                    let _ = window().location().set_href(&login_href("/frogs", expired));
                 }
                 Err(CallError::Message(m)) => problem.set(Some(m)),
             }

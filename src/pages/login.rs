@@ -1,5 +1,5 @@
 //! `/login`: email and password, `?next=` return path, "your session ended" notice. Works as a
-//! plain form post without JavaScript, and without a reload once hydrated.
+//! plain form post, with or without JavaScript (which only adds the pending state, `forms.js`).
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -7,12 +7,11 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::Login;
-use crate::app::{encode_component, use_auth};
+use crate::app::encode_component;
 use crate::components::{remembered, Field, FormError};
 
 #[component]
 pub fn LoginPage() -> impl IntoView {
-    let auth = use_auth();
     let action = ServerAction::<Login>::new();
     let query = use_query_map();
     let next = move || query.read().get("next").unwrap_or_default();
@@ -30,13 +29,8 @@ pub fn LoginPage() -> impl IntoView {
     let provider = Resource::new(|| (), |_| crate::api::sign_in_provider());
     let provider_href = move || format!("/auth/login?next={}", encode_component(&next()));
     // With a provider, people sign in there: no password form, no registration here. (Read
-    // inside the <Suspense> below, so the client hydrates with the resource's answer.)
+    // inside the <Suspense> below, which waits for the resource's answer.)
     let at_provider = move || provider.get().and_then(Result::ok).flatten().is_some();
-    Effect::new(move |_| {
-        if let Some(Ok(())) = action.value().get() {
-            auth.signed_in_again();
-        }
-    });
     let error = Signal::derive(move || action.value().get().and_then(Result::err));
     let field =
         move |name: &'static str| Signal::derive(move || error.get().and_then(|e| e.field_message(name)));
@@ -87,9 +81,7 @@ pub fn LoginPage() -> impl IntoView {
                     <Field name="password" label="Password" kind="password" autocomplete="current-password"
                         error=field("password") maxlength=128/>
                     <FormError error=error/>
-                    <button type="submit" disabled=move || action.pending().get()>
-                        {move || if action.pending().get() { "Signing in…" } else { "Sign in" }}
-                    </button>
+                    <button type="submit" data-pending="Signing in…">"Sign in"</button>
                 </ActionForm>
                 <p class="aside" hidden=at_provider>"No account yet? " <A href=register_href>"Register"</A></p>
                 <details class="demo-users" hidden=at_provider>

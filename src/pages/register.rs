@@ -8,26 +8,20 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::Register;
-use crate::app::{encode_component, use_auth};
+use crate::app::encode_component;
 use crate::components::{remembered, Field, FormError};
 
 #[component]
 pub fn RegisterPage() -> impl IntoView {
-    let auth = use_auth();
     let action = ServerAction::<Register>::new();
     let query = use_query_map();
     let next = move || query.read().get("next").unwrap_or_default();
-    Effect::new(move |_| {
-        if let Some(Ok(())) = action.value().get() {
-            auth.signed_in_again();
-        }
-    });
     let error = Signal::derive(move || action.value().get().and_then(Result::err));
     let field =
         move |name: &'static str| Signal::derive(move || error.get().and_then(|e| e.field_message(name)));
     let provider = Resource::new(|| (), |_| crate::api::sign_in_provider());
     let provider_name = move || provider.get().and_then(Result::ok).flatten();
-    // Read inside the <Suspense> below, so the client hydrates with the resource's answer.
+    // Read inside the <Suspense> below, which waits for the resource's answer.
     let at_provider = move || provider_name().is_some();
     let provider_href = move || format!("/auth/login?next={}", encode_component(&next()));
 
@@ -50,9 +44,7 @@ pub fn RegisterPage() -> impl IntoView {
                     <Field name="password" label="Password" kind="password" autocomplete="new-password"
                         error=field("password") hint="At least 8 characters." minlength=8 maxlength=128/>
                     <FormError error=error/>
-                    <button type="submit" disabled=move || action.pending().get()>
-                        {move || if action.pending().get() { "Creating your account…" } else { "Create account" }}
-                    </button>
+                    <button type="submit" data-pending="Creating your account…">"Create account"</button>
                 </ActionForm>
                 <p class="aside" hidden=at_provider>"Already registered? " <A href="/login">"Sign in"</A></p>
             </Suspense>

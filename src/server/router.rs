@@ -32,6 +32,8 @@ pub fn router(state: AppState) -> Router {
     let context_state = state.clone();
     let provide_state = move || {
         provide_context(context_state.clone());
+        // For the islands' loader, which the pages with islands render (`crate::islands`).
+        provide_context(context_state.leptos_options.clone());
         if let Some(parts) = use_context::<axum::http::request::Parts>() {
             // The nonce the CSP header names, for Leptos's inline scripts.
             if let Some(nonce) = parts.extensions.get::<CspNonce>() {
