@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Client size: builds the client for release (cargo-leptos, wasm-release profile: opt-level "z",
 # LTO, one codegen unit, panic=abort; then wasm-opt), and prints raw / gzip -9 / brotli -q 11
-# sizes of the wasm, the JS glue and the CSS, and what a first visit to /login and /frogs
+# sizes of the wasm, the JS glue and the CSS, and what a first visit to each page
 # downloads from the running server (HTML + JS + wasm + CSS as sent to a browser that accepts
 # brotli: `--precompress` writes .br/.gz files beside each asset and the server sends those).
 # BENCHMARKS.md holds a run's figures and the before/after.
@@ -57,9 +57,13 @@ if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
     app=$!
     trap 'kill $app 2>/dev/null; rm -rf "$work"' EXIT
     for _ in $(seq 1 100); do curl -fsS -o "$work/login.html" http://127.0.0.1:3310/login 2>/dev/null && break; sleep 0.1; done
-    cookie=$(curl -fsS -o /dev/null -D - http://127.0.0.1:3310/api/login -H 'origin: http://127.0.0.1:3310' \
-        -H 'accept: application/json' --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
-        sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
+    sign_in() { # email password -> the session cookie
+        curl -fsS -o /dev/null -D - http://127.0.0.1:3310/api/login -H 'origin: http://127.0.0.1:3310' \
+            -H 'accept: application/json' --data "email=$1&password=$2&next=%2F" |
+            sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1
+    }
+    user=$(sign_in user%40example.com frogs-are-green)
+    admin=$(sign_in admin%40example.com admin-frogs-rule)
     sent() { # path [curl args] -> "bytes encoding" as the server sends them to a brotli-capable browser
         local path=$1; shift
         curl -fsS -o "$work/body" -D "$work/head" -H 'accept-encoding: br, gzip' "$@" "http://127.0.0.1:3310$path"
@@ -69,21 +73,36 @@ if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
     echo
     echo "| sent by the server | bytes | content-encoding |"
     echo "|---|---:|---|"
-    assets=0
-    for f in tokenless.js tokenless.wasm tokenless.css; do
-        read -r bytes encoding <<<"$(sent "/pkg/$f")"
-        assets=$((assets + bytes))
-        echo "| /pkg/$f | $bytes | $encoding |"
+    declare -A asset
+    for f in /forms.js /pkg/tokenless.js /pkg/tokenless.wasm /pkg/tokenless.css; do
+        read -r bytes encoding <<<"$(sent "$f")"
+        asset[$f]=$bytes
+        echo "| $f | $bytes | $encoding |"
     done
-    for page in login frogs; do
-        if [ $page = frogs ]; then read -r bytes encoding <<<"$(sent /frogs -H "cookie: $cookie")"
-        else read -r bytes encoding <<<"$(sent /login)"; fi
-        echo "| /$page (HTML) | $bytes | $encoding |"
-        eval "html_$page=$bytes"
+    # Each page with what it makes the browser download: the files its HTML links (the islands'
+    # loader links the JS glue and preloads the wasm; pages without islands link neither).
+    totals=""
+    for page in /login /register /account /admin / /frogs; do
+        case $page in
+            /account|/frogs) cookie=$user ;;
+            /admin) cookie=$admin ;;
+            *) cookie="" ;;
+        esac
+        read -r bytes encoding <<<"$(sent "$page" -H "cookie: $cookie")"
+        html=$(cat "$work/body")
+        echo "| $page (HTML) | $bytes | $encoding |"
+        total=$bytes
+        files=""
+        for f in /forms.js /pkg/tokenless.js /pkg/tokenless.wasm /pkg/tokenless.css; do
+            if grep -q "\"$f\"" <<<"$html"; then
+                total=$((total + ${asset[$f]}))
+                files="$files + ${f##*/}"
+            fi
+        done
+        totals="$totals
+| $page | HTML$files | $total | $(((total + 1023) / 1024)) |"
     done
     echo
-    for page in login frogs; do
-        html=$(eval "echo \$html_$page")
-        echo "First visit to /$page on the wire: HTML + JS + wasm + CSS = $((html + assets)) B ($(((html + assets) / 1024)) KiB)"
-    done
+    echo "| first visit | what is downloaded | bytes on the wire | KiB |"
+    echo "|---|---|---:|---:|$totals"
 fi
