@@ -1,26 +1,37 @@
 // Pending state for Tokenless's forms, which are plain form posts (no wasm on pages without
 // islands). On submit, a button with `data-pending` says what is happening and a second press
-// sends nothing; a page brought back from the back/forward cache gets its button back.
-// Without JavaScript the forms work the same, minus this.
+// sends nothing. The button comes back after 15 s (a stopped or lost navigation leaves the page
+// as it was: the person can send again) and when a page is brought back from the back/forward
+// cache. Without JavaScript the forms work the same, minus this.
 'use strict';
-document.addEventListener('submit', (event) => {
-  const button = event.submitter || event.target.querySelector('button[type="submit"]');
-  if (!button || !button.dataset.pending) return;
-  if (button.dataset.sent) {
-    event.preventDefault();
-    return;
-  }
-  button.dataset.sent = button.textContent;
-  button.textContent = button.dataset.pending;
-  button.setAttribute('aria-disabled', 'true');
-  button.closest('form').setAttribute('aria-busy', 'true');
-});
-window.addEventListener('pageshow', (event) => {
-  if (!event.persisted) return;
-  for (const button of document.querySelectorAll('button[data-sent]')) {
+(() => {
+  const RELEASE_AFTER_MS = 15000;
+
+  function release(button) {
+    if (!button.dataset.sent) return;
     button.textContent = button.dataset.sent;
     delete button.dataset.sent;
     button.removeAttribute('aria-disabled');
-    button.closest('form').removeAttribute('aria-busy');
+    if (button.form) button.form.removeAttribute('aria-busy');
   }
-});
+
+  document.addEventListener('submit', (event) => {
+    if (event.defaultPrevented) return;
+    const form = event.target;
+    const button = event.submitter || form.querySelector('button[type="submit"]');
+    if (!button || !button.dataset.pending) return;
+    if (button.dataset.sent) {
+      event.preventDefault();
+      return;
+    }
+    button.dataset.sent = button.textContent;
+    button.textContent = button.dataset.pending;
+    button.setAttribute('aria-disabled', 'true');
+    form.setAttribute('aria-busy', 'true');
+    setTimeout(() => release(button), RELEASE_AFTER_MS);
+  });
+
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) document.querySelectorAll('button[data-sent]').forEach(release);
+  });
+})();

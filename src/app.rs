@@ -15,7 +15,7 @@ use crate::pages::{
 };
 
 /// Pages only a signed-in person may see. The server redirects signed-out requests for them to
-/// the sign-in page; in the browser, their data calls answer "unauthorized" and the page does.
+/// the sign-in page; their server functions, called directly, answer "unauthorized".
 pub const PROTECTED: &[&str] = &["/frogs", "/admin", "/account"];
 
 pub fn is_protected(path: &str) -> bool {

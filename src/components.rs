@@ -53,9 +53,9 @@ pub fn Field(
     }
 }
 
-/// What a plain form post (no JavaScript) typed before it failed, never a password: the server
-/// sends the browser back to the form and provides this while rendering it
-/// (`server::form_memory`), so that nothing typed is lost. Hydrated forms keep their input.
+/// What a form post typed before it failed, never a password: the server sends the browser back
+/// to the form and provides this while rendering it (`server::form_memory`), so that nothing
+/// typed is lost. Every form is a plain post, with or without JavaScript.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RememberedInput {
     /// The server function the form posted to, e.g. `login`.

@@ -53,10 +53,21 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
             assert_eq!(answer.status, StatusCode::OK, "{path}");
             plain(path, &answer.body);
         }
-        // The frogs page holds one island per croak button, whose props are all the browser
-        // gets of a frog beyond the HTML: its id and name.
+        // The pages with islands: the one resource inside an island (the server status) is
+        // serialized for it, nothing about the person is.
         let user = Browser::new(&app);
         user.sign_in(USER).await;
+        for path in ["/", "/frogs"] {
+            let answer = user.get(path).await;
+            assert!(answer.body.contains("<leptos-island"), "{path}: {}", answer.body);
+            for script in answer.body.split("<script").skip(1) {
+                let inline = script.split("</script>").next().unwrap_or_default();
+                assert!(!inline.contains(USER.0) && !inline.contains("roles"), "{path}: {inline}");
+                assert!(!inline.contains("Dana"), "{path}: the name is in the header only: {inline}");
+            }
+        }
+        // The frogs page holds one island per croak button, whose props are all the browser
+        // gets of a frog beyond the HTML: its id and name.
         let frogs = user.get("/frogs").await;
         assert_eq!(frogs.status, StatusCode::OK);
         let islands = frogs.body.matches("<leptos-island").count();
@@ -69,6 +80,30 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
             let keys: Vec<&String> = props.as_object().expect("an object").keys().collect();
             assert_eq!(keys, ["id", "name"], "{props}");
         }
+    })
+}
+
+/// The forms' script is a static file: cacheable, and no session is read or written for it.
+#[test]
+fn the_forms_script_is_a_static_file() {
+    block_on(async {
+        let mut app = app().await;
+        // The site as cargo-leptos lays it out: `public/` copied to its root.
+        let site = std::env::temp_dir().join(format!("tokenless-public-{}", std::process::id()));
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/public/forms.js"), site.join("forms.js")).unwrap();
+        let mut state = app.state.clone();
+        state.leptos_options.site_root = site.to_string_lossy().as_ref().into();
+        app.router = router(state);
+        let browser = Browser::new(&app);
+        browser.sign_in(USER).await;
+        let answer = browser.get("/forms.js").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.headers["content-type"].to_str().unwrap().contains("javascript"));
+        assert!(answer.headers.get("cache-control").is_none_or(|v| v != "no-store"), "{:?}", answer.headers);
+        assert!(answer.set_cookies().is_empty(), "{:?}", answer.headers);
+        assert!(answer.body.contains("dataset.pending"), "{}", answer.body);
+        let _ = std::fs::remove_dir_all(site);
     })
 }
 

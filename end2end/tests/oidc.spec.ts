@@ -64,7 +64,7 @@ test.describe('OpenID Connect', () => {
     const seen = recordResponses(page);
     await signInThroughProvider(page);
     await hydrated(page);
-    // Browse: a page rendered on the server, one navigated to by the client.
+    // Browse: a page opened directly, one reached by a link.
     await page.goto('/');
     await hydrated(page);
     await page.getByRole('link', { name: 'Account' }).click();

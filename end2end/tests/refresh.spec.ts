@@ -80,7 +80,7 @@ test.describe('refresh', () => {
     await page.goto('/account');
     await hydrated(page);
     await revokeUser(request, USER.email);
-    // Client-side navigation: the frogs call is refused (401), the refresh too.
+    // A link followed: the frogs call is refused (401), the refresh too.
     await page.getByRole('link', { name: 'Frogs' }).click();
     await expect(page).toHaveURL(/\/login\?next=%2Ffrogs&reason=expired$/);
     await expect(page.getByTestId('session-ended')).toBeVisible();

@@ -21,7 +21,7 @@ fn is_plain_form_post(headers: &HeaderMap) -> bool {
 }
 
 /// Called by a server function that failed: keeps `fields` for the page the browser goes back
-/// to. Does nothing for calls from the hydrated client, whose form still holds its input.
+/// to. Does nothing for server functions called by a script (JSON), which keep their input.
 pub fn remember(form: &str, fields: &[(&str, &str)]) {
     let Some(parts) = use_context::<Parts>() else { return };
     if !is_plain_form_post(&parts.headers) {

@@ -25,9 +25,12 @@ use crate::server::AppState;
 #[derive(Clone, Debug)]
 pub struct CspNonce(pub Arc<str>);
 
+/// The files of `public/` (and the icon browsers ask for on their own).
+const PUBLIC_FILES: [&str; 3] = ["/favicon.svg", "/favicon.ico", "/forms.js"];
+
 /// Files cargo-leptos builds and `public/` holds: no session, cacheable.
 fn is_static(path: &str) -> bool {
-    path.starts_with("/pkg/") || path == "/favicon.svg" || path == "/favicon.ico"
+    path.starts_with("/pkg/") || PUBLIC_FILES.contains(&path)
 }
 
 /// Paths that never read the session.
