@@ -73,8 +73,10 @@ if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
     echo
     echo "| sent by the server | bytes | content-encoding |"
     echo "|---|---:|---|"
+    # The files a page can link: the forms' script, the islands' JS glue and wasm, the CSS.
+    files_linked=(/forms.js /pkg/tokenless.js /pkg/tokenless.wasm /pkg/tokenless.css)
     declare -A asset
-    for f in /forms.js /pkg/tokenless.js /pkg/tokenless.wasm /pkg/tokenless.css; do
+    for f in "${files_linked[@]}"; do
         read -r bytes encoding <<<"$(sent "$f")"
         asset[$f]=$bytes
         echo "| $f | $bytes | $encoding |"
@@ -93,7 +95,7 @@ if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
         echo "| $page (HTML) | $bytes | $encoding |"
         total=$bytes
         files=""
-        for f in /forms.js /pkg/tokenless.js /pkg/tokenless.wasm /pkg/tokenless.css; do
+        for f in "${files_linked[@]}"; do
             if grep -q "\"$f\"" <<<"$html"; then
                 total=$((total + ${asset[$f]}))
                 files="$files + ${f##*/}"

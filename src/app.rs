@@ -1,14 +1,13 @@
-//! The HTML shell, the router, the layout (header with the signed-in state) and the auth
-//! context every page reads. All of it renders on the server only: the browser gets HTML, and
-//! wasm only for the islands a page holds (`crate::islands`).
+//! The HTML shell, the router and the layout (header with the signed-in state). All of it
+//! renders on the server only: the browser gets HTML, and wasm only for the islands a page
+//! holds (`crate::islands`).
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{SsrMode, StaticSegment};
 
-use crate::api::{who_am_i, Logout, UserView};
-use crate::error::AppError;
+use crate::api::{who_am_i, Logout};
 use crate::pages::{
     account::AccountPage, admin::AdminPage, frogs::FrogsPage, home::HomePage, login::LoginPage,
     not_found::NotFound, register::RegisterPage,
@@ -75,17 +74,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// Who is signed in on the request being rendered.
-#[derive(Clone, Copy)]
-pub struct Auth {
-    pub user: Resource<Result<Option<UserView>, AppError>>,
-    pub logout: ServerAction<Logout>,
-}
-
-pub fn use_auth() -> Auth {
-    expect_context::<Auth>()
-}
-
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -103,11 +91,6 @@ pub fn App() -> impl IntoView {
 
 #[component]
 fn Layout() -> impl IntoView {
-    let logout = ServerAction::<Logout>::new();
-    // Blocking: the header is in the first chunk of HTML.
-    let user = Resource::new_blocking(|| (), |_| who_am_i());
-    provide_context(Auth { user, logout });
-
     view! {
         <a class="skip" href="#main">"Skip to content"</a>
         <header class="site-header">
@@ -138,11 +121,13 @@ fn Layout() -> impl IntoView {
 
 #[component]
 fn Nav() -> impl IntoView {
-    let auth = use_auth();
+    let logout = ServerAction::<Logout>::new();
+    // Blocking: the header is in the first chunk of HTML.
+    let user = Resource::new_blocking(|| (), |_| who_am_i());
     view! {
         <nav aria-label="Main">
             <Transition fallback=|| ()>
-                {move || auth.user.get().map(|answer| match answer {
+                {move || user.get().map(|answer| match answer {
                     Ok(Some(user)) => {
                         let admin = user.is_admin();
                         view! {
@@ -150,7 +135,7 @@ fn Nav() -> impl IntoView {
                             {admin.then(|| view! { <A href="/admin">"Admin"</A> })}
                             <A href="/account">"Account"</A>
                             <span class="who" data-testid="signed-in-as">{user.name}</span>
-                            <ActionForm action=auth.logout attr:class="inline-form">
+                            <ActionForm action=logout attr:class="inline-form">
                                 <button type="submit" class="secondary" data-testid="sign-out"
                                     data-pending="Signing out…">"Sign out"</button>
                             </ActionForm>

@@ -25,6 +25,11 @@ fn home_page_is_server_rendered_with_the_status() {
     })
 }
 
+/// What each `<script>` of a page holds, from its attributes to its end tag.
+fn scripts(html: &str) -> impl Iterator<Item = &str> {
+    html.split("<script").skip(1).map(|script| script.split("</script>").next().unwrap_or_default())
+}
+
 /// Pages without islands are plain HTML: no wasm, no loader, no hydration data.
 /// The forms' pending-state script is their one script file.
 #[test]
@@ -36,8 +41,7 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
             assert!(!html.contains("<leptos-island"), "{path}: {html}");
             assert!(html.contains("src=\"/forms.js\""), "{path}: {html}");
             // Resources are not serialized for a client that does not hydrate them.
-            for script in html.split("<script").skip(1) {
-                let inline = script.split("</script>").next().unwrap_or_default();
+            for inline in scripts(html) {
                 assert!(!inline.contains('{') && !inline.contains("example.com"), "{path}: {inline}");
             }
         };
@@ -60,8 +64,7 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
         for path in ["/", "/frogs"] {
             let answer = user.get(path).await;
             assert!(answer.body.contains("<leptos-island"), "{path}: {}", answer.body);
-            for script in answer.body.split("<script").skip(1) {
-                let inline = script.split("</script>").next().unwrap_or_default();
+            for inline in scripts(&answer.body) {
                 assert!(!inline.contains(USER.0) && !inline.contains("roles"), "{path}: {inline}");
                 assert!(!inline.contains("Dana"), "{path}: the name is in the header only: {inline}");
             }

@@ -4,11 +4,11 @@
 // is plain HTML whose one script (the forms' pending state, deferred) has run at
 // DOMContentLoaded.
 import { test, expect, type Page } from '@playwright/test';
-import { USER, signIn } from '../tests/support';
+import { USER, hasIslands, signIn } from '../tests/support';
 
 async function timeToInteractive(page: Page, path: string): Promise<number> {
   await page.goto(path);
-  if ((await page.locator('leptos-island').count()) === 0) {
+  if (!(await hasIslands(page))) {
     return page.evaluate(
       () => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).domContentLoadedEventEnd,
     );

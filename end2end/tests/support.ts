@@ -7,6 +7,11 @@ export const CONTROLS = process.env.TOKENLESS_E2E_CONTROLS ?? 'http://127.0.0.1:
 export const USER = { email: 'user@example.com', password: 'frogs-are-green', name: 'Dana User' };
 export const ADMIN = { email: 'admin@example.com', password: 'admin-frogs-rule', name: 'Ada Admin' };
 
+/** Whether the page holds islands, the only parts that load wasm and hydrate. */
+export async function hasIslands(page: Page): Promise<boolean> {
+  return (await page.locator('leptos-island').count()) > 0;
+}
+
 /**
  * Waits until the wasm client has taken over the page's islands. Returns at once without JS,
  * and on pages without islands (plain HTML: nothing to wait for, no wasm is loaded there).
@@ -14,7 +19,7 @@ export const ADMIN = { email: 'admin@example.com', password: 'admin-frogs-rule',
 export async function hydrated(page: Page, javaScript = true) {
   if (!javaScript) return;
   await page.waitForLoadState('domcontentloaded');
-  if ((await page.locator('leptos-island').count()) === 0) return;
+  if (!(await hasIslands(page))) return;
   await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
 }
 
