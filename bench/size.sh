@@ -73,8 +73,8 @@ if [ -x target/release/tokenless ] || [ -x target/debug/tokenless ]; then
     echo
     echo "| sent by the server | bytes | content-encoding |"
     echo "|---|---:|---|"
-    # The files a page can link: the forms' script, the islands' JS glue and wasm, the CSS.
-    files_linked=(/forms.js /pkg/tokenless.js /pkg/tokenless.wasm /pkg/tokenless.css)
+    # The files a page can link: the forms' script, the islands' loader, JS glue and wasm, the CSS.
+    files_linked=(/forms.js /islands.js /pkg/tokenless.js /pkg/tokenless.wasm /pkg/tokenless.css)
     declare -A asset
     for f in "${files_linked[@]}"; do
         read -r bytes encoding <<<"$(sent "$f")"

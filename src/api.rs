@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::AppError;
+use crate::error::{AppError, StatusError};
 
 /// What the home page shows about the server. Nothing secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +61,10 @@ pub struct AdminStatsView {
     pub reuse_events: u64,
 }
 
-#[server(prefix = "/api", endpoint = "server_status")]
-pub async fn server_status() -> Result<StatusReport, AppError> {
+/// The home page's server status, asked again from its island. Answers in postcard, not JSON:
+/// the islands' wasm client then carries no JSON decoder (src/islands.rs).
+#[server(prefix = "/api", endpoint = "server_status", output = server_fn::codec::Postcard)]
+pub async fn server_status() -> Result<StatusReport, StatusError> {
     Ok(crate::server::status::current().await)
 }
 

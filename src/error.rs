@@ -3,7 +3,7 @@
 //! Internal detail (upstream bodies, I/O errors, token problems) is logged on the server and
 //! mapped to one of these; nothing else crosses the wire.
 
-use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::codec::{JsonEncoding, PostcardEncoding};
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,27 @@ impl FromServerFnError for AppError {
     }
 }
 
+/// Why the server status, the one server function an island calls, gave no answer. Encoded
+/// with postcard like its answer: the islands' client carries no JSON decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StatusError {
+    #[error("The server could not be reached. Check your connection.")]
+    Unreachable,
+    #[error("The server could not answer. Please try again.")]
+    Failed,
+}
+
+impl FromServerFnError for StatusError {
+    type Encoder = PostcardEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            ServerFnErrorErr::Request(_) => StatusError::Unreachable,
+            _ => StatusError::Failed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +124,18 @@ mod tests {
         let e = AppError::from_server_fn_error(ServerFnErrorErr::ServerError("db down".into()));
         assert_eq!(e, AppError::Internal);
         assert!(!e.to_string().contains("db down"));
+    }
+
+    #[test]
+    fn the_status_errors_travel_as_postcard_and_say_nothing_internal() {
+        use leptos::server_fn::{Decodes, Encodes};
+        let e = StatusError::from_server_fn_error(ServerFnErrorErr::ServerError("redis down".into()));
+        assert_eq!(e, StatusError::Failed);
+        assert!(!e.to_string().contains("redis"));
+        let e = StatusError::from_server_fn_error(ServerFnErrorErr::Request("no route".into()));
+        assert_eq!(e, StatusError::Unreachable);
+        let bytes = <PostcardEncoding as Encodes<StatusError>>::encode(&e).unwrap();
+        assert_eq!(<PostcardEncoding as Decodes<StatusError>>::decode(bytes).unwrap(), e);
     }
 
     #[test]

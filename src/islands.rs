@@ -12,12 +12,28 @@ pub fn render_without_hydration() {
     }
 }
 
-/// The islands' loader: preloads the wasm and its JS glue, then hydrates every island of the
-/// page. Rendered by the pages that hold islands, never by the shell: the loader fetches the
-/// wasm wherever it is.
+/// The islands' loader: preloads the wasm client and its JS glue, and runs `/islands.js`, which
+/// hydrates every island of the page as soon as the client is ready. Rendered by the pages that
+/// hold islands, never by the shell: the loader fetches the wasm wherever it is.
+///
+/// Leptos's `<HydrationScripts islands=true/>` does the same but starts only once the browser is
+/// idle, which on `/frogs` left the croak buttons dead for a few hundred milliseconds after the
+/// page was drawn. The file names are the ones Leptos's loader uses (Tokenless builds without
+/// cargo-leptos's file hashing).
 #[component]
 pub fn IslandScripts() -> impl IntoView {
-    use_context::<LeptosOptions>().map(|options| view! { <HydrationScripts options islands=true/> })
+    use_context::<LeptosOptions>().map(|options| {
+        let client = format!("/{}/{}", options.site_pkg_dir, options.output_name);
+        // cargo-leptos (and .cargo/config.toml) set LEPTOS_OUTPUT_NAME; wasm-bindgen's own
+        // name for the wasm is used only without it, as Leptos does.
+        let wasm_suffix = if option_env!("LEPTOS_OUTPUT_NAME").is_some() { "" } else { "_bg" };
+        view! {
+            <link rel="modulepreload" href=format!("{client}.js") data-islands=""/>
+            <link rel="preload" href=format!("{client}{wasm_suffix}.wasm") r#as="fetch"
+                r#type="application/wasm" crossorigin="anonymous" data-islands=""/>
+            <script type="module" src="/islands.js" nonce=use_nonce()></script>
+        }
+    })
 }
 
 /// Sets `data-hydrated="true"` on `<html>` once the wasm client has taken over an island.
@@ -31,3 +47,4 @@ pub fn mark_hydrated() {
         }
     });
 }
+

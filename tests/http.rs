@@ -18,7 +18,7 @@ fn home_page_is_server_rendered_with_the_status() {
         assert!(html.contains("Sign in without handing your browser a token"), "{html}");
         assert!(html.contains("data-testid=\"server-status\""), "status resolved during SSR: {html}");
         assert!(html.contains("demo upstream (in-process)"), "{html}");
-        assert!(html.contains("/pkg/tokenless.js"), "the islands' loader is linked: {html}");
+        assert!(html.contains("/pkg/tokenless.js") && html.contains("src=\"/islands.js\""), "the islands' loader: {html}");
         assert_eq!(html.matches("<leptos-island").count(), 2, "the status and the counter: {html}");
         let nav = html.split("<nav").nth(1).and_then(|n| n.split("</nav>").next()).expect("a nav");
         assert!(nav.contains("href=\"/login\""), "the signed-out header is in place: {nav}");
@@ -38,6 +38,7 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
         let app = app().await;
         let plain = |path: &str, html: &str| {
             assert!(!html.contains("/pkg/tokenless.js") && !html.contains(".wasm"), "{path}: {html}");
+            assert!(!html.contains("islands.js"), "{path}: {html}");
             assert!(!html.contains("<leptos-island"), "{path}: {html}");
             assert!(html.contains("src=\"/forms.js\""), "{path}: {html}");
             // Resources are not serialized for a client that does not hydrate them.
@@ -69,43 +70,47 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
                 assert!(!inline.contains("Dana"), "{path}: the name is in the header only: {inline}");
             }
         }
-        // The frogs page holds one island per croak button, whose props are all the browser
-        // gets of a frog beyond the HTML: its id and name.
+        // The frogs page holds one island per croak button. Islands take no props: nothing of
+        // a frog reaches the browser but the HTML (the button's `data-frog` is its id).
         let frogs = user.get("/frogs").await;
         assert_eq!(frogs.status, StatusCode::OK);
         let islands = frogs.body.matches("<leptos-island").count();
         assert!(islands >= 8, "{islands} islands: {}", frogs.body);
-        assert!(frogs.body.contains("/pkg/tokenless.js"), "{}", frogs.body);
-        for island in frogs.body.split("<leptos-island").skip(1) {
-            let props = island.split("data-props=\"").nth(1).and_then(|p| p.split('"').next()).expect("props");
-            let props: serde_json::Value =
-                serde_json::from_str(&props.replace("&quot;", "\"")).expect("props are JSON");
-            let keys: Vec<&String> = props.as_object().expect("an object").keys().collect();
-            assert_eq!(keys, ["id", "name"], "{props}");
+        assert!(frogs.body.contains("/pkg/tokenless.js") && frogs.body.contains("src=\"/islands.js\""), "{}", frogs.body);
+        assert!(!frogs.body.contains("data-props"), "{}", frogs.body);
+        for id in 1..=8 {
+            let button = frogs.body.split(&format!("data-testid=\"croak-{id}\"")).next().and_then(|b| b.rsplit("<button").next());
+            assert!(button.is_some_and(|b| b.contains(&format!("data-frog=\"{id}\""))), "croak-{id}: {}", frogs.body);
         }
+        assert!(!user.get("/").await.body.contains("data-props"));
     })
 }
 
-/// The forms' script is a static file: cacheable, and no session is read or written for it.
+/// The forms' script and the islands' loader are static files: cacheable, and no session is
+/// read or written for them.
 #[test]
-fn the_forms_script_is_a_static_file() {
+fn the_scripts_are_static_files() {
     block_on(async {
         let mut app = app().await;
         // The site as cargo-leptos lays it out: `public/` copied to its root.
         let site = std::env::temp_dir().join(format!("tokenless-public-{}", std::process::id()));
         std::fs::create_dir_all(&site).unwrap();
-        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/public/forms.js"), site.join("forms.js")).unwrap();
+        for file in ["forms.js", "islands.js"] {
+            std::fs::copy(format!("{}/public/{file}", env!("CARGO_MANIFEST_DIR")), site.join(file)).unwrap();
+        }
         let mut state = app.state.clone();
         state.leptos_options.site_root = site.to_string_lossy().as_ref().into();
         app.router = router(state);
         let browser = Browser::new(&app);
         browser.sign_in(USER).await;
-        let answer = browser.get("/forms.js").await;
-        assert_eq!(answer.status, StatusCode::OK);
-        assert!(answer.headers["content-type"].to_str().unwrap().contains("javascript"));
-        assert!(answer.headers.get("cache-control").is_none_or(|v| v != "no-store"), "{:?}", answer.headers);
-        assert!(answer.set_cookies().is_empty(), "{:?}", answer.headers);
-        assert!(answer.body.contains("dataset.pending"), "{}", answer.body);
+        for (file, holds) in [("/forms.js", "dataset.pending"), ("/islands.js", "leptos-island")] {
+            let answer = browser.get(file).await;
+            assert_eq!(answer.status, StatusCode::OK, "{file}");
+            assert!(answer.headers["content-type"].to_str().unwrap().contains("javascript"), "{file}");
+            assert!(answer.headers.get("cache-control").is_none_or(|v| v != "no-store"), "{file}: {:?}", answer.headers);
+            assert!(answer.set_cookies().is_empty(), "{file}: {:?}", answer.headers);
+            assert!(answer.body.contains(holds), "{file}: {}", answer.body);
+        }
         let _ = std::fs::remove_dir_all(site);
     })
 }
@@ -120,15 +125,18 @@ fn unknown_page_is_404() {
     })
 }
 
+/// The server status, the one server function an island calls, answers in postcard (the islands'
+/// client carries no JSON decoder).
 #[test]
-fn server_function_answers_json() {
+fn the_islands_server_function_answers_postcard() {
     block_on(async {
         let app = app().await;
         let answer = Browser::new(&app).call("server_status", &[]).await;
         assert_eq!(answer.status, StatusCode::OK);
-        let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-        assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
-        assert!(json["answered_at_ms"].as_u64().unwrap() > 1_600_000_000_000);
+        assert_eq!(answer.headers["content-type"], "application/x-postcard");
+        let report: tokenless::api::StatusReport = postcard::from_bytes(&answer.bytes).expect("postcard");
+        assert_eq!(report.version, env!("CARGO_PKG_VERSION"));
+        assert!(report.answered_at_ms > 1_600_000_000_000);
     })
 }
 

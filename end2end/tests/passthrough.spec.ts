@@ -32,6 +32,20 @@ test.describe('passthrough', () => {
     expect(after.reuse_events).toBe(0);
   });
 
+  test('each croak button croaks its own frog', async ({ page }) => {
+    // The islands take no props: a button finds its frog in the attributes the server rendered.
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    for (const id of [3, 8]) {
+      const call = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith(`/api/upstream/frogs/${id}/croaks`));
+      await page.getByTestId(`croak-${id}`).click();
+      await call;
+      await expect(page.getByTestId(`croaks-${id}`)).toHaveText(/\d+ croaks?/);
+    }
+    await expect(page.getByTestId('croaks-1')).toHaveText('');
+  });
+
   test('another site cannot call it, by script or by form', async ({ page, request }) => {
     await signIn(page, USER);
     const target = new URL('/api/upstream/frogs/1/croaks', page.url()).toString();

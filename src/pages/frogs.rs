@@ -1,5 +1,6 @@
 //! `/frogs` (signed in only): the upstream's frogs, fetched and rendered on the server.
 
+use leptos::context::Provider;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -28,7 +29,9 @@ pub fn FrogsPage() -> impl IntoView {
                                     <h2>{f.name.clone()}</h2>
                                     <p>{f.species}</p>
                                     <p class="hint">{f.habitat}</p>
-                                    <CroakButton id=f.id name=f.name.clone()/>
+                                    <Provider value=CroakTarget { id: f.id, name: f.name.clone() }>
+                                        <CroakButton/>
+                                    </Provider>
                                 </li>
                             }).collect_view()}
                         </ul>
@@ -40,12 +43,28 @@ pub fn FrogsPage() -> impl IntoView {
     }
 }
 
+/// The frog a croak button croaks with, given by the frogs page around each button.
+#[derive(Debug, Clone)]
+pub struct CroakTarget {
+    pub id: u32,
+    pub name: String,
+}
+
 /// Asks the upstream to record a croak, from the browser through the passthrough (no server
-/// function written for it). An island: works once it has hydrated. Its props are written
-/// into the page: nothing but the frog's id and name.
+/// function written for it). An island: works once it has hydrated.
+///
+/// It takes no props. An island's props are written into the page as JSON and read back in the
+/// browser with serde_json, the heaviest crate the client would carry, for two fields. The
+/// server renders the frog (`CroakTarget`, from context) into the button's attributes;
+/// hydration leaves attributes the server rendered as they are (the browser has no context to
+/// give), and a click reads the frog's id back from `data-frog`. So nothing about the page's
+/// data is serialized for an island at all.
 #[island]
-fn CroakButton(id: u32, name: String) -> impl IntoView {
+fn CroakButton() -> impl IntoView {
     mark_hydrated();
+    // Some on the server; None in the browser, where the island hydrates on its own.
+    let target = use_context::<CroakTarget>();
+    let button = NodeRef::<leptos::html::Button>::new();
     let croaks = RwSignal::new(None::<u64>);
     let problem = RwSignal::new(None::<String>);
     let pending = RwSignal::new(false);
@@ -53,6 +72,11 @@ fn CroakButton(id: u32, name: String) -> impl IntoView {
         if pending.get_untracked() {
             return;
         }
+        let frog = button.get_untracked().and_then(|b| b.get_attribute("data-frog"));
+        let Some(id) = frog.and_then(|id| id.parse::<u32>().ok()) else {
+            problem.set(Some("This button does not say which frog it is for.".into()));
+            return;
+        };
         pending.set(true);
         problem.set(None);
         leptos::task::spawn_local(async move {
@@ -67,13 +91,16 @@ fn CroakButton(id: u32, name: String) -> impl IntoView {
             pending.set(false);
         });
     };
+    let id = target.as_ref().map(|t| t.id.to_string());
     view! {
         <p class="croak">
-            <button type="button" class="secondary" data-testid=format!("croak-{id}")
-                aria-label=format!("Croak with {name}") disabled=move || pending.get() on:click=on_click>
+            <button node_ref=button type="button" class="secondary" data-frog=id.clone()
+                data-testid=id.as_ref().map(|id| format!("croak-{id}"))
+                aria-label=target.map(|t| format!("Croak with {}", t.name))
+                disabled=move || pending.get() on:click=on_click>
                 {move || if pending.get() { "Croaking…" } else { "Croak" }}
             </button>
-            <span role="status" data-testid=format!("croaks-{id}")>
+            <span role="status" data-testid=id.map(|id| format!("croaks-{id}"))>
                 {move || croaks.get().map(|n| if n == 1 { "1 croak".to_string() } else { format!("{n} croaks") })}
             </span>
             {move || problem.get().map(|m| view! { <span class="error" role="alert">{m}</span> })}

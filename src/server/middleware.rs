@@ -26,7 +26,7 @@ use crate::server::AppState;
 pub struct CspNonce(pub Arc<str>);
 
 /// The files of `public/` (and the icon browsers ask for on their own).
-const PUBLIC_FILES: [&str; 3] = ["/favicon.svg", "/favicon.ico", "/forms.js"];
+const PUBLIC_FILES: [&str; 4] = ["/favicon.svg", "/favicon.ico", "/forms.js", "/islands.js"];
 
 /// Files cargo-leptos builds and `public/` holds: no session, cacheable.
 fn is_static(path: &str) -> bool {

@@ -74,6 +74,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
+    /// The body as sent, for answers that are not text.
+    pub bytes: axum::body::Bytes,
 }
 
 impl Answer {
@@ -122,7 +124,7 @@ impl<'a> Browser<'a> {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
-        let answer = Answer { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() };
+        let answer = Answer { status, headers, body: String::from_utf8_lossy(&bytes).into_owned(), bytes };
         for c in answer.set_cookies() {
             let removed = c.max_age().is_some_and(|a| a.is_zero()) || c.value().is_empty();
             if removed {
