@@ -11,11 +11,14 @@
 #
 #   bash bench/load.sh             # needs: target/release/tokenless (built if missing), wrk
 #   TOKENLESS_BENCH_SECONDS=2 TOKENLESS_BENCH_CONCURRENCY="1 8" bash bench/load.sh   # a smoke run
+#   TOKENLESS_BENCH_ROUNDS=3 TOKENLESS_BENCH_CONCURRENCY="8 64" bash bench/load.sh    # the ceiling
+#       ratios in 3 alternating rounds, each round's and the median (one run swings by ±15 %)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECONDS_EACH="${TOKENLESS_BENCH_SECONDS:-10}"
 CONCURRENCY="${TOKENLESS_BENCH_CONCURRENCY:-1 8 64 256}"
+ROUNDS="${TOKENLESS_BENCH_ROUNDS:-1}"
 PORT_AUTH=3300
 PORT_BASE=3302
 PORT_UPSTREAM=3320
@@ -86,24 +89,31 @@ echo "Machine: $(nproc) cores, $(uname -srm); ${SECONDS_EACH}s per run; wrk on t
 echo
 echo "| target | connections | requests/s | p50 | p99 | errors |"
 echo "|---|---:|---:|---:|---:|---:|"
-ratios=()
-for c in $CONCURRENCY; do
-    run "/frogs, signed in (cookie)" "http://127.0.0.1:$PORT_AUTH/frogs" "$c" -H "cookie: $cookie"
-    tokenless=$LAST
-    run "/frogs, auth bypassed (baseline)" "http://127.0.0.1:$PORT_BASE/frogs" "$c"
-    run "/frogs, bare Leptos (ceiling)" "http://127.0.0.1:$PORT_CEILING/frogs" "$c" -H "cookie: $ceiling_cookie"
-    ceiling=$LAST
-    run "static file (/pkg/tokenless.css)" "http://127.0.0.1:$PORT_AUTH/pkg/tokenless.css" "$c"
-    IFS='|' read -r t_rps _ t_p99 _ <<<"$tokenless"
-    IFS='|' read -r c_rps _ c_p99 _ <<<"$ceiling"
-    ratios+=("| $c | $(awk -v t="$t_rps" -v c="$c_rps" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }') | $(awk -v t="$(millis "$(echo "$t_p99" | tr -d ' ')")" -v c="$(millis "$(echo "$c_p99" | tr -d ' ')")" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }') |")
+declare -A ratios
+for round in $(seq 1 "$ROUNDS"); do
+    for c in $CONCURRENCY; do
+        run "/frogs, signed in (cookie)" "http://127.0.0.1:$PORT_AUTH/frogs" "$c" -H "cookie: $cookie"
+        tokenless=$LAST
+        run "/frogs, auth bypassed (baseline)" "http://127.0.0.1:$PORT_BASE/frogs" "$c"
+        run "/frogs, bare Leptos (ceiling)" "http://127.0.0.1:$PORT_CEILING/frogs" "$c" -H "cookie: $ceiling_cookie"
+        ceiling=$LAST
+        run "static file (/pkg/tokenless.css)" "http://127.0.0.1:$PORT_AUTH/pkg/tokenless.css" "$c"
+        IFS='|' read -r t_rps _ t_p99 _ <<<"$tokenless"
+        IFS='|' read -r c_rps _ c_p99 _ <<<"$ceiling"
+        ratios[$c]="${ratios[$c]:-} $(awk -v t="$t_rps" -v c="$c_rps" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }'):$(awk -v t="$(millis "$(echo "$t_p99" | tr -d ' ')")" -v c="$(millis "$(echo "$c_p99" | tr -d ' ')")" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }')"
+    done
 done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 echo
-echo "Tokenless /frogs against the ceiling, same run (target: requests/s ≥ 0.90, p99 ≤ 1.20 at 8 and 64):"
+echo "Tokenless /frogs against the ceiling, same run (target: requests/s ≥ 0.90, p99 ≤ 1.20 at 8 and 64), each round and the median:"
 echo
-echo "| connections | requests/s, Tokenless / ceiling | p99, Tokenless / ceiling |"
-echo "|---:|---:|---:|"
-printf '%s\n' "${ratios[@]}"
+echo "| connections | requests/s, Tokenless / ceiling | p99, Tokenless / ceiling | median requests/s ratio | median p99 ratio |"
+echo "|---:|---|---|---:|---:|"
+for c in $CONCURRENCY; do
+    rps=$(for r in ${ratios[$c]}; do printf '%s ' "${r%%:*}"; done)
+    p99=$(for r in ${ratios[$c]}; do printf '%s ' "${r##*:}"; done)
+    echo "| $c | ${rps% } | ${p99% } | $(echo "$rps" | median) | $(echo "$p99" | median) |"
+done
 echo
 echo "Peak RSS: app with sessions $(awk '/VmHWM/ {print $2, $3}' /proc/$AUTH_PID/status), baseline app $(awk '/VmHWM/ {print $2, $3}' /proc/$BASE_PID/status), ceiling $(awk '/VmHWM/ {print $2, $3}' /proc/$CEILING_PID/status)"
 # Session scale: many distinct signed-in sessions cycling through the authenticated page.

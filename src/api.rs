@@ -75,6 +75,27 @@ pub async fn sign_in_provider() -> Result<Option<String>, AppError> {
     Ok(crate::server::actions::sign_in_provider())
 }
 
+/// Who is signed in on the request being rendered, read on the server without a round of
+/// async work: the header asks it on every page (it is never an island). `None` when nobody,
+/// and in the browser.
+pub fn signed_in_user() -> Option<UserView> {
+    request::signed_in_user()
+}
+
+#[cfg(feature = "ssr")]
+mod request {
+    pub fn signed_in_user() -> Option<super::UserView> {
+        crate::server::actions::who_am_i().ok().flatten()
+    }
+}
+
+#[cfg(not(feature = "ssr"))]
+mod request {
+    pub fn signed_in_user() -> Option<super::UserView> {
+        None
+    }
+}
+
 /// Who is signed in on this request; `None` when nobody.
 #[server(prefix = "/api", endpoint = "who_am_i")]
 pub async fn who_am_i() -> Result<Option<UserView>, AppError> {

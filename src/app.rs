@@ -4,10 +4,13 @@
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
-use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{SsrMode, StaticSegment};
 
-use crate::api::{who_am_i, Logout};
+use leptos::server_fn::ServerFn;
+use leptos_router::hooks::use_location;
+
+use crate::api::{signed_in_user, Logout};
 use crate::pages::{
     account::AccountPage, admin::AdminPage, frogs::FrogsPage, home::HomePage, login::LoginPage,
     not_found::NotFound, register::RegisterPage,
@@ -94,7 +97,7 @@ fn Layout() -> impl IntoView {
     view! {
         <a class="skip" href="#main">"Skip to content"</a>
         <header class="site-header">
-            <A href="/" attr:class="brand">"Tokenless"</A>
+            <a href="/" class="brand">"Tokenless"</a>
             <Nav/>
         </header>
         <main id="main" tabindex="-1">
@@ -121,34 +124,36 @@ fn Layout() -> impl IntoView {
 
 #[component]
 fn Nav() -> impl IntoView {
-    let logout = ServerAction::<Logout>::new();
-    // Blocking: the header is in the first chunk of HTML.
-    let user = Resource::new_blocking(|| (), |_| who_am_i());
+    // The header renders on the server only: who is signed in is read there, directly (no
+    // resource, no suspense), the links are plain links and signing out a plain form post.
+    let here = use_location().pathname.get_untracked();
+    let link = move |href: &'static str, label: &'static str| {
+        let current = here == href || here.strip_prefix(href).is_some_and(|rest| rest.starts_with('/'));
+        view! { <a href=href aria-current=current.then_some("page")>{label}</a> }
+    };
     view! {
         <nav aria-label="Main">
-            <Transition fallback=|| ()>
-                {move || user.get().map(|answer| match answer {
-                    Ok(Some(user)) => {
-                        let admin = user.is_admin();
-                        view! {
-                            <A href="/frogs">"Frogs"</A>
-                            {admin.then(|| view! { <A href="/admin">"Admin"</A> })}
-                            <A href="/account">"Account"</A>
-                            <span class="who" data-testid="signed-in-as">{user.name}</span>
-                            <ActionForm action=logout attr:class="inline-form">
-                                <button type="submit" class="secondary" data-testid="sign-out"
-                                    data-pending="Signing out…">"Sign out"</button>
-                            </ActionForm>
-                        }
-                        .into_any()
+            {match signed_in_user() {
+                Some(user) => {
+                    let admin = user.is_admin();
+                    view! {
+                        {link("/frogs", "Frogs")}
+                        {admin.then(|| link("/admin", "Admin"))}
+                        {link("/account", "Account")}
+                        <span class="who" data-testid="signed-in-as">{user.name}</span>
+                        <form method="post" action=Logout::url() class="inline-form">
+                            <button type="submit" class="secondary" data-testid="sign-out"
+                                data-pending="Signing out…">"Sign out"</button>
+                        </form>
                     }
-                    _ => view! {
-                        <A href="/login">"Sign in"</A>
-                        <A href="/register" attr:class="button">"Register"</A>
-                    }
-                    .into_any(),
-                })}
-            </Transition>
+                    .into_any()
+                }
+                None => view! {
+                    {link("/login", "Sign in")}
+                    <a href="/register" class="button">"Register"</a>
+                }
+                .into_any(),
+            }}
         </nav>
     }
 }

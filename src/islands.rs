@@ -22,18 +22,32 @@ pub fn render_without_hydration() {
 /// cargo-leptos's file hashing).
 #[component]
 pub fn IslandScripts() -> impl IntoView {
-    use_context::<LeptosOptions>().map(|options| {
+    use_context::<ClientFiles>().map(|client| {
+        view! {
+            <link rel="modulepreload" href=client.glue data-islands=""/>
+            <link rel="preload" href=client.wasm r#as="fetch" r#type="application/wasm"
+                crossorigin="anonymous" data-islands=""/>
+            <script type="module" src="/islands.js" nonce=use_nonce()></script>
+        }
+    })
+}
+
+/// Where the wasm client and its JS glue are served. The server makes it once and provides it
+/// to every render, for `IslandScripts`.
+#[derive(Clone, Debug)]
+pub struct ClientFiles {
+    pub glue: std::sync::Arc<str>,
+    pub wasm: std::sync::Arc<str>,
+}
+
+impl ClientFiles {
+    pub fn new(options: &LeptosOptions) -> Self {
         let client = format!("/{}/{}", options.site_pkg_dir, options.output_name);
         // cargo-leptos (and .cargo/config.toml) set LEPTOS_OUTPUT_NAME; wasm-bindgen's own
         // name for the wasm is used only without it, as Leptos does.
         let wasm_suffix = if option_env!("LEPTOS_OUTPUT_NAME").is_some() { "" } else { "_bg" };
-        view! {
-            <link rel="modulepreload" href=format!("{client}.js") data-islands=""/>
-            <link rel="preload" href=format!("{client}{wasm_suffix}.wasm") r#as="fetch"
-                r#type="application/wasm" crossorigin="anonymous" data-islands=""/>
-            <script type="module" src="/islands.js" nonce=use_nonce()></script>
-        }
-    })
+        ClientFiles { glue: format!("{client}.js").into(), wasm: format!("{client}{wasm_suffix}.wasm").into() }
+    }
 }
 
 /// Sets `data-hydrated="true"` on `<html>` once the wasm client has taken over an island.

@@ -1,5 +1,12 @@
 //! Starts Tokenless: load and validate settings, build the router, serve until a signal.
 
+/// mimalloc rather than glibc's malloc: a page render allocates a few thousand times, and under
+/// load glibc's allocator (arena locks, consolidation) cost about as much as the render itself
+/// (BENCHMARKS.md, "Where a request's time goes").
+#[cfg(feature = "ssr")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(feature = "ssr")]
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

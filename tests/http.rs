@@ -98,9 +98,7 @@ fn the_scripts_are_static_files() {
         for file in ["forms.js", "islands.js"] {
             std::fs::copy(format!("{}/public/{file}", env!("CARGO_MANIFEST_DIR")), site.join(file)).unwrap();
         }
-        let mut state = app.state.clone();
-        state.leptos_options.site_root = site.to_string_lossy().as_ref().into();
-        app.router = router(state);
+        app.router = router(app.state.with_site_root(&site.to_string_lossy()));
         let browser = Browser::new(&app);
         browser.sign_in(USER).await;
         for (file, holds) in [("/forms.js", "dataset.pending"), ("/islands.js", "leptos-island")] {
@@ -176,9 +174,7 @@ fn static_files_go_out_precompressed_when_the_build_wrote_them() {
         std::fs::write(site.join("pkg/tokenless.wasm.br"), "brotli wasm").unwrap();
         std::fs::write(site.join("pkg/tokenless.wasm.gz"), "gzip wasm").unwrap();
         std::fs::write(site.join("pkg/tokenless.css"), "body{}").unwrap();
-        let mut state = app.state.clone();
-        state.leptos_options.site_root = site.to_string_lossy().as_ref().into();
-        app.router = router(state);
+        app.router = router(app.state.with_site_root(&site.to_string_lossy()));
         let browser = Browser::new(&app);
         let fetch = |path: &str, encodings: Option<&str>| {
             let mut request = Request::get(path);

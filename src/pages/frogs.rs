@@ -2,6 +2,7 @@
 
 use leptos::context::Provider;
 use leptos::prelude::*;
+use leptos::wasm_bindgen::JsCast;
 use leptos_meta::Title;
 
 use crate::api::list_frogs;
@@ -64,46 +65,62 @@ fn CroakButton() -> impl IntoView {
     mark_hydrated();
     // Some on the server; None in the browser, where the island hydrates on its own.
     let target = use_context::<CroakTarget>();
-    let button = NodeRef::<leptos::html::Button>::new();
-    let croaks = RwSignal::new(None::<u64>);
-    let problem = RwSignal::new(None::<String>);
-    let pending = RwSignal::new(false);
-    let on_click = move |_| {
-        if pending.get_untracked() {
+    // One signal for the button's state: the server renders eight of these per page.
+    let state = RwSignal::new(Croaking::default());
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        if state.with_untracked(|s| s.pending) {
             return;
         }
-        let frog = button.get_untracked().and_then(|b| b.get_attribute("data-frog"));
+        let frog = ev
+            .current_target()
+            .and_then(|button| button.dyn_into::<leptos::web_sys::Element>().ok())
+            .and_then(|button| button.get_attribute("data-frog"));
         let Some(id) = frog.and_then(|id| id.parse::<u32>().ok()) else {
-            problem.set(Some("This button does not say which frog it is for.".into()));
+            state.update(|s| s.problem = Some("This button does not say which frog it is for.".into()));
             return;
         };
-        pending.set(true);
-        problem.set(None);
+        state.update(|s| {
+            s.pending = true;
+            s.problem = None;
+        });
         leptos::task::spawn_local(async move {
-            match croak(id).await {
-                Ok(answer) => croaks.set(Some(answer.croaks)),
-                Err(CallError::SignIn { expired }) => {
-                    // A full page load: the router does not run in the browser.
-                    let _ = window().location().set_href(&login_href("/frogs", expired));
-                }
-                Err(CallError::Message(m)) => problem.set(Some(m)),
+            let answer = croak(id).await;
+            if let Err(CallError::SignIn { expired }) = answer {
+                // A full page load: the router does not run in the browser.
+                let _ = window().location().set_href(&login_href("/frogs", expired));
             }
-            pending.set(false);
+            state.update(|s| {
+                s.pending = false;
+                match answer {
+                    Ok(answer) => s.croaks = Some(answer.croaks),
+                    Err(CallError::Message(m)) => s.problem = Some(m),
+                    Err(CallError::SignIn { .. }) => {}
+                }
+            });
         });
     };
     let id = target.as_ref().map(|t| t.id.to_string());
     view! {
         <p class="croak">
-            <button node_ref=button type="button" class="secondary" data-frog=id.clone()
+            <button type="button" class="secondary" data-frog=id.clone()
                 data-testid=id.as_ref().map(|id| format!("croak-{id}"))
                 aria-label=target.map(|t| format!("Croak with {}", t.name))
-                disabled=move || pending.get() on:click=on_click>
-                {move || if pending.get() { "Croaking…" } else { "Croak" }}
+                disabled=move || state.with(|s| s.pending) on:click=on_click>
+                {move || if state.with(|s| s.pending) { "Croaking…" } else { "Croak" }}
             </button>
             <span role="status" data-testid=id.map(|id| format!("croaks-{id}"))>
-                {move || croaks.get().map(|n| if n == 1 { "1 croak".to_string() } else { format!("{n} croaks") })}
+                {move || state.with(|s| s.croaks).map(|n| if n == 1 { "1 croak".to_string() } else { format!("{n} croaks") })}
             </span>
-            {move || problem.get().map(|m| view! { <span class="error" role="alert">{m}</span> })}
+            {move || state.with(|s| s.problem.clone()).map(|m| view! { <span class="error" role="alert">{m}</span> })}
         </p>
     }
+}
+
+/// What a croak button shows: its frog's count once croaked, a problem, whether a croak is on
+/// its way.
+#[derive(Debug, Clone, Default)]
+struct Croaking {
+    croaks: Option<u64>,
+    problem: Option<String>,
+    pending: bool,
 }

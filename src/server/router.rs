@@ -9,6 +9,7 @@ use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::{shell, App};
+use crate::islands::ClientFiles;
 use crate::server::middleware::{self, CspNonce};
 use crate::server::AppState;
 use crate::server::{form_memory, metrics, passthrough};
@@ -30,10 +31,11 @@ fn route_list() -> Vec<AxumRouteListing> {
 pub fn router(state: AppState) -> Router {
     let routes = route_list();
     let context_state = state.clone();
+    // For the islands' loader, which the pages with islands render.
+    let client_files = ClientFiles::new(&state.leptos_options);
     let provide_state = move || {
         provide_context(context_state.clone());
-        // For the islands' loader, which the pages with islands render (`crate::islands`).
-        provide_context(context_state.leptos_options.clone());
+        provide_context(client_files.clone());
         if let Some(parts) = use_context::<axum::http::request::Parts>() {
             // The nonce the CSP header names, for Leptos's inline scripts.
             if let Some(nonce) = parts.extensions.get::<CspNonce>() {

@@ -11,8 +11,22 @@ use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
 use crate::server::settings::{Mode, Settings};
 
+/// Cloned for every request (extractors, the components' context): one shared reference, so a
+/// clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What `AppState` shares.
+#[derive(Clone)]
+pub struct Shared {
     pub leptos_options: LeptosOptions,
     pub settings: Arc<Settings>,
     pub sessions: Arc<SessionManager>,
@@ -160,7 +174,7 @@ impl AppState {
         } else {
             None
         };
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             leptos_options,
             settings: Arc::new(settings),
             sessions,
@@ -169,7 +183,14 @@ impl AppState {
             fixed_session,
             oidc,
             form_action: form_action.into(),
-        })
+        })))
+    }
+
+    /// The same state serving the site from another directory (tests lay a site out).
+    pub fn with_site_root(&self, root: &str) -> AppState {
+        let mut shared = Shared::clone(&self.0);
+        shared.leptos_options.site_root = root.into();
+        AppState(Arc::new(shared))
     }
 
     pub fn upstream_label(&self) -> String {
