@@ -12,13 +12,15 @@
 #   bash bench/load.sh             # needs: target/release/tokenless (built if missing), wrk
 #   TOKENLESS_BENCH_SECONDS=2 TOKENLESS_BENCH_CONCURRENCY="1 8" bash bench/load.sh   # a smoke run
 #   TOKENLESS_BENCH_ROUNDS=3 TOKENLESS_BENCH_CONCURRENCY="8 64" bash bench/load.sh    # the ceiling
-#       ratios in 3 alternating rounds, each round's and the median (one run swings by ±15 %)
+#       ratios in 3 rounds (each runs Tokenless, baseline, ceiling, static file in turn at every
+#       concurrency), each round's and the median (one run swings by ±15 %)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECONDS_EACH="${TOKENLESS_BENCH_SECONDS:-10}"
 CONCURRENCY="${TOKENLESS_BENCH_CONCURRENCY:-1 8 64 256}"
 ROUNDS="${TOKENLESS_BENCH_ROUNDS:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "TOKENLESS_BENCH_ROUNDS must be a whole number of rounds, 1 or more (got $ROUNDS)" >&2; exit 1; }
 PORT_AUTH=3300
 PORT_BASE=3302
 PORT_UPSTREAM=3320
@@ -103,7 +105,7 @@ for round in $(seq 1 "$ROUNDS"); do
         ratios[$c]="${ratios[$c]:-} $(awk -v t="$t_rps" -v c="$c_rps" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }'):$(awk -v t="$(millis "$(echo "$t_p99" | tr -d ' ')")" -v c="$(millis "$(echo "$c_p99" | tr -d ' ')")" 'BEGIN { printf "%.2f", (c > 0 ? t / c : 0) }')"
     done
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 echo
 echo "Tokenless /frogs against the ceiling, same run (target: requests/s ≥ 0.90, p99 ≤ 1.20 at 8 and 64), each round and the median:"
 echo

@@ -127,9 +127,9 @@ fn Nav() -> impl IntoView {
     // The header renders on the server only: who is signed in is read there, directly (no
     // resource, no suspense), the links are plain links and signing out a plain form post.
     let here = use_location().pathname.get_untracked();
-    let link = move |href: &'static str, label: &'static str| {
+    let link = move |href: &'static str, label: &'static str, class: Option<&'static str>| {
         let current = here == href || here.strip_prefix(href).is_some_and(|rest| rest.starts_with('/'));
-        view! { <a href=href aria-current=current.then_some("page")>{label}</a> }
+        view! { <a href=href class=class aria-current=current.then_some("page")>{label}</a> }
     };
     view! {
         <nav aria-label="Main">
@@ -137,9 +137,9 @@ fn Nav() -> impl IntoView {
                 Some(user) => {
                     let admin = user.is_admin();
                     view! {
-                        {link("/frogs", "Frogs")}
-                        {admin.then(|| link("/admin", "Admin"))}
-                        {link("/account", "Account")}
+                        {link("/frogs", "Frogs", None)}
+                        {admin.then(|| link("/admin", "Admin", None))}
+                        {link("/account", "Account", None)}
                         <span class="who" data-testid="signed-in-as">{user.name}</span>
                         <form method="post" action=Logout::url() class="inline-form">
                             <button type="submit" class="secondary" data-testid="sign-out"
@@ -149,8 +149,8 @@ fn Nav() -> impl IntoView {
                     .into_any()
                 }
                 None => view! {
-                    {link("/login", "Sign in")}
-                    <a href="/register" class="button">"Register"</a>
+                    {link("/login", "Sign in", None)}
+                    {link("/register", "Register", Some("button"))}
                 }
                 .into_any(),
             }}

@@ -25,7 +25,9 @@ async function timeToInteractive(page: Page, path: string): Promise<number> {
   }
   await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
   // performance.now() counts from the navigation's start.
-  return page.evaluate(() => (window as unknown as { hydratedAt: number }).hydratedAt);
+  const at = await page.evaluate(() => (window as unknown as { hydratedAt?: number }).hydratedAt);
+  expect(typeof at, 'the moment the page was marked hydrated').toBe('number');
+  return at as number;
 }
 
 function median(xs: number[]) {

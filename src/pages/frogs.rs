@@ -71,9 +71,12 @@ fn CroakButton() -> impl IntoView {
         if state.with_untracked(|s| s.pending) {
             return;
         }
+        // The element clicked, then the button holding it (`currentTarget` would be the document
+        // if Leptos delegated events).
         let frog = ev
-            .current_target()
-            .and_then(|button| button.dyn_into::<leptos::web_sys::Element>().ok())
+            .target()
+            .and_then(|clicked| clicked.dyn_into::<leptos::web_sys::Element>().ok())
+            .and_then(|clicked| clicked.closest("[data-frog]").ok().flatten())
             .and_then(|button| button.get_attribute("data-frog"));
         let Some(id) = frog.and_then(|id| id.parse::<u32>().ok()) else {
             state.update(|s| s.problem = Some("This button does not say which frog it is for.".into()));
