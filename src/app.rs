@@ -21,7 +21,12 @@ use crate::pages::{
 pub const PROTECTED: &[&str] = &["/frogs", "/admin", "/account"];
 
 pub fn is_protected(path: &str) -> bool {
-    PROTECTED.iter().any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
+    PROTECTED.iter().any(|p| is_at_or_under(path, p))
+}
+
+/// Whether `path` is `prefix` or a path below it (`/frogs/1` is under `/frogs`, `/frogsy` not).
+fn is_at_or_under(path: &str, prefix: &str) -> bool {
+    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The sign-in page's `reason` after a sign-out whose revocation upstream is not confirmed yet.
@@ -128,7 +133,7 @@ fn Nav() -> impl IntoView {
     // resource, no suspense), the links are plain links and signing out a plain form post.
     let here = use_location().pathname.get_untracked();
     let link = move |href: &'static str, label: &'static str, class: Option<&'static str>| {
-        let current = here == href || here.strip_prefix(href).is_some_and(|rest| rest.starts_with('/'));
+        let current = is_at_or_under(&here, href);
         view! { <a href=href class=class aria-current=current.then_some("page")>{label}</a> }
     };
     view! {
