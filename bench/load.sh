@@ -93,21 +93,19 @@ echo
 echo "| target | connections | requests/s | p50 | p99 | errors |"
 echo "|---|---:|---:|---:|---:|---:|"
 declare -A ratios
+run_tokenless() { # concurrency; leaves its summary in $tokenless
+    run "/frogs, signed in (cookie)" "http://127.0.0.1:$PORT_AUTH/frogs" "$1" -H "cookie: $cookie"
+    tokenless=$LAST
+}
 for round in $(seq 1 "$ROUNDS"); do
     for c in $CONCURRENCY; do
         # Odd rounds run Tokenless before the ceiling, even rounds after it: neither always
         # meets a machine the other has just warmed (or tired).
-        if (( round % 2 )); then
-            run "/frogs, signed in (cookie)" "http://127.0.0.1:$PORT_AUTH/frogs" "$c" -H "cookie: $cookie"
-            tokenless=$LAST
-        fi
+        if (( round % 2 )); then run_tokenless "$c"; fi
         run "/frogs, auth bypassed (baseline)" "http://127.0.0.1:$PORT_BASE/frogs" "$c"
         run "/frogs, bare Leptos (ceiling)" "http://127.0.0.1:$PORT_CEILING/frogs" "$c" -H "cookie: $ceiling_cookie"
         ceiling=$LAST
-        if (( round % 2 == 0 )); then
-            run "/frogs, signed in (cookie)" "http://127.0.0.1:$PORT_AUTH/frogs" "$c" -H "cookie: $cookie"
-            tokenless=$LAST
-        fi
+        if (( round % 2 == 0 )); then run_tokenless "$c"; fi
         run "static file (/pkg/tokenless.css)" "http://127.0.0.1:$PORT_AUTH/pkg/tokenless.css" "$c"
         IFS='|' read -r t_rps _ t_p99 _ <<<"$tokenless"
         IFS='|' read -r c_rps _ c_p99 _ <<<"$ceiling"
