@@ -1,6 +1,8 @@
 // The upstream passthrough from a real browser: the croak button on /frogs calls the upstream
 // through /api/upstream with no token in the page; it keeps working after the access token
-// expired (one refresh); another site cannot use it; paths outside the allowlist are 404.
+// expired (one refresh); a press while a croak is on its way sends nothing; a failure shows next
+// to its button; an ended session goes to sign in; another site cannot use it; paths outside the
+// allowlist are 404.
 import { test, expect } from '@playwright/test';
 import { USER, counters, expireAccessToken, hydrated, signIn } from './support';
 
@@ -33,7 +35,7 @@ test.describe('passthrough', () => {
   });
 
   test('each croak button croaks its own frog', async ({ page }) => {
-    // The islands take no props: a button finds its frog in the attributes the server rendered.
+    // The island takes no props: a button's frog is in the attributes the server rendered.
     await signIn(page, USER);
     await page.goto('/frogs');
     await hydrated(page);
@@ -44,6 +46,69 @@ test.describe('passthrough', () => {
       await expect(page.getByTestId(`croaks-${id}`)).toHaveText(/\d+ croaks?/);
     }
     await expect(page.getByTestId('croaks-1')).toHaveText('');
+  });
+
+  test('a croak on its way disables its button, and a second press sends nothing', async ({ page }) => {
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    // The answer is held until the button has been pressed twice.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let sent = 0;
+    await page.route('**/api/upstream/frogs/2/croaks', async (route) => {
+      sent += 1;
+      await held;
+      await route.continue();
+    });
+    const button = page.getByTestId('croak-2');
+    await button.click();
+    await expect(button).toBeDisabled();
+    await expect(button).toHaveText('Croaking…');
+    await button.click({ force: true });
+    release();
+    await expect(page.getByTestId('croaks-2')).toHaveText(/\d+ croaks?/);
+    await expect(button).toBeEnabled();
+    await expect(button).toHaveText('Croak');
+    expect(sent).toBe(1);
+  });
+
+  test('a croak that fails says why next to its button, and the next press clears it', async ({ page }) => {
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    await page.route('**/api/upstream/frogs/4/croaks', (route) =>
+      route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable","message":""}' }),
+    );
+    await page.getByTestId('croak-4').click();
+    const problem = page.locator('.croak', { has: page.getByTestId('croak-4') }).getByRole('alert');
+    await expect(problem).toHaveText(/unavailable right now/);
+    await expect(page.getByTestId('croaks-4')).toHaveText('');
+    // Other frogs show nothing of it.
+    await expect(page.locator('.croak', { has: page.getByTestId('croak-5') }).getByRole('alert')).toHaveCount(0);
+    await page.unroute('**/api/upstream/frogs/4/croaks');
+    await page.getByTestId('croak-4').click();
+    await expect(page.getByTestId('croaks-4')).toHaveText(/\d+ croaks?/);
+    await expect(problem).toHaveCount(0);
+  });
+
+  test('a croak after the session ended goes to sign in, with the way back to the frogs', async ({ page }) => {
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    await page.route('**/api/upstream/frogs/6/croaks', (route) =>
+      route.fulfill({
+        status: 401,
+        contentType: 'application/json',
+        body: '{"error":"session_expired","message":"Your session ended."}',
+      }),
+    );
+    await page.getByTestId('croak-6').click();
+    await page.waitForURL((url) => url.pathname === '/login');
+    const url = new URL(page.url());
+    expect(url.searchParams.get('next')).toBe('/frogs');
+    expect(url.searchParams.get('reason')).toBe('expired');
+    await expect(page.getByText('Your session ended. Please sign in again.')).toBeVisible();
   });
 
   test('another site cannot call it, by script or by form', async ({ page, request }) => {
