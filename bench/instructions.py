@@ -197,6 +197,8 @@ def parts(n, profiles):
 
 
 def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
     mode, n = sys.argv[1], int(sys.argv[2])
     if mode == "total":
         warm, more, label = sys.argv[3:6]

@@ -42,8 +42,11 @@ need callgrind_annotate valgrind
 cargo build --release --features ssr --bin tokenless
 cargo build --release -p tokenless-upstream --bin demo-upstream
 [ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
-[ -f "$CEILING/Cargo.toml" ] || { echo "the ceiling is missing: $CEILING (the shared directory beside the repository)" >&2; exit 1; }
-CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --features ssr --manifest-path "$CEILING/Cargo.toml"
+if wanted ceiling; then
+    need node nodejs
+    [ -f "$CEILING/Cargo.toml" ] || { echo "the ceiling is missing: $CEILING (the shared directory beside the repository)" >&2; exit 1; }
+    CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --features ssr --manifest-path "$CEILING/Cargo.toml"
+fi
 mkdir -p "$OUT"
 
 DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="127.0.0.1:$((PORT_UPSTREAM + 1))" \
@@ -82,11 +85,14 @@ measure() { # trace, count, cookie, env...
     # Under callgrind a start takes seconds: wait_for's 10 s is not enough.
     env "$@" valgrind --tool=callgrind --callgrind-out-file="$file" "$BINARY" >"$OUT/$trace-$count.log" 2>&1 &
     local pid=$!
+    pids+=("$pid")
+    local up=0
     for _ in $(seq 1 600); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$PORT_APP/" 2>/dev/null && break
+        curl -fsS -o /dev/null "http://127.0.0.1:$PORT_APP/" 2>/dev/null && { up=1; break; }
         kill -0 "$pid" 2>/dev/null || { echo "the app under callgrind stopped; see $OUT/$trace-$count.log" >&2; exit 1; }
         sleep 0.2
     done
+    [ "$up" = 1 ] || { echo "the app under callgrind did not answer in 2 minutes; see $OUT/$trace-$count.log" >&2; exit 1; }
     requests "$count" "$cookie"
     # valgrind passes the signal on to the program and writes the profile when it has ended.
     kill -TERM "$pid"
@@ -115,9 +121,12 @@ cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$PORT_APP/api/login" \
     sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
 [ -n "$cookie" ] || { echo "sign-in failed" >&2; exit 1; }
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-access=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/users/user%40example.com/tokens" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_tokens"][-1])')
-ceiling_cookie="session=$(ACCESS_TOKEN="$access" SESSION_KEY_B64="$CEILING_KEY" node "$CEILING/seal.mjs" session)"
+ceiling_cookie=""
+if wanted ceiling; then
+    access=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/users/user%40example.com/tokens" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["access_tokens"][-1])')
+    ceiling_cookie="session=$(ACCESS_TOKEN="$access" SESSION_KEY_B64="$CEILING_KEY" node "$CEILING/seal.mjs" session)"
+fi
 
 echo "$N requests after $WARM, one connection, release builds, $(valgrind --version)."
 echo

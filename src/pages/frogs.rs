@@ -63,12 +63,12 @@ fn CroakControls(id: u32, name: String) -> impl IntoView {
 /// for the whole list, its children rendered on the server as plain HTML.
 ///
 /// It used to be one island per button (state in a signal, the frog given through context),
-/// and eight islands cost the server more than all the rest of the page: 500,000 of the
-/// page's 1,155,000 instructions per request (`bash bench/instructions.sh`, BENCHMARKS.md), an
-/// owner, a hydration scope, a signal and four reactive closures per button, each view moved
-/// through the async render several times. The browser's part is small enough to write
-/// against the DOM: one click handler for the list (the button clicked is the closest
-/// `[data-frog]`), and the state a button shows is the button itself (disabled while its
+/// and the eight islands were 44 % of the server's work for the page: 506,000 of its 1,155,600
+/// instructions per request (`bash bench/instructions.sh`, BENCHMARKS.md), an owner, a
+/// hydration scope, a signal and four reactive closures per button, each view moved through
+/// the async render several times. The browser's part is small enough to write against the
+/// DOM: one click handler for the list (the button clicked is the closest
+/// `button[data-frog]`), and the state a button shows is the button itself (disabled while its
 /// croak is on its way, which also makes a second press send nothing).
 ///
 /// It takes no props but its children, which stay server HTML: nothing about the page's data
@@ -105,7 +105,8 @@ fn croak_with(button: Element) {
         // Its croak is on its way.
         return;
     }
-    let Some(controls) = button.parent_element() else {
+    // The button's row (`p.croak`): its count and its problem go there.
+    let Some(controls) = button.closest(".croak").ok().flatten() else {
         return;
     };
     if let Ok(Some(previous)) = controls.query_selector(".error") {
@@ -120,6 +121,12 @@ fn croak_with(button: Element) {
     button.set_text_content(Some("Croaking…"));
     leptos::task::spawn_local(async move {
         let answer = croak(id).await;
+        if let Err(CallError::SignIn { expired }) = &answer {
+            // A full page load (the router does not run in the browser); the button stays
+            // disabled while the page changes, so a press meanwhile sends nothing.
+            let _ = window().location().set_href(&login_href("/frogs", *expired));
+            return;
+        }
         let _ = button.remove_attribute("disabled");
         button.set_text_content(Some("Croak"));
         match answer {
@@ -129,10 +136,7 @@ fn croak_with(button: Element) {
                 }
             }
             Err(CallError::Message(m)) => show_problem(&controls, &m),
-            // A full page load: the router does not run in the browser.
-            Err(CallError::SignIn { expired }) => {
-                let _ = window().location().set_href(&login_href("/frogs", expired));
-            }
+            Err(CallError::SignIn { .. }) => {}
         }
     });
 }
