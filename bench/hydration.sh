@@ -7,7 +7,10 @@ cd "$ROOT"
 [ -f target/toolchain.env ] || bash scripts/setup.sh test
 # shellcheck disable=SC1091
 . target/toolchain.env
-[ -x target/release/tokenless ] || cargo build --release --features ssr --bin tokenless
+# Always (a no-op when up to date): an island's name in the page is a hash of its source, doc
+# comments included, so a server binary older than the client names islands the client does not
+# have, and the page never hydrates.
+cargo build --release --features ssr --bin tokenless
 [ -n "${TOKENLESS_BENCH_NO_BUILD:-}" ] || cargo leptos build --release --frontend-only --precompress
 cd end2end
 TOKENLESS_E2E_BINARY="$ROOT/target/release/tokenless" npx playwright test --config playwright.bench.config.ts
