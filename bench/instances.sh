@@ -42,11 +42,7 @@ cargo build --release --features ssr --bin tokenless
 cargo build --release -p tokenless-upstream --bin demo-upstream
 [ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
 
-DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="127.0.0.1:$((PORT_UPSTREAM + 1))" \
-    DEMO_UPSTREAM_TEST_CONTROLS=true DEMO_UPSTREAM_FAST_HASHING=true DEMO_UPSTREAM_ACCESS_TTL=3600 RUST_LOG=warn \
-    target/release/demo-upstream >target/bench-upstream.log 2>&1 &
-pids+=("$!")
-wait_for "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/counters" target/bench-upstream.log
+start_upstream
 
 redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save "" --appendonly no >target/bench-redis.log 2>&1 &
 pids+=("$!")
@@ -86,11 +82,7 @@ pids+=("$!")
 wait_for "http://127.0.0.1:$PORT_FRONT_TWO/" target/bench-haproxy.log
 
 # One session, signed in on the front of two: the same keys open it on every instance.
-cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$PORT_FRONT_TWO/api/login" \
-    -H "origin: http://127.0.0.1:$PORT_FRONT_TWO" -H 'accept: application/json' \
-    --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
-    sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
-[ -n "$cookie" ] || { echo "sign-in failed" >&2; exit 1; }
+cookie=$(sign_in "$PORT_FRONT_TWO")
 for port in "$PORT_MEMORY" "$PORT_REDIS_ONE" "$PORT_A" "$PORT_B" "$PORT_FRONT_ONE" "$PORT_FRONT_TWO"; do
     curl -fsS -o /dev/null -H "cookie: $cookie" "http://127.0.0.1:$port/frogs"
 done

@@ -49,11 +49,7 @@ if wanted ceiling; then
 fi
 mkdir -p "$OUT"
 
-DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="127.0.0.1:$((PORT_UPSTREAM + 1))" \
-    DEMO_UPSTREAM_TEST_CONTROLS=true DEMO_UPSTREAM_FAST_HASHING=true DEMO_UPSTREAM_ACCESS_TTL=3600 RUST_LOG=warn \
-    target/release/demo-upstream >target/bench-upstream.log 2>&1 &
-pids+=("$!")
-wait_for "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/counters" target/bench-upstream.log
+start_upstream
 
 CEILING_KEY=$(head -c 32 /dev/urandom | base64)
 APP_ENV=(TOKENLESS_SERVER__ADDRESS="127.0.0.1:$PORT_APP" TOKENLESS_SERVER__LOG=warn TOKENLESS_SESSION__KEYS="$KEYS"
@@ -115,17 +111,11 @@ BINARY=target/release/tokenless
 env "${APP_ENV[@]}" "$BINARY" >"$OUT/sign-in.log" 2>&1 &
 pids+=("$!")
 wait_for "http://127.0.0.1:$PORT_APP/" "$OUT/sign-in.log"
-cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$PORT_APP/api/login" \
-    -H "origin: http://127.0.0.1:$PORT_APP" -H 'accept: application/json' \
-    --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
-    sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
-[ -n "$cookie" ] || { echo "sign-in failed" >&2; exit 1; }
+cookie=$(sign_in "$PORT_APP")
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 ceiling_cookie=""
 if wanted ceiling; then
-    access=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/users/user%40example.com/tokens" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["access_tokens"][-1])')
-    ceiling_cookie="session=$(ACCESS_TOKEN="$access" SESSION_KEY_B64="$CEILING_KEY" node "$CEILING/seal.mjs" session)"
+    ceiling_cookie=$(ceiling_cookie "$CEILING_KEY")
 fi
 
 echo "$N requests after $WARM, one connection, release builds, $(valgrind --version)."

@@ -1,6 +1,7 @@
 # What the load scripts share (sourced by bench/load.sh and bench/instances.sh): the processes
 # they start (stopped on exit), waiting for one to answer, starting an app instance, running
-# wrk and summarizing its answer. Callers set ROOT, KEYS and PORT_UPSTREAM first.
+# wrk and summarizing its answer, the demo upstream, a signed-in cookie. Callers set ROOT, KEYS and
+# PORT_UPSTREAM first (and CEILING for ceiling_cookie).
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -13,6 +14,37 @@ wait_for() { # url, log
     done
     echo "nothing answers at $1; see $2" >&2
     exit 1
+}
+
+# The demo upstream on PORT_UPSTREAM, its test controls on the next port. Access tokens live an
+# hour: no refresh happens during a run (fan-out is its own benchmark).
+start_upstream() {
+    DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="127.0.0.1:$((PORT_UPSTREAM + 1))" \
+        DEMO_UPSTREAM_TEST_CONTROLS=true DEMO_UPSTREAM_FAST_HASHING=true DEMO_UPSTREAM_ACCESS_TTL=3600 RUST_LOG=warn \
+        target/release/demo-upstream >target/bench-upstream.log 2>&1 &
+    pids+=("$!")
+    wait_for "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/counters" target/bench-upstream.log
+}
+
+# Prints the session cookie ("name=value") of the demo user signed in at the app on `port`;
+# fails when the sign-in gives none.
+sign_in() { # port
+    local cookie
+    cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$1/api/login" \
+        -H "origin: http://127.0.0.1:$1" -H 'accept: application/json' \
+        --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
+        sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
+    [ -n "$cookie" ] || { echo "sign-in at :$1 failed" >&2; return 1; }
+    echo "$cookie"
+}
+
+# Prints a cookie the bare-Leptos ceiling opens: the demo user's latest access token (from the
+# upstream's test controls) sealed the ceiling's way with `key` (32 bytes, base64).
+ceiling_cookie() { # key
+    local access
+    access=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/users/user%40example.com/tokens" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["access_tokens"][-1])')
+    echo "session=$(ACCESS_TOKEN="$access" SESSION_KEY_B64="$1" node "$CEILING/seal.mjs" session)"
 }
 
 start_app() { # port, extra env...

@@ -50,12 +50,7 @@ CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --features ssr --m
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-# Access tokens live an hour: no refresh happens during the runs (fan-out is its own benchmark).
-DEMO_UPSTREAM_ADDRESS="127.0.0.1:$PORT_UPSTREAM" DEMO_UPSTREAM_CONTROL_ADDRESS="127.0.0.1:$((PORT_UPSTREAM + 1))" \
-    DEMO_UPSTREAM_TEST_CONTROLS=true DEMO_UPSTREAM_FAST_HASHING=true DEMO_UPSTREAM_ACCESS_TTL=3600 RUST_LOG=warn \
-    target/release/demo-upstream >target/bench-upstream.log 2>&1 &
-pids+=("$!")
-wait_for "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/counters" target/bench-upstream.log
+start_upstream
 
 start_app $PORT_AUTH
 AUTH_PID=${pids[-1]}
@@ -63,11 +58,7 @@ start_app $PORT_BASE TOKENLESS_DEMO__BENCH_FIXED_SESSION=true
 BASE_PID=${pids[-1]}
 
 # A real session cookie for the authenticated runs.
-cookie=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$PORT_AUTH/api/login" \
-    -H "origin: http://127.0.0.1:$PORT_AUTH" -H 'accept: application/json' \
-    --data 'email=user%40example.com&password=frogs-are-green&next=%2F' |
-    sed -n 's/^set-cookie: \([^;]*\).*/\1/Ip' | head -1)
-[ -n "$cookie" ] || { echo "sign-in failed" >&2; exit 1; }
+cookie=$(sign_in "$PORT_AUTH")
 curl -fsS -o /dev/null -H "cookie: $cookie" "http://127.0.0.1:$PORT_AUTH/frogs"
 curl -fsS -o /dev/null "http://127.0.0.1:$PORT_BASE/frogs"
 
@@ -79,9 +70,7 @@ SESSION_KEY_B64="$CEILING_KEY" UPSTREAM_URL="http://127.0.0.1:$PORT_UPSTREAM" LE
 pids+=("$!")
 CEILING_PID=${pids[-1]}
 wait_for "http://127.0.0.1:$PORT_CEILING/" target/bench-ceiling.log
-access=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/users/user%40example.com/tokens" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_tokens"][-1])')
-ceiling_cookie="session=$(ACCESS_TOKEN="$access" SESSION_KEY_B64="$CEILING_KEY" node "$CEILING/seal.mjs" session)"
+ceiling_cookie=$(ceiling_cookie "$CEILING_KEY")
 # Both render the frogs (drawings as data: URIs), not a signed-out page.
 for page in "$PORT_CEILING $ceiling_cookie" "$PORT_AUTH $cookie"; do
     curl -fsS -H "cookie: ${page#* }" "http://127.0.0.1:${page%% *}/frogs" | grep -q 'data:image/svg+xml' ||
