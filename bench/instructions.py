@@ -93,44 +93,25 @@ def is_memmove(function):
     return "::" not in function and any(n in function for n in ("memmove", "memcpy", "memset"))
 
 
-CRATES = {
-    "reactive_graph": "reactive_graph (owners, signals, contexts)",
-    "tachys": "tachys (rendering)",
-    "leptos": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "leptos_axum": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "leptos_meta": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "leptos_router": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "leptos_server": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "server_fn": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "hydration_context": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "any_spawner": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "throw_error": "leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
-    "core": "std, core, alloc (formatting, collections, hashing)",
-    "alloc": "std, core, alloc (formatting, collections, hashing)",
-    "std": "std, core, alloc (formatting, collections, hashing)",
-    "hashbrown": "std, core, alloc (formatting, collections, hashing)",
-    "serde": "serde, serde_json, postcard",
-    "serde_json": "serde, serde_json, postcard",
-    "postcard": "serde, serde_json, postcard",
-    "serde_core": "serde, serde_json, postcard",
-    "reqwest": "reqwest (the upstream call)",
-    "aes_gcm": "the cookie: parse, base64, AES-GCM",
-    "aes": "the cookie: parse, base64, AES-GCM",
-    "ghash": "the cookie: parse, base64, AES-GCM",
-    "polyval": "the cookie: parse, base64, AES-GCM",
-    "base64": "the cookie: parse, base64, AES-GCM",
-    "cookie": "the cookie: parse, base64, AES-GCM",
-    "percent_encoding": "the cookie: parse, base64, AES-GCM",
-    "tokenless_bff": "the auth layer (tokenless_bff, and sha2 for the refresh memory's keys)",
-    "sha2": "the auth layer (tokenless_bff, and sha2 for the refresh memory's keys)",
-    "tokenless": "the app's own code",
-    "probe": "the app's own code",
-}
-NETWORK = {"tokio", "hyper", "hyper_util", "axum", "axum_core", "tower", "tower_http", "tower_cookies",
-           "futures_util", "futures_core", "futures_channel", "futures_executor", "futures", "http",
-           "http_body", "http_body_util", "bytes", "mio", "h2", "httparse", "pin_project_lite"}
-
-
+# Each part of a request and the crates whose code it is.
+PARTS = [
+    ("reactive_graph (owners, signals, contexts)", {"reactive_graph"}),
+    ("tachys (rendering)", {"tachys"}),
+    ("leptos, leptos_axum, leptos_meta, leptos_router, server_fn",
+     {"leptos", "leptos_axum", "leptos_meta", "leptos_router", "leptos_server", "server_fn", "hydration_context",
+      "any_spawner", "throw_error"}),
+    ("std, core, alloc (formatting, collections, hashing)", {"core", "alloc", "std", "hashbrown"}),
+    ("serde, serde_json, postcard", {"serde", "serde_json", "postcard", "serde_core"}),
+    ("reqwest (the upstream call)", {"reqwest"}),
+    ("the cookie: parse, base64, AES-GCM", {"aes_gcm", "aes", "ghash", "polyval", "base64", "cookie", "percent_encoding"}),
+    ("the auth layer (tokenless_bff, and sha2 for the refresh memory's keys)", {"tokenless_bff", "sha2"}),
+    ("the app's own code", {"tokenless", "probe"}),
+    ("tokio, hyper, axum, tower, futures, http",
+     {"tokio", "hyper", "hyper_util", "axum", "axum_core", "tower", "tower_http", "tower_cookies", "futures_util",
+      "futures_core", "futures_channel", "futures_executor", "futures", "http", "http_body", "http_body_util", "bytes",
+      "mio", "h2", "httparse", "pin_project_lite"}),
+]
+CRATES = {crate: label for label, crates in PARTS for crate in crates}
 STD = {"core", "alloc", "std"}
 PRIMITIVE = {"str", "char", "bool", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
              "i128", "isize", "f32", "f64"}
@@ -144,17 +125,19 @@ def first_crate(path):
     return f.split("::", 1)[0].split("<", 1)[0].split(" ", 1)[0]
 
 
+def type_crate(path):
+    """The crate of a type's path: `str`, `char`, `[T]`... are core's."""
+    return "core" if first_crate(path) in PRIMITIVE or path.lstrip("<").startswith("[") else first_crate(path)
+
+
 def crate_of(function):
     """The crate a function's code comes from. `<A as B>::f` is an impl: it lives in B's crate
     when A is a type of another crate's (orphan rule), in A's when B is a std trait."""
     if function.startswith("<") and " as " in function:
         own, trait = function[1:].split(" as ", 1)
         trait_crate = first_crate(trait)
-        if trait_crate not in STD:
-            return trait_crate
-        return "core" if first_crate(own) in PRIMITIVE or own.startswith("[") else first_crate(own)
-    # `<str>::..`, `<char>::..`, `<[T]>::..`: the primitive types' methods are core's.
-    return "core" if first_crate(function) in PRIMITIVE or function.startswith("<[") else first_crate(function)
+        return type_crate(own) if trait_crate in STD else trait_crate
+    return type_crate(function)
 
 
 def group(name):
@@ -169,8 +152,6 @@ def group(name):
     crate = crate_of(function)
     if crate in CRATES:
         return CRATES[crate]
-    if crate in NETWORK:
-        return "tokio, hyper, axum, tower, futures, http"
     if "libc" in obj or "ld-linux" in obj:
         return "libc (other)"
     return "other"
