@@ -17,6 +17,9 @@ process.env.TOKENLESS_E2E_PROVIDER = `http://127.0.0.1:${port + 30}`;
 const chromium = process.env.TOKENLESS_CHROMIUM ?? '/usr/bin/chromium';
 const root = path.resolve(__dirname, '..');
 const binary = process.env.TOKENLESS_E2E_BINARY ?? path.join(root, 'target', 'debug', 'tokenless');
+// The client's files (wasm, JS glue, CSS) the app serves; another build's for a comparison
+// (bench/hydration.sh).
+const siteRoot = process.env.TOKENLESS_E2E_SITE_ROOT ?? path.join(root, 'target', 'site');
 
 export default defineConfig({
   testDir: './tests',
@@ -103,7 +106,7 @@ function oidcApp(at: number, providerAt: number) {
       TOKENLESS_UPSTREAM__OIDC__ROLES_CLAIM: '/roles',
       TOKENLESS_UPSTREAM__OIDC__PROVIDER_NAME: 'Test ID',
       TOKENLESS_SESSION__KEYS: sessionKeys,
-      LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
+      LEPTOS_SITE_ROOT: siteRoot,
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     },
   };
@@ -128,7 +131,7 @@ function server(at: number, shape: string) {
       // A fresh demo upstream per run: accounts the tests register never reach the developer's.
       TOKENLESS_DEMO__DATABASE: ':memory:',
       TOKENLESS_SESSION__KEYS: sessionKeys,
-      LEPTOS_SITE_ROOT: path.join(root, 'target', 'site'),
+      LEPTOS_SITE_ROOT: siteRoot,
       RUST_LOG: process.env.RUST_LOG ?? (shape === 'oauth2' ? 'info' : 'warn'),
     },
   };

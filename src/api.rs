@@ -61,9 +61,10 @@ pub struct AdminStatsView {
     pub reuse_events: u64,
 }
 
-/// The home page's server status, asked again from its island. Answers in postcard, not JSON:
-/// the islands' wasm client then carries no JSON decoder (src/islands.rs).
-#[server(prefix = "/api", endpoint = "server_status", output = server_fn::codec::Postcard)]
+/// The home page's server status, asked again from its island. The island calls it with the
+/// browser's `fetch` and reads the JSON answer with the browser's parser (`crate::browser`):
+/// the wasm client carries neither this function's client nor a JSON decoder.
+#[server(prefix = "/api", endpoint = "server_status")]
 pub async fn server_status() -> Result<StatusReport, StatusError> {
     Ok(crate::server::status::current().await)
 }

@@ -3,7 +3,7 @@
 //! Internal detail (upstream bodies, I/O errors, token problems) is logged on the server and
 //! mapped to one of these; nothing else crosses the wire.
 
-use leptos::server_fn::codec::{JsonEncoding, PostcardEncoding};
+use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
@@ -92,8 +92,8 @@ impl FromServerFnError for AppError {
     }
 }
 
-/// Why the server status, the one server function an island calls, gave no answer. Encoded
-/// with postcard like its answer: the islands' client carries no JSON decoder.
+/// Why the server status, the one server function an island calls, gave no answer. Its messages
+/// are what the island shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum StatusError {
     #[error("The server could not be reached. Check your connection.")]
@@ -103,7 +103,7 @@ pub enum StatusError {
 }
 
 impl FromServerFnError for StatusError {
-    type Encoder = PostcardEncoding;
+    type Encoder = JsonEncoding;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
@@ -127,15 +127,15 @@ mod tests {
     }
 
     #[test]
-    fn the_status_errors_travel_as_postcard_and_say_nothing_internal() {
+    fn the_status_errors_say_nothing_internal() {
         use leptos::server_fn::{Decodes, Encodes};
         let e = StatusError::from_server_fn_error(ServerFnErrorErr::ServerError("redis down".into()));
         assert_eq!(e, StatusError::Failed);
         assert!(!e.to_string().contains("redis"));
         let e = StatusError::from_server_fn_error(ServerFnErrorErr::Request("no route".into()));
         assert_eq!(e, StatusError::Unreachable);
-        let bytes = <PostcardEncoding as Encodes<StatusError>>::encode(&e).unwrap();
-        assert_eq!(<PostcardEncoding as Decodes<StatusError>>::decode(bytes).unwrap(), e);
+        let bytes = <JsonEncoding as Encodes<StatusError>>::encode(&e).unwrap();
+        assert_eq!(<JsonEncoding as Decodes<StatusError>>::decode(bytes).unwrap(), e);
     }
 
     #[test]

@@ -49,16 +49,3 @@ impl ClientFiles {
         ClientFiles { glue: format!("{client}.js").into(), wasm: format!("{client}{wasm_suffix}.wasm").into() }
     }
 }
-
-/// Sets `data-hydrated="true"` on `<html>` once the wasm client has taken over an island.
-/// Effects never run on the server, so the attribute is a reliable, testable sign that the
-/// page's interactive parts work. Every island calls it.
-pub fn mark_hydrated() {
-    Effect::new(move |_| {
-        if let Some(root) = document().document_element() {
-            // Failing to set an attribute is not worth a panic in the browser.
-            let _ = root.set_attribute("data-hydrated", "true");
-        }
-    });
-}
-

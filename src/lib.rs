@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod browser;
 pub mod components;
 pub mod error;
 pub mod islands;
@@ -18,6 +19,9 @@ pub mod server;
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
-    console_error_panic_hook::set_once();
+    // A panic's message, in the console; the wasm trap that follows shows where. Not
+    // console_error_panic_hook, which also captures a JS stack: 370 bytes more of the client
+    // (BENCHMARKS.md, "Client size").
+    std::panic::set_hook(Box::new(|panic| web_sys::console::error_1(&panic.to_string().into())));
     leptos::mount::hydrate_islands();
 }

@@ -5,7 +5,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{app, block_on, Browser, ADMIN, USER};
+use common::{app, block_on, Browser, ADMIN, ORIGIN, USER};
 use tokenless::server::router;
 
 #[test]
@@ -82,10 +82,11 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
         assert!(frogs.body.contains("/pkg/tokenless.js") && frogs.body.contains("src=\"/islands.js\""), "{}", frogs.body);
         assert!(!frogs.body.contains("data-props"), "{}", frogs.body);
         for id in 1..=8 {
-            let (before, _) = island.split_once(&format!("data-testid=\"croak-{id}\"")).expect("the button, inside the island");
-            let button = before.rsplit("<button").next().unwrap_or_default();
-            assert!(button.contains(&format!("data-frog=\"{id}\"")), "croak-{id}: {button}");
+            let (_, button) = island.split_once(&format!("data-frog=\"{id}\"")).expect("the button, inside the island");
+            let (button, _) = button.split_once('>').unwrap_or_default();
+            assert!(button.contains("aria-label=\"Croak with "), "frog {id}'s button has a name: {button}");
         }
+        assert_eq!(island.matches("<button").count(), 8, "{island}");
         assert!(!user.get("/").await.body.contains("data-props"));
     })
 }
@@ -127,18 +128,28 @@ fn unknown_page_is_404() {
     })
 }
 
-/// The server status, the one server function an island calls, answers in postcard (the islands'
-/// client carries no JSON decoder).
+/// The server status, the one server function an island calls, asked the way the island asks
+/// (`crate::browser::post`: no body, no content type): a JSON answer the browser's parser reads.
 #[test]
-fn the_islands_server_function_answers_postcard() {
+fn the_islands_server_function_answers_the_islands_request_in_json() {
     block_on(async {
         let app = app().await;
-        let answer = Browser::new(&app).call("server_status", &[]).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.headers["content-type"], "application/x-postcard");
-        let report: tokenless::api::StatusReport = postcard::from_bytes(&answer.bytes).expect("postcard");
-        assert_eq!(report.version, env!("CARGO_PKG_VERSION"));
-        assert!(report.answered_at_ms > 1_600_000_000_000);
+        let answer = Browser::new(&app)
+            .send(
+                Request::post("/api/server_status")
+                    .header("accept", "application/json")
+                    .header("origin", ORIGIN)
+                    .header("sec-fetch-site", "same-origin")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.headers["content-type"], "application/json");
+        let report: serde_json::Value = serde_json::from_slice(&answer.bytes).expect("JSON");
+        assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+        assert!(report["upstream"].is_string());
+        assert!(report["answered_at_ms"].as_u64().unwrap() > 1_600_000_000_000, "{report}");
     })
 }
 

@@ -1,10 +1,16 @@
-// Time from navigation start to interactive, median of 10 fresh page loads, for /login and /frogs.
-// A page with islands is interactive once they hydrated (the `data-hydrated` mark, set by an
-// effect once the wasm client has taken over an island: the croak buttons work); a page without
-// is plain HTML whose one script (the forms' pending state, deferred) has run at
+// Time from navigation start to interactive, median of 10 fresh page loads, for /login, / and
+// /frogs. A page that loads the wasm client (its islands, or the whole page in a build that
+// hydrates everything, such as the one before islands) is interactive once it is marked
+// hydrated (`data-hydrated`, set while the client takes over: the croak buttons work); a page
+// that does not is plain HTML whose one script (the forms' pending state, deferred) has run at
 // DOMContentLoaded.
 import { test, expect, type Page } from '@playwright/test';
-import { USER, hasIslands, signIn } from '../tests/support';
+import { USER, signIn } from '../tests/support';
+
+/** Whether the page loads the wasm client: it preloads the `.wasm` (both builds do). */
+async function loadsClient(page: Page): Promise<boolean> {
+  return (await page.locator('link[rel="preload"][href$=".wasm"]').count()) > 0;
+}
 
 async function timeToInteractive(page: Page, path: string): Promise<number> {
   // The moment the mark appears, taken in the page: reading the clock after Playwright's
@@ -18,7 +24,7 @@ async function timeToInteractive(page: Page, path: string): Promise<number> {
     }).observe(document, { attributes: true, subtree: true, attributeFilter: ['data-hydrated'] });
   });
   await page.goto(path);
-  if (!(await hasIslands(page))) {
+  if (!(await loadsClient(page))) {
     return page.evaluate(
       () => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).domContentLoadedEventEnd,
     );
@@ -35,7 +41,7 @@ function median(xs: number[]) {
   return (s[4] + s[5]) / 2;
 }
 
-for (const path of ['/login', '/frogs']) {
+for (const path of ['/login', '/', '/frogs']) {
   test(`navigation to interactive: ${path}`, async ({ browser }) => {
     const times: number[] = [];
     const context = await browser.newContext();

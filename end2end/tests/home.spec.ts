@@ -48,6 +48,56 @@ test.describe('home page', () => {
     await expect(answered).not.toHaveText(first ?? '');
   });
 
+  test('asking the server again: pending, a failure says why, a lying answer changes nothing', async ({ page }) => {
+    await page.goto('/');
+    await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
+    const ask = page.getByTestId('ask-server');
+    const status = page.getByTestId('server-status');
+    const problem = page.locator('.server-status').getByRole('alert');
+    const version = await page.getByTestId('version').textContent();
+    // Held until the button was pressed twice: one request, the button disabled meanwhile.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let sent = 0;
+    await page.route('**/api/server_status', async (route) => {
+      sent += 1;
+      await held;
+      await route.fulfill({ status: 500, contentType: 'application/json', body: '"Failed"' });
+    });
+    try {
+      await ask.click();
+      await expect(ask).toBeDisabled();
+      await expect(ask).toHaveText('Asking the server…');
+      await ask.click({ force: true });
+    } finally {
+      release();
+    }
+    await expect(problem).toHaveText('The server could not answer. Please try again.');
+    await expect(ask).toBeEnabled();
+    expect(sent).toBe(1);
+    // An answer that is not what the server says (a number as the version, no clock): shown
+    // as a failure, and the facts on the page stay as they were.
+    await page.unroute('**/api/server_status');
+    await page.route('**/api/server_status', (route) =>
+      route.fulfill({ status: 200, contentType: 'application/json', body: '{"version":1,"upstream":"x"}' }),
+    );
+    await ask.click();
+    await expect(problem).toHaveText('The server could not answer. Please try again.');
+    await expect(page.getByTestId('version')).toHaveText(version ?? '');
+    // The server unreachable: said so.
+    await page.unroute('**/api/server_status');
+    await page.route('**/api/server_status', (route) => route.abort('connectionrefused'));
+    await ask.click();
+    await expect(problem).toHaveText(/could not be reached/);
+    // The next good answer clears the problem and writes the facts.
+    await page.unroute('**/api/server_status');
+    const answered = await page.getByTestId('answered-at').textContent();
+    await ask.click();
+    await expect(page.getByTestId('answered-at')).not.toHaveText(answered ?? '');
+    await expect(problem).toHaveCount(0);
+    await expect(status).toContainText('Version');
+  });
+
   test('an unknown page is a 404 with a way back', async ({ page }) => {
     const response = await page.goto('/no/such/page');
     expect(response?.status()).toBe(404);

@@ -3,8 +3,18 @@
 // expired (one refresh); a press while a croak is on its way sends nothing; a failure shows next
 // to its button; an ended session goes to sign in; another site cannot use it; paths outside the
 // allowlist are 404.
-import { test, expect } from '@playwright/test';
+import { test, expect, type Locator, type Page } from '@playwright/test';
 import { USER, counters, expireAccessToken, hydrated, signIn } from './support';
+
+/** Frog `id`'s croak button (the island finds it by `data-frog` too). */
+function croakButton(page: Page, id: number): Locator {
+  return page.locator(`button[data-frog="${id}"]`);
+}
+
+/** Where frog `id`'s croak count shows. */
+function croakCount(page: Page, id: number): Locator {
+  return page.locator('.croak', { has: croakButton(page, id) }).getByRole('status');
+}
 
 function croaksIn(text: string | null): number {
   const m = /(\d+) croaks?/.exec(text ?? '');
@@ -21,14 +31,14 @@ test.describe('passthrough', () => {
     await signIn(page, USER);
     await page.goto('/frogs');
     await hydrated(page);
-    await page.getByTestId('croak-1').click();
-    await expect(page.getByTestId('croaks-1')).toHaveText(/\d+ croaks?/);
-    const first = croaksIn(await page.getByTestId('croaks-1').textContent());
+    await croakButton(page, 1).click();
+    await expect(croakCount(page, 1)).toHaveText(/\d+ croaks?/);
+    const first = croaksIn(await croakCount(page, 1).textContent());
 
     await expireAccessToken(context);
     const before = await counters(request);
-    await page.getByTestId('croak-1').click();
-    await expect(page.getByTestId('croaks-1')).toHaveText(`${first + 1} croaks`);
+    await croakButton(page, 1).click();
+    await expect(croakCount(page, 1)).toHaveText(`${first + 1} croaks`);
     const after = await counters(request);
     expect(after.refreshes_per_user[USER.email] - (before.refreshes_per_user[USER.email] ?? 0)).toBe(1);
     expect(after.reuse_events).toBe(0);
@@ -41,11 +51,11 @@ test.describe('passthrough', () => {
     await hydrated(page);
     for (const id of [3, 8]) {
       const call = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith(`/api/upstream/frogs/${id}/croaks`));
-      await page.getByTestId(`croak-${id}`).click();
+      await croakButton(page, id).click();
       await call;
-      await expect(page.getByTestId(`croaks-${id}`)).toHaveText(/\d+ croaks?/);
+      await expect(croakCount(page, id)).toHaveText(/\d+ croaks?/);
     }
-    await expect(page.getByTestId('croaks-1')).toHaveText('');
+    await expect(croakCount(page, 1)).toHaveText('');
   });
 
   test('a croak on its way disables its button, and a second press sends nothing', async ({ page }) => {
@@ -61,7 +71,7 @@ test.describe('passthrough', () => {
       await held;
       await route.continue();
     });
-    const button = page.getByTestId('croak-2');
+    const button = croakButton(page, 2);
     try {
       await button.click();
       await expect(button).toBeDisabled();
@@ -71,7 +81,7 @@ test.describe('passthrough', () => {
     } finally {
       release();
     }
-    await expect(page.getByTestId('croaks-2')).toHaveText(/\d+ croaks?/);
+    await expect(croakCount(page, 2)).toHaveText(/\d+ croaks?/);
     await expect(button).toBeEnabled();
     await expect(button).toHaveText('Croak');
     expect(sent).toBe(1);
@@ -84,15 +94,15 @@ test.describe('passthrough', () => {
     await page.route('**/api/upstream/frogs/4/croaks', (route) =>
       route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable","message":""}' }),
     );
-    await page.getByTestId('croak-4').click();
-    const problem = page.locator('.croak', { has: page.getByTestId('croak-4') }).getByRole('alert');
+    await croakButton(page, 4).click();
+    const problem = page.locator('.croak', { has: croakButton(page, 4) }).getByRole('alert');
     await expect(problem).toHaveText(/unavailable right now/);
-    await expect(page.getByTestId('croaks-4')).toHaveText('');
+    await expect(croakCount(page, 4)).toHaveText('');
     // Other frogs show nothing of it.
-    await expect(page.locator('.croak', { has: page.getByTestId('croak-5') }).getByRole('alert')).toHaveCount(0);
+    await expect(page.locator('.croak', { has: croakButton(page, 5) }).getByRole('alert')).toHaveCount(0);
     await page.unroute('**/api/upstream/frogs/4/croaks');
-    await page.getByTestId('croak-4').click();
-    await expect(page.getByTestId('croaks-4')).toHaveText(/\d+ croaks?/);
+    await croakButton(page, 4).click();
+    await expect(croakCount(page, 4)).toHaveText(/\d+ croaks?/);
     await expect(problem).toHaveCount(0);
   });
 
@@ -107,7 +117,7 @@ test.describe('passthrough', () => {
         body: '{"error":"session_expired","message":"Your session ended."}',
       }),
     );
-    await page.getByTestId('croak-6').click();
+    await croakButton(page, 6).click();
     await page.waitForURL((url) => url.pathname === '/login');
     const url = new URL(page.url());
     expect(url.searchParams.get('next')).toBe('/frogs');

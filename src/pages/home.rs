@@ -1,12 +1,16 @@
 //! The home page: server-rendered content and two islands, the server status (asked again
 //! with a server function) and a counter that only works once the wasm client has hydrated.
 
-use leptos::context::Provider;
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
+use leptos::wasm_bindgen::JsCast;
+use leptos::web_sys::Element;
 use leptos_meta::Title;
 
-use crate::api::{server_status, StatusReport};
-use crate::islands::{mark_hydrated, IslandScripts};
+use crate::api::{server_status, ServerStatus as ServerStatusFn, StatusReport};
+use crate::browser::{self, clear_problem, mark_hydrated, set_busy, show_problem};
+use crate::error::StatusError;
+use crate::islands::IslandScripts;
 
 #[component]
 pub fn HomePage() -> impl IntoView {
@@ -27,7 +31,7 @@ pub fn HomePage() -> impl IntoView {
             <h2 id="status-title">"Server status"</h2>
             <Suspense fallback=|| view! { <p>"Asking the server…"</p> }>
                 {move || status.get().map(|answer| match answer {
-                    Ok(report) => view! { <Provider value=report><ServerStatus/></Provider> }.into_any(),
+                    Ok(report) => view! { <ServerStatus><StatusFacts report/></ServerStatus> }.into_any(),
                     Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 })}
             </Suspense>
@@ -41,62 +45,121 @@ pub fn HomePage() -> impl IntoView {
     }
 }
 
-/// The server's status, asked again from the browser with a server function.
-///
-/// Like the croak button it takes no props (they would be JSON, read with serde_json in the
-/// browser), and it holds no resource (Leptos's resources and `<Transition>` were a third of
-/// the client). On the server it renders the answer the page got (`StatusReport` from context).
-/// In the browser it starts without one: hydration keeps the text the server rendered, and the
-/// island writes only answers it asked for itself.
-#[island]
-fn ServerStatus() -> impl IntoView {
-    mark_hydrated();
-    let report = RwSignal::new(use_context::<StatusReport>());
-    let problem = RwSignal::new(None::<String>);
-    let pending = RwSignal::new(false);
-    let ask = move |_| {
-        if pending.get_untracked() {
-            return;
-        }
-        pending.set(true);
-        leptos::task::spawn_local(async move {
-            match server_status().await {
-                Ok(answer) => {
-                    report.set(Some(answer));
-                    problem.set(None);
-                }
-                Err(e) => problem.set(Some(e.to_string())),
-            }
-            pending.set(false);
-        });
-    };
-    // One fact of the report, as text; empty in the browser until it asks.
-    let fact = move |show: fn(&StatusReport) -> String| move || report.with(|r| r.as_ref().map(show).unwrap_or_default());
+/// What the server said of itself: rendered on the server, inside the [`ServerStatus`] island's
+/// children (plain HTML), where the island writes the answers it asks for.
+#[component]
+fn StatusFacts(report: StatusReport) -> impl IntoView {
     view! {
         <dl class="facts" data-testid="server-status">
-            <dt>"Version"</dt><dd>{fact(|r| r.version.clone())}</dd>
-            <dt>"Upstream"</dt><dd data-testid="upstream">{fact(|r| r.upstream.clone())}</dd>
-            <dt>"Server clock"</dt>
-            <dd data-testid="answered-at">{fact(|r| format!("{} ms since 1970", r.answered_at_ms))}</dd>
+            <dt>"Version"</dt><dd data-testid="version">{report.version}</dd>
+            <dt>"Upstream"</dt><dd data-testid="upstream">{report.upstream}</dd>
+            <dt>"Server clock"</dt><dd data-testid="answered-at">{answered_at_text(report.answered_at_ms)}</dd>
         </dl>
-        {move || problem.get().map(|m| view! { <p class="error" role="alert">{m}</p> })}
-        <button type="button" data-testid="ask-server" disabled=move || pending.get() on:click=ask>
-            {move || if pending.get() { "Asking the server…" } else { "Ask the server again" }}
-        </button>
     }
 }
 
-/// Counts clicks: works only once the island has hydrated.
+fn answered_at_text(ms: u64) -> String {
+    format!("{ms} ms since 1970")
+}
+
+/// Asks the server for its status again, from the browser: a `POST` to the `server_status`
+/// server function, its JSON answer read with the browser's own parser, the facts written into
+/// its children.
+///
+/// Its children (the facts, [`StatusFacts`]) stay server HTML, and it takes no props: nothing
+/// is serialized for the island. Its state is the button (disabled while the call is on its
+/// way, so a second press sends nothing); a failure shows next to the button and the next
+/// press clears it.
+#[island]
+fn ServerStatus(children: Children) -> impl IntoView {
+    mark_hydrated();
+    view! {
+        <div class="server-status">
+            {children()}
+            <button type="button" data-testid="ask-server" on:click=ask_clicked>"Ask the server again"</button>
+        </div>
+    }
+}
+
+fn ask_clicked(ev: leptos::ev::MouseEvent) {
+    let Some(button) = ev.current_target().and_then(|b| b.dyn_into::<Element>().ok()) else {
+        return;
+    };
+    let Some(island) = button.closest(".server-status").ok().flatten() else {
+        return;
+    };
+    if button.has_attribute("disabled") {
+        return;
+    }
+    clear_problem(&island);
+    set_busy(&button, true, "Asking the server…");
+    leptos::task::spawn_local(async move {
+        let answer = browser::post(ServerStatusFn::PATH, &[]).await;
+        set_busy(&button, false, "Ask the server again");
+        let facts = match &answer {
+            Ok(answer) if answer.ok() => answer.body.as_ref().and_then(|b| {
+                Some([
+                    ("version", b.string("version")?),
+                    ("upstream", b.string("upstream")?),
+                    ("answered-at", answered_at_text(b.whole("answered_at_ms", u64::MAX)?)),
+                ])
+            }),
+            _ => None,
+        };
+        match (facts, answer) {
+            (Some(facts), _) => {
+                for (id, text) in facts {
+                    if let Ok(Some(dd)) = island.query_selector(&format!("[data-testid={id}]")) {
+                        dd.set_text_content(Some(&text));
+                    }
+                }
+            }
+            (None, Err(_)) => show_problem(&island, &StatusError::Unreachable.to_string()),
+            (None, Ok(_)) => show_problem(&island, &StatusError::Failed.to_string()),
+        }
+    });
+}
+
+/// The counter's text after `n` clicks.
+fn clicks_text(n: u32) -> String {
+    match n {
+        1 => "Clicked 1 time".to_string(),
+        n => format!("Clicked {n} times"),
+    }
+}
+
+/// Counts clicks: works only once the island has hydrated. The count is the button's
+/// `data-clicks`.
 #[island]
 fn Counter() -> impl IntoView {
     mark_hydrated();
-    let clicks = RwSignal::new(0u32);
     view! {
-        <button type="button" data-testid="counter" on:click=move |_| clicks.update(|n| *n += 1)>
-            {move || match clicks.get() {
-                1 => "Clicked 1 time".to_string(),
-                n => format!("Clicked {n} times"),
-            }}
-        </button>
+        <button type="button" data-testid="counter" data-clicks="0" on:click=count_click>{clicks_text(0)}</button>
+    }
+}
+
+fn count_click(ev: leptos::ev::MouseEvent) {
+    let Some(button) = ev.current_target().and_then(|b| b.dyn_into::<Element>().ok()) else {
+        return;
+    };
+    let clicks = button
+        .get_attribute("data-clicks")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0)
+        .saturating_add(1);
+    let _ = button.set_attribute("data-clicks", &clicks.to_string());
+    button.set_text_content(Some(&clicks_text(clicks)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{answered_at_text, clicks_text};
+
+    #[test]
+    fn counts_and_times_read_as_words() {
+        assert_eq!(clicks_text(0), "Clicked 0 times");
+        assert_eq!(clicks_text(1), "Clicked 1 time");
+        assert_eq!(clicks_text(2), "Clicked 2 times");
+        assert_eq!(answered_at_text(1_700_000_000_000), "1700000000000 ms since 1970");
     }
 }
