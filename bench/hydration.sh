@@ -12,6 +12,12 @@ cd "$ROOT"
 [ -f target/toolchain.env ] || bash scripts/setup.sh test
 # shellcheck disable=SC1091
 . target/toolchain.env
+if { [ -n "${TOKENLESS_BENCH_BINARY:-}" ] && [ -z "${TOKENLESS_BENCH_SITE_ROOT:-}" ]; } ||
+    { [ -z "${TOKENLESS_BENCH_BINARY:-}" ] && [ -n "${TOKENLESS_BENCH_SITE_ROOT:-}" ]; }; then
+    # A server with another build's client names islands that client does not have.
+    echo "bench/hydration.sh: set TOKENLESS_BENCH_BINARY and TOKENLESS_BENCH_SITE_ROOT together (one build's server and client)" >&2
+    exit 1
+fi
 binary="${TOKENLESS_BENCH_BINARY:-$ROOT/target/release/tokenless}"
 site="${TOKENLESS_BENCH_SITE_ROOT:-$ROOT/target/site}"
 if [ -z "${TOKENLESS_BENCH_BINARY:-}" ]; then

@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Client size: builds the client for release (cargo-leptos, wasm-release profile: opt-level "z",
 # LTO, one codegen unit, panic=abort; then wasm-opt), and prints raw / gzip -9 / brotli -q 11
-# sizes of the wasm, the JS glue and the CSS, and what a first visit to each page
-# downloads from the running server (HTML + JS + wasm + CSS as sent to a browser that accepts
-# brotli: `--precompress` writes .br/.gz files beside each asset and the server sends those).
-# BENCHMARKS.md holds a run's figures and the before/after.
+# sizes of the wasm, the JS glue and the CSS, where the wasm's code goes by crate
+# (bench/wasm_parts.py), and what a first visit to each page downloads from the server built
+# from the same source (HTML + JS + wasm + CSS as sent to a browser that accepts brotli:
+# `--precompress` writes .br/.gz files beside each asset and the server sends those), against
+# issue 16's targets. BENCHMARKS.md holds a run's figures and the before/after.
 #
 #   bash bench/size.sh            # TOKENLESS_BENCH_NO_BUILD=1 to measure target/site as it is
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-for tool in brotli; do
-    if ! command -v $tool >/dev/null; then
+for tool in brotli:brotli wasm-objdump:wabt; do
+    if ! command -v "${tool%%:*}" >/dev/null; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            apt-get install -y -q $tool >/dev/null
+            apt-get install -y -q "${tool##*:}" >/dev/null
         else
-            echo "bench/size.sh needs $tool (Debian/Ubuntu: sudo apt-get install $tool)" >&2
+            echo "bench/size.sh needs ${tool%%:*} (Debian/Ubuntu: sudo apt-get install ${tool##*:})" >&2
             exit 1
         fi
     fi
@@ -50,6 +51,14 @@ for f in tokenless.wasm tokenless.js tokenless.css; do
     echo "| $f | $(sizes "$pkg/$f") |"
 done
 wasm="$pkg/tokenless.wasm"
+
+# Where the client's code goes, by crate: cargo's wasm, before wasm-bindgen and wasm-opt strip
+# the names (so larger than what is sent; the shares are what count).
+cargo_wasm=target/front/wasm32-unknown-unknown/wasm-release/tokenless.wasm
+if [ -f "$cargo_wasm" ]; then
+    echo
+    wasm-objdump -x -j Code "$cargo_wasm" | python3 bench/wasm_parts.py
+fi
 
 # What a first visit to /login and to /frogs (signed in) downloads from the server, as sent to a
 # browser that accepts brotli (HTML is sent as rendered; assets precompressed when built so).

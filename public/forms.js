@@ -1,8 +1,5 @@
-// Pending state for Tokenless's forms, which are plain form posts (no wasm on pages without
-// islands). On submit, a button with `data-pending` says what is happening and a second press
-// sends nothing. The button comes back after 15 s (a stopped or lost navigation leaves the page
-// as it was: the person can send again) and when a page is brought back from the back/forward
-// cache. Without JavaScript the forms work the same, minus this.
+// Pending state for plain form posts (what it does and why: `shell` in src/app.rs). Comments
+// here are few on purpose: this file is part of every first visit.
 'use strict';
 (() => {
   const RELEASE_AFTER_MS = 15000;

@@ -1,12 +1,5 @@
-// Hydrates a page's islands as soon as the wasm client is ready. Leptos's own islands loader
-// first waits for the browser to be idle, and only then starts importing the client it had
-// preloaded: on a page of images that costs the person a few hundred milliseconds of dead
-// buttons. The JS glue and the wasm are the ones the page's preload links name
-// (`IslandScripts`); a page without them has no islands and this does nothing.
-//
-// Islands are hydrated in document order. An island inside another island's server-rendered
-// children (`<leptos-children>`) hydrates after its parent, under the owner its parent left on
-// that element, as Leptos's loader does.
+// The islands' loader (what it does and why: `IslandScripts` in src/islands.rs). Comments here
+// are few on purpose: this file is part of every first visit to a page with islands.
 const glue = document.querySelector('link[rel="modulepreload"][data-islands]');
 const wasm = document.querySelector('link[rel="preload"][data-islands]');
 
@@ -16,6 +9,7 @@ if (glue && wasm) {
   client.hydrate();
 
   const parents = [];
+  let missing = 0;
   const visit = async (element) => {
     const tag = element.localName;
     if (tag === 'leptos-island') {
@@ -24,7 +18,8 @@ if (glue && wasm) {
         parents.at(-1)?.();
         await island(element);
       } else {
-        console.warn(`No island called ${element.dataset.component} in the client.`);
+        missing += 1;
+        console.error(`No island called ${element.dataset.component}: client and server from different builds?`);
       }
     } else if (tag === 'leptos-children') {
       parents.push(element.$$on_hydrate);
@@ -35,4 +30,5 @@ if (glue && wasm) {
     for (const child of element.children) await visit(child);
   };
   await visit(document.body);
+  if (missing === 0) document.documentElement.setAttribute('data-hydrated', 'true');
 }

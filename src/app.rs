@@ -60,6 +60,12 @@ pub fn encode_component(s: &str) -> String {
 ///
 /// Nothing in it hydrates: the pages with islands render the islands' loader themselves
 /// (`crate::islands::IslandScripts`), so the others ship no wasm at all.
+///
+/// Every page runs `/forms.js`, the pending state of Tokenless's forms (plain form posts): on
+/// submit, a button with `data-pending` says what is happening and a second press sends
+/// nothing. The button comes back after 15 s (a stopped or lost navigation leaves the page as it
+/// was: the person can send again) and when a page is brought back from the back/forward cache.
+/// Without JavaScript the forms work the same, minus this.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     crate::islands::render_without_hydration();
     view! {

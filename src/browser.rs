@@ -1,11 +1,9 @@
-//! What the islands do in the browser besides drawing: `POST` with the browser's `fetch` and
-//! read the answer with the browser's own JSON parser, mark the page hydrated, and show a
-//! problem next to a control. On the server these exist only so that islands compile there
-//! (their click handlers never run on the server); `mark_hydrated` is a no-op there.
+//! The islands' browser side: `fetch` read with the browser's JSON parser, busy buttons, problems.
 //!
-//! The islands use no signal, effect or resource: their state is the DOM they were given (a
-//! button is disabled while its call is on its way). Leptos's reactive machinery, its
-//! server-function client and serde were most of the wasm client (BENCHMARKS.md, "Client size").
+//! The islands hold no signal, effect or resource: their state is the DOM they were given (a
+//! button is disabled while its call is on its way). Leptos's reactive machinery, server_fn's
+//! client and serde were most of the wasm client (BENCHMARKS.md, "Client size"). On the server
+//! these compile only so that islands do; their click handlers never run there.
 
 use leptos::prelude::*;
 use leptos::web_sys::Element;
@@ -19,6 +17,7 @@ impl Json {
         whole(imp::number(&self.0, key)?, max)
     }
 
+    /// A field that is a string.
     pub fn string(&self, key: &str) -> Option<String> {
         imp::string(&self.0, key)
     }
@@ -40,24 +39,33 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// A 2xx status.
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
     }
 }
 
-/// The request never got an answer (offline, the server down, or refused by the browser).
+/// Why a `POST` got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unreachable;
+pub enum NoAnswer {
+    /// Offline, the server down, or the request refused by the browser.
+    Unreachable,
+    /// The browser would not build the request (a URL or header it rejects): a bug in the
+    /// caller, logged to the console; people are told the call failed.
+    Unsendable,
+}
 
 /// `POST url` with no body, asking for JSON, with `headers` added.
-pub async fn post(url: &str, headers: &[(&str, &str)]) -> Result<Answer, Unreachable> {
+pub async fn post(url: &str, headers: &[(&str, &str)]) -> Result<Answer, NoAnswer> {
     imp::post(url, headers).await
 }
 
-/// Sets `data-hydrated="true"` on `<html>`: the sign, for people's tests and ours, that the
-/// page's islands work. Every island calls it while it hydrates; on the server it does nothing.
-pub fn mark_hydrated() {
-    imp::mark_hydrated();
+/// The element matching `selector` that a click was on or in (its target or the closest
+/// ancestor). Not the event's `currentTarget`, which Leptos's event delegation would not set.
+pub fn clicked(ev: &leptos::ev::MouseEvent, selector: &str) -> Option<Element> {
+    use leptos::wasm_bindgen::JsCast;
+    let target = ev.target()?.dyn_into::<Element>().ok()?;
+    target.closest(selector).ok().flatten()
 }
 
 /// Shows `message` at the end of `place`, read out by screen readers (`role=alert`), in place
@@ -91,12 +99,11 @@ pub fn set_busy(button: &Element, busy: bool, label: &str) {
 #[cfg(feature = "hydrate")]
 mod imp {
     use js_sys::Reflect;
-    use leptos::prelude::document;
     use wasm_bindgen::{JsCast, JsValue};
     use wasm_bindgen_futures::JsFuture;
     use web_sys::{Headers, Request, RequestInit, Response};
 
-    use super::{Answer, Json, Unreachable};
+    use super::{Answer, Json, NoAnswer};
 
     pub type Value = JsValue;
 
@@ -112,19 +119,28 @@ mod imp {
         field(value, key)?.as_string()
     }
 
-    pub async fn post(url: &str, extra: &[(&str, &str)]) -> Result<Answer, Unreachable> {
-        let headers = Headers::new().map_err(|_| Unreachable)?;
-        headers.set("accept", "application/json").map_err(|_| Unreachable)?;
+    /// The request, or why the browser would not build it.
+    fn request(url: &str, extra: &[(&str, &str)]) -> Result<Request, JsValue> {
+        let headers = Headers::new()?;
+        headers.set("accept", "application/json")?;
         for (name, value) in extra {
-            headers.set(name, value).map_err(|_| Unreachable)?;
+            headers.set(name, value)?;
         }
         let init = RequestInit::new();
         init.set_method("POST");
         init.set_headers(&headers);
-        let request = Request::new_with_str_and_init(url, &init).map_err(|_| Unreachable)?;
-        let window = web_sys::window().ok_or(Unreachable)?;
-        let response = JsFuture::from(window.fetch_with_request(&request)).await.map_err(|_| Unreachable)?;
-        let response: Response = response.dyn_into().map_err(|_| Unreachable)?;
+        Request::new_with_str_and_init(url, &init)
+    }
+
+    pub async fn post(url: &str, extra: &[(&str, &str)]) -> Result<Answer, NoAnswer> {
+        let request = request(url, extra).map_err(|e| {
+            web_sys::console::error_2(&JsValue::from_str("Tokenless: could not build the request"), &e);
+            NoAnswer::Unsendable
+        })?;
+        let window = web_sys::window().ok_or(NoAnswer::Unreachable)?;
+        let response =
+            JsFuture::from(window.fetch_with_request(&request)).await.map_err(|_| NoAnswer::Unreachable)?;
+        let response: Response = response.dyn_into().map_err(|_| NoAnswer::Unreachable)?;
         // Not JSON, or JSON but not an object: no body to read fields from.
         let body = match response.json() {
             Ok(parsing) => JsFuture::from(parsing).await.ok().filter(JsValue::is_object).map(Json),
@@ -132,17 +148,11 @@ mod imp {
         };
         Ok(Answer { status: response.status(), body })
     }
-
-    pub fn mark_hydrated() {
-        if let Some(root) = document().document_element() {
-            let _ = root.set_attribute("data-hydrated", "true");
-        }
-    }
 }
 
 #[cfg(not(feature = "hydrate"))]
 mod imp {
-    use super::{Answer, Unreachable};
+    use super::{Answer, NoAnswer};
 
     /// Never made on the server.
     pub enum Value {}
@@ -155,11 +165,9 @@ mod imp {
         match *value {}
     }
 
-    pub async fn post(_url: &str, _headers: &[(&str, &str)]) -> Result<Answer, Unreachable> {
-        Err(Unreachable)
+    pub async fn post(_url: &str, _headers: &[(&str, &str)]) -> Result<Answer, NoAnswer> {
+        Err(NoAnswer::Unreachable)
     }
-
-    pub fn mark_hydrated() {}
 }
 
 #[cfg(test)]

@@ -20,6 +20,15 @@ pub fn render_without_hydration() {
 /// idle, which on `/frogs` left the croak buttons dead for a few hundred milliseconds after the
 /// page was drawn. The file names are the ones Leptos's loader uses (Tokenless builds without
 /// cargo-leptos's file hashing).
+///
+/// `/islands.js` imports the JS glue the preload link names, instantiates the wasm, and
+/// hydrates the islands in document order. An island inside another island's server-rendered
+/// children (`<leptos-children>`) hydrates after its parent, under the owner its parent left on
+/// that element, as Leptos's loader does. Once every island has hydrated, `<html>` gets
+/// `data-hydrated="true"`: the sign, for tests and benchmarks, that the page's interactive parts
+/// work. An island the client does not have (a client from another build than the server's: an
+/// island's name is a hash of its source) is an error in the console, and the page is never
+/// marked.
 #[component]
 pub fn IslandScripts() -> impl IntoView {
     use_context::<ClientFiles>().map(|client| {

@@ -20,8 +20,8 @@ pub mod server;
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     // A panic's message, in the console; the wasm trap that follows shows where. Not
-    // console_error_panic_hook, which also captures a JS stack: 370 bytes more of the client
-    // (BENCHMARKS.md, "Client size").
+    // console_error_panic_hook, which also captures a JS stack: about 400 bytes more of the
+    // client (BENCHMARKS.md, "Client size").
     std::panic::set_hook(Box::new(|panic| web_sys::console::error_1(&panic.to_string().into())));
     leptos::mount::hydrate_islands();
 }

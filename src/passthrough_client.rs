@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::browser::{self, Answer, Json};
+use crate::browser::{self, Answer, Json, NoAnswer};
 
 /// The upstream's answer to a croak.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,11 +60,15 @@ fn call_error(status: u16, body: Option<ErrorBody>) -> CallError {
 /// A passthrough `POST`: `X-CSRF: 1`, and one resend when the BFF renewed the token after the
 /// upstream refused the call (`retry`: the call did not happen, so sending it again is safe).
 async fn post(url: &str) -> Result<Answer, CallError> {
-    let unreachable =
-        |_| CallError::Message("The server could not be reached. Check your connection.".into());
+    let no_answer = |e| {
+        CallError::Message(match e {
+            NoAnswer::Unreachable => "The server could not be reached. Check your connection.".into(),
+            NoAnswer::Unsendable => "The call could not be made.".into(),
+        })
+    };
     let mut resent = false;
     loop {
-        let answer = browser::post(url, &[("x-csrf", "1")]).await.map_err(unreachable)?;
+        let answer = browser::post(url, &[("x-csrf", "1")]).await.map_err(no_answer)?;
         if answer.ok() {
             return Ok(answer);
         }

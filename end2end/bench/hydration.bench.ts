@@ -1,7 +1,8 @@
 // Time from navigation start to interactive, median of 10 fresh page loads, for /login, / and
 // /frogs. A page that loads the wasm client (its islands, or the whole page in a build that
 // hydrates everything, such as the one before islands) is interactive once it is marked
-// hydrated (`data-hydrated`, set while the client takes over: the croak buttons work); a page
+// hydrated (`data-hydrated`: islands.js sets it once every island hydrated, the build before
+// islands from an effect once the page had; the croak buttons work then); a page
 // that does not is plain HTML whose one script (the forms' pending state, deferred) has run at
 // DOMContentLoaded.
 import { test, expect, type Page } from '@playwright/test';

@@ -1,4 +1,5 @@
 import { test, expect } from '@playwright/test';
+import { hydrated } from './support';
 
 test.describe('home page', () => {
   test('is rendered on the server, with the server function answer in the HTML', async ({ request }) => {
@@ -40,7 +41,7 @@ test.describe('home page', () => {
   test('calls a server function from the hydrated client', async ({ page }) => {
     await page.goto('/');
     await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
-    const answered = page.getByTestId('answered-at');
+    const answered = page.locator('[data-fact="answered-at"]');
     const first = await answered.textContent();
     const call = page.waitForResponse((r) => r.url().includes('/api/server_status') && r.status() === 200);
     await page.getByTestId('ask-server').click();
@@ -50,15 +51,16 @@ test.describe('home page', () => {
 
   test('asking the server again: pending, a failure says why, a lying answer changes nothing', async ({ page }) => {
     await page.goto('/');
-    await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
+    await hydrated(page);
     const ask = page.getByTestId('ask-server');
-    const status = page.getByTestId('server-status');
     const problem = page.locator('.server-status').getByRole('alert');
-    const version = await page.getByTestId('version').textContent();
+    const fact = (name: string) => page.locator(`[data-fact="${name}"]`);
+    const facts = async () => Promise.all(['version', 'upstream', 'answered-at'].map((f) => fact(f).textContent()));
+    const before = await facts();
+    let sent = 0;
     // Held until the button was pressed twice: one request, the button disabled meanwhile.
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
-    let sent = 0;
     await page.route('**/api/server_status', async (route) => {
       sent += 1;
       await held;
@@ -75,15 +77,32 @@ test.describe('home page', () => {
     await expect(problem).toHaveText('The server could not answer. Please try again.');
     await expect(ask).toBeEnabled();
     expect(sent).toBe(1);
-    // An answer that is not what the server says (a number as the version, no clock): shown
-    // as a failure, and the facts on the page stay as they were.
-    await page.unroute('**/api/server_status');
-    await page.route('**/api/server_status', (route) =>
-      route.fulfill({ status: 200, contentType: 'application/json', body: '{"version":1,"upstream":"x"}' }),
-    );
-    await ask.click();
-    await expect(problem).toHaveText('The server could not answer. Please try again.');
-    await expect(page.getByTestId('version')).toHaveText(version ?? '');
+    // Answers that are not what the server says: a good version and upstream beside a clock
+    // that is no whole number, then a version that is no string. Each is a failure (the
+    // previous problem is cleared first, so the alert is this press's), and no fact changes.
+    for (const lie of [
+      '{"version":"9.9.9","upstream":"elsewhere","answered_at_ms":-5}',
+      '{"version":1,"upstream":"elsewhere","answered_at_ms":1700000000000}',
+    ]) {
+      let answer!: () => void;
+      const answered = new Promise<void>((resolve) => (answer = resolve));
+      await page.unroute('**/api/server_status');
+      await page.route('**/api/server_status', async (route) => {
+        sent += 1;
+        await answered;
+        await route.fulfill({ status: 200, contentType: 'application/json', body: lie });
+      });
+      const asked = sent;
+      try {
+        await ask.click();
+        await expect(problem).toHaveCount(0);
+      } finally {
+        answer();
+      }
+      await expect(problem).toHaveText('The server could not answer. Please try again.');
+      expect(sent, lie).toBe(asked + 1);
+      expect(await facts(), lie).toEqual(before);
+    }
     // The server unreachable: said so.
     await page.unroute('**/api/server_status');
     await page.route('**/api/server_status', (route) => route.abort('connectionrefused'));
@@ -91,11 +110,27 @@ test.describe('home page', () => {
     await expect(problem).toHaveText(/could not be reached/);
     // The next good answer clears the problem and writes the facts.
     await page.unroute('**/api/server_status');
-    const answered = await page.getByTestId('answered-at').textContent();
     await ask.click();
-    await expect(page.getByTestId('answered-at')).not.toHaveText(answered ?? '');
+    await expect(fact('answered-at')).not.toHaveText(before[2] ?? '');
     await expect(problem).toHaveCount(0);
-    await expect(status).toContainText('Version');
+    await expect(fact('version')).toHaveText(before[0] ?? '');
+  });
+
+  test('a client without one of the page\'s islands says so and never marks the page hydrated', async ({ page }) => {
+    // The page as a server from another build would send it: an island the client does not have.
+    await page.route('**/', async (route) => {
+      const response = await route.fetch();
+      const html = (await response.text()).replace('data-component="ServerStatus_', 'data-component="Gone_');
+      await route.fulfill({ response, body: html });
+    });
+    const missing = page.waitForEvent('console', (m) => m.type() === 'error' && m.text().includes('No island called Gone_'));
+    await page.goto('/');
+    await missing;
+    // The other island still works, and the loader has finished with the page.
+    const counter = page.getByTestId('counter');
+    await counter.click();
+    await expect(counter).toHaveText('Clicked 1 time');
+    expect(await page.locator('html').getAttribute('data-hydrated')).toBeNull();
   });
 
   test('an unknown page is a 404 with a way back', async ({ page }) => {

@@ -106,6 +106,52 @@ test.describe('passthrough', () => {
     await expect(problem).toHaveCount(0);
   });
 
+  test('a croak the BFF asks to resend is sent once more, and a second retry in a row goes to sign in', async ({ page }) => {
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    // The BFF renewed the token after the upstream refused the call (401 `retry`): the client
+    // sends it again, once, and shows the count of the second answer.
+    let sent = 0;
+    await page.route('**/api/upstream/frogs/3/croaks', (route) => {
+      sent += 1;
+      if (sent === 1) {
+        return route.fulfill({ status: 401, contentType: 'application/json', body: '{"error":"retry","message":""}' });
+      }
+      return route.continue();
+    });
+    await croakButton(page, 3).click();
+    await expect(croakCount(page, 3)).toHaveText(/\d+ croaks?/);
+    expect(sent).toBe(2);
+    // A second `retry` in a row is not resent again: it is shown as the call's failure.
+    sent = 0;
+    await page.unroute('**/api/upstream/frogs/3/croaks');
+    await page.route('**/api/upstream/frogs/3/croaks', (route) => {
+      sent += 1;
+      return route.fulfill({ status: 401, contentType: 'application/json', body: '{"error":"retry","message":""}' });
+    });
+    await croakButton(page, 3).click();
+    await expect(page).toHaveURL(/\/login\?next=%2Ffrogs/);
+    expect(sent).toBe(2);
+  });
+
+  test('a croak answer that is not whole numbers in range is not shown', async ({ page }) => {
+    await signIn(page, USER);
+    await page.goto('/frogs');
+    await hydrated(page);
+    const problem = page.locator('.croak', { has: croakButton(page, 7) }).getByRole('alert');
+    for (const lie of ['{"id":7,"croaks":-1}', '{"id":7,"croaks":1.5}', '{"id":"7","croaks":2}', '[1,2]', 'not json']) {
+      await page.unroute('**/api/upstream/frogs/7/croaks');
+      await page.route('**/api/upstream/frogs/7/croaks', (route) =>
+        route.fulfill({ status: 200, contentType: 'application/json', body: lie }),
+      );
+      await croakButton(page, 7).click();
+      await expect(problem, lie).toHaveText('The answer could not be read.');
+      await expect(croakCount(page, 7), lie).toHaveText('');
+      await expect(croakButton(page, 7)).toBeEnabled();
+    }
+  });
+
   test('a croak after the session ended goes to sign in, with the way back to the frogs', async ({ page }) => {
     await signIn(page, USER);
     await page.goto('/frogs');

@@ -1,13 +1,12 @@
 //! `/frogs` (signed in only): the upstream's frogs, fetched and rendered on the server.
 
 use leptos::prelude::*;
-use leptos::wasm_bindgen::JsCast;
 use leptos::web_sys::Element;
 use leptos_meta::Title;
 
 use crate::api::list_frogs;
 use crate::app::login_href;
-use crate::browser::{clear_problem, mark_hydrated, set_busy, show_problem};
+use crate::browser::{clear_problem, clicked, set_busy, show_problem};
 use crate::components::PageError;
 use crate::islands::IslandScripts;
 use crate::passthrough_client::{croak, CallError};
@@ -78,17 +77,12 @@ fn CroakControls(id: u32, name: String) -> impl IntoView {
 /// is serialized for the island, and the client carries no serde_json to read props.
 #[island]
 fn CroakButtons(children: Children) -> impl IntoView {
-    mark_hydrated();
     view! { <div class="croak-buttons" on:click=croak_clicked>{children()}</div> }
 }
 
 /// Which croak button a click in the list was on, if any.
 fn croak_clicked(ev: leptos::ev::MouseEvent) {
-    let button = ev
-        .target()
-        .and_then(|clicked| clicked.dyn_into::<Element>().ok())
-        .and_then(|clicked| clicked.closest("button[data-frog]").ok().flatten());
-    if let Some(button) = button {
+    if let Some(button) = clicked(&ev, "button[data-frog]") {
         croak_with(button);
     }
 }

@@ -3,12 +3,11 @@
 
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
-use leptos::wasm_bindgen::JsCast;
 use leptos::web_sys::Element;
 use leptos_meta::Title;
 
 use crate::api::{server_status, ServerStatus as ServerStatusFn, StatusReport};
-use crate::browser::{self, clear_problem, mark_hydrated, set_busy, show_problem};
+use crate::browser::{self, clear_problem, clicked, set_busy, show_problem, Json, NoAnswer};
 use crate::error::StatusError;
 use crate::islands::IslandScripts;
 
@@ -51,9 +50,9 @@ pub fn HomePage() -> impl IntoView {
 fn StatusFacts(report: StatusReport) -> impl IntoView {
     view! {
         <dl class="facts" data-testid="server-status">
-            <dt>"Version"</dt><dd data-testid="version">{report.version}</dd>
-            <dt>"Upstream"</dt><dd data-testid="upstream">{report.upstream}</dd>
-            <dt>"Server clock"</dt><dd data-testid="answered-at">{answered_at_text(report.answered_at_ms)}</dd>
+            <dt>"Version"</dt><dd data-fact="version">{report.version}</dd>
+            <dt>"Upstream"</dt><dd data-fact="upstream">{report.upstream}</dd>
+            <dt>"Server clock"</dt><dd data-fact="answered-at">{answered_at_text(report.answered_at_ms)}</dd>
         </dl>
     }
 }
@@ -72,7 +71,6 @@ fn answered_at_text(ms: u64) -> String {
 /// press clears it.
 #[island]
 fn ServerStatus(children: Children) -> impl IntoView {
-    mark_hydrated();
     view! {
         <div class="server-status">
             {children()}
@@ -82,12 +80,13 @@ fn ServerStatus(children: Children) -> impl IntoView {
 }
 
 fn ask_clicked(ev: leptos::ev::MouseEvent) {
-    let Some(button) = ev.current_target().and_then(|b| b.dyn_into::<Element>().ok()) else {
+    let Some(button) = clicked(&ev, "button") else {
         return;
     };
     let Some(island) = button.closest(".server-status").ok().flatten() else {
         return;
     };
+    // Browsers send no click to a disabled button; a click dispatched by a script still comes.
     if button.has_attribute("disabled") {
         return;
     }
@@ -96,28 +95,43 @@ fn ask_clicked(ev: leptos::ev::MouseEvent) {
     leptos::task::spawn_local(async move {
         let answer = browser::post(ServerStatusFn::PATH, &[]).await;
         set_busy(&button, false, "Ask the server again");
-        let facts = match &answer {
-            Ok(answer) if answer.ok() => answer.body.as_ref().and_then(|b| {
-                Some([
-                    ("version", b.string("version")?),
-                    ("upstream", b.string("upstream")?),
-                    ("answered-at", answered_at_text(b.whole("answered_at_ms", u64::MAX)?)),
-                ])
-            }),
-            _ => None,
-        };
-        match (facts, answer) {
-            (Some(facts), _) => {
-                for (id, text) in facts {
-                    if let Ok(Some(dd)) = island.query_selector(&format!("[data-testid={id}]")) {
-                        dd.set_text_content(Some(&text));
-                    }
+        let problem = match answer {
+            Ok(answer) if answer.ok() => {
+                if answer.body.as_ref().and_then(read_report).is_some_and(|facts| show_facts(&island, facts))
+                {
+                    return;
                 }
+                StatusError::Failed
             }
-            (None, Err(_)) => show_problem(&island, &StatusError::Unreachable.to_string()),
-            (None, Ok(_)) => show_problem(&island, &StatusError::Failed.to_string()),
-        }
+            Ok(_) | Err(NoAnswer::Unsendable) => StatusError::Failed,
+            Err(NoAnswer::Unreachable) => StatusError::Unreachable,
+        };
+        show_problem(&island, &problem.to_string());
     });
+}
+
+/// The facts of a `StatusReport` as the browser parsed it, each with the selector of its place
+/// (`dd[data-fact]`, [`StatusFacts`]); `None` if one is missing or not what it should be.
+fn read_report(body: &Json) -> Option<[(&'static str, String); 3]> {
+    Some([
+        ("[data-fact=version]", body.string("version")?),
+        ("[data-fact=upstream]", body.string("upstream")?),
+        ("[data-fact=answered-at]", answered_at_text(body.whole("answered_at_ms", u64::MAX)?)),
+    ])
+}
+
+/// Writes the facts into the island's `dd[data-fact]`s: all of them, or none when one of those
+/// is missing from the page (then `false`).
+fn show_facts(island: &Element, facts: [(&'static str, String); 3]) -> bool {
+    let places: Vec<_> =
+        facts.iter().filter_map(|(place, _)| island.query_selector(place).ok().flatten()).collect();
+    if places.len() != facts.len() {
+        return false;
+    }
+    for (place, (_, text)) in places.iter().zip(facts) {
+        place.set_text_content(Some(&text));
+    }
+    true
 }
 
 /// The counter's text after `n` clicks.
@@ -132,14 +146,13 @@ fn clicks_text(n: u32) -> String {
 /// `data-clicks`.
 #[island]
 fn Counter() -> impl IntoView {
-    mark_hydrated();
     view! {
         <button type="button" data-testid="counter" data-clicks="0" on:click=count_click>{clicks_text(0)}</button>
     }
 }
 
 fn count_click(ev: leptos::ev::MouseEvent) {
-    let Some(button) = ev.current_target().and_then(|b| b.dyn_into::<Element>().ok()) else {
+    let Some(button) = clicked(&ev, "button") else {
         return;
     };
     let clicks = button
