@@ -15,8 +15,8 @@ for tool in brotli:brotli wasm-objdump:wabt; do
     if ! command -v "${tool%%:*}" >/dev/null; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             apt-get install -y -q "${tool##*:}" >/dev/null
-        else
-            echo "bench/size.sh needs ${tool%%:*} (Debian/Ubuntu: sudo apt-get install ${tool##*:})" >&2
+        elif [ "${tool%%:*}" = brotli ]; then
+            echo "bench/size.sh needs brotli (Debian/Ubuntu: sudo apt-get install brotli)" >&2
             exit 1
         fi
     fi
@@ -55,9 +55,12 @@ wasm="$pkg/tokenless.wasm"
 # Where the client's code goes, by crate: cargo's wasm, before wasm-bindgen and wasm-opt strip
 # the names (so larger than what is sent; the shares are what count).
 cargo_wasm=target/front/wasm32-unknown-unknown/wasm-release/tokenless.wasm
-if [ -f "$cargo_wasm" ]; then
-    echo
-    wasm-objdump -x -j Code "$cargo_wasm" | python3 bench/wasm_parts.py
+echo
+if [ -f "$cargo_wasm" ] && command -v wasm-objdump >/dev/null; then
+    wasm-objdump -x -j Code "$cargo_wasm" | python3 bench/wasm_parts.py ||
+        echo "(the code by crate could not be read from $cargo_wasm)"
+else
+    echo "(the code by crate needs wasm-objdump: sudo apt-get install wabt)"
 fi
 
 # What a first visit to /login and to /frogs (signed in) downloads from the server, as sent to a

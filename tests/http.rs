@@ -58,8 +58,8 @@ fn pages_without_islands_ship_no_wasm_and_no_hydration_data() {
             assert_eq!(answer.status, StatusCode::OK, "{path}");
             plain(path, &answer.body);
         }
-        // The pages with islands: the one resource inside an island (the server status) is
-        // serialized for it, nothing about the person is.
+        // The pages with islands: nothing is serialized for their islands (the server status is
+        // asked outside its island), and nothing about the person is in an inline script.
         let user = Browser::new(&app);
         user.sign_in(USER).await;
         for path in ["/", "/frogs"] {

@@ -123,7 +123,8 @@ test.describe('passthrough', () => {
     await croakButton(page, 3).click();
     await expect(croakCount(page, 3)).toHaveText(/\d+ croaks?/);
     expect(sent).toBe(2);
-    // A second `retry` in a row is not resent again: it is shown as the call's failure.
+    // A second `retry` in a row is not resent again: like any other 401 it means signing in
+    // (not as an ended session: no `reason=expired`).
     sent = 0;
     await page.unroute('**/api/upstream/frogs/3/croaks');
     await page.route('**/api/upstream/frogs/3/croaks', (route) => {
@@ -131,7 +132,7 @@ test.describe('passthrough', () => {
       return route.fulfill({ status: 401, contentType: 'application/json', body: '{"error":"retry","message":""}' });
     });
     await croakButton(page, 3).click();
-    await expect(page).toHaveURL(/\/login\?next=%2Ffrogs/);
+    await expect(page).toHaveURL(/\/login\?next=%2Ffrogs$/);
     expect(sent).toBe(2);
   });
 
@@ -140,13 +141,27 @@ test.describe('passthrough', () => {
     await page.goto('/frogs');
     await hydrated(page);
     const problem = page.locator('.croak', { has: croakButton(page, 7) }).getByRole('alert');
+    let sent = 0;
     for (const lie of ['{"id":7,"croaks":-1}', '{"id":7,"croaks":1.5}', '{"id":"7","croaks":2}', '[1,2]', 'not json']) {
+      // Each answer is held until the previous press's problem is gone, so the one shown next
+      // is this answer's.
+      let answer!: () => void;
+      const answered = new Promise<void>((resolve) => (answer = resolve));
       await page.unroute('**/api/upstream/frogs/7/croaks');
-      await page.route('**/api/upstream/frogs/7/croaks', (route) =>
-        route.fulfill({ status: 200, contentType: 'application/json', body: lie }),
-      );
-      await croakButton(page, 7).click();
+      await page.route('**/api/upstream/frogs/7/croaks', async (route) => {
+        sent += 1;
+        await answered;
+        await route.fulfill({ status: 200, contentType: 'application/json', body: lie });
+      });
+      const asked = sent;
+      try {
+        await croakButton(page, 7).click();
+        await expect(problem).toHaveCount(0);
+      } finally {
+        answer();
+      }
       await expect(problem, lie).toHaveText('The answer could not be read.');
+      expect(sent, lie).toBe(asked + 1);
       await expect(croakCount(page, 7), lie).toHaveText('');
       await expect(croakButton(page, 7)).toBeEnabled();
     }
