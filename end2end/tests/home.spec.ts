@@ -1,5 +1,5 @@
 import { test, expect } from '@playwright/test';
-import { hydrated } from './support';
+import { holdAnswers, hydrated } from './support';
 
 test.describe('home page', () => {
   test('is rendered on the server, with the server function answer in the HTML', async ({ request }) => {
@@ -57,50 +57,40 @@ test.describe('home page', () => {
     const fact = (name: string) => page.locator(`[data-fact="${name}"]`);
     const facts = async () => Promise.all(['version', 'upstream', 'answered-at'].map((f) => fact(f).textContent()));
     const before = await facts();
-    let sent = 0;
+    const status = '**/api/server_status';
     // Held until the button was pressed twice: one request, the button disabled meanwhile.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    await page.route('**/api/server_status', async (route) => {
-      sent += 1;
-      await held;
-      await route.fulfill({ status: 500, contentType: 'application/json', body: '"Failed"' });
-    });
-    try {
-      await ask.click();
-      await expect(ask).toBeDisabled();
-      await expect(ask).toHaveText('Asking the server…');
-      await ask.click({ force: true });
-    } finally {
-      release();
-    }
+    const sent = await holdAnswers(
+      page,
+      status,
+      (route) => route.fulfill({ status: 500, contentType: 'application/json', body: '"Failed"' }),
+      async () => {
+        await ask.click();
+        await expect(ask).toBeDisabled();
+        await expect(ask).toHaveText('Asking the server…');
+        await ask.click({ force: true });
+      },
+    );
     await expect(problem).toHaveText('The server could not answer. Please try again.');
     await expect(ask).toBeEnabled();
-    expect(sent).toBe(1);
+    expect(sent()).toBe(1);
     // Answers that are not what the server says: a good version and upstream beside a clock
-    // that is no whole number, then a version that is no string. Each is a failure (the
-    // previous problem is cleared first, so the alert is this press's), and no fact changes.
+    // that is no whole number, then a version that is no string. Each is a failure (held until
+    // the previous problem is gone, so the alert is this press's), and no fact changes.
     for (const lie of [
       '{"version":"9.9.9","upstream":"elsewhere","answered_at_ms":-5}',
       '{"version":1,"upstream":"elsewhere","answered_at_ms":1700000000000}',
     ]) {
-      let answer!: () => void;
-      const answered = new Promise<void>((resolve) => (answer = resolve));
-      await page.unroute('**/api/server_status');
-      await page.route('**/api/server_status', async (route) => {
-        sent += 1;
-        await answered;
-        await route.fulfill({ status: 200, contentType: 'application/json', body: lie });
-      });
-      const asked = sent;
-      try {
-        await ask.click();
-        await expect(problem).toHaveCount(0);
-      } finally {
-        answer();
-      }
+      const sent = await holdAnswers(
+        page,
+        status,
+        (route) => route.fulfill({ status: 200, contentType: 'application/json', body: lie }),
+        async () => {
+          await ask.click();
+          await expect(problem).toHaveCount(0);
+        },
+      );
       await expect(problem).toHaveText('The server could not answer. Please try again.');
-      expect(sent, lie).toBe(asked + 1);
+      expect(sent(), lie).toBe(1);
       expect(await facts(), lie).toEqual(before);
     }
     // The server unreachable: said so.

@@ -4,7 +4,7 @@
 // to its button; an ended session goes to sign in; another site cannot use it; paths outside the
 // allowlist are 404.
 import { test, expect, type Locator, type Page } from '@playwright/test';
-import { USER, counters, expireAccessToken, hydrated, signIn } from './support';
+import { USER, counters, expireAccessToken, holdAnswers, hydrated, signIn } from './support';
 
 /** Frog `id`'s croak button (the island finds it by `data-frog` too). */
 function croakButton(page: Page, id: number): Locator {
@@ -63,28 +63,23 @@ test.describe('passthrough', () => {
     await page.goto('/frogs');
     await hydrated(page);
     // The answer is held until the button has been pressed twice.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let sent = 0;
-    await page.route('**/api/upstream/frogs/2/croaks', async (route) => {
-      sent += 1;
-      await held;
-      await route.continue();
-    });
     const button = croakButton(page, 2);
-    try {
-      await button.click();
-      await expect(button).toBeDisabled();
-      await expect(button).toHaveText('Croaking…');
-      // A press on the disabled button: nothing happens, and nothing is sent.
-      await button.click({ force: true });
-    } finally {
-      release();
-    }
+    const sent = await holdAnswers(
+      page,
+      '**/api/upstream/frogs/2/croaks',
+      (route) => route.continue(),
+      async () => {
+        await button.click();
+        await expect(button).toBeDisabled();
+        await expect(button).toHaveText('Croaking…');
+        // A press on the disabled button: nothing happens, and nothing is sent.
+        await button.click({ force: true });
+      },
+    );
     await expect(croakCount(page, 2)).toHaveText(/\d+ croaks?/);
     await expect(button).toBeEnabled();
     await expect(button).toHaveText('Croak');
-    expect(sent).toBe(1);
+    expect(sent()).toBe(1);
   });
 
   test('a croak that fails says why next to its button, and the next press clears it', async ({ page }) => {
@@ -141,27 +136,20 @@ test.describe('passthrough', () => {
     await page.goto('/frogs');
     await hydrated(page);
     const problem = page.locator('.croak', { has: croakButton(page, 7) }).getByRole('alert');
-    let sent = 0;
     for (const lie of ['{"id":7,"croaks":-1}', '{"id":7,"croaks":1.5}', '{"id":"7","croaks":2}', '[1,2]', 'not json']) {
       // Each answer is held until the previous press's problem is gone, so the one shown next
       // is this answer's.
-      let answer!: () => void;
-      const answered = new Promise<void>((resolve) => (answer = resolve));
-      await page.unroute('**/api/upstream/frogs/7/croaks');
-      await page.route('**/api/upstream/frogs/7/croaks', async (route) => {
-        sent += 1;
-        await answered;
-        await route.fulfill({ status: 200, contentType: 'application/json', body: lie });
-      });
-      const asked = sent;
-      try {
-        await croakButton(page, 7).click();
-        await expect(problem).toHaveCount(0);
-      } finally {
-        answer();
-      }
+      const sent = await holdAnswers(
+        page,
+        '**/api/upstream/frogs/7/croaks',
+        (route) => route.fulfill({ status: 200, contentType: 'application/json', body: lie }),
+        async () => {
+          await croakButton(page, 7).click();
+          await expect(problem).toHaveCount(0);
+        },
+      );
       await expect(problem, lie).toHaveText('The answer could not be read.');
-      expect(sent, lie).toBe(asked + 1);
+      expect(sent(), lie).toBe(1);
       await expect(croakCount(page, 7), lie).toHaveText('');
       await expect(croakButton(page, 7)).toBeEnabled();
     }

@@ -1,7 +1,7 @@
 // Helpers shared by the specs: the demo upstream's test controls, signing in, waiting for
 // hydration.
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { expect, type BrowserContext, type Page, type APIRequestContext } from '@playwright/test';
+import { expect, type BrowserContext, type Page, type APIRequestContext, type Route } from '@playwright/test';
 
 export const CONTROLS = process.env.TOKENLESS_E2E_CONTROLS ?? 'http://127.0.0.1:3101';
 export const USER = { email: 'user@example.com', password: 'frogs-are-green', name: 'Dana User' };
@@ -21,6 +21,34 @@ export async function hydrated(page: Page, javaScript = true) {
   await page.waitForLoadState('domcontentloaded');
   if (!(await hasIslands(page))) return;
   await expect(page.locator('html')).toHaveAttribute('data-hydrated', 'true');
+}
+
+/**
+ * Answers the page's requests to `url` with `answer`, but only once `during` has finished (or
+ * failed): what the page shows while its call is on its way is checked in `during`. Replaces
+ * any earlier route of `url`. Returns how many requests came, counted when asked.
+ */
+export async function holdAnswers(
+  page: Page,
+  url: string,
+  answer: (route: Route) => Promise<void>,
+  during: () => Promise<void>,
+): Promise<() => number> {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let sent = 0;
+  await page.unroute(url);
+  await page.route(url, async (route) => {
+    sent += 1;
+    await held;
+    await answer(route);
+  });
+  try {
+    await during();
+  } finally {
+    release();
+  }
+  return () => sent;
 }
 
 export async function fillSignIn(page: Page, who: { email: string; password: string }) {
