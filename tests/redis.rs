@@ -126,8 +126,13 @@ fn redis_down_is_a_503_that_keeps_the_session() {
         let (a, b) = two_instances(&redis).await;
         let dana = Browser::new(&a);
         assert_eq!(dana.call("login", &[("email", USER.0), ("password", USER.1), ("next", "/")]).await.status, StatusCode::OK);
+        let fresh = dana.cookie_header();
         dana.edit_session(|s| s.tokens.access_expires_at = tokenless_bff::now() - 1);
         let cookie = dana.cookie_header();
+        let signed_out = Browser::new(&a);
+        assert_eq!(signed_out.call("login", &[("email", USER.0), ("password", USER.1), ("next", "/")]).await.status, StatusCode::OK);
+        let signed_out_cookie = signed_out.cookie_header();
+        assert_eq!(signed_out.call("logout", &[]).await.status, StatusCode::OK);
         redis.child.kill().await.unwrap();
         let before = a.counters().await;
         // A page that needs a refresh: "try again", still signed in, the cookie left as it is.
@@ -144,6 +149,14 @@ fn redis_down_is_a_503_that_keeps_the_session() {
         assert_eq!(after["grants"]["refresh_token"], before["grants"]["refresh_token"], "{after}");
         assert!(shared(&b, "try_again") >= 1 && shared(&b, "failures") >= 1);
         assert_eq!(shared(&b, "reachable"), 0);
+        // A page that needs no refresh: whether the session signed out cannot be read, so it is
+        // not served either ("try again"); a signed-out cookie (on B, which did not see the
+        // sign-out) does not open for want of its mark.
+        for (what, cookie) in [("a live session", fresh), ("a signed-out session", signed_out_cookie)] {
+            let page = b.router.clone().oneshot(request("/account", &cookie, false)).await.unwrap();
+            assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+            assert!(page.headers().get("set-cookie").is_none(), "{what}: {:?}", page.headers());
+        }
     })
 }
 

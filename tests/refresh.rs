@@ -208,6 +208,8 @@ fn a_response_never_writes_a_session_older_than_the_newest_issued() {
         b.expire_access_token();
         assert_eq!(b.get("/frogs").await.status, StatusCode::OK);
         assert_eq!(b.session().generation, 2);
+        // The browser comes back with it: from now on only the grace (none) keeps the result.
+        assert_eq!(b.get("/account").await.status, StatusCode::OK);
 
         let slow = Browser::new(&app);
         slow.set_cookie(COOKIE, &old);

@@ -582,6 +582,12 @@ impl HttpApi {
                     .and_then(|e| expiry(e, &token, cookie.as_ref(), answer, now));
                 (Some(token), at)
             }
+            // A refresh answer that names a new refresh token it cannot hand over (a cookie
+            // being cleared, characters no cookie carries): the presented one may be retired
+            // already, and presenting it again would look like theft. Not usable.
+            None if presented_refresh.is_some() && names(&self.config.refresh_token, answer) => {
+                return Err(UpstreamError::Unexpected("the refresh answer's new refresh token is unusable".into()));
+            }
             // No new refresh token: the API does not rotate; the presented one stays.
             None => (presented_refresh.cloned(), None),
         };
@@ -634,6 +640,14 @@ fn find(source: &TokenSource, answer: &Answer) -> Option<(Token, Option<Cookie<'
         return None;
     }
     Some(found)
+}
+
+/// Whether `answer` holds something where `source` says a token is (usable or not).
+fn names(source: &TokenSource, answer: &Answer) -> bool {
+    match source {
+        TokenSource::Json(pointer) => answer.json.as_ref().and_then(|json| json.pointer(pointer)).is_some_and(|v| !v.is_null()),
+        TokenSource::Cookie(name) => answer.cookies.iter().any(|c| c.name() == name),
+    }
 }
 
 /// RFC 6265 cookie octets (no space, quote, comma, semicolon or backslash, no control
@@ -766,6 +780,10 @@ pub fn map_profile(map: &ProfileMap, json: &Value) -> Result<Profile, UpstreamEr
     Ok(Profile { id, name, email, roles })
 }
 
+/// How a refresh refusal by one of the configured `refresh_refused` statuses is coded
+/// (`status 401`): such a refusal ends the session ([`crate::refresh::ends_session`]).
+pub(crate) const REFUSED_STATUS: &str = "status ";
+
 /// An error answer's status as an [`UpstreamError`]: outages (5xx, 429) keep the session.
 fn failure(status: StatusCode, what: &str) -> UpstreamError {
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -806,7 +824,7 @@ impl TokenGrants for HttpApi {
                 });
             }
             if self.config.refresh_refused.contains(&answer.status.as_u16()) {
-                return Err(UpstreamError::Refused { code: format!("status {}", answer.status.as_u16()) });
+                return Err(UpstreamError::Refused { code: format!("{REFUSED_STATUS}{}", answer.status.as_u16()) });
             }
             Err(failure(answer.status, "refresh"))
         })
@@ -1069,6 +1087,12 @@ mod tests {
         // A cookie being cleared is no token.
         let a = answer(Some(serde_json::json!({ "accessToken": access })), &["refresh_token=; Max-Age=0"]);
         assert_eq!(api.tokens(&a, 1, None).unwrap().refresh_token, None);
+        // Issue 32, finding 9: in a refresh answer, a rotated token that is there but cannot be
+        // used is not "no rotation" (keeping the presented, perhaps retired, token): unusable.
+        for unusable in ["refresh_token=; Max-Age=0", "refresh_token=a\\b"] {
+            let a = answer(Some(serde_json::json!({ "accessToken": access })), &[unusable]);
+            assert!(matches!(api.tokens(&a, 1, Some(&Token::new("r0"))), Err(UpstreamError::Unexpected(_))), "{unusable}");
+        }
         // No access token where configured: an answer we do not understand, never a session.
         let a = answer(Some(serde_json::json!({ "token": access })), &[]);
         assert!(matches!(api.tokens(&a, 1, None), Err(UpstreamError::Unexpected(_))));

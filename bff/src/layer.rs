@@ -39,6 +39,10 @@ use crate::session::Session;
 /// Builds what a refused cross-site request gets (the default: 403, plain text).
 pub type CrossSiteAnswer = Arc<dyn Fn() -> Response + Send + Sync>;
 
+/// Builds what a request gets whose session's standing cannot be told (the refresh memory does
+/// not answer), from the request's path (the default: 503, `Retry-After: 1`, plain text).
+pub type UnavailableAnswer = Arc<dyn Fn(&str) -> Response + Send + Sync>;
+
 /// Where a signed-out visitor of a protected page is sent: from the page's path and query, and
 /// how the session ended if it just did (so the sign-in page can say "your session ended").
 pub type SignInHref = Arc<dyn Fn(&str, Option<Ended>) -> String + Send + Sync>;
@@ -61,6 +65,7 @@ struct Config {
     origin: Option<String>,
     skip: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     cross_site: CrossSiteAnswer,
+    unavailable: UnavailableAnswer,
     fixed: Option<Session>,
     protected: Option<(Arc<dyn Fn(&str) -> bool + Send + Sync>, SignInHref)>,
 }
@@ -76,6 +81,10 @@ impl SessionLayer {
                 skip: Arc::new(|_| false),
                 cross_site: Arc::new(|| {
                     (StatusCode::FORBIDDEN, "cross-site request refused").into_response()
+                }),
+                unavailable: Arc::new(|_| {
+                    let text = "The service cannot check your session right now. You are still signed in: try again in a moment.";
+                    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], text).into_response()
                 }),
                 fixed: None,
                 protected: None,
@@ -105,6 +114,13 @@ impl SessionLayer {
     /// error body, say).
     pub fn cross_site_answer(self, answer: impl Fn() -> Response + Send + Sync + 'static) -> Self {
         self.with(|c| c.cross_site = Arc::new(answer))
+    }
+
+    /// What a request gets whose session's standing cannot be told — the refresh memory (a
+    /// shared store) does not answer, so whether it signed out is unknown — instead of the
+    /// default 503 text: never served as signed in, never refused (its cookie is left as is).
+    pub fn unavailable_answer(self, answer: impl Fn(&str) -> Response + Send + Sync + 'static) -> Self {
+        self.with(|c| c.unavailable = Arc::new(answer))
     }
 
     /// Pages only signed-in people see: a `GET` or `HEAD` of a path `paths` accepts, without a
@@ -180,6 +196,10 @@ where
                 Some(session) => fixed(&config.manager, cookies, session.clone()),
                 None => attach(&config.manager, cookies).await,
             };
+            if session.unavailable() {
+                // Its cookie changes (none: the cookie is left as it is) go out with it.
+                return Ok((config.unavailable)(request.uri().path()));
+            }
             if let Some((paths, sign_in)) = &config.protected {
                 let page = matches!(*request.method(), Method::GET | Method::HEAD);
                 if page && !session.is_signed_in() && paths(request.uri().path()) {

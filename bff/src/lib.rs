@@ -74,8 +74,8 @@ mod upstream_config;
 mod tests;
 
 // The layer, the extractor and the manager.
-pub use layer::{CrossSiteAnswer, MissingSessionLayer, SessionLayer, SessionService, SignInHref, SiteOrigin};
-pub use manager::{now, BuildError, Ended, Limits, Loaded, SessionManager, SessionManagerBuilder};
+pub use layer::{CrossSiteAnswer, MissingSessionLayer, SessionLayer, SessionService, SignInHref, SiteOrigin, UnavailableAnswer};
+pub use manager::{now, BuildError, Ended, Limits, Loaded, SessionManager, SessionManagerBuilder, MEMORY_UNAVAILABLE};
 pub use middleware::{RequestSession, ResourceError};
 
 // Configuration.
@@ -100,7 +100,10 @@ pub use session::{Freshness, Profile, ProviderSession, Session, Token, TokenSet}
 pub use memory::{InProcess, RefreshMemory};
 #[cfg(feature = "redis")]
 pub use redis_memory::{RedisMemory, RedisOptions, RedisStartError, SHARED_MEMORY_UNAVAILABLE};
-pub use refresh::{Known, OutcomeKind, RefreshConfig, RefreshCounts, Refresher, Revocation, HANDOFF, SIGNED_OUT, SUBJECT_CHANGED};
+pub use refresh::{
+    ends_session, Known, OutcomeKind, RefreshConfig, RefreshCounts, Refresher, Revocation, HANDOFF, NO_REFRESH_TOKEN, SIGNED_OUT,
+    SUBJECT_CHANGED,
+};
 
 // Time.
 pub use clock::{system as system_clock, Clock, ManualClock, SystemClock};

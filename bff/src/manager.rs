@@ -17,7 +17,7 @@ use crate::upstream::{Registered, Upstream};
 use crate::cookies::{self, CookiePolicy, ReadSession};
 use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
 use crate::config::SessionOptions;
-use crate::memory::{provider_key, InProcess, ProviderKeyKind, RefreshMemory};
+use crate::memory::{provider_key, InProcess, NotKept, ProviderKeyKind, RefreshMemory};
 use crate::seal::{KeyError, KeyRing};
 use crate::session::{Freshness, Profile, ProviderSession, Session, Token, TokenSet};
 
@@ -43,6 +43,9 @@ impl Default for Limits {
     }
 }
 
+/// What a request whose session's marks cannot be read is told.
+pub const MEMORY_UNAVAILABLE: &str = "the refresh memory cannot be reached; try again (still signed in)";
+
 /// The idle clock in the cookie is moved forward at most this often (each move rewrites it).
 const TOUCH_EVERY_SECS: u64 = 60;
 
@@ -65,6 +68,11 @@ pub struct Loaded {
     /// The access token needed a refresh and the upstream could not be reached: the session is
     /// kept (cookie unchanged), calls that need the upstream will fail with "unavailable".
     pub refresh_failed: bool,
+    /// Whether the request's session signed out could not be told (the refresh memory does
+    /// not answer): no session, the cookie unchanged, and the request answered "try again,
+    /// still signed in" ([`crate::SessionLayer`] does) — never a page of a session that may
+    /// have signed out.
+    pub unavailable: bool,
 }
 
 /// Opens, refreshes, writes and ends sessions; one per process, shared by every request.
@@ -302,6 +310,10 @@ impl SessionManager {
                 tracing::info!(session = %session.id, "the cookie's session signed out; refused");
                 return Loaded { ended: Some(Ended::Revoked), ..Loaded::default() };
             }
+            Known::Unavailable => {
+                tracing::warn!(session = %session.id, "the refresh memory cannot tell whether this session signed out; try again");
+                return Loaded { unavailable: true, ..Loaded::default() };
+            }
             // Ended by the provider: refused now, without asking it; marked signed out here
             // (later requests stop at the mark, a refresh in flight lands as a refusal) and its
             // tokens revoked in the background — an offline grant may outlive the provider's
@@ -353,20 +365,18 @@ impl SessionManager {
             rewrite = true;
         }
         // A session upgraded from the remembered results is written even when this request's
-        // own refresh failed: the browser must not keep presenting a rotated token.
-        if rewrite
-            && (!refresh_failed || session.generation > incoming.generation)
-            && self.store(cookies, &session, now).await
-        {
-            self.refresher.delivered(&incoming, &session).await;
+        // own refresh failed: the browser must not keep presenting a rotated token. Written is
+        // not carried: the results stay for the hand-off until a request arrives with them.
+        if rewrite && (!refresh_failed || session.generation > incoming.generation) {
+            self.store(cookies, &session, now).await;
         }
-        Loaded { session: Some(session), ended: None, refresh_failed }
+        Loaded { session: Some(session), ended: None, refresh_failed, unavailable: false }
     }
 
     /// New tokens for a session whose access token `refused` the upstream just turned down:
     /// the newest already known when another request rotated them, else one refresh (single
-    /// flight). Until a response carries the result ([`Refresher::delivered`]), it is kept for
-    /// the session's next request.
+    /// flight). Until a request arrives carrying the result, it is kept for the session's next
+    /// request.
     pub async fn renew(&self, session: &Session, refused: &Token) -> Result<Session, UpstreamError> {
         let current = match self.refresher.known(session).await {
             Known::Current => session.clone(),
@@ -375,6 +385,7 @@ impl SessionManager {
             Known::SignedOut | Known::EndedAtProvider => {
                 return Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
             }
+            Known::Unavailable => return Err(UpstreamError::Unavailable(MEMORY_UNAVAILABLE.into())),
         };
         if current.tokens.access_token != *refused {
             return Ok(current);
@@ -443,7 +454,9 @@ impl SessionManager {
         let now = self.now();
         let mut session = Session::new(new_session_id(), now, tokens, profile);
         session.provider = provider;
-        self.store(cookies, &session, now).await;
+        // A new id: nothing newer can exist, so nothing is asked (a shared memory that does not
+        // answer must not turn a sign-in into a success without a cookie).
+        self.write(cookies, &session, now);
         tracing::info!(session = %session.id, user = %session.profile.id, "signed in");
         session
     }
@@ -473,7 +486,8 @@ impl SessionManager {
             }
         };
         let session = Session::new(new_session_id(), now, tokens, profile);
-        self.store(cookies, &session, now).await;
+        // A new id: nothing newer can exist (see `sign_in_with`).
+        self.write(cookies, &session, now);
         tracing::info!(session = %session.id, user = %session.profile.id, "signed in");
         Ok(session)
     }
@@ -520,24 +534,33 @@ impl SessionManager {
     /// the same second included: seconds are the sessions' clock).
     /// The next request with such a cookie is signed out without asking the provider
     /// ([`Known::EndedAtProvider`]). Remembered until the sessions' absolute limit.
-    pub async fn end_at_provider(&self, issuer: &str, session_id: Option<&str>, subject: Option<&str>) {
+    /// [`NotKept`] when the memory could not store it for every instance (a shared store that
+    /// does not answer): this instance refuses those sessions all the same, and the caller
+    /// says the logout failed, so the provider can send it again.
+    pub async fn end_at_provider(&self, issuer: &str, session_id: Option<&str>, subject: Option<&str>) -> Result<(), NotKept> {
         let (memory, now, left) = (self.refresher.memory(), self.now(), self.limits.absolute_timeout);
-        match (session_id, subject) {
+        let kept = match (session_id, subject) {
             (Some(sid), subject) => {
                 // Every session of that sid, whenever it began: the provider never reuses one.
-                memory.end_at_provider(&provider_key(issuer, ProviderKeyKind::Sid, sid), now, true, left).await;
+                let by_sid = memory.end_at_provider(&provider_key(issuer, ProviderKeyKind::Sid, sid), now, true, left).await;
                 // The person's sessions whose ID token named no sid may be this one.
-                if let Some(sub) = subject {
-                    let key = provider_key(issuer, ProviderKeyKind::SubWithoutSid, sub);
-                    memory.end_at_provider(&key, now, false, left).await;
-                }
+                let by_sub = match subject {
+                    Some(sub) => {
+                        let key = provider_key(issuer, ProviderKeyKind::SubWithoutSid, sub);
+                        memory.end_at_provider(&key, now, false, left).await
+                    }
+                    None => Ok(()),
+                };
+                by_sid.and(by_sub)
             }
-            (None, Some(sub)) => {
-                memory.end_at_provider(&provider_key(issuer, ProviderKeyKind::Sub, sub), now, false, left).await;
-            }
-            (None, None) => return,
+            (None, Some(sub)) => memory.end_at_provider(&provider_key(issuer, ProviderKeyKind::Sub, sub), now, false, left).await,
+            (None, None) => return Ok(()),
+        };
+        match kept {
+            Ok(()) => tracing::info!(%issuer, by_session = session_id.is_some(), "the provider ended sessions (back-channel logout)"),
+            Err(NotKept) => tracing::error!(%issuer, "a back-channel logout could not be stored where every instance sees it (kept on this one only)"),
         }
-        tracing::info!(%issuer, by_session = session_id.is_some(), "the provider ended sessions (back-channel logout)");
+        kept
     }
 
     /// Signs out: ends the session (see [`SessionManager::end`]) and deletes every session

@@ -11,7 +11,7 @@
 //! unless signed out meanwhile, number the generation, remember it, wake the waiters" — are
 //! single calls. The refresher's own sequences are safe in any interleaving by their order:
 //! `end` marks the sign-out before it reads the newest result (a landing after the mark becomes
-//! a refusal), and `delivered` only ever shortens what it read.
+//! a refusal), and `carried` only ever shortens the result of the generation it names.
 //!
 //! A result holds the new tokens themselves (the key is only the consumed token's hash): a
 //! store outside this process must keep them encrypted and expire them. A shared store
@@ -160,7 +160,20 @@ pub struct Marks {
     pub signed_out: bool,
     /// The newest generation issued for it, if one was issued by a refresh still remembered.
     pub newest: Option<u64>,
+    /// A generation whose result no request has carried back yet: the first request that
+    /// arrives with a cookie of that generation calls [`RefreshMemory::carried`].
+    pub uncarried: Option<u64>,
+    /// The memory could not be asked (a shared store that does not answer): nothing above is
+    /// known. The session is neither refused nor served (a signed-out cookie must not open
+    /// because the mark that refuses it cannot be read): "try again, still signed in".
+    pub unknown: bool,
 }
+
+/// A mark the memory could not keep (a shared store that does not answer): the caller says
+/// so instead of answering as if it had been kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the refresh memory could not keep the mark (its store does not answer); try again")]
+pub struct NotKept;
 
 /// Where the refresh machinery keeps what outlives a request. Implementations must make each
 /// method atomic with respect to the others (see the module's note).
@@ -188,18 +201,29 @@ pub trait RefreshMemory: Send + Sync + 'static {
     /// Keeps what is remembered for `key` at most `left` longer (never longer than it was).
     fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()>;
 
-    /// What is marked for `session_id`.
-    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks>;
+    /// What is marked for `session_id`, a session that began at `created_at` (Unix seconds): a
+    /// memory that had to drop sign-out marks to stay within its bounds answers "signed out" for
+    /// every session that began at or before the latest one it dropped (fail closed: more
+    /// people signed out than asked, never one brought back).
+    fn marks<'a>(&'a self, session_id: &'a str, created_at: u64) -> BoxFuture<'a, Marks>;
 
-    /// Marks `session_id` signed out for `left` (cookies refused, flights landing as refusals).
-    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()>;
+    /// Marks `session_id` (begun at `created_at`) signed out for `left` (cookies refused,
+    /// flights landing as refusals).
+    fn sign_out<'a>(&'a self, session_id: &'a str, created_at: u64, left: Duration) -> BoxFuture<'a, ()>;
+
+    /// A request arrived carrying `generation` of `session_id`: if that generation's result
+    /// was still uncarried ([`Marks::uncarried`]), it is kept only `grace` longer (copies of
+    /// the older cookie still in the air). Before that, the result is kept for the whole
+    /// hand-off: a response that set the new cookie may never have reached the browser.
+    fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()>;
 
     /// Ends, at `at` (Unix seconds), the sessions their OpenID provider knows by `key` (see
     /// [`provider_keys`]): every one of them when `every` (a `sid`: the provider never gives it
     /// to another sign-in), else those that began at or before `at` (a `sub`: the person may
     /// sign in again). Remembered for `left` (the sessions' absolute limit: no session that
-    /// began before `at` outlives it).
-    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()>;
+    /// began before `at` outlives it). [`NotKept`] when it could not be stored where every
+    /// instance sees it (it is still kept in this process).
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, Result<(), NotKept>>;
 
     /// When sessions known by any of `keys` were ended at their provider: a session of those
     /// keys that began at or before it is over (`u64::MAX` for a key ended with `every`).
@@ -207,6 +231,10 @@ pub trait RefreshMemory: Send + Sync + 'static {
 
     /// Records a logout token's `jti` for `left`: `false` when it was used already (a replay).
     fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool>;
+
+    /// Forgets a `jti` recorded by [`RefreshMemory::first_use`] whose logout could not be done:
+    /// the provider may send it again.
+    fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()>;
 
     /// How many results are remembered, when the store can tell cheaply (a gauge).
     fn remembered_count(&self) -> Option<usize> {
@@ -337,10 +365,14 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
 struct Maps {
     flights: HashMap<TokenKey, watch::Sender<Option<Outcome>>>,
     results: Bounded<TokenKey, Outcome>,
-    /// The newest generation issued per session id.
-    newest: Bounded<String, u64>,
-    /// Session ids that signed out.
-    ended: Bounded<String, ()>,
+    /// The newest generation issued per session id, and the key of the result that issued it
+    /// while no request has carried it back.
+    newest: Bounded<String, (u64, Option<TokenKey>)>,
+    /// Session ids that signed out, with when each session began.
+    ended: Bounded<String, u64>,
+    /// The latest beginning of a session whose sign-out mark was dropped to stay within
+    /// capacity before its end: every session that began at or before it counts as signed out.
+    ended_floor: Option<u64>,
     /// Provider keys ([`provider_keys`]) with the moment their sessions were ended, and whether
     /// every session of the key ended (not only those begun by then).
     provider_ended: Bounded<String, (u64, bool)>,
@@ -372,10 +404,11 @@ fn waiting(mut receiver: watch::Receiver<Option<Outcome>>) -> Wait {
 impl InProcess {
     /// At most `capacity` remembered results and newest-generation marks, and `ended_capacity`
     /// each of sign-out marks, provider keys ended by back-channel logout and used logout
-    /// tokens, the oldest dropped first. A provider key dropped early turns into "every
-    /// provider session that began before it is over"; a used logout token dropped early could
-    /// be replayed, which ends sessions again (and a person's newer ones): neither brings an
-    /// ended session back.
+    /// tokens, the oldest dropped first. A sign-out mark dropped early turns into "every
+    /// session that began no later than it is signed out", a provider key dropped early into
+    /// "every provider session that began before it is over"; a used logout token dropped
+    /// early could be replayed, which ends sessions again (and a person's newer ones): none
+    /// brings an ended session back.
     pub fn new(capacity: usize, ended_capacity: usize, clock: Arc<dyn Clock>) -> Self {
         InProcess {
             clock,
@@ -384,6 +417,7 @@ impl InProcess {
                 results: Bounded::new(capacity),
                 newest: Bounded::new(capacity),
                 ended: Bounded::new(ended_capacity),
+                ended_floor: None,
                 provider_ended: Bounded::new(ended_capacity),
                 provider_floor: None,
                 used_jtis: Bounded::new(ended_capacity),
@@ -400,6 +434,7 @@ impl InProcess {
     fn claim_now(&self, key: TokenKey, session_id: &str, generation: u64) -> Claim {
         let now = self.clock.now();
         let mut maps = self.maps();
+        // (A session under the floor is refused before it gets here: `marks` says so.)
         if maps.ended.get(session_id, now).is_some() {
             return Claim::SignedOut;
         }
@@ -427,9 +462,9 @@ impl InProcess {
         let (outcome, revoke) = match landing.result {
             Ok(tokens) if signed_out => (Outcome::Refused(crate::refresh::SIGNED_OUT.into()), Some(tokens)),
             Ok(tokens) => {
-                let newest = maps.newest.get(landing.session_id, now).copied().unwrap_or(0);
+                let newest = maps.newest.get(landing.session_id, now).map_or(0, |(generation, _)| *generation);
                 let generation = landing.generation.max(newest) + 1;
-                maps.newest.insert(landing.session_id.to_string(), generation, after(now, landing.handoff), now);
+                maps.newest.insert(landing.session_id.to_string(), (generation, Some(key)), after(now, landing.handoff), now);
                 (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation })), None)
             }
             Err(UpstreamError::Refused { code }) => (Outcome::Refused(code), None),
@@ -477,42 +512,53 @@ impl RefreshMemory for InProcess {
         Box::pin(std::future::ready(()))
     }
 
-    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks> {
+    fn marks<'a>(&'a self, session_id: &'a str, created_at: u64) -> BoxFuture<'a, Marks> {
         let now = self.clock.now();
         let maps = self.maps();
+        let newest = maps.newest.get(session_id, now);
         let marks = Marks {
-            signed_out: maps.ended.get(session_id, now).is_some(),
-            newest: maps.newest.get(session_id, now).copied(),
+            signed_out: maps.ended.get(session_id, now).is_some()
+                || maps.ended_floor.is_some_and(|floor| created_at <= floor),
+            newest: newest.map(|(generation, _)| *generation),
+            uncarried: newest.and_then(|(generation, key)| key.map(|_| *generation)),
+            unknown: false,
         };
         Box::pin(std::future::ready(marks))
     }
 
-    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
-        let now = self.clock.now();
-        self.maps().ended.insert(session_id.to_string(), (), after(now, left), now);
-        Box::pin(std::future::ready(()))
-    }
-
-    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
+    fn sign_out<'a>(&'a self, session_id: &'a str, created_at: u64, left: Duration) -> BoxFuture<'a, ()> {
         let now = self.clock.now();
         let mut maps = self.maps();
-        let (at, every) = match maps.provider_ended.get(key, now) {
-            Some(&(earlier, was_every)) => (at.max(earlier), every || was_every),
-            None => (at, every),
-        };
-        let dropped = maps.provider_ended.insert(key.to_string(), (at, every), after(now, left), now);
-        if let Some(latest) = dropped.into_iter().map(|(at, _)| at).max() {
-            tracing::warn!("the back-channel logout memory is full: every provider session that began before the oldest one dropped is ended");
-            maps.provider_floor = Some(maps.provider_floor.map_or(latest, |floor| floor.max(latest)));
+        let dropped = maps.ended.insert(session_id.to_string(), created_at, after(now, left), now);
+        if let Some(latest) = dropped.into_iter().max() {
+            tracing::error!(
+                "the sign-out memory is full (session.refresh_memory): every session that began before the oldest sign-out dropped is signed out too"
+            );
+            maps.ended_floor = Some(maps.ended_floor.map_or(latest, |floor| floor.max(latest)));
         }
         Box::pin(std::future::ready(()))
     }
 
-    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
+    fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()> {
         let now = self.clock.now();
-        let maps = self.maps();
-        let marks = keys.iter().filter_map(|key| maps.provider_ended.get(key.as_str(), now));
-        let ended = marks.map(|&(at, every)| if every { u64::MAX } else { at }).chain(maps.provider_floor).max();
+        let mut maps = self.maps();
+        let key = match maps.newest.entries.get_mut(session_id) {
+            Some(((newest, key), until, _)) if *newest == generation && now < *until => key.take(),
+            _ => None,
+        };
+        if let Some(key) = key {
+            maps.results.shorten(&key, after(now, grace));
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, Result<(), NotKept>> {
+        self.end_at_provider_now(key, at, every, left);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
+        let ended = self.ended_at_provider_now(keys);
         Box::pin(std::future::ready(ended))
     }
 
@@ -529,8 +575,51 @@ impl RefreshMemory for InProcess {
         Box::pin(std::future::ready(first))
     }
 
+    fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()> {
+        self.maps().used_jtis.shorten(&jti.to_string(), self.clock.now());
+        Box::pin(std::future::ready(()))
+    }
+
     fn remembered_count(&self) -> Option<usize> {
         Some(self.maps().results.len())
+    }
+}
+
+impl InProcess {
+    /// Kept in this process (also the copy a shared store keeps of what it could not store).
+    pub(crate) fn end_at_provider_now(&self, key: &str, at: u64, every: bool, left: Duration) {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        let (at, every) = match maps.provider_ended.get(key, now) {
+            Some(&(earlier, was_every)) => (at.max(earlier), every || was_every),
+            None => (at, every),
+        };
+        let dropped = maps.provider_ended.insert(key.to_string(), (at, every), after(now, left), now);
+        if let Some(latest) = dropped.into_iter().map(|(at, _)| at).max() {
+            tracing::warn!("the back-channel logout memory is full: every provider session that began before the oldest one dropped is ended");
+            maps.provider_floor = Some(maps.provider_floor.map_or(latest, |floor| floor.max(latest)));
+        }
+    }
+
+    /// Every provider end kept here and still alive: its key, moment, whether it ended every
+    /// session of the key, and how long it is kept yet.
+    pub(crate) fn provider_ends_live(&self) -> Vec<(String, u64, bool, Duration)> {
+        let now = self.clock.now();
+        let maps = self.maps();
+        maps.provider_ended
+            .entries
+            .iter()
+            .filter(|(_, (_, until, _))| now < *until)
+            .map(|(key, ((at, every), until, _))| (key.clone(), *at, *every, until.saturating_duration_since(now)))
+            .collect()
+    }
+
+    /// What this process keeps of provider ends (see [`RefreshMemory::ended_at_provider`]).
+    pub(crate) fn ended_at_provider_now(&self, keys: &[String]) -> Option<u64> {
+        let now = self.clock.now();
+        let maps = self.maps();
+        let marks = keys.iter().filter_map(|key| maps.provider_ended.get(key.as_str(), now));
+        marks.map(|&(at, every)| if every { u64::MAX } else { at }).chain(maps.provider_floor).max()
     }
 }
 
@@ -547,6 +636,10 @@ mod tests {
             std::task::Poll::Ready(value) => value,
             std::task::Poll::Pending => panic!("an in-process answer was not ready"),
         }
+    }
+
+    fn now_ok(future: BoxFuture<'_, Result<(), NotKept>>) {
+        now(future).expect("kept in this process");
     }
 
     fn tokens(refresh: &str) -> TokenSet {
@@ -641,7 +734,7 @@ mod tests {
             let Some(Outcome::Refreshed(r)) = wait.await else { panic!("both wake with the result") };
             assert_eq!(r.generation, 2);
         }
-        assert_eq!(now(memory.marks("s")), Marks { signed_out: false, newest: Some(2) });
+        assert_eq!(now(memory.marks("s", 0)), Marks { signed_out: false, newest: Some(2), uncarried: Some(2), unknown: false });
         // A late request with the old cookie gets the result without a flight...
         assert!(matches!(now(memory.claim(key, "s", 1)), Claim::Remembered(Outcome::Refreshed(_))));
         // ...but a cookie as new as the result (an upstream that does not rotate) flies again.
@@ -652,7 +745,7 @@ mod tests {
         // The hand-off ends.
         clock.advance(Duration::from_secs(601));
         assert!(now(memory.remembered(key)).is_none());
-        assert_eq!(now(memory.marks("s")).newest, None);
+        assert_eq!(now(memory.marks("s", 0)).newest, None);
     }
 
     #[tokio::test]
@@ -677,12 +770,12 @@ mod tests {
         let memory = InProcess::new(10, 10, Arc::new(clock.clone()));
         let key = TokenKey::of(&Token::new("r1"));
         let Claim::Fly(wait) = now(memory.claim(key, "s", 1)) else { panic!() };
-        now(memory.sign_out("s", Duration::from_secs(3600)));
+        now(memory.sign_out("s", 0, Duration::from_secs(3600)));
         assert!(matches!(now(memory.claim(TokenKey::of(&Token::new("other")), "s", 1)), Claim::SignedOut));
         let landed = now(memory.land(key, landing("s", 1, Ok(tokens("r2")))));
         assert!(matches!(landed.revoke, Some(t) if t.refresh_token == Some(Token::new("r2"))));
         assert!(matches!(wait.await, Some(Outcome::Refused(c)) if c == crate::refresh::SIGNED_OUT));
-        assert_eq!(now(memory.marks("s")).newest, None, "no generation issued");
+        assert_eq!(now(memory.marks("s", 0)).newest, None, "no generation issued");
     }
 
     #[tokio::test]
@@ -717,18 +810,18 @@ mod tests {
         assert_eq!(dana_unnamed, ["sub https://id.example dana", "sub-nosid https://id.example dana"]);
         assert_eq!(now(memory.ended_at_provider(&dana)), None);
         // By sid: every session of it, whenever it began (the same second included).
-        now(memory.end_at_provider(&key(ProviderKeyKind::Sid, "s-1"), 1000, true, day));
+        now_ok(memory.end_at_provider(&key(ProviderKeyKind::Sid, "s-1"), 1000, true, day));
         assert_eq!(now(memory.ended_at_provider(&dana)), Some(u64::MAX));
         assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), None, "another provider session of the same person");
         // A logout naming a sid reaches the person's sessions the provider could not name.
-        now(memory.end_at_provider(&key(ProviderKeyKind::SubWithoutSid, "dana"), 1000, false, day));
+        now_ok(memory.end_at_provider(&key(ProviderKeyKind::SubWithoutSid, "dana"), 1000, false, day));
         assert_eq!(now(memory.ended_at_provider(&dana_unnamed)), Some(1000));
         assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), None);
         // Without a sid, the person: every session of theirs that began by then.
-        now(memory.end_at_provider(&key(ProviderKeyKind::Sub, "dana"), 2000, false, day));
+        now_ok(memory.end_at_provider(&key(ProviderKeyKind::Sub, "dana"), 2000, false, day));
         assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), Some(2000));
         // An earlier moment never moves the mark back.
-        now(memory.end_at_provider(&key(ProviderKeyKind::Sub, "dana"), 1500, false, day));
+        now_ok(memory.end_at_provider(&key(ProviderKeyKind::Sub, "dana"), 1500, false, day));
         assert_eq!(now(memory.ended_at_provider(&dana_elsewhere)), Some(2000));
         // Another issuer's dana is someone else.
         let other = provider_keys(&ProviderSession { issuer: "https://other.example".into(), ..provider(None, "dana") });
@@ -742,9 +835,9 @@ mod tests {
         let memory = InProcess::new(10, 2, Arc::new(ManualClock::new()));
         let day = Duration::from_secs(86_400);
         let key = |sub: &str| provider_key("https://id.example", ProviderKeyKind::Sub, sub);
-        now(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sid, "s-a"), 100, true, day));
-        now(memory.end_at_provider(&key("b"), 200, false, day));
-        now(memory.end_at_provider(&key("c"), 300, false, day));
+        now_ok(memory.end_at_provider(&provider_key("https://id.example", ProviderKeyKind::Sid, "s-a"), 100, true, day));
+        now_ok(memory.end_at_provider(&key("b"), 200, false, day));
+        now_ok(memory.end_at_provider(&key("c"), 300, false, day));
         // s-a was dropped to make room: its sessions stay ended through the floor (its moment,
         // 100), which ends everyone's provider sessions that began by then.
         assert_eq!(now(memory.ended_at_provider(&[key("z")])), Some(100));

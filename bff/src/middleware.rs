@@ -23,6 +23,7 @@ pub async fn attach(manager: &Arc<SessionManager>, cookies: Cookies) -> RequestS
             session: loaded.session,
             ended: loaded.ended,
             refresh_failed: loaded.refresh_failed,
+            unavailable: loaded.unavailable,
             committed: false,
         })),
     }
@@ -38,6 +39,7 @@ pub fn fixed(manager: &Arc<SessionManager>, cookies: Cookies, session: Session) 
             session: Some(session),
             ended: None,
             refresh_failed: false,
+            unavailable: false,
             committed: true,
         })),
     }
@@ -48,6 +50,8 @@ struct State {
     session: Option<Session>,
     ended: Option<Ended>,
     refresh_failed: bool,
+    /// Whether the session signed out could not be told (see [`crate::Loaded::unavailable`]).
+    unavailable: bool,
     /// The response's headers are gone: cookies written now would be lost.
     committed: bool,
 }
@@ -122,6 +126,12 @@ impl RequestSession {
         self.lock().refresh_failed
     }
 
+    /// The request came with a session whose standing could not be told (the refresh memory
+    /// does not answer): [`crate::SessionLayer`] answers it "try again" before the app runs.
+    pub fn unavailable(&self) -> bool {
+        self.lock().unavailable
+    }
+
     /// Says the response's headers have been sent (a streamed page is still rendering): from
     /// now on a refresh cannot reach the browser in this response, so its result is kept for
     /// the session's next request instead.
@@ -190,6 +200,7 @@ impl RequestSession {
         let mut state = self.lock();
         state.ended = None;
         state.refresh_failed = false;
+        state.unavailable = false;
         std::mem::replace(&mut state.session, session)
     }
 
@@ -201,20 +212,14 @@ impl RequestSession {
             Ok(renewed) => {
                 let superseded = self.manager.superseded(&renewed).await;
                 // Whether the headers are still here is decided now, after the wait, under the
-                // lock `commit` takes: a cookie written into a jar already sent would be lost,
-                // and the result must then stay remembered for the next request (hand-off).
-                let written = {
-                    let mut state = self.lock();
-                    let write = !state.committed && !superseded;
-                    if write {
-                        self.manager.write(&self.cookies, &renewed, self.manager.now());
-                    }
-                    state.session = Some(renewed.clone());
-                    write
-                };
-                if written {
-                    self.manager.refresher().delivered(session, &renewed).await;
+                // lock `commit` takes: a cookie written into a jar already sent would be lost.
+                // Either way the result stays remembered until a request carries it back.
+                let mut state = self.lock();
+                if !state.committed && !superseded {
+                    self.manager.write(&self.cookies, &renewed, self.manager.now());
                 }
+                state.session = Some(renewed.clone());
+                drop(state);
                 Ok(renewed)
             }
             Err(UpstreamError::Refused { code }) => {

@@ -20,6 +20,11 @@ use serde::Serialize;
 use crate::client::UpstreamError;
 use crate::middleware::RequestSession;
 
+/// The largest request body [`handler`] reads (64 KiB); a larger one is answered 413 before
+/// anything else is looked at. An app that routes the passthrough itself ([`forward`]) sets
+/// its own limit.
+pub const BODY_MAX: usize = 64 * 1024;
+
 /// The header every passthrough call carries, and its value.
 pub const CSRF_HEADER: &str = "x-csrf";
 /// The value [`CSRF_HEADER`] must have.
@@ -339,8 +344,9 @@ fn outage(e: UpstreamError) -> PassthroughError {
 
 
 /// The passthrough as a route: every method under `prefix` (`/api/upstream`), checked against
-/// `allowlist` and forwarded with the request's session (needs [`crate::SessionLayer`]). The
-/// body is whatever the router's body limit lets through (over it: 413).
+/// `allowlist` and forwarded with the request's session (needs [`crate::SessionLayer`]). A
+/// body over [`BODY_MAX`] (or over the router's own limit, if lower) is answered 413, whatever
+/// the router's limits: a raw request body is not bounded by axum's `DefaultBodyLimit`.
 ///
 /// ```no_run
 /// # use tokenless_bff::passthrough::{self, Allowlist};
@@ -354,7 +360,7 @@ pub fn handler<S: Clone + Send + Sync + 'static>(prefix: &'static str, allowlist
         let allowlist = allowlist.clone();
         async move {
             let (parts, body) = request.into_parts();
-            let body = match axum::body::to_bytes(body, usize::MAX).await {
+            let body = match axum::body::to_bytes(body, BODY_MAX).await {
                 Ok(body) => body,
                 Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
             };

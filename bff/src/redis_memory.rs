@@ -8,7 +8,8 @@
 //!   Lua script, so instances interleave only between decisions, as the trait requires.
 //! - **Results are sealed**: AES-256-GCM under a key derived from the consumed refresh token
 //!   (its [`TokenKey::seal_material`], never stored) and a server secret, the Redis key name as
-//!   associated data. A dump of Redis holds token hashes, generations and ciphertext: nothing
+//!   associated data. The secrets follow the session key ring: sealed with the writing key's,
+//!   opened with any key's, so instances amid a key rotation read each other's results. A dump of Redis holds token hashes, generations and ciphertext: nothing
 //!   that signs anyone in.
 //! - **Waiting elsewhere**: one watcher per token and instance, woken by pub/sub and polling
 //!   as a fallback (pub/sub loses messages on reconnect). A lease that ends without a result
@@ -23,6 +24,9 @@
 //!   another instance? — are asked on each request (three reads pipelined on one connection):
 //!   that is what makes a sign-out hold everywhere at once.
 //!
+//! Marks are never dropped to make room here: run Redis with `maxmemory-policy noeviction` (a
+//! `volatile-*` policy would evict sign-out marks, which carry an expiry, and revive sessions).
+//!
 //! Redis trouble never signs anyone out. Every call is bounded (a second), a failed one is
 //! logged and counted ([`metrics`]): a refresh that cannot be claimed is answered "unavailable,
 //! try again" (never flown here: another instance may have rotated the token, and presenting it
@@ -36,6 +40,7 @@
 
 mod local;
 mod metrics;
+mod reseed;
 mod scripts;
 
 use std::collections::HashMap;
@@ -54,10 +59,11 @@ use tokio::sync::watch;
 use crate::client::UpstreamError;
 use crate::clock::Clock;
 use crate::grants::BoxFuture;
-use crate::memory::{Claim, Landed, Landing, Marks, Outcome, Refreshed, RefreshMemory, TokenKey, Wait};
+use crate::memory::{Claim, InProcess, Landed, Landing, Marks, NotKept, Outcome, Refreshed, RefreshMemory, TokenKey, Wait};
 use crate::session::TokenSet;
 use local::Settled;
 use metrics::SharedMetrics;
+use reseed::{Journal, Kept};
 use scripts::scripts;
 
 /// How much longer than its logical end Redis keeps a value (then collects it).
@@ -72,6 +78,9 @@ pub enum RedisStartError {
     /// The URL is not one the client takes.
     #[error("session.redis_url is not a Redis URL the client takes: {0}")]
     Url(String),
+    /// No secret to seal results with.
+    #[error("no secret to seal the shared refresh results with (RedisOptions::secrets is empty: derive them from the session key ring)")]
+    NoSecret,
     /// Nothing answered there.
     #[error("the Redis at session.redis_url cannot be reached: {0} (start it, or set session.store = \"memory\")")]
     Unreachable(String),
@@ -82,8 +91,10 @@ pub enum RedisStartError {
 pub struct RedisOptions {
     /// Every key starts with it (`tokenless:`): instances that share it share refreshes.
     pub prefix: String,
-    /// The server secret results are sealed with (with each consumed token's material).
-    pub secret: [u8; 32],
+    /// The server secrets results are sealed with (with each consumed token's material): the
+    /// first seals, every one opens (one per key of the session key ring, the writing key's
+    /// first: [`crate::KeyRing::derive_secrets`]).
+    pub secrets: Vec<[u8; 32]>,
     /// How long a flight's lease lives between renewals; longer than the grant's timeout.
     pub lease: Duration,
     /// Settled facts (sign-outs, results) this instance keeps a copy of, at most, each kind.
@@ -119,6 +130,17 @@ pub struct RedisMemory {
     sealer: Sealer,
     flights: Arc<Mutex<HashMap<TokenKey, LocalFlight>>>,
     settled: Settled,
+    /// Provider ends this instance was told of, kept here too: one that Redis did not take
+    /// still holds on this instance.
+    provider_ends: InProcess,
+    /// The results this instance landed, for a Redis that comes back empty ([`reseed`]).
+    journal: Journal,
+    /// This instance's marker in Redis has been seen (or set): its absence now means Redis
+    /// lost its data.
+    marker_seen: std::sync::atomic::AtomicBool,
+    /// What this instance knows is being written back to a Redis found empty: until it is,
+    /// marks are unknown ("try again").
+    writing_back: Arc<std::sync::atomic::AtomicBool>,
     metrics: SharedMetrics,
 }
 
@@ -153,6 +175,9 @@ impl RedisMemory {
     /// Connects to the Redis at `url` (`redis://127.0.0.1:6379/0`); reconnects by itself
     /// afterwards (calls fail fast meanwhile: see the module's notes).
     pub async fn connect(url: &str, options: RedisOptions, clock: Arc<dyn Clock>) -> Result<Self, RedisStartError> {
+        if options.secrets.is_empty() {
+            return Err(RedisStartError::NoSecret);
+        }
         let client = redis::Client::open(url).map_err(|e| RedisStartError::Url(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(CALL_TIMEOUT)
@@ -171,19 +196,31 @@ impl RedisMemory {
                 .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
                 .map_err(|e| RedisStartError::Unreachable(e.to_string()))?;
         }
-        Ok(Self::with_connection(client, conn, options, clock))
+        let memory = Self::with_connection(client, conn, options, clock);
+        // The marker whose absence later says Redis lost its data.
+        let mut marking = memory.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT * 5, redis::cmd("SET").arg(memory.marker()).arg("1").query_async::<()>(&mut marking))
+            .await
+            .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
+            .map_err(|e| RedisStartError::Unreachable(e.to_string()))?;
+        memory.marker_seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(memory)
     }
 
     /// On a connection made already (several memories may share one).
     pub fn with_connection(client: redis::Client, conn: ConnectionManager, options: RedisOptions, clock: Arc<dyn Clock>) -> Self {
         let mut owner = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut owner);
-        let sealer = Sealer { secret: options.secret, prefix: options.prefix.clone() };
+        let sealer = Sealer { secrets: Arc::new(options.secrets.clone()), prefix: options.prefix.clone() };
         RedisMemory {
             client,
             conn,
             sealer,
             settled: Settled::new(options.local_capacity),
+            provider_ends: InProcess::new(1, options.local_capacity, clock.clone()),
+            journal: Journal::new(options.local_capacity),
+            marker_seen: std::sync::atomic::AtomicBool::new(false),
+            writing_back: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: SharedMetrics::new(),
             options,
             owner: format!("{}:", hex::encode(owner)),
@@ -324,10 +361,30 @@ impl RedisMemory {
     }
 }
 
+/// A claim on its way to Redis: dropped before the answer (the request that asked was
+/// dropped), it removes the local flight — waiters wake empty and the next request claims
+/// again — and gives up the lease the claim may take when Redis runs it. Disarmed (`lease`
+/// taken) once the answer is in.
+struct Unanswered<'a> {
+    memory: &'a RedisMemory,
+    key: TokenKey,
+    lease: Option<String>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        tracing::debug!("a claim was dropped before Redis answered; its flight is removed");
+        self.memory.flights().remove(&self.key);
+        self.memory.release(self.key, lease);
+    }
+}
+
 /// Sealing and opening results: the memory and its watcher tasks both do it.
 #[derive(Clone)]
 struct Sealer {
-    secret: [u8; 32],
+    /// The first seals, each opens.
+    secrets: Arc<Vec<[u8; 32]>>,
     prefix: String,
 }
 
@@ -337,10 +394,10 @@ impl Sealer {
         format!("{}result:{}", self.prefix, hex::encode(key.as_bytes()))
     }
 
-    fn cipher(&self, key: &TokenKey) -> Aes256Gcm {
+    fn cipher(secret: &[u8; 32], key: &TokenKey) -> Aes256Gcm {
         let mut derived = Sha256::new();
         derived.update(b"tokenless/v1/redis-result\0");
-        derived.update(self.secret);
+        derived.update(secret);
         derived.update(key.seal_material());
         Aes256Gcm::new(&derived.finalize())
     }
@@ -351,7 +408,7 @@ impl Sealer {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let name = self.result_key(key);
-        let sealed = self.cipher(key).encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: name.as_bytes() }).ok()?;
+        let sealed = Self::cipher(self.secrets.first()?, key).encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: name.as_bytes() }).ok()?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
@@ -364,7 +421,9 @@ impl Sealer {
         }
         let (nonce, body) = bytes.split_at(12);
         let name = self.result_key(key);
-        let plain = self.cipher(key).decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() }).ok()?;
+        let plain = self.secrets.iter().find_map(|secret| {
+            Self::cipher(secret, key).decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() }).ok()
+        })?;
         postcard::from_bytes(&plain).ok()
     }
 
@@ -435,6 +494,10 @@ impl RedisMemory {
         };
         let now = self.clock.unix_millis();
         let value = format!("{}{}", self.owner, self.next_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        // The request may be dropped while Redis is asked (client gone, a proxy's timeout): the
+        // local flight it registered, which only its answer would settle, goes with it, and
+        // the lease the claim may still take when Redis runs it is given up.
+        let mut unanswered = Unanswered { memory: self, key, lease: Some(value.clone()) };
         let mut conn = self.conn.clone();
         let answer: Option<Vec<String>> = self
             .call(
@@ -456,6 +519,8 @@ impl RedisMemory {
         // refreshing here could present a rotated token (and the upstream would end the
         // sign-in). The request is answered "try again" instead; the session is kept.
         let unavailable = Outcome::Unavailable(SHARED_MEMORY_UNAVAILABLE.into());
+        unanswered.lease = None;
+        drop(unanswered);
         let (claim, outcome) = match answer.as_deref() {
             Some([first, ..]) if first == "fly" => {
                 self.metrics.leases.inc();
@@ -518,6 +583,7 @@ impl RedisMemory {
                         .key(self.key("newest", landing.session_id))
                         .key(self.sealer.result_key(key))
                         .key(self.token_key("done", key))
+                        .key(self.key("carry", landing.session_id))
                         .arg(self.clock.unix_millis())
                         .arg(lease)
                         .arg(kind)
@@ -525,6 +591,7 @@ impl RedisMemory {
                         .arg(ms(keep))
                         .arg(ms(keep).saturating_add(GC_SLACK_MS))
                         .arg(payload)
+                        .arg(hex::encode(key.as_bytes()))
                         .invoke_async(&mut conn),
                 )
                 .await;
@@ -564,7 +631,10 @@ impl RedisMemory {
             (Ok(tokens), Some([first, generation])) if first == "refreshed" => {
                 let generation = generation.parse().unwrap_or(landing.generation.saturating_add(1));
                 let outcome = Outcome::Refreshed(Arc::new(Refreshed { tokens, generation }));
-                self.settled.keep_result(key, &outcome, now.saturating_add(ms(keep)), now);
+                let until = now.saturating_add(ms(keep));
+                self.settled.keep_result(key, &outcome, until, now);
+                let value = format!("{until}|R|{generation}|{payload}");
+                self.journal.record(key, Kept { session_id: landing.session_id.to_string(), generation, value, until }, now);
                 (outcome, None)
             }
             // This cookie generation landed already: an earlier sending of this landing (Redis
@@ -594,6 +664,14 @@ impl RedisMemory {
                 tracing::error!("a refresh result never reached Redis within the hand-off; only this instance's waiters could get it, elsewhere the session will have to sign in again");
                 (Outcome::Refreshed(Arc::new(Refreshed { tokens, generation: landing.generation.saturating_add(1) })), None)
             }
+            // A good result of this cookie generation landed first (a second flight after a
+            // lease lost in an outage was refused): it stays, and is what the waiters get.
+            (Err(UpstreamError::Refused { code }), Some([first, stored])) if first == "exists" => {
+                match self.outcome(&key, stored) {
+                    Some(kept) => (kept, None),
+                    None => (Outcome::Refused(code), None),
+                }
+            }
             (Err(UpstreamError::Refused { code }), _) => {
                 let outcome = Outcome::Refused(code);
                 self.settled.keep_result(key, &outcome, now.saturating_add(ms(keep)), now);
@@ -618,6 +696,76 @@ impl RedisMemory {
             let mut release = scripts().release.prepare_invoke();
             release.key(lease).key(channel).arg(owner);
             let _: Option<i64> = degraded(&metrics, "release", release.invoke_async(&mut conn)).await;
+        });
+    }
+
+    /// This instance's marker key: set at start, never expiring; gone means Redis lost its data.
+    fn marker(&self) -> String {
+        self.key("marker", self.owner.trim_end_matches(':'))
+    }
+
+    /// This instance's marker is missing: set for the first time (`false`), or Redis came back
+    /// empty (`true`), and what this instance knows is being written back.
+    async fn emptied(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.marker_seen.swap(true, SeqCst) {
+            let mut conn = self.conn.clone();
+            let _: Option<()> = self.call("marker", redis::cmd("SET").arg(self.marker()).arg("1").query_async(&mut conn)).await;
+            return false;
+        }
+        if !self.writing_back.swap(true, SeqCst) {
+            self.metrics.emptied.inc();
+            tracing::error!("Redis lost its data (restarted empty?): writing back the sign-outs, provider ends and refresh results this instance knows; meanwhile signed-in requests here answer \"try again\"");
+            self.write_back();
+        }
+        true
+    }
+
+    /// Writes back, in the background, what a Redis found empty lost and this instance knows,
+    /// each with the end it had (never over a value another instance wrote back meanwhile);
+    /// then sets the marker again and answers marks from Redis again. Tried again every second
+    /// while Redis does not take it.
+    fn write_back(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let now = self.clock.unix_millis();
+        let ended: Vec<(String, u64)> = self.settled.signed_out_live(now);
+        let provider = self.provider_ends.provider_ends_live();
+        let results = self.journal.live(now);
+        let mut pipe = redis::pipe();
+        for (session_id, until) in &ended {
+            let gc = until.saturating_sub(now).saturating_add(GC_SLACK_MS);
+            pipe.cmd("SET").arg(self.key("ended", session_id)).arg(format!("{until}|1")).arg("PX").arg(gc).arg("NX").ignore();
+        }
+        for (key, kept) in &results {
+            let gc = kept.until.saturating_sub(now).saturating_add(GC_SLACK_MS);
+            pipe.cmd("SET").arg(self.sealer.result_key(key)).arg(&kept.value).arg("PX").arg(gc).arg("NX").ignore();
+            let newest = format!("{}|{}", kept.until, kept.generation);
+            pipe.cmd("SET").arg(self.key("newest", &kept.session_id)).arg(newest).arg("PX").arg(gc).arg("NX").ignore();
+        }
+        let provider: Vec<(String, String, u64, u64)> = provider
+            .into_iter()
+            .map(|(key, at, every, left)| {
+                let (until, gc) = (now.saturating_add(ms(left)), ms(left).saturating_add(GC_SLACK_MS));
+                (self.key("provider", &key), format!("{until}|{at}|{}", if every { "1" } else { "0" }), gc, until)
+            })
+            .collect();
+        for (key, value, gc, _) in &provider {
+            pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(*gc).arg("NX").ignore();
+        }
+        pipe.cmd("SET").arg(self.marker()).arg("1").ignore();
+        let count = (ended.len() + results.len() + provider.len()) as u64;
+        let (mut conn, metrics, writing_back) = (self.conn.clone(), self.metrics.clone(), self.writing_back.clone());
+        runtime.spawn(async move {
+            loop {
+                let written: Option<()> = degraded(&metrics, "write_back", pipe.query_async(&mut conn)).await;
+                if written.is_some() {
+                    metrics.written_back.inc_by(count);
+                    tracing::warn!(count, "written back to Redis after it came back empty");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            writing_back.store(false, std::sync::atomic::Ordering::SeqCst);
         });
     }
 
@@ -680,29 +828,63 @@ impl RefreshMemory for RedisMemory {
         })
     }
 
-    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks> {
+    fn marks<'a>(&'a self, session_id: &'a str, _created_at: u64) -> BoxFuture<'a, Marks> {
         Box::pin(async move {
             let now = self.clock.unix_millis();
             if self.settled.signed_out(session_id, now) {
                 self.metrics.local_answers.inc();
-                return Marks { signed_out: true, newest: None };
+                return Marks { signed_out: true, newest: None, uncarried: None, unknown: false };
+            }
+            let unknown = Marks { signed_out: false, newest: Some(u64::MAX), uncarried: None, unknown: true };
+            if self.writing_back.load(std::sync::atomic::Ordering::SeqCst) {
+                return unknown;
             }
             let mut conn = self.conn.clone();
             let mut read = redis::cmd("MGET");
-            read.arg(self.key("ended", session_id)).arg(self.key("newest", session_id));
+            read.arg(self.key("ended", session_id))
+                .arg(self.key("newest", session_id))
+                .arg(self.key("carry", session_id))
+                .arg(self.marker());
             let values: Option<Vec<Option<String>>> = self.call("marks", read.query_async(&mut conn)).await;
-            // Unknown: refuse nobody, but write no cookie either (it could carry a retired
-            // refresh token): "newer than anything".
-            let Some(values) = values else { return Marks { signed_out: false, newest: Some(u64::MAX) } };
-            let value = |i: usize| values.get(i).and_then(Option::as_deref).filter(|v| alive(v, now).is_some());
-            if let Some(ended) = value(0).and_then(until) {
+            if values.as_ref().is_some_and(|v| v.get(3).is_some_and(Option::is_none)) && self.emptied().await {
+                return unknown;
+            }
+            // Unknown: serve nobody (a signed-out cookie must not open for want of its mark),
+            // refuse nobody, write no cookie (it could carry a retired refresh token: "newer
+            // than anything").
+            let Some(values) = values else {
+                self.metrics.try_again.inc();
+                return Marks { signed_out: false, newest: Some(u64::MAX), uncarried: None, unknown: true };
+            };
+            let value = |i: usize| values.get(i).and_then(Option::as_deref).and_then(|v| alive(v, now));
+            if let Some(ended) = values.first().and_then(Option::as_deref).filter(|v| alive(v, now).is_some()).and_then(until) {
                 self.settled.keep_signed_out(session_id, ended, now);
             }
-            Marks { signed_out: value(0).is_some(), newest: value(1).and_then(|v| alive(v, now)).and_then(|n| n.parse().ok()) }
+            Marks {
+                signed_out: value(0).is_some(),
+                newest: value(1).and_then(|n| n.parse().ok()),
+                uncarried: value(2).and_then(|c| c.split_once('|')).and_then(|(generation, _)| generation.parse().ok()),
+                unknown: false,
+            }
         })
     }
 
-    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
+    fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut script = scripts().carried.prepare_invoke();
+            script
+                .key(self.key("carry", session_id))
+                .arg(self.clock.unix_millis())
+                .arg(generation)
+                .arg(ms(grace))
+                .arg(self.key("result", ""));
+            // Not answered: the result stays for the hand-off, and the next request tries again.
+            let _: Option<i64> = self.call("carried", script.invoke_async(&mut conn)).await;
+        })
+    }
+
+    fn sign_out<'a>(&'a self, session_id: &'a str, _created_at: u64, left: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let (now, until, _) = self.lifetime(left);
             // Here at once, whatever Redis answers: this instance refuses the session from now.
@@ -711,8 +893,10 @@ impl RefreshMemory for RedisMemory {
         })
     }
 
-    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, Result<(), NotKept>> {
         Box::pin(async move {
+            // Here at once, whatever Redis answers: this instance refuses those sessions from now.
+            self.provider_ends.end_at_provider_now(key, at, every, left);
             let (now, until, gc_ms) = self.lifetime(left);
             let mut conn = self.conn.clone();
             let mut script = scripts().provider_end.prepare_invoke();
@@ -723,7 +907,8 @@ impl RefreshMemory for RedisMemory {
                 .arg(gc_ms)
                 .arg(at)
                 .arg(if every { "1" } else { "0" });
-            let _: Option<i64> = self.call("provider_end", script.invoke_async(&mut conn)).await;
+            let stored: Option<i64> = self.call("provider_end", script.invoke_async(&mut conn)).await;
+            stored.map(|_| ()).ok_or(NotKept)
         })
     }
 
@@ -732,13 +917,16 @@ impl RefreshMemory for RedisMemory {
             if keys.is_empty() {
                 return None;
             }
+            let here = self.provider_ends.ended_at_provider_now(keys);
             let now = self.clock.unix_millis();
             let mut conn = self.conn.clone();
             let mut mget = redis::cmd("MGET");
             for key in keys {
                 mget.arg(self.key("provider", key));
             }
-            let values: Vec<Option<String>> = self.call("provider_marks", mget.query_async(&mut conn)).await?;
+            let Some(values) = self.call::<Vec<Option<String>>>("provider_marks", mget.query_async(&mut conn)).await else {
+                return here;
+            };
             values
                 .iter()
                 .flatten()
@@ -747,6 +935,7 @@ impl RefreshMemory for RedisMemory {
                     let (at, every) = rest.split_once('|')?;
                     Some(if every == "1" { u64::MAX } else { at.parse().ok()? })
                 })
+                .chain(here)
                 .max()
         })
     }
@@ -760,6 +949,15 @@ impl RefreshMemory for RedisMemory {
             let first: Option<i64> = self.call("first_use", script.invoke_async(&mut conn)).await;
             // Redis down: accepted (a replay can only end sessions again).
             first.is_none_or(|n| n == 1)
+        })
+    }
+
+    fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut forget = redis::cmd("DEL");
+            forget.arg(self.key("jti", jti));
+            let _: Option<i64> = self.call("forget_use", forget.query_async(&mut conn)).await;
         })
     }
 

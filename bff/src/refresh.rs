@@ -8,8 +8,9 @@
 //!   panics removes its flight on the way out (a drop guard), so the token is not stuck;
 //! - **rotation grace**: a flight's result is remembered, keyed by the SHA-256 of the refresh
 //!   token it consumed (never the token), and handed to requests that arrive later with the old
-//!   cookie (parallel fetches, a second tab): [`HANDOFF`] until a response has actually carried
-//!   the new cookie ([`Refresher::delivered`]), then only `grace`;
+//!   cookie (parallel fetches, a second tab): [`HANDOFF`] until a request arrives carrying the
+//!   new cookie — proof that the browser has it; a response that set it may never have reached
+//!   the browser (tab closed, connection dropped) — then only `grace`;
 //! - **newest wins**: the newest generation issued for each session is known, and a response
 //!   never writes an older one (it writes the newest it can rebuild, or nothing). A result is
 //!   only handed to a cookie older than it, so an upstream that does not rotate (the same
@@ -52,8 +53,44 @@ pub const HANDOFF: Duration = Duration::from_secs(10 * 60);
 /// happened while the older cookie was still in use).
 const MAX_CHAIN: usize = 16;
 
+/// Claims one request makes for one refresh at most: a flight that ended without a result (its
+/// task panicked, its claimer went away, its instance died) is claimed again, within the wait.
+const CLAIMS: u32 = 3;
+
 /// The refusal code a flight that landed after sign-out is turned into.
 pub const SIGNED_OUT: &str = "signed_out";
+
+/// The refusal code of a session whose cookie holds no refresh token.
+pub const NO_REFRESH_TOKEN: &str = "no_refresh_token";
+
+/// Whether a refresh refused with `code` is over for the *session*: the upstream said the
+/// refresh token is no good (`invalid_grant`, RFC 6749 §5.2; an HTTP API's configured refusal
+/// statuses), or this library decided so (signed out, another subject's tokens, an answer
+/// without usable tokens, no refresh token). Every other refusal (`invalid_client`,
+/// `unauthorized_client`, `invalid_request`, `invalid_scope`, `unsupported_grant_type`...) is
+/// about the client — a mistyped or half-rotated secret in a deploy — and signing people out
+/// for it would end every session that refreshes on the faulty instance: it is an outage
+/// ("try again, still signed in"), logged as an error.
+pub fn ends_session(code: &str) -> bool {
+    matches!(code, "invalid_grant" | SIGNED_OUT | SUBJECT_CHANGED | NO_REFRESH_TOKEN)
+        || code == crate::upstream::UNUSABLE_REFRESH_ANSWER
+        || code.starts_with(crate::http_api::REFUSED_STATUS)
+}
+
+/// A refresh grant's answer as the session sees it: a refusal that is not the session's
+/// ([`ends_session`]) is an outage.
+fn as_seen_by_the_session(result: Result<TokenSet, UpstreamError>) -> Result<TokenSet, UpstreamError> {
+    match result {
+        Err(UpstreamError::Refused { code }) if !ends_session(&code) => {
+            tracing::error!(
+                %code,
+                "the upstream refused this client's refresh (check the client id, secret and configuration of this instance); the session is kept"
+            );
+            Err(UpstreamError::Unavailable(format!("the upstream refused this client ({code}); try again")))
+        }
+        other => other,
+    }
+}
 
 /// How the refresh machinery waits, remembers and retries.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +152,7 @@ struct Metrics {
     joined: Counter,
     grace_hits: Counter,
     wait_timeouts: Counter,
+    reclaims: Counter,
     older_not_written: Counter,
     ended_refused: Counter,
     landed_after_sign_out: Counter,
@@ -143,6 +181,11 @@ impl Metrics {
         );
         let wait_timeouts =
             counter(&mut registry, "wait_timeouts", "Requests that stopped waiting for a refresh (it went on)");
+        let reclaims = counter(
+            &mut registry,
+            "reclaims",
+            "Claims made again after the flight waited for ended without a result (it panicked, its claimer went away, its instance died)",
+        );
         let older_not_written = counter(
             &mut registry,
             "older_cookie_not_written",
@@ -179,6 +222,7 @@ impl Metrics {
             joined,
             grace_hits,
             wait_timeouts,
+            reclaims,
             older_not_written,
             ended_refused,
             landed_after_sign_out,
@@ -213,6 +257,8 @@ pub struct RefreshCounts {
     pub grace_hits: u64,
     /// Requests that stopped waiting for a refresh (it went on).
     pub wait_timeouts: u64,
+    /// Claims made again after a flight ended without a result.
+    pub reclaims: u64,
     /// Responses that would have written an older session than the newest.
     pub older_not_written: u64,
     /// Requests carrying the cookie of a session that signed out.
@@ -242,6 +288,9 @@ pub enum Known {
     /// the caller marks it signed out and revokes its tokens ([`crate::SessionManager::load`]
     /// does, in the background).
     EndedAtProvider,
+    /// The memory could not be asked (a shared store that does not answer): whether it signed
+    /// out is not known. Neither served nor refused: "try again", the cookie left as it is.
+    Unavailable,
 }
 
 /// Whether the upstream confirmed a revocation.
@@ -335,7 +384,7 @@ impl Refresher {
     pub async fn known(&self, session: &Session) -> Known {
         let keys = session.provider.as_ref().map(provider_keys).unwrap_or_default();
         let (marks, ended_at_provider, newest) = tokio::join!(
-            self.memory().marks(&session.id),
+            self.memory().marks(&session.id, session.created_at),
             self.memory().ended_at_provider(&keys),
             self.newest_known(session)
         );
@@ -343,9 +392,17 @@ impl Refresher {
             self.inner.metrics.ended_refused.inc();
             return Known::SignedOut;
         }
+        if marks.unknown {
+            return Known::Unavailable;
+        }
         if session.provider.is_some() && ended_at_provider.is_some_and(|at| session.created_at <= at) {
             self.inner.metrics.ended_refused.inc();
             return Known::EndedAtProvider;
+        }
+        // The first request carrying a refresh's result: the browser has the new cookie, only
+        // copies of the old one still in the air need the result now (the grace).
+        if marks.uncarried == Some(session.generation) {
+            self.memory().carried(&session.id, session.generation, self.inner.config.grace).await;
         }
         match newest {
             Err(()) => Known::Ended,
@@ -360,7 +417,7 @@ impl Refresher {
     /// Whether a session newer than `session` was issued, or it signed out: writing `session`
     /// would put back a retired refresh token.
     pub async fn is_superseded(&self, session: &Session) -> bool {
-        let marks = self.memory().marks(&session.id).await;
+        let marks = self.memory().marks(&session.id, session.created_at).await;
         let superseded = marks.signed_out || marks.newest.is_some_and(|newest| newest > session.generation);
         if superseded {
             self.inner.metrics.older_not_written.inc();
@@ -368,79 +425,70 @@ impl Refresher {
         superseded
     }
 
-    /// A response carried `to` to a browser that sent `from`: the results that took `from` to
-    /// `to` need only be remembered for the grace period now (other copies of the old cookie in
-    /// the air), not the whole hand-off.
-    pub async fn delivered(&self, from: &Session, to: &Session) {
-        let grace = self.inner.config.grace;
-        let mut at_generation = from.generation;
-        let mut token = from.tokens.refresh_token.clone();
-        for _ in 0..MAX_CHAIN {
-            let Some(t) = token else { break };
-            let key = TokenKey::of(&t);
-            let next = match self.memory().remembered(key).await {
-                Some(Outcome::Refreshed(r)) if r.generation > at_generation && r.generation <= to.generation => r,
-                _ => break,
-            };
-            self.memory().shorten(key, grace).await;
-            at_generation = next.generation;
-            token = next.tokens.refresh_token.clone();
-        }
-    }
-
     /// The session after one refresh of its tokens: joined to a flight in the air for the same
-    /// refresh token, a result that landed for it meanwhile, or a new flight. Until a response
-    /// carries it ([`Refresher::delivered`]), the result is kept for [`HANDOFF`].
+    /// refresh token, a result that landed for it meanwhile, or a new flight. Until a request
+    /// arrives carrying it ([`Refresher::known`] sees that), the result is kept for [`HANDOFF`].
     pub async fn refresh(&self, session: &Session) -> Result<Session, UpstreamError> {
         let Some(token) = session.tokens.refresh_token.clone() else {
-            return Err(UpstreamError::Refused { code: "no_refresh_token".into() });
+            return Err(UpstreamError::Refused { code: NO_REFRESH_TOKEN.into() });
         };
         let key = TokenKey::of(&token);
-        let wait = match self.memory().claim(key, &session.id, session.generation).await {
-            Claim::SignedOut => {
-                self.inner.metrics.ended_refused.inc();
-                return Err(UpstreamError::Refused { code: SIGNED_OUT.into() });
-            }
-            Claim::Join(wait) => {
-                self.inner.metrics.joined.inc();
-                wait
-            }
-            // The flight for this token landed after the caller looked (`known`) and before it
-            // asked: use its result. Another flight would send the rotated token again, which
-            // the upstream takes for theft and answers by revoking the sign-in.
-            Claim::Remembered(Outcome::Refreshed(r)) => {
-                self.inner.metrics.grace_hits.inc();
-                return Ok(apply(session, &r));
-            }
-            Claim::Remembered(Outcome::Refused(code)) => return Err(UpstreamError::Refused { code }),
-            Claim::Remembered(Outcome::Unavailable(detail)) => return Err(UpstreamError::Unavailable(detail)),
-            Claim::Fly(wait) => {
-                let subject = crate::http_api::jwt_sub(session.tokens.access_token.expose());
-                self.start(key, token, session.id.clone(), session.generation, subject);
-                wait
-            }
-        };
-        let outcome = match tokio::time::timeout(self.inner.config.wait, wait).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                self.inner.metrics.wait_timeouts.inc();
-                return Err(UpstreamError::Unavailable(
-                    "timed out waiting for the refresh (it goes on, and its result will be kept)".into(),
-                ));
-            }
-        };
-        match outcome {
-            // A sign-out between the landing and this waiter's wake-up wins too.
-            Some(Outcome::Refreshed(_)) if self.memory().marks(&session.id).await.signed_out => {
-                Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
-            }
-            Some(Outcome::Refreshed(r)) => Ok(apply(session, &r)),
-            Some(Outcome::Refused(code)) => Err(UpstreamError::Refused { code }),
-            Some(Outcome::Unavailable(detail)) => Err(UpstreamError::Unavailable(detail)),
-            // The flight ended without a word: its task panicked, or (a shared memory) the
-            // instance flying it stopped and its lease ended.
-            None => Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into())),
+        // One wait for the whole request, however many claims it takes.
+        let deadline = tokio::time::Instant::now() + self.inner.config.wait;
+        for attempt in 1..=CLAIMS {
+            let wait = match self.memory().claim(key, &session.id, session.generation).await {
+                Claim::SignedOut => {
+                    self.inner.metrics.ended_refused.inc();
+                    return Err(UpstreamError::Refused { code: SIGNED_OUT.into() });
+                }
+                Claim::Join(wait) => {
+                    self.inner.metrics.joined.inc();
+                    wait
+                }
+                // The flight for this token landed after the caller looked (`known`) and before
+                // it asked: use its result. Another flight would send the rotated token again,
+                // which the upstream takes for theft and answers by revoking the sign-in.
+                Claim::Remembered(Outcome::Refreshed(r)) => {
+                    self.inner.metrics.grace_hits.inc();
+                    return Ok(apply(session, &r));
+                }
+                Claim::Remembered(Outcome::Refused(code)) => return Err(UpstreamError::Refused { code }),
+                Claim::Remembered(Outcome::Unavailable(detail)) => return Err(UpstreamError::Unavailable(detail)),
+                Claim::Fly(wait) => {
+                    let subject = crate::http_api::jwt_sub(session.tokens.access_token.expose());
+                    self.start(key, token.clone(), session.id.clone(), session.generation, subject);
+                    wait
+                }
+            };
+            let outcome = match tokio::time::timeout_at(deadline, wait).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.inner.metrics.wait_timeouts.inc();
+                    return Err(UpstreamError::Unavailable(
+                        "timed out waiting for the refresh (it goes on, and its result will be kept)".into(),
+                    ));
+                }
+            };
+            return match outcome {
+                // A sign-out between the landing and this waiter's wake-up wins too.
+                Some(Outcome::Refreshed(_)) if self.memory().marks(&session.id, session.created_at).await.signed_out => {
+                    Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
+                }
+                Some(Outcome::Refreshed(r)) => Ok(apply(session, &r)),
+                Some(Outcome::Refused(code)) => Err(UpstreamError::Refused { code }),
+                Some(Outcome::Unavailable(detail)) => Err(UpstreamError::Unavailable(detail)),
+                // The flight ended without a word: its task panicked, the request that was
+                // claiming it went away before the memory answered, or (a shared memory) the
+                // instance flying it stopped and its lease ended. Nothing was landed, so claim
+                // again (within the same wait): exactly one of the waiters flies.
+                None if attempt < CLAIMS => {
+                    self.inner.metrics.reclaims.inc();
+                    continue;
+                }
+                None => Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into())),
+            };
         }
+        Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into()))
     }
 
     /// Runs the grant for `token` in its own task and lands its result. `subject` is the `sub`
@@ -457,6 +505,7 @@ impl Refresher {
                 let started = Instant::now();
                 let config = this.inner.config;
                 let result = this.inner.grants.refresh(&token, this.inner.clock.unix(), config.grant_timeout).await;
+                let result = as_seen_by_the_session(result);
                 let (result, foreign) = match result {
                     Ok(tokens) if !same_subject(subject.as_deref(), &tokens) => {
                         tracing::error!("a refresh answered with another subject's tokens; the session ends");
@@ -513,7 +562,7 @@ impl Refresher {
         let left = Duration::from_secs(until.saturating_sub(self.inner.clock.unix()));
         // At least the grace period, so copies of the cookie in the air are refused too.
         let left = left.max(self.inner.config.grace);
-        self.memory().sign_out(&session.id, left).await;
+        self.memory().sign_out(&session.id, session.created_at, left).await;
         self.newest_known(session).await.ok().flatten().unwrap_or_else(|| session.clone())
     }
 
@@ -609,6 +658,7 @@ impl Refresher {
             joined: m.joined.get(),
             grace_hits: m.grace_hits.get(),
             wait_timeouts: m.wait_timeouts.get(),
+            reclaims: m.reclaims.get(),
             older_not_written: m.older_not_written.get(),
             signed_out_refused: m.ended_refused.get(),
             landed_after_sign_out: m.landed_after_sign_out.get(),

@@ -116,12 +116,23 @@ impl KeyRing {
     /// nonce fixed by the label, hashed): every instance with the same keys derives the same
     /// one, and it reveals nothing of the key.
     pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        Self::derive_with(&self.keys[0].cipher, label)
+    }
+
+    /// The secret for `label` derived from every key of the ring, the sealing key's first:
+    /// what is sealed with the first opens with any of them, so instances amid a key rotation
+    /// (some already sealing with the new key, others still with the old one, both reading
+    /// both) read each other's values — as they read each other's cookies.
+    pub fn derive_secrets(&self, label: &str) -> Vec<[u8; 32]> {
+        self.keys.iter().map(|key| Self::derive_with(&key.cipher, label)).collect()
+    }
+
+    fn derive_with(cipher: &Aes256Gcm, label: &str) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let nonce_bytes: [u8; 32] = Sha256::digest(label.as_bytes()).into();
         let nonce = Nonce::<<Aes256Gcm as AeadCore>::NonceSize>::from_slice(&nonce_bytes[..12]);
         // Encrypting 32 bytes with a valid key cannot fail.
-        let stream = self.keys[0]
-            .cipher
+        let stream = cipher
             .encrypt(nonce, Payload { msg: &[0u8; 32], aad: label.as_bytes() })
             .unwrap_or_else(|_| unreachable!("AES-GCM encryption of 32 bytes"));
         Sha256::digest(&stream).into()
@@ -267,6 +278,8 @@ mod tests {
         assert_ne!(secret, ring.derive_secret("b"));
         assert_ne!(secret, other_key.derive_secret("a"));
         assert_ne!(secret, [3; 32]);
+        let secrets = again.derive_secrets("a");
+        assert_eq!(secrets, vec![secret, KeyRing::new(&[(2, [4; 32])]).unwrap().derive_secret("a")], "one per key, the sealing key's first");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
+use tokenless_bff::memory::{Claim, Landed, Landing, Marks, NotKept, Outcome, TokenKey};
 use tokenless_bff::oidc::{self, DiscoveryError, OidcConfig, OidcOptions};
+use tokenless_bff::BoxFuture;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// node-oidc-provider running `end2end/oidc/provider.mjs`; stopped when dropped.
@@ -745,7 +747,7 @@ async fn a_back_channel_logout_received_by_one_instance_holds_on_the_other() {
     let prefix = format!("bc{}:", std::process::id());
     let mut managers = Vec::new();
     for listener in [listener_a, listener_b] {
-        let options = tokenless_bff::RedisOptions { prefix: prefix.clone(), secret: [3; 32], lease: Duration::from_secs(35), local_capacity: 100 };
+        let options = tokenless_bff::RedisOptions { prefix: prefix.clone(), secrets: vec![[3; 32]], lease: Duration::from_secs(35), local_capacity: 100 };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let memory = loop {
             match tokenless_bff::RedisMemory::connect(&redis_url, options.clone(), Arc::new(clock.clone())).await {
@@ -783,6 +785,104 @@ async fn a_back_channel_logout_received_by_one_instance_holds_on_the_other() {
     assert_eq!(other.get(&me_b).send().await.unwrap().status(), StatusCode::OK, "another sid lives on");
 }
 
+/// `claims` signed as the provider signs its logout tokens, under the key id `kid`.
+fn sign_logout(app: &OidcApp, claims: &Value, kid: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_rsa_der(app.provider.key.as_ref().expect("the provider printed its key"));
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.into());
+    header.typ = Some("logout+jwt".into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// A logout token's claims ending every session of `sub`, issued now.
+fn logout_claims(app: &OidcApp, jti: &str, sub: &str) -> Value {
+    let at = app.manager.now();
+    json!({
+        "iss": app.provider.issuer, "aud": "tokenless", "iat": at, "exp": at + 120, "jti": jti, "sub": sub,
+        "events": { oidc::BACKCHANNEL_EVENT: {} }
+    })
+}
+
+/// A refresh memory whose next `failures` provider ends are not kept (a shared store that did
+/// not answer), the rest as [`tokenless_bff::InProcess`].
+struct Flaky {
+    inner: tokenless_bff::InProcess,
+    failures: AtomicUsize,
+}
+
+impl tokenless_bff::RefreshMemory for Flaky {
+    fn claim<'a>(&'a self, key: TokenKey, session_id: &'a str, generation: u64) -> BoxFuture<'a, Claim> {
+        self.inner.claim(key, session_id, generation)
+    }
+    fn land<'a>(&'a self, key: TokenKey, landing: Landing<'a>) -> BoxFuture<'a, Landed> {
+        self.inner.land(key, landing)
+    }
+    fn abandon(&self, key: TokenKey) {
+        self.inner.abandon(key)
+    }
+    fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {
+        self.inner.remembered(key)
+    }
+    fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()> {
+        self.inner.shorten(key, left)
+    }
+    fn marks<'a>(&'a self, session_id: &'a str, created_at: u64) -> BoxFuture<'a, Marks> {
+        self.inner.marks(session_id, created_at)
+    }
+    fn sign_out<'a>(&'a self, session_id: &'a str, created_at: u64, left: Duration) -> BoxFuture<'a, ()> {
+        self.inner.sign_out(session_id, created_at, left)
+    }
+    fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()> {
+        self.inner.carried(session_id, generation, grace)
+    }
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, Result<(), NotKept>> {
+        let fail = self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if fail {
+            return Box::pin(async { Err(NotKept) });
+        }
+        self.inner.end_at_provider(key, at, every, left)
+    }
+    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
+        self.inner.ended_at_provider(keys)
+    }
+    fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
+        self.inner.first_use(jti, left)
+    }
+    fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()> {
+        self.inner.forget_use(jti)
+    }
+}
+
+/// Issue 32, finding 1: with the shared memory stalled, a valid logout token was answered 200
+/// though the end was never stored, and its `jti` was spent: the provider never sent it again
+/// and the session lived on. Now the endpoint answers 400 (Back-Channel Logout 1.0 §2.8) and
+/// the token stays good for the provider's next try.
+#[tokio::test]
+async fn a_logout_the_memory_cannot_keep_is_a_400_and_can_be_sent_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let provider = start_provider_for(&origin).await;
+    let clock = tokenless_bff::ManualClock::new();
+    let flaky = Arc::new(Flaky {
+        inner: tokenless_bff::InProcess::new(1000, 1000, Arc::new(clock.clone())),
+        failures: AtomicUsize::new(1),
+    });
+    let manager = serve_instance(&provider, listener, tokenless_bff::KeyRing::ephemeral(), &clock, Some(flaky.clone())).await;
+    let app = OidcApp { provider, origin, manager, clock };
+    let dana = browser();
+    signed_in(&app, &dana).await;
+    let me = format!("{}/me", app.origin);
+    let token = sign_logout(&app, &logout_claims(&app, "j-stall", "dana"), "test-rs256");
+    let (status, body) = post_logout_token(&app, &token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not a 200 for a logout that was not kept: {body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    // The provider sends it again: not a replay, and dana is signed out.
+    let (status, body) = post_logout_token(&app, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(dana.get(&me).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(post_logout_token(&app, &token).await.0, StatusCode::BAD_REQUEST, "then it is used");
+}
+
 /// Posts `token` to the app's back-channel logout endpoint.
 async fn post_logout_token(app: &OidcApp, token: &str) -> (StatusCode, Value) {
     let answer = reqwest::Client::new()
@@ -802,20 +902,9 @@ async fn logout_tokens_that_are_forged_replayed_or_wrong_end_nothing() {
     let dana = browser();
     signed_in(&app, &dana).await;
     let me = format!("{}/me", app.origin);
-    let key = jsonwebtoken::EncodingKey::from_rsa_der(app.provider.key.as_ref().expect("the provider printed its key"));
-    let sign = |claims: &Value, kid: &str| {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-        header.kid = Some(kid.into());
-        header.typ = Some("logout+jwt".into());
-        jsonwebtoken::encode(&header, claims, &key).unwrap()
-    };
+    let sign = |claims: &Value, kid: &str| sign_logout(&app, claims, kid);
+    let claims = |jti: &str, sub: &str| logout_claims(&app, jti, sub);
     let at = app.manager.now();
-    let claims = |jti: &str, sub: &str| {
-        json!({
-            "iss": app.provider.issuer, "aud": "tokenless", "iat": at, "exp": at + 120, "jti": jti, "sub": sub,
-            "events": { oidc::BACKCHANNEL_EVENT: {} }
-        })
-    };
     let with = |change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
         let mut c = claims("j-bad", "dana");
         change(c.as_object_mut().unwrap());

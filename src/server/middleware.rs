@@ -157,6 +157,10 @@ pub async fn refuse_foreign_form_errors(request: Request, next: Next) -> Respons
     next.run(request).await
 }
 
+/// What a page request gets while the session's standing cannot be told: still signed in, try
+/// again (a page of its own: the app's shell would read the session it cannot trust).
+const UNAVAILABLE_PAGE: &str = "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Try again — Tokenless</title></head><body><main><h1>Try again in a moment</h1><p>The service cannot check your session right now. You are still signed in. Please try again in a moment.</p><p><a href=\"\">Try again</a></p></main></body></html>";
+
 /// The BFF's layer as this app configures it: the site's origin, no session work for static
 /// files and `/metrics`, signed-out visitors of protected pages sent to sign in (with where
 /// they were going), the server-function error body for a refused cross-site request, the
@@ -168,6 +172,16 @@ pub fn session_layer(state: &AppState) -> SessionLayer {
         .cross_site_answer(|| {
             let body = AppError::CrossSite.ser();
             (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        })
+        // The session's sign-out marks cannot be read (Redis does not answer): try again.
+        .unavailable_answer(|path| {
+            let retry = [(header::RETRY_AFTER, "1")];
+            if path.starts_with("/api/") {
+                let body = AppError::UpstreamUnavailable.ser();
+                (StatusCode::SERVICE_UNAVAILABLE, retry, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, retry, axum::response::Html(UNAVAILABLE_PAGE)).into_response()
+            }
         })
         .protect(is_protected, |here, ended| {
             // The return path never carries a form error: after sign-in it would be a

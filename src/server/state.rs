@@ -11,6 +11,11 @@ use tokenless_upstream::{HashCost, RunningUpstream, UpstreamConfig};
 
 use crate::server::settings::{Mode, Settings};
 
+/// How long a refresh's lease in Redis lives between renewals (every third of it while the
+/// grant runs, however long the grant takes): when an instance dies mid-refresh, the others
+/// wait this long at most before one of them refreshes instead.
+const SHARED_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Cloned for every request (extractors, the components' context): one shared reference, so a
 /// clone is one reference count, not one per field.
 #[derive(Clone)]
@@ -155,11 +160,12 @@ impl AppState {
         let mut builder = SessionManager::builder(upstream).options(settings.session.options.clone());
         if let tokenless_bff::Store::Redis { url, prefix } = &settings.session.options.store {
             // Shared by every instance with the same keys, Redis and prefix: results sealed with
-            // a secret derived from the sealing key, leases outliving the grant's timeout.
+            // a secret derived from the sealing key and opened with any key's (a key rotation
+            // rolls through the instances), leases renewed while the grant runs.
             let options = tokenless_bff::RedisOptions {
                 prefix: prefix.clone(),
-                secret: ring.derive_secret("tokenless/v1/redis-refresh-results"),
-                lease: settings.session.options.refresh.grant_timeout + std::time::Duration::from_secs(5),
+                secrets: ring.derive_secrets("tokenless/v1/redis-refresh-results"),
+                lease: SHARED_LEASE,
                 local_capacity: settings.session.options.refresh.capacity,
             };
             let memory =

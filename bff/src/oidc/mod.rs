@@ -26,7 +26,7 @@ mod routes;
 mod upstream;
 
 pub use config::{OidcConfig, OidcOptions};
-pub use routes::{reason, routes, sign_out, OidcPaths};
+pub use routes::{end_named, reason, routes, sign_out, LogoutNotDone, OidcPaths};
 pub use upstream::{OidcUpstream, NO_REVOCATION_ENDPOINT, PASSWORD_REFUSED};
 pub use logout::{
     check_logout_token, LogoutClaims, LogoutTokenError, BACKCHANNEL_EVENT, LOGOUT_CLAIM_MAX, LOGOUT_JTI_MEMORY_SECS,

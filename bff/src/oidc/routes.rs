@@ -20,8 +20,10 @@ use axum::{Extension, Router};
 use url::Url;
 
 use super::flow::{Callback, FlowError, OidcProvider, Pending};
-use super::logout::{LogoutTokenError, LOGOUT_JTI_MEMORY_SECS, LOGOUT_TOKEN_MAX};
+use super::logout::{LogoutClaims, LogoutTokenError, LOGOUT_JTI_MEMORY_SECS, LOGOUT_TOKEN_MAX};
 use crate::layer::SiteOrigin;
+use crate::manager::SessionManager;
+use crate::memory::NotKept;
 use crate::middleware::RequestSession;
 use crate::redirect::safe_next;
 
@@ -143,18 +145,51 @@ async fn backchannel(provider: &OidcProvider, session: &RequestSession, headers:
             return logout_refused(&e.to_string());
         }
     };
-    let remember = Duration::from_secs(LOGOUT_JTI_MEMORY_SECS);
-    if !manager.refresher().memory().first_use(&claims.jti, remember).await {
-        tracing::warn!("refused a back-channel logout token used already");
-        return logout_refused(&LogoutTokenError::Replayed.to_string());
-    }
     let issuer = provider.metadata().issuer().as_str().to_string();
-    manager.end_at_provider(&issuer, claims.session_id.as_deref(), claims.subject.as_deref()).await;
-    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
+    match end_named(manager, &issuer, &claims).await {
+        Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
+        Err(LogoutNotDone::Replayed) => {
+            tracing::warn!("refused a back-channel logout token used already");
+            logout_refused(&LogoutTokenError::Replayed.to_string())
+        }
+        // §2.8: a logout that failed is a 400, never a 200 the provider would not send again.
+        Err(LogoutNotDone::NotKept(e)) => logout_failed("temporarily_unavailable", &e.to_string()),
+    }
+}
+
+/// Why the sessions a checked logout token names were not ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogoutNotDone {
+    /// Its `jti` was used already.
+    #[error("it was used already")]
+    Replayed,
+    /// The end could not be stored for every instance (it holds on this one); its `jti` is
+    /// forgotten, so the provider may send it again.
+    #[error(transparent)]
+    NotKept(#[from] NotKept),
+}
+
+/// Ends the sessions checked `claims` of `issuer` name, their `jti` used once: recorded first
+/// (a replay ends nothing, not even sessions begun since), forgotten again when the end could
+/// not be stored, so that the token stays good for the provider's next try.
+pub async fn end_named(manager: &SessionManager, issuer: &str, claims: &LogoutClaims) -> Result<(), LogoutNotDone> {
+    let memory = manager.refresher().memory();
+    if !memory.first_use(&claims.jti, Duration::from_secs(LOGOUT_JTI_MEMORY_SECS)).await {
+        return Err(LogoutNotDone::Replayed);
+    }
+    if let Err(e) = manager.end_at_provider(issuer, claims.session_id.as_deref(), claims.subject.as_deref()).await {
+        memory.forget_use(&claims.jti).await;
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 fn logout_refused(why: &str) -> Response {
-    let body = serde_json::json!({ "error": "invalid_request", "error_description": why });
+    logout_failed("invalid_request", why)
+}
+
+fn logout_failed(error: &str, why: &str) -> Response {
+    let body = serde_json::json!({ "error": error, "error_description": why });
     (StatusCode::BAD_REQUEST, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 

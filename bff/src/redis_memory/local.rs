@@ -53,6 +53,11 @@ impl Settled {
         *entry = (*entry).max(until);
     }
 
+    /// Every sign-out still alive at `now`, with its end.
+    pub(super) fn signed_out_live(&self, now: u64) -> Vec<(String, u64)> {
+        self.facts().ended.iter().filter(|(_, until)| **until > now).map(|(id, until)| (id.clone(), *until)).collect()
+    }
+
     pub(super) fn result(&self, key: &TokenKey, now: u64) -> Option<Outcome> {
         self.facts().results.get(key).filter(|(until, _)| *until > now).map(|(_, outcome)| outcome.clone())
     }

@@ -34,6 +34,8 @@ pub(super) struct SharedMetrics {
     pub(super) landing_retries: Counter,
     pub(super) local_answers: Counter,
     pub(super) reachable: Gauge,
+    pub(super) emptied: Counter,
+    pub(super) written_back: Counter,
 }
 
 impl SharedMetrics {
@@ -68,8 +70,18 @@ impl SharedMetrics {
         );
         registry.register("failures", "Redis calls that failed or timed out, by operation", self.failures.clone());
         registry.register(
+            "emptied",
+            "Times this instance found Redis empty (restarted without its data) and wrote back what it knew",
+            self.emptied.clone(),
+        );
+        registry.register(
+            "written_back",
+            "Sign-outs, provider ends and refresh results written back to a Redis found empty",
+            self.written_back.clone(),
+        );
+        registry.register(
             "try_again",
-            "Refreshes answered 'try again' because Redis could not be asked",
+            "Requests answered 'try again' because Redis could not be asked (a refresh, or whether the session signed out)",
             self.try_again.clone(),
         );
         registry.register(

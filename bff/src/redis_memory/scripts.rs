@@ -31,13 +31,15 @@ redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
 return {'fly'}
 ";
 
-/// KEYS: lease, ended, newest, result, channel. ARGV: now, owner, kind (R, X, U), cookie
-/// generation, keep_ms, gc_ms, payload (sealed tokens or refusal code).
+/// KEYS: lease, ended, newest, result, channel, carry. ARGV: now, owner, kind (R, X, U), cookie
+/// generation, keep_ms, gc_ms, payload (sealed tokens or refusal code), the consumed token's
+/// hash (hex).
 ///
 /// Landing twice for one cookie generation keeps the first result (`exists` hands it back): a
 /// landing sent again after Redis did not answer, or a second flight for the same token, never
-/// numbers a second generation. A token kept by the upstream lands again at the next expiry (its
-/// cookie is one generation on by then).
+/// numbers a second generation, and a later refusal never replaces an earlier good result. A
+/// token kept by the upstream lands again at the next expiry (its cookie is one generation on
+/// by then). A new generation is `carry`: uncarried until a request arrives with it (CARRIED).
 const LAND: &str = r"
 local now = tonumber(ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('DEL', KEYS[1]) end
@@ -47,7 +49,7 @@ local landed = alive(redis.call('GET', KEYS[4]), now)
 local landed_gen = landed and tonumber(string.match(landed, '^%d+|R|(%d+)|'))
 if kind == 'R' and alive(redis.call('GET', KEYS[2]), now) then
   reply = {'signed_out'}
-elseif kind == 'R' and landed_gen and landed_gen > tonumber(ARGV[4]) then
+elseif (kind == 'R' or kind == 'X') and landed_gen and landed_gen > tonumber(ARGV[4]) then
   reply = {'exists', landed}
 elseif kind == 'R' then
   local newest = 0
@@ -57,6 +59,7 @@ elseif kind == 'R' then
   local untilms = now + tonumber(ARGV[5])
   redis.call('SET', KEYS[3], untilms .. '|' .. gen, 'PX', ARGV[6])
   redis.call('SET', KEYS[4], untilms .. '|R|' .. gen .. '|' .. ARGV[7], 'PX', ARGV[6])
+  redis.call('SET', KEYS[6], untilms .. '|' .. gen .. '|' .. ARGV[8], 'PX', ARGV[6])
   reply = {'refreshed', tostring(gen)}
 elseif kind == 'X' then
   redis.call('SET', KEYS[4], (now + tonumber(ARGV[5])) .. '|X|' .. ARGV[7], 'PX', ARGV[6])
@@ -102,6 +105,26 @@ local u = tonumber(string.match(v, '^(%d+)|'))
 local target = tonumber(ARGV[2])
 if target < u then
   redis.call('SET', KEYS[1], target .. string.match(v, '^%d+(|.*)$'), 'KEEPTTL')
+end
+return 1
+";
+
+/// KEYS: carry. ARGV: now, the carried generation, grace_ms, the result keys' prefix. When the
+/// session's uncarried generation is that one, its result is kept only the grace from now and
+/// the generation is carried (the mark deleted); else nothing.
+const CARRIED: &str = r"
+local now = tonumber(ARGV[1])
+local v = alive(redis.call('GET', KEYS[1]), now)
+if not v then return 0 end
+local gen, hash = string.match(v, '^%d+|(%d+)|(%x+)$')
+if gen ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+local result = ARGV[4] .. hash
+local r = alive(redis.call('GET', result), now)
+if not r then return 1 end
+local target = now + tonumber(ARGV[3])
+if target < tonumber(string.match(r, '^(%d+)|')) then
+  redis.call('SET', result, target .. string.match(r, '^%d+(|.*)$'), 'KEEPTTL')
 end
 return 1
 ";
@@ -154,12 +177,23 @@ pub(super) struct Scripts {
     pub(super) mark: Script,
     pub(super) provider_end: Script,
     pub(super) first_use: Script,
+    pub(super) carried: Script,
 }
 
 impl Scripts {
     /// Every script (to load them at start).
-    pub(super) fn all(&self) -> [&Script; 8] {
-        [&self.claim, &self.land, &self.renew, &self.release, &self.shorten, &self.mark, &self.provider_end, &self.first_use]
+    pub(super) fn all(&self) -> [&Script; 9] {
+        [
+            &self.claim,
+            &self.land,
+            &self.renew,
+            &self.release,
+            &self.shorten,
+            &self.mark,
+            &self.provider_end,
+            &self.first_use,
+            &self.carried,
+        ]
     }
 }
 
@@ -174,6 +208,7 @@ pub(super) fn scripts() -> &'static Scripts {
         mark: script(MARK),
         provider_end: script(PROVIDER_END),
         first_use: script(FIRST_USE),
+        carried: script(CARRIED),
     })
 }
 

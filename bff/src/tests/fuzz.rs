@@ -75,6 +75,50 @@ fn apply(sealed: &str, d: &Damage) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// `d` applied to raw bytes (a payload before sealing).
+fn apply_bytes(bytes: &[u8], d: &Damage) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    let len = bytes.len().max(1);
+    match d {
+        Damage::FlipBit { at, bit } if !bytes.is_empty() => bytes[at % len] ^= 1 << bit,
+        Damage::Truncate(at) => bytes.truncate(at % len),
+        Damage::Insert { at, byte } => bytes.insert(at % len.min(bytes.len() + 1), *byte),
+        Damage::Replace { at, byte } if !bytes.is_empty() => bytes[at % len] = *byte,
+        Damage::Garbage(g) => return g.as_bytes().to_vec(),
+        _ => {}
+    }
+    bytes
+}
+
+/// Sessions of every shape the payload holds: long and empty strings, any numbers, with and
+/// without a refresh token, its end, roles and a provider sign-in.
+fn any_session() -> impl Strategy<Value = Session> {
+    let text = || "\\PC{0,40}";
+    let tokens = (text(), any::<u64>(), proptest::option::of(text()), proptest::option::of(any::<u64>()), any::<u64>()).prop_map(
+        |(access, access_expires_at, refresh, refresh_expires_at, access_issued_at)| TokenSet {
+            access_token: Token::new(access),
+            access_expires_at,
+            refresh_token: refresh.map(Token::new),
+            refresh_expires_at,
+            access_issued_at,
+        },
+    );
+    let profile = (text(), text(), text(), proptest::collection::vec(text(), 0..4))
+        .prop_map(|(id, name, email, roles)| Profile { id, name, email, roles });
+    let provider = proptest::option::of((text(), text(), proptest::option::of(text()), text()).prop_map(
+        |(issuer, subject, session_id, id_token)| crate::session::ProviderSession { issuer, subject, session_id, id_token: Token::new(id_token) },
+    ));
+    (text(), any::<u64>(), any::<u64>(), any::<u64>(), tokens, profile, provider).prop_map(
+        |(id, generation, created_at, last_seen_at, tokens, profile, provider)| {
+            let mut session = Session::new(id, created_at, tokens, profile);
+            session.generation = generation;
+            session.last_seen_at = last_seen_at;
+            session.provider = provider;
+            session
+        },
+    )
+}
+
 proptest! {
     /// The cookie path end to end: a sealed session, damaged, put in a jar (alone or as one of
     /// the chunks), read back. Never a panic; a value that opens is exactly what was sealed.
@@ -111,23 +155,41 @@ proptest! {
         }
     }
 
-    /// Any bytes as a payload: never a panic; what decodes seals and opens to the same session.
+    /// Real sessions of every shape, encoded, then damaged: the undamaged encoding always comes
+    /// back as the same session; a damaged one never panics, and what it decodes to encodes
+    /// and decodes to itself.
     #[test]
-    fn payload_decode(bytes in proptest::collection::vec(any::<u8>(), 0..400), format in 0u8..5) {
-        let mut bytes = bytes;
-        if let Some(first) = bytes.first_mut() {
-            *first = format;
-        }
-        if let Some(session) = Session::from_bytes(&bytes) {
-            prop_assert_eq!(Session::from_bytes(&session.to_bytes()), Some(session));
+    fn payload_decode(session in any_session(), d in damage()) {
+        let bytes = session.to_bytes();
+        prop_assert_eq!(Session::from_bytes(&bytes), Some(session.clone()));
+        let damaged = apply_bytes(&bytes, &d);
+        if let Some(decoded) = Session::from_bytes(&damaged) {
+            prop_assert_eq!(Session::from_bytes(&decoded.to_bytes()), Some(decoded));
         }
     }
 
-    /// Any string as a chunk set: join never panics, and never joins more chunks than allowed.
+    /// Chunk sets as the cookie jar holds them — a first value `"{count}.{head}"` (or a count
+    /// that is no number, or none at all), numbered chunks some of which are missing, stale
+    /// ones beyond the count — join to exactly the head and the first `count - 1` chunks, or
+    /// to nothing when the count is out of range or a chunk it names is missing.
     #[test]
-    fn chunk_join(first in ".{0,64}", rest in proptest::collection::vec(".{0,64}", 0..12)) {
-        if let Some(joined) = seal::join(&first, |i| rest.get(i - 1).cloned()) {
-            prop_assert!(joined.len() <= first.len() + rest.iter().map(String::len).sum::<usize>());
+    fn chunk_join(
+        count in prop_oneof![0usize..=12, Just(2usize), Just(seal::MAX_CHUNKS)],
+        numbered in any::<bool>(),
+        head in "[A-Za-z0-9_-]{0,64}",
+        chunks in proptest::collection::vec(proptest::option::weighted(0.9, "[A-Za-z0-9_-]{1,64}"), 0..14),
+    ) {
+        let first = if numbered { format!("{count}.{head}") } else { head.clone() };
+        let get = |i: usize| chunks.get(i - 1).cloned().flatten();
+        let joined = seal::join(&first, get);
+        if !numbered {
+            prop_assert_eq!(joined, Some(head));
+        } else if !(2..=seal::MAX_CHUNKS).contains(&count) {
+            prop_assert_eq!(joined, None);
+        } else {
+            let parts: Option<Vec<String>> = (1..count).map(get).collect();
+            let expected = parts.map(|parts| format!("{head}{}", parts.concat()));
+            prop_assert_eq!(joined, expected);
         }
     }
 

@@ -16,7 +16,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::cookies::{self, CookiePolicy, ReadSession};
 use crate::grants::{BoxFuture, TokenGrants};
 use crate::manager::{Limits, SessionManager};
-use crate::memory::{Claim, InProcess, Landed, Landing, Marks, Outcome, RefreshMemory, TokenKey};
+use crate::memory::{Claim, InProcess, Landed, Landing, Marks, NotKept, Outcome, RefreshMemory, TokenKey};
 use crate::middleware::attach;
 use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
 use crate::seal::KeyRing;
@@ -40,6 +40,8 @@ enum Script {
     KeepSilently,
     /// Tokens of another person (a JWT whose `sub` is not the session's).
     OtherSubject,
+    /// Refused with an error about the client (`invalid_client`: a wrong secret in a deploy).
+    InvalidClient,
 }
 
 struct Scripted {
@@ -101,6 +103,7 @@ impl TokenGrants for Scripted {
                 Script::Keep | Script::KeepSilently => refresh_token.clone(),
                 Script::Panic => panic!("scripted panic inside the refresh grant"),
                 Script::Down => return Err(UpstreamError::Unavailable("scripted outage".into())),
+                Script::InvalidClient => return Err(UpstreamError::Refused { code: "invalid_client".into() }),
             };
             let access = match step {
                 Script::OtherSubject => jwt_of("intruder"),
@@ -154,6 +157,12 @@ fn session(clock: &ManualClock, id: &str) -> Session {
         },
         Profile { id: "u1".into(), name: "U".into(), email: "u@example.com".into(), roles: vec![] },
     )
+}
+
+/// `s`'s access token in its last 10 seconds of 300: the next load refreshes it.
+fn expiring(clock: &ManualClock, s: &mut Session) {
+    s.tokens.access_issued_at = clock.unix() - 290;
+    s.tokens.access_expires_at = clock.unix() + 10;
 }
 
 /// An unsigned JWT-shaped token naming `sub` (what the refresher reads; it verifies nothing).
@@ -242,14 +251,28 @@ impl RefreshMemory for Remote {
         })
     }
 
-    fn marks<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Marks> {
+    fn marks<'a>(&'a self, session_id: &'a str, created_at: u64) -> BoxFuture<'a, Marks> {
         Box::pin(async move {
             self.hop().await;
-            self.local.marks(session_id).await
+            self.local.marks(session_id, created_at).await
         })
     }
 
-    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, ()> {
+    fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.carried(session_id, generation, grace).await
+        })
+    }
+
+    fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.hop().await;
+            self.local.forget_use(jti).await
+        })
+    }
+
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, Result<(), NotKept>> {
         Box::pin(async move {
             self.hop().await;
             self.local.end_at_provider(key, at, every, left).await
@@ -270,10 +293,10 @@ impl RefreshMemory for Remote {
         })
     }
 
-    fn sign_out<'a>(&'a self, session_id: &'a str, left: Duration) -> BoxFuture<'a, ()> {
+    fn sign_out<'a>(&'a self, session_id: &'a str, created_at: u64, left: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.hop().await;
-            self.local.sign_out(session_id, left).await
+            self.local.sign_out(session_id, created_at, left).await
         })
     }
 }
@@ -310,7 +333,7 @@ macro_rules! on_each_memory {
 }
 
 on_each_memory!(
-    a_result_is_kept_for_the_handoff_until_delivered_then_for_the_grace_only,
+    a_result_is_kept_for_the_handoff_until_carried_then_for_the_grace_only,
     sign_out_wins_over_a_flight_that_lands_after_it,
     a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry,
     a_panicking_refresh_does_not_poison_the_token,
@@ -319,10 +342,14 @@ on_each_memory!(
     revocation_is_retried_and_ended_marks_outlive_churn,
     another_subjects_tokens_end_the_session,
     a_kept_refresh_token_keeps_its_known_end,
-    an_upgraded_stale_cookie_counts_as_delivered,
+    an_upgraded_stale_cookie_is_kept_until_carried,
+    a_result_written_but_never_carried_outlives_the_grace,
+    a_full_sign_out_memory_refuses_more_never_fewer,
+    a_sign_in_writes_its_cookie_when_the_memory_cannot_answer,
     a_renewal_finishing_after_the_headers_left_is_kept_for_the_next_request,
     short_lived_tokens_are_not_refreshed_on_every_request,
     sign_out_revokes_the_newest_tokens,
+    a_refusal_of_the_client_keeps_the_session,
 );
 
 /// `r` refreshing `s` in a task of its own (a request in flight).
@@ -341,17 +368,17 @@ async fn until(mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn a_result_is_kept_for_the_handoff_until_delivered_then_for_the_grace_only(memory: Memory) {
+async fn a_result_is_kept_for_the_handoff_until_carried_then_for_the_grace_only(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
     let r = refresher(&grants, &clock, memory);
     let old = session(&clock, "s");
     let new = r.refresh(&old).await.unwrap();
     assert_eq!(new.generation, 2);
-    // Not delivered yet: the next request with the old cookie gets it for ten minutes.
+    // Not carried yet: the next request with the old cookie gets it for ten minutes.
     clock.advance(Duration::from_secs(9 * 60));
     assert!(matches!(r.known(&old).await, Known::Newer(s) if s.tokens == new.tokens));
-    // Delivered: only the grace period from now on.
-    r.delivered(&old, &new).await;
+    // A request arrives with the new cookie: only the grace period from now on.
+    assert!(matches!(r.known(&new).await, Known::Current));
     clock.advance(Duration::from_secs(59));
     assert!(matches!(r.known(&old).await, Known::Newer(_)), "inside the grace period");
     clock.advance(Duration::from_secs(2));
@@ -386,7 +413,7 @@ async fn a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry(memory: Mem
     let r = refresher(&grants, &clock, memory);
     let first = session(&clock, "s");
     let second = r.refresh(&first).await.unwrap();
-    r.delivered(&first, &second).await;
+    assert!(matches!(r.known(&second).await, Known::Current), "carried");
     assert_eq!(second.tokens.refresh_token, first.tokens.refresh_token);
     // Still inside the grace period, where the first result is remembered under the same key
     // (short-lived tokens, or the hand-off when no response carried it).
@@ -405,10 +432,11 @@ async fn a_panicking_refresh_does_not_poison_the_token(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Panic, Script::Rotate], true));
     let r = refresher(&grants, &clock, memory);
     let s = session(&clock, "s");
-    let first = r.refresh(&s).await;
-    assert!(matches!(first, Err(UpstreamError::Unavailable(_))), "{first:?}");
-    let second = r.refresh(&s).await.expect("a new flight after the panic");
-    assert_eq!(second.tokens.access_token, Token::new("access-2"));
+    // The flight that panicked is claimed again within the same request: a new one flies.
+    let first = r.refresh(&s).await.expect("a new flight after the panic");
+    assert_eq!(first.tokens.access_token, Token::new("access-2"));
+    assert_eq!(r.counts().reclaims, 1);
+    assert_eq!(grants.refreshes(), 2);
 }
 
 async fn an_outage_is_not_remembered_and_the_next_request_tries_again(memory: Memory) {
@@ -500,8 +528,23 @@ const COOKIE: &str = "tokenless_session";
 
 /// A manager on the public builder: the scripted grants, `memory`, the manual clock.
 fn manager(grants: &Arc<Scripted>, clock: &ManualClock, memory: Memory) -> Arc<SessionManager> {
+    let options = manager_options();
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let manager = SessionManager::builder(Arc::new(nowhere()))
+        .options(options.clone())
+        .keys(KeyRing::new(&[(1, [9; 32])]).unwrap())
+        .grants(grants.clone())
+        .memory(memory.store(&options.refresh, &clock))
+        .clock(clock)
+        .build()
+        .unwrap();
+    Arc::new(manager)
+}
+
+/// An upstream client of nowhere (port 9): the tests answer its grants with [`Scripted`].
+fn nowhere() -> UpstreamClient {
     let endpoints = UpstreamEndpoints::at(&"http://127.0.0.1:9".parse().unwrap(), OAUTH2_PATHS.into()).unwrap();
-    let client = UpstreamClient::new(ClientConfig {
+    UpstreamClient::new(ClientConfig {
         endpoints,
         profile: ProfileMap::oidc(),
         registration_fields: Fields::default(),
@@ -511,25 +554,18 @@ fn manager(grants: &Arc<Scripted>, clock: &ManualClock, memory: Memory) -> Arc<S
         timeout: Duration::from_millis(100),
         connect_timeout: Duration::from_millis(100),
     })
-    .unwrap();
-    let options = crate::SessionOptions {
+    .unwrap()
+}
+
+fn manager_options() -> crate::SessionOptions {
+    crate::SessionOptions {
         cookie_name: COOKIE.into(),
         same_site: SameSite::Lax,
         keys: None,
         limits: Limits::default(),
         refresh: config(),
         store: crate::Store::Memory,
-    };
-    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let manager = SessionManager::builder(Arc::new(client))
-        .options(options.clone())
-        .keys(KeyRing::new(&[(1, [9; 32])]).unwrap())
-        .grants(grants.clone())
-        .memory(memory.store(&options.refresh, &clock))
-        .clock(clock)
-        .build()
-        .unwrap();
-    Arc::new(manager)
+    }
 }
 
 /// A browser's request carrying `session` in its cookie.
@@ -546,8 +582,9 @@ fn in_jar(cookies: &Cookies) -> Option<Session> {
     }
 }
 
-/// Finding 4: a stale cookie upgraded from the remembered results shortens them to the grace.
-async fn an_upgraded_stale_cookie_counts_as_delivered(memory: Memory) {
+/// A stale cookie upgraded from the remembered results is written; the results are shortened
+/// to the grace once a request comes back with the upgrade.
+async fn an_upgraded_stale_cookie_is_kept_until_carried(memory: Memory) {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
     let m = manager(&grants, &clock, memory);
     let old = session(&clock, "s");
@@ -556,9 +593,144 @@ async fn an_upgraded_stale_cookie_counts_as_delivered(memory: Memory) {
     let cookies = jar(&m, &old);
     let loaded = m.load(&cookies).await;
     assert_eq!(loaded.session.unwrap().tokens, new.tokens, "upgraded");
-    assert_eq!(in_jar(&cookies).unwrap().generation, 2, "and written");
+    let upgraded = in_jar(&cookies).unwrap();
+    assert_eq!(upgraded.generation, 2, "and written");
+    // The browser comes back with it.
+    assert!(m.load(&jar(&m, &upgraded)).await.session.is_some());
     clock.advance(Duration::from_secs(61));
-    assert!(matches!(m.refresher().known(&old).await, Known::Current), "only the grace period after delivery");
+    assert!(matches!(m.refresher().known(&old).await, Known::Current), "only the grace period once carried");
+    assert_eq!(grants.refreshes(), 1);
+}
+
+/// Issue 32, finding 3: a refresh result counted as delivered as soon as its cookie was in the
+/// jar. The tab closed (or the page failed) before the response arrived: the browser still
+/// holds the old cookie, and a minute later presented the rotated token again — a reuse the
+/// upstream answers by revoking the sign-in. Now the result stays until a request carries it.
+async fn a_result_written_but_never_carried_outlives_the_grace(memory: Memory) {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    let m = manager(&grants, &clock, memory);
+    let mut old = session(&clock, "s");
+    expiring(&clock, &mut old);
+    let cookies = jar(&m, &old);
+    let loaded = m.load(&cookies).await;
+    assert_eq!(loaded.session.unwrap().generation, 2, "refreshed, and the new cookie written into the jar");
+    drop(cookies); // the response never reaches the browser
+    // Past the grace, inside the new access token's life.
+    clock.advance(Duration::from_secs(3 * 60));
+    let late = m.load(&jar(&m, &old)).await;
+    assert_eq!(late.session.expect("still signed in").generation, 2, "the remembered result, not a second grant");
+    assert_eq!(grants.refreshes(), 1, "the rotated token never went upstream again");
+}
+
+/// Issue 32, finding 4: sign-out marks were capped and the oldest dropped even before its end,
+/// so a stolen copy of an older signed-out cookie opened again once enough people signed out.
+/// Now a memory that must drop one refuses every session that began no later than it.
+async fn a_full_sign_out_memory_refuses_more_never_fewer(memory: Memory) {
+    let clock = ManualClock::new();
+    let grants = Scripted::new(&[], true);
+    let cfg = RefreshConfig { ended_capacity: 3, ..config() };
+    let r = memory.refresher(grants, cfg, &clock);
+    let first = session(&clock, "first");
+    r.end(&first, clock.unix() + 3600).await;
+    clock.advance(Duration::from_secs(10));
+    let later: Vec<Session> = (0..5).map(|i| session(&clock, &format!("later-{i}"))).collect();
+    for s in &later {
+        r.end(s, clock.unix() + 3600).await;
+    }
+    assert!(matches!(r.known(&first).await, Known::SignedOut), "the first sign-out holds though its mark was dropped");
+    for s in &later {
+        assert!(matches!(r.known(s).await, Known::SignedOut));
+    }
+    clock.advance(Duration::from_secs(10));
+    let fresh = session(&clock, "fresh");
+    assert!(matches!(r.known(&fresh).await, Known::Current), "a session begun after every dropped mark is untouched");
+}
+
+/// Issue 32, finding 6: a sign-in while the memory cannot say whether a newer generation of
+/// the (brand-new) session exists answered "yes", the cookie was not written, and the sign-in
+/// "succeeded" without one. A new session id has nothing newer: its cookie is always written.
+/// And a request whose session's marks cannot be read is answered "try again".
+async fn a_sign_in_writes_its_cookie_when_the_memory_cannot_answer(memory: Memory) {
+    let clock = ManualClock::new();
+    let grants = Scripted::new(&[], true);
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let options = manager_options();
+    let blind = Arc::new(Blind { inner: memory.store(&options.refresh, &clock_dyn) });
+    let m = SessionManager::builder(Arc::new(nowhere()))
+        .options(options)
+        .keys(KeyRing::new(&[(1, [9; 32])]).unwrap())
+        .grants(grants)
+        .memory(blind)
+        .clock(clock_dyn)
+        .build()
+        .unwrap();
+    let cookies = Cookies::default();
+    let tokens = session(&clock, "x").tokens;
+    let session = m.sign_in_with(&cookies, tokens, Profile { id: "u1".into(), name: "U".into(), email: "u@example.com".into(), roles: vec![] }, None).await;
+    assert_eq!(in_jar(&cookies).map(|s| s.id), Some(session.id.clone()), "the new session's cookie is written");
+
+    // A cookie whose sign-out marks cannot be read is neither served nor refused: a signed-out
+    // copy must not open for want of its mark, and the cookie stays for when the memory answers.
+    let m = Arc::new(m);
+    let cookies = jar(&m, &session);
+    let before = cookies.get(COOKIE).unwrap().value().to_string();
+    let loaded = m.load(&cookies).await;
+    assert!(loaded.unavailable && loaded.session.is_none() && loaded.ended.is_none(), "{loaded:?}");
+    assert_eq!(cookies.get(COOKIE).unwrap().value(), before, "the cookie is left as it is");
+    let app = axum::Router::new()
+        .route("/me", axum::routing::get(|| async { "signed-in page" }))
+        .layer(crate::SessionLayer::new(m.clone()));
+    let sealed = cookies.get(COOKIE).unwrap().value().to_string();
+    let request = axum::http::Request::get("/me").header("cookie", format!("{COOKIE}={sealed}")).body(axum::body::Body::empty()).unwrap();
+    let answer = tower::ServiceExt::oneshot(app, request).await.unwrap();
+    assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    assert!(answer.headers().get("set-cookie").is_none(), "nothing cleared");
+}
+
+/// A memory that cannot tell anything about a session (a shared store that does not answer
+/// its reads): "newer than anything", as [`crate::RedisMemory`] answers then.
+struct Blind {
+    inner: Arc<dyn RefreshMemory>,
+}
+
+impl RefreshMemory for Blind {
+    fn claim<'a>(&'a self, key: TokenKey, session_id: &'a str, generation: u64) -> BoxFuture<'a, Claim> {
+        self.inner.claim(key, session_id, generation)
+    }
+    fn land<'a>(&'a self, key: TokenKey, landing: Landing<'a>) -> BoxFuture<'a, Landed> {
+        self.inner.land(key, landing)
+    }
+    fn abandon(&self, key: TokenKey) {
+        self.inner.abandon(key)
+    }
+    fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {
+        self.inner.remembered(key)
+    }
+    fn shorten(&self, key: TokenKey, left: Duration) -> BoxFuture<'_, ()> {
+        self.inner.shorten(key, left)
+    }
+    fn marks<'a>(&'a self, _session_id: &'a str, _created_at: u64) -> BoxFuture<'a, Marks> {
+        Box::pin(async { Marks { signed_out: false, newest: Some(u64::MAX), uncarried: None, unknown: true } })
+    }
+    fn sign_out<'a>(&'a self, session_id: &'a str, created_at: u64, left: Duration) -> BoxFuture<'a, ()> {
+        self.inner.sign_out(session_id, created_at, left)
+    }
+    fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()> {
+        self.inner.carried(session_id, generation, grace)
+    }
+    fn end_at_provider<'a>(&'a self, key: &'a str, at: u64, every: bool, left: Duration) -> BoxFuture<'a, Result<(), NotKept>> {
+        self.inner.end_at_provider(key, at, every, left)
+    }
+    fn ended_at_provider<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Option<u64>> {
+        self.inner.ended_at_provider(keys)
+    }
+    fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
+        self.inner.first_use(jti, left)
+    }
+    fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()> {
+        self.inner.forget_use(jti)
+    }
 }
 
 /// Finding 3: a renewal that finishes after the response's headers left keeps its result for
@@ -620,6 +792,34 @@ async fn sign_out_revokes_the_newest_tokens(memory: Memory) {
     assert!(m.load(&jar(&m, &old)).await.session.is_none(), "the old cookie is refused");
 }
 
+/// Issue 32, finding 5: a refusal about the client (`invalid_client`: a mistyped or
+/// half-rotated secret on one instance) is an outage, not a sign-out: the cookie stays, nothing
+/// is remembered, and the next refresh with the right secret goes through.
+async fn a_refusal_of_the_client_keeps_the_session(memory: Memory) {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::InvalidClient, Script::Rotate], true));
+    let m = manager(&grants, &clock, memory);
+    let mut s = session(&clock, "s");
+    expiring(&clock, &mut s);
+    let cookies = jar(&m, &s);
+    let before = cookies.get(COOKIE).unwrap().value().to_string();
+    let loaded = m.load(&cookies).await;
+    assert!(loaded.session.is_some() && loaded.refresh_failed, "still signed in, told to try again: {loaded:?}");
+    assert_eq!(loaded.ended, None);
+    assert_eq!(cookies.get(COOKIE).unwrap().value(), before, "the cookie is neither cleared nor rewritten");
+    assert!(matches!(m.refresher().known(&s).await, Known::Current), "no refusal remembered");
+    assert_eq!(m.refresher().counts().unavailable, 1);
+    // The secret is mended: the same cookie refreshes.
+    let loaded = m.load(&jar(&m, &s)).await;
+    assert_eq!(loaded.session.unwrap().generation, 2);
+    assert_eq!(grants.refreshes(), 2);
+    // Which codes end a session: the token's, never the client's.
+    for code in ["invalid_grant", "signed_out", "subject_changed", "unusable_refresh_answer", "no_refresh_token", "status 401"] {
+        assert!(crate::refresh::ends_session(code), "{code}");
+    }
+    for code in ["invalid_client", "unauthorized_client", "invalid_request", "invalid_scope", "unsupported_grant_type", "", "invalid_grant_x"] {
+        assert!(!crate::refresh::ends_session(code), "{code}");
+    }
+}
 
 /// A `redis-server` of the test's own on a free loopback port, stopped when dropped.
 #[cfg(feature = "redis")]
@@ -728,8 +928,13 @@ pub(crate) mod redis_server {
 
         /// A memory under `prefix`: two with the same one are two instances sharing Redis.
         pub(crate) fn memory_with_prefix(&self, prefix: &str, clock: Arc<dyn Clock>) -> RedisMemory {
+            self.memory_with_secrets(prefix, vec![[7; 32]], clock)
+        }
+
+        /// A memory under `prefix` sealing with the first of `secrets`, opening with each.
+        pub(crate) fn memory_with_secrets(&self, prefix: &str, secrets: Vec<[u8; 32]>, clock: Arc<dyn Clock>) -> RedisMemory {
             // Longer than the grant's timeout (30 s), as the app sets it.
-            let options = RedisOptions { prefix: prefix.to_string(), secret: [7; 32], lease: Duration::from_secs(35), local_capacity: 1000 };
+            let options = RedisOptions { prefix: prefix.to_string(), secrets, lease: Duration::from_secs(35), local_capacity: 1000 };
             RedisMemory::with_connection(self.client.clone(), self.conn.clone(), options, clock)
         }
     }
@@ -789,7 +994,7 @@ mod across_instances {
         assert_eq!(grants.refreshes(), 0);
         // Back-channel logout received by one instance: the other refuses the session too.
         let key = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
-        a.memory().end_at_provider(&key, clock.unix(), true, Duration::from_secs(3600)).await;
+        a.memory().end_at_provider(&key, clock.unix(), true, Duration::from_secs(3600)).await.expect("stored");
         assert_eq!(b.memory().ended_at_provider(&[key]).await, Some(u64::MAX));
         // A logout token used on one instance is a replay on the other.
         assert!(a.memory().first_use("jti-1", Duration::from_secs(360)).await);
@@ -815,15 +1020,14 @@ mod across_instances {
         let grants = Scripted::new(&[], true);
         let (a, b) = instances_with_prefix(&redis, &grants, &clock, &prefix);
         let s = session(&clock, "s");
+        let started = std::time::Instant::now();
         let (first_a, first_b) = tokio::join!(a.refresh(&s), b.refresh(&s));
-        for first in [first_a, first_b] {
-            // Ended with the lease (not the 5-second wait running out).
-            assert!(matches!(&first, Err(UpstreamError::Unavailable(d)) if d.contains("stopped")), "{first:?}");
-        }
-        assert_eq!(grants.refreshes(), 0, "nobody flew while the lease lived");
-        let (again_a, again_b) = tokio::join!(a.refresh(&s), b.refresh(&s));
-        assert_eq!(again_a.unwrap().tokens, again_b.unwrap().tokens);
+        // Both claim again once the lease ended without a result (within their own wait):
+        // exactly one flies, the other gets its result.
+        assert_eq!(first_a.unwrap().tokens, first_b.unwrap().tokens);
+        assert!(started.elapsed() >= Duration::from_millis(250), "nobody flew while the lease lived");
         assert_eq!(grants.refreshes(), 1, "exactly one took over");
+        assert!(a.counts().reclaims + b.counts().reclaims >= 2, "{:?} {:?}", a.counts(), b.counts());
     }
 
     #[tokio::test]
@@ -834,7 +1038,7 @@ mod across_instances {
         let conn = ::redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
         let clock = ManualClock::new();
         let clock_arc: Arc<dyn Clock> = Arc::new(clock.clone());
-        let options = crate::RedisOptions { prefix: "dump:".into(), secret: [9; 32], lease: Duration::from_secs(10), local_capacity: 1000 };
+        let options = crate::RedisOptions { prefix: "dump:".into(), secrets: vec![[9; 32]], lease: Duration::from_secs(10), local_capacity: 1000 };
         let memory: Arc<dyn RefreshMemory> =
             Arc::new(crate::RedisMemory::with_connection(client.clone(), conn.clone(), options, clock_arc.clone()));
         let grants = Scripted::new(&[], true);
@@ -864,9 +1068,13 @@ mod across_instances {
             other => panic!("{other:?}"),
         }
         assert_eq!(grants.refreshes(), 1, "nothing sent upstream without Redis");
-        assert!(matches!(r.known(&later).await, Known::Current));
+        // Whether a session signed out cannot be read: neither served nor refused ("try
+        // again"; a signed-out copy must not open for want of its mark).
+        assert!(matches!(r.known(&later).await, Known::Unavailable));
+        assert!(matches!(r.known(&s).await, Known::Unavailable));
         // What this instance learned before is still answered from its own copy.
-        assert!(matches!(r.known(&s).await, Known::Newer(n) if n.tokens == refreshed.tokens));
+        let key = TokenKey::of(s.tokens.refresh_token.as_ref().unwrap());
+        assert!(matches!(r.memory().remembered(key).await, Some(Outcome::Refreshed(n)) if n.tokens == refreshed.tokens));
         assert!(started.elapsed() < Duration::from_secs(10), "bounded waits: {:?}", started.elapsed());
     }
 
@@ -882,7 +1090,7 @@ mod across_instances {
         let mut both = Vec::new();
         for _ in 0..2 {
             let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-            let options = crate::RedisOptions { prefix: prefix.clone(), secret: [7; 32], lease, local_capacity: 1000 };
+            let options = crate::RedisOptions { prefix: prefix.clone(), secrets: vec![[7; 32]], lease, local_capacity: 1000 };
             let memory: Arc<dyn RefreshMemory> = Arc::new(crate::RedisMemory::connect(url, options, clock.clone()).await.unwrap());
             both.push(Refresher::with_memory(grants.clone(), config(), clock, memory));
         }
@@ -1059,6 +1267,138 @@ mod across_instances {
         // The next expiry of a kept token (its cookie a generation on) lands anew.
         let next = b.land(key, Landing { generation: 2, ..landing(tokens("access-4", "refresh-0")) }).await;
         assert!(matches!(&next.outcome, Outcome::Refreshed(r) if r.generation == 3));
+    }
+
+    /// Issue 32, finding 2: the claim registered its local flight before asking Redis and only
+    /// the answer removed it. A request dropped meanwhile (client gone, a proxy's timeout) left
+    /// a flight nobody would answer: every later request for the token on this instance joined
+    /// it, waited and got "try again", until a restart.
+    #[tokio::test]
+    async fn a_claim_dropped_while_redis_is_paused_leaves_no_flight_behind() {
+        let redis = RedisServer::start().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let (a, _) = instances_apart(&redis.url, &grants, &clock, Duration::from_secs(35)).await;
+        let s = session(&clock, "s");
+        let key = TokenKey::of(s.tokens.refresh_token.as_ref().unwrap());
+        redis.pause();
+        let dropped = tokio::time::timeout(Duration::from_millis(10), a.memory().claim(key, &s.id, s.generation)).await;
+        assert!(dropped.is_err(), "no answer from a paused Redis within 10 ms");
+        redis.resume();
+        let refreshed = a.refresh(&s).await.expect("the next request flies instead of joining a dead flight");
+        assert_eq!(refreshed.generation, 2);
+        assert_eq!(grants.refreshes(), 1);
+        assert_eq!(a.counts().joined, 0);
+    }
+
+    /// Issue 32, finding 8: the results' secret came from the sealing key alone, so during a
+    /// rolling key rotation (some instances sealing with the new key, some with the old, all
+    /// reading both) no instance could read another's results.
+    #[tokio::test]
+    async fn instances_amid_a_key_rotation_read_each_others_results() {
+        let redis = RedisServer::start().await.connect().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let prefix = format!("rotation{}:", rand::random::<u64>());
+        let (old, new) = ([1; 32], [2; 32]);
+        let instance = |secrets: Vec<[u8; 32]>| {
+            let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+            let memory: Arc<dyn RefreshMemory> = Arc::new(redis.memory_with_secrets(&prefix, secrets, clock.clone()));
+            Refresher::with_memory(grants.clone(), config(), clock, memory)
+        };
+        let (not_yet, rotated) = (instance(vec![old, new]), instance(vec![new, old]));
+        let (s, mut t) = (session(&clock, "s"), session(&clock, "t"));
+        t.tokens.refresh_token = Some(Token::new("t-refresh-0"));
+        let from_not_yet = not_yet.refresh(&s).await.unwrap();
+        let from_rotated = rotated.refresh(&t).await.unwrap();
+        assert!(matches!(rotated.known(&s).await, Known::Newer(n) if n.tokens == from_not_yet.tokens));
+        assert!(matches!(not_yet.known(&t).await, Known::Newer(n) if n.tokens == from_rotated.tokens));
+        assert_eq!(grants.refreshes(), 2);
+    }
+
+    /// Issue 32, finding 9: a refusal landing for a cookie generation that already has a good
+    /// result (a second flight after a lease lost in an outage) replaced it.
+    #[tokio::test]
+    async fn a_later_refusal_never_replaces_a_good_result_of_the_same_cookie() {
+        let redis = RedisServer::start().await.connect().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let prefix = format!("late{}:", rand::random::<u64>());
+        let (a, b) = instances_with_prefix(&redis, &grants, &clock, &prefix);
+        let s = session(&clock, "s");
+        let good = a.refresh(&s).await.unwrap();
+        let key = TokenKey::of(s.tokens.refresh_token.as_ref().unwrap());
+        let refused = crate::memory::Landing {
+            session_id: &s.id,
+            generation: s.generation,
+            result: Err(UpstreamError::Refused { code: "invalid_grant".into() }),
+            handoff: crate::HANDOFF,
+            grace: Duration::from_secs(60),
+        };
+        let landed = b.memory().land(key, refused).await;
+        assert!(matches!(&landed.outcome, Outcome::Refreshed(r) if r.tokens == good.tokens), "{:?}", landed.outcome);
+        assert!(matches!(a.known(&s).await, Known::Newer(n) if n.tokens == good.tokens));
+        clock.advance(Duration::from_secs(2));
+        assert!(matches!(b.memory().remembered(key).await, Some(Outcome::Refreshed(_))), "what Redis keeps");
+    }
+
+    /// Issue 32, finding 1: a provider's logout that Redis does not take is an error (the
+    /// endpoint answers 400, the provider may send it again), and holds on this instance
+    /// meanwhile.
+    #[tokio::test]
+    async fn a_provider_logout_redis_does_not_take_is_not_kept_and_holds_here() {
+        let redis = RedisServer::start().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_secs(35)).await;
+        let key = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
+        redis.pause();
+        let kept = a.memory().end_at_provider(&key, clock.unix(), true, Duration::from_secs(3600)).await;
+        assert_eq!(kept, Err(NotKept));
+        assert_eq!(a.memory().ended_at_provider(std::slice::from_ref(&key)).await, Some(u64::MAX), "held here while Redis is away");
+        redis.resume();
+        assert_eq!(a.memory().ended_at_provider(std::slice::from_ref(&key)).await, Some(u64::MAX), "and after");
+        // Sent again (the provider's retry), it reaches every instance.
+        a.memory().end_at_provider(&key, clock.unix(), true, Duration::from_secs(3600)).await.expect("stored");
+        assert_eq!(b.memory().ended_at_provider(&[key]).await, Some(u64::MAX));
+    }
+
+    /// A Redis restarted empty forgot every sign-out, provider end and refresh result: a
+    /// signed-out cookie would open again and a late pre-rotation cookie would present its
+    /// rotated token again. Each instance notices (its marker key is gone), answers "try again"
+    /// meanwhile, and writes back what it knows, so the other instances know it again too.
+    #[tokio::test]
+    async fn a_redis_restarted_empty_gets_back_what_the_instances_knew() {
+        let mut redis = RedisServer::start().await;
+        let port = redis.port();
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_secs(10)).await;
+        let (gone, mut kept) = (session(&clock, "gone"), session(&clock, "kept"));
+        kept.tokens.refresh_token = Some(Token::new("kept-refresh-0"));
+        a.end(&gone, clock.unix() + 3600).await;
+        let refreshed = a.refresh(&kept).await.unwrap();
+        let ended = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
+        a.memory().end_at_provider(&ended, clock.unix(), true, Duration::from_secs(3600)).await.expect("stored");
+        assert!(matches!(b.known(&gone).await, Known::SignedOut));
+        redis.kill().await;
+        let _again = RedisServer::start_on(port).await;
+        // A notices on its next question to Redis (a session it has no local answer for).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while shared(&a, "emptied") == 0 {
+            assert!(std::time::Instant::now() < deadline, "A never noticed the empty Redis");
+            assert!(!matches!(a.known(&session(&clock, "someone")).await, Known::Current | Known::Newer(_)), "no answer from an empty Redis before the write-back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // B learns from Redis what only A knew.
+        loop {
+            let signed_out = matches!(b.known(&gone).await, Known::SignedOut);
+            let upgraded = matches!(b.known(&kept).await, Known::Newer(n) if n.tokens == refreshed.tokens);
+            let provider = b.memory().ended_at_provider(std::slice::from_ref(&ended)).await == Some(u64::MAX);
+            if signed_out && upgraded && provider {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "written back: sign-out {signed_out}, result {upgraded}, provider end {provider}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(b.refresh(&kept).await.unwrap().tokens, refreshed.tokens, "the late cookie gets the result, no second grant");
+        assert_eq!(grants.refreshes(), 1);
+        assert!(shared(&a, "written_back") >= 3);
     }
 
     fn instances_with_prefix(redis: &Connected, grants: &Arc<Scripted>, clock: &ManualClock, prefix: &str) -> (Refresher, Refresher) {
