@@ -148,7 +148,8 @@ struct Instances {
 
 impl Instances {
     async fn start(&mut self, i: usize, secret: &str, all: &Children) {
-        let log = std::fs::File::create(self.logs.join(format!("instance-{i}.log"))).unwrap();
+        // Appended: a restarted instance keeps what it logged before.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.logs.join(format!("instance-{i}.log"))).unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenless"))
             .env("TOKENLESS_SERVER__ADDRESS", format!("127.0.0.1:{}", self.ports[i]))
             .env("TOKENLESS_SERVER__LOG", "warn")
@@ -559,6 +560,7 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
     let children = Arc::new(Children::default());
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos");
+    let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).unwrap();
     let redis = Redis::start(free_port(), &scratch.path().join("redis"), &children).await;
     let upstream = tokenless_upstream::spawn(UpstreamConfig {

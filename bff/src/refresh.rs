@@ -567,7 +567,8 @@ impl Refresher {
     }
 
     /// The newest session the remembered results rebuild from `session`: `Ok(None)` when there
-    /// is nothing newer, `Err(())` when its refresh token was refused.
+    /// is nothing newer, `Err(())` when its refresh token, or a newer one of the same session,
+    /// was refused.
     async fn newest_known(&self, session: &Session) -> Result<Option<Session>, ()> {
         let mut current: Option<Session> = None;
         for _ in 0..MAX_CHAIN {
@@ -577,7 +578,10 @@ impl Refresher {
                 Some(Outcome::Refreshed(r)) if r.generation > at.generation => {
                     current = Some(apply(at, &r));
                 }
-                Some(Outcome::Refused(_)) if current.is_none() => return Err(()),
+                // Refused at any link: the newest refresh token of the session is no good, so
+                // the session is over (not the last good link's tokens, which the upstream may
+                // have revoked with it).
+                Some(Outcome::Refused(_)) => return Err(()),
                 _ => break,
             }
         }

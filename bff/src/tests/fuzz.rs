@@ -174,7 +174,8 @@ proptest! {
     /// to nothing when the count is out of range or a chunk it names is missing.
     #[test]
     fn chunk_join(
-        count in prop_oneof![0usize..=12, Just(2usize), Just(seal::MAX_CHUNKS)],
+        // The edges of the allowed range as often as the rest of it.
+        count in prop_oneof![0usize..=12, Just(0usize), Just(1usize), Just(2usize), Just(seal::MAX_CHUNKS), Just(seal::MAX_CHUNKS + 1)],
         numbered in any::<bool>(),
         head in "[A-Za-z0-9_-]{0,64}",
         chunks in proptest::collection::vec(proptest::option::weighted(0.9, "[A-Za-z0-9_-]{1,64}"), 0..14),

@@ -42,6 +42,8 @@ enum Script {
     OtherSubject,
     /// Refused with an error about the client (`invalid_client`: a wrong secret in a deploy).
     InvalidClient,
+    /// Refused: the refresh token is no good (`invalid_grant`).
+    Refuse,
 }
 
 struct Scripted {
@@ -104,6 +106,7 @@ impl TokenGrants for Scripted {
                 Script::Panic => panic!("scripted panic inside the refresh grant"),
                 Script::Down => return Err(UpstreamError::Unavailable("scripted outage".into())),
                 Script::InvalidClient => return Err(UpstreamError::Refused { code: "invalid_client".into() }),
+                Script::Refuse => return Err(UpstreamError::Refused { code: "invalid_grant".into() }),
             };
             let access = match step {
                 Script::OtherSubject => jwt_of("intruder"),
@@ -350,6 +353,7 @@ on_each_memory!(
     short_lived_tokens_are_not_refreshed_on_every_request,
     sign_out_revokes_the_newest_tokens,
     a_refusal_of_the_client_keeps_the_session,
+    a_stale_cookie_whose_newer_token_was_refused_is_over,
 );
 
 /// `r` refreshing `s` in a task of its own (a request in flight).
@@ -819,6 +823,20 @@ async fn a_refusal_of_the_client_keeps_the_session(memory: Memory) {
     for code in ["invalid_client", "unauthorized_client", "invalid_request", "invalid_scope", "unsupported_grant_type", "", "invalid_grant_x"] {
         assert!(!crate::refresh::ends_session(code), "{code}");
     }
+}
+
+/// A cookie two generations old, whose session's newer refresh token was refused since (reuse
+/// detected, revoked upstream): over, not served with the last good generation's tokens (found
+/// by the chaos run: a cookie signed out of opened again that way).
+async fn a_stale_cookie_whose_newer_token_was_refused_is_over(memory: Memory) {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[Script::Rotate, Script::Refuse], true));
+    let r = refresher(&grants, &clock, memory);
+    let old = session(&clock, "s");
+    let newer = r.refresh(&old).await.unwrap();
+    assert!(matches!(r.refresh(&newer).await, Err(UpstreamError::Refused { .. })));
+    assert!(matches!(r.known(&newer).await, Known::Ended));
+    assert!(matches!(r.known(&old).await, Known::Ended), "the older cookie too");
+    assert_eq!(grants.refreshes(), 2);
 }
 
 /// A `redis-server` of the test's own on a free loopback port, stopped when dropped.
