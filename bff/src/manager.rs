@@ -291,7 +291,7 @@ impl SessionManager {
         let incoming = session.clone();
         let mut rewrite = stale_key;
         // Another request may have rotated this cookie's refresh token already, or signed out.
-        match self.refresher.known(&session).await {
+        match self.refresher.arrived(&session).await {
             Known::Current => {}
             Known::Newer(newer) => {
                 tracing::debug!(session = %session.id, generation = newer.generation, "the cookie was rotated already; using the newest tokens");

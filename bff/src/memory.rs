@@ -135,6 +135,8 @@ pub struct Landing<'a> {
     pub session_id: &'a str,
     /// That cookie's generation.
     pub generation: u64,
+    /// When the session began (Unix seconds).
+    pub created_at: u64,
     /// What the upstream answered.
     pub result: Result<TokenSet, UpstreamError>,
     /// How long a refreshed result is kept before any response has carried it.
@@ -389,6 +391,9 @@ struct Maps {
 pub struct InProcess {
     clock: Arc<dyn Clock>,
     maps: Mutex<Maps>,
+    /// A mark dropped to stay within capacity becomes a floor (fail closed); not in a copy of
+    /// what a shared store holds ([`InProcess::copy`]), where the store has them all.
+    floors: bool,
 }
 
 impl std::fmt::Debug for InProcess {
@@ -422,7 +427,14 @@ impl InProcess {
                 provider_floor: None,
                 used_jtis: Bounded::new(ended_capacity),
             }),
+            floors: true,
         }
+    }
+
+    /// A bounded copy of marks a shared store holds in full (a Redis memory's own copy of the
+    /// provider ends it received): a mark dropped to make room is only forgotten here.
+    pub(crate) fn copy(capacity: usize, clock: Arc<dyn Clock>) -> Self {
+        InProcess { floors: false, ..Self::new(1, capacity, clock) }
     }
 
     fn maps(&self) -> MutexGuard<'_, Maps> {
@@ -458,7 +470,8 @@ impl InProcess {
         let now = self.clock.now();
         let mut maps = self.maps();
         let sender = maps.flights.remove(&key);
-        let signed_out = maps.ended.get(landing.session_id, now).is_some();
+        let signed_out = maps.ended.get(landing.session_id, now).is_some()
+            || maps.ended_floor.is_some_and(|floor| landing.created_at <= floor);
         let (outcome, revoke) = match landing.result {
             Ok(tokens) if signed_out => (Outcome::Refused(crate::refresh::SIGNED_OUT.into()), Some(tokens)),
             Ok(tokens) => {
@@ -530,7 +543,7 @@ impl RefreshMemory for InProcess {
         let now = self.clock.now();
         let mut maps = self.maps();
         let dropped = maps.ended.insert(session_id.to_string(), created_at, after(now, left), now);
-        if let Some(latest) = dropped.into_iter().max() {
+        if let Some(latest) = dropped.into_iter().max().filter(|_| self.floors) {
             tracing::error!(
                 "the sign-out memory is full (session.refresh_memory): every session that began before the oldest sign-out dropped is signed out too"
             );
@@ -595,7 +608,7 @@ impl InProcess {
             None => (at, every),
         };
         let dropped = maps.provider_ended.insert(key.to_string(), (at, every), after(now, left), now);
-        if let Some(latest) = dropped.into_iter().map(|(at, _)| at).max() {
+        if let Some(latest) = dropped.into_iter().map(|(at, _)| at).max().filter(|_| self.floors) {
             tracing::warn!("the back-channel logout memory is full: every provider session that began before the oldest one dropped is ended");
             maps.provider_floor = Some(maps.provider_floor.map_or(latest, |floor| floor.max(latest)));
         }
@@ -656,6 +669,7 @@ mod tests {
         Landing {
             session_id,
             generation,
+            created_at: 0,
             result,
             handoff: Duration::from_secs(600),
             grace: Duration::from_secs(60),

@@ -69,6 +69,17 @@ use scripts::scripts;
 /// How much longer than its logical end Redis keeps a value (then collects it).
 const GC_SLACK_MS: u64 = 60_000;
 
+/// How long an instance's marker lives unless kept alive (renewed every quarter of it): a
+/// stopped instance's goes away on its own.
+const MARKER_LIFE: Duration = Duration::from_secs(24 * 3600);
+
+/// Results landed here kept for a write-back at most (about 20 MB with 1-KB JWTs): the ones
+/// ending soonest go first.
+const JOURNAL_MAX: usize = 10_000;
+
+/// Commands in one pipeline of a write-back (each answered within the call timeout).
+const WRITE_BACK_BATCH: usize = 500;
+
 /// How often a waiter looks for a result when no message came.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -199,11 +210,12 @@ impl RedisMemory {
         let memory = Self::with_connection(client, conn, options, clock);
         // The marker whose absence later says Redis lost its data.
         let mut marking = memory.conn.clone();
-        tokio::time::timeout(CALL_TIMEOUT * 5, redis::cmd("SET").arg(memory.marker()).arg("1").query_async::<()>(&mut marking))
+        tokio::time::timeout(CALL_TIMEOUT * 5, memory.set_marker(false).query_async::<()>(&mut marking))
             .await
             .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
             .map_err(|e| RedisStartError::Unreachable(e.to_string()))?;
         memory.marker_seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        memory.keep_marker();
         Ok(memory)
     }
 
@@ -217,8 +229,8 @@ impl RedisMemory {
             conn,
             sealer,
             settled: Settled::new(options.local_capacity),
-            provider_ends: InProcess::new(1, options.local_capacity, clock.clone()),
-            journal: Journal::new(options.local_capacity),
+            provider_ends: InProcess::copy(options.local_capacity, clock.clone()),
+            journal: Journal::new(options.local_capacity.min(JOURNAL_MAX)),
             marker_seen: std::sync::atomic::AtomicBool::new(false),
             writing_back: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: SharedMetrics::new(),
@@ -278,6 +290,8 @@ impl RedisMemory {
                         tracing::warn!("a refresh lease was taken by another flight while its grant ran (Redis unreachable for longer than the lease?)");
                         break;
                     }
+                    // The landing is in: nothing left to keep.
+                    Some(3) => break,
                     Some(_) if missed => {
                         missed = false;
                         metrics.leases_retaken.inc();
@@ -377,6 +391,14 @@ impl Drop for Unanswered<'_> {
         tracing::debug!("a claim was dropped before Redis answered; its flight is removed");
         self.memory.flights().remove(&self.key);
         self.memory.release(self.key, lease);
+    }
+}
+
+/// Stops a lease's renewal for good (waited for: nothing of it runs after this).
+async fn stop(renewal: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(renewal) = renewal {
+        renewal.abort();
+        let _ = renewal.await;
     }
 }
 
@@ -609,20 +631,21 @@ impl RedisMemory {
             Err(UpstreamError::Refused { code }) => ("X", landing.grace, code.clone()),
             Err(_) => ("U", Duration::ZERO, String::new()),
         };
-        // The grant is over: no renewal from here on (one after the landing would lease a
-        // token nobody flies). The landing itself is what is sent again if Redis does not answer.
+        // A result or a refusal: the lease is renewed until Redis took the landing (it is sent
+        // again while Redis does not answer, and the lease must not end under another instance
+        // meanwhile); a renewal that runs after the landing finds its result and takes nothing.
+        // An outage lands nothing: the renewal stops first (one after the landing would lease
+        // the token for nobody).
         let lease = self.flights().get_mut(&key).and_then(|f| f.lease.take());
-        let lease_value = match lease {
-            Some((value, renewal)) => {
-                renewal.abort();
-                // Stopped for good before the landing is sent: a renewal sent after it would
-                // lease the token again for nobody.
-                let _ = renewal.await;
-                Some(value)
-            }
-            None => None,
+        let (lease_value, mut renewal) = match lease {
+            Some((value, renewal)) => (Some(value), Some(renewal)),
+            None => (None, None),
         };
+        if kind == "U" {
+            stop(renewal.take()).await;
+        }
         let answer = self.send_landing(&key, &landing, kind, keep, &payload, &lease_value.unwrap_or_default()).await;
+        stop(renewal).await;
         let now = self.clock.unix_millis();
         let (outcome, revoke) = match (landing.result, answer.as_deref()) {
             (Ok(tokens), Some([first, ..])) if first == "signed_out" => {
@@ -699,18 +722,35 @@ impl RedisMemory {
         });
     }
 
-    /// This instance's marker key: set at start, never expiring; gone means Redis lost its data.
+    /// This instance's marker key: set at start, kept alive while the instance runs
+    /// ([`MARKER_LIFE`]); gone means Redis lost its data.
     fn marker(&self) -> String {
         self.key("marker", self.owner.trim_end_matches(':'))
     }
 
-    /// This instance's marker is missing: set for the first time (`false`), or Redis came back
-    /// empty (`true`), and what this instance knows is being written back.
-    async fn emptied(&self) -> bool {
+    /// Sets the marker (`SET`, or `SET XX` to keep it alive without bringing back one that
+    /// vanished: that must be noticed).
+    fn set_marker(&self, only_if_there: bool) -> redis::Cmd {
+        let mut set = redis::cmd("SET");
+        set.arg(self.marker()).arg("1").arg("PX").arg(ms(MARKER_LIFE));
+        if only_if_there {
+            set.arg("XX");
+        }
+        set
+    }
+
+    /// What the marker read with a request's marks says: `true` when Redis lost its data (the
+    /// marker, seen before, is gone), and what this instance knows is being written back.
+    async fn emptied(&self, marker: Option<&str>) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
-        if !self.marker_seen.swap(true, SeqCst) {
+        if marker.is_some() {
+            self.marker_seen.store(true, SeqCst);
+            return false;
+        }
+        // Never seen (a memory made on a connection of its own, `with_connection`): set it.
+        if !self.marker_seen.load(SeqCst) {
             let mut conn = self.conn.clone();
-            let _: Option<()> = self.call("marker", redis::cmd("SET").arg(self.marker()).arg("1").query_async(&mut conn)).await;
+            let _: Option<()> = self.call("marker", self.set_marker(false).query_async(&mut conn)).await;
             return false;
         }
         if !self.writing_back.swap(true, SeqCst) {
@@ -722,50 +762,69 @@ impl RedisMemory {
     }
 
     /// Writes back, in the background, what a Redis found empty lost and this instance knows,
-    /// each with the end it had (never over a value another instance wrote back meanwhile);
-    /// then sets the marker again and answers marks from Redis again. Tried again every second
-    /// while Redis does not take it.
+    /// each with the end it had (never over a value another instance wrote back meanwhile;
+    /// the newest generations first), in pipelines of [`WRITE_BACK_BATCH`] commands, each
+    /// sent again every second until Redis takes it; then sets the marker again and answers
+    /// marks from Redis again.
     fn write_back(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.writing_back.store(false, std::sync::atomic::Ordering::SeqCst);
+            return;
+        };
         let now = self.clock.unix_millis();
-        let ended: Vec<(String, u64)> = self.settled.signed_out_live(now);
-        let provider = self.provider_ends.provider_ends_live();
-        let results = self.journal.live(now);
-        let mut pipe = redis::pipe();
-        for (session_id, until) in &ended {
-            let gc = until.saturating_sub(now).saturating_add(GC_SLACK_MS);
-            pipe.cmd("SET").arg(self.key("ended", session_id)).arg(format!("{until}|1")).arg("PX").arg(gc).arg("NX").ignore();
+        let mut commands: Vec<redis::Cmd> = Vec::new();
+        let mut set = |key: String, value: String, until: u64| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value).arg("PX").arg(until.saturating_sub(now).saturating_add(GC_SLACK_MS)).arg("NX");
+            commands.push(cmd);
+        };
+        for (session_id, until) in self.settled.signed_out_live(now) {
+            set(self.key("ended", &session_id), format!("{until}|1"), until);
         }
-        for (key, kept) in &results {
-            let gc = kept.until.saturating_sub(now).saturating_add(GC_SLACK_MS);
-            pipe.cmd("SET").arg(self.sealer.result_key(key)).arg(&kept.value).arg("PX").arg(gc).arg("NX").ignore();
-            let newest = format!("{}|{}", kept.until, kept.generation);
-            pipe.cmd("SET").arg(self.key("newest", &kept.session_id)).arg(newest).arg("PX").arg(gc).arg("NX").ignore();
+        for (key, at, every, left) in self.provider_ends.provider_ends_live() {
+            let until = now.saturating_add(ms(left));
+            set(self.key("provider", &key), format!("{until}|{at}|{}", if every { "1" } else { "0" }), until);
         }
-        let provider: Vec<(String, String, u64, u64)> = provider
-            .into_iter()
-            .map(|(key, at, every, left)| {
-                let (until, gc) = (now.saturating_add(ms(left)), ms(left).saturating_add(GC_SLACK_MS));
-                (self.key("provider", &key), format!("{until}|{at}|{}", if every { "1" } else { "0" }), gc, until)
-            })
-            .collect();
-        for (key, value, gc, _) in &provider {
-            pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(*gc).arg("NX").ignore();
+        let mut results = self.journal.live(now);
+        // With NX the first write wins: a session's newest generation goes first.
+        results.sort_by(|a, b| b.1.generation.cmp(&a.1.generation));
+        for (key, kept) in results {
+            set(self.sealer.result_key(&key), kept.value.clone(), kept.until);
+            set(self.key("newest", &kept.session_id), format!("{}|{}", kept.until, kept.generation), kept.until);
         }
-        pipe.cmd("SET").arg(self.marker()).arg("1").ignore();
-        let count = (ended.len() + results.len() + provider.len()) as u64;
-        let (mut conn, metrics, writing_back) = (self.conn.clone(), self.metrics.clone(), self.writing_back.clone());
+        let count = commands.len() as u64;
+        commands.push(self.set_marker(false));
+        let (conn, metrics, writing_back) = (self.conn.clone(), self.metrics.clone(), self.writing_back.clone());
+        runtime.spawn(async move {
+            for batch in commands.chunks(WRITE_BACK_BATCH) {
+                let mut pipe = redis::pipe();
+                for cmd in batch {
+                    pipe.add_command(cmd.clone()).ignore();
+                }
+                loop {
+                    let mut conn = conn.clone();
+                    if degraded(&metrics, "write_back", pipe.query_async::<()>(&mut conn)).await.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            metrics.written_back.inc_by(count);
+            tracing::warn!(count, "written back to Redis after it came back empty");
+            writing_back.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+
+    /// Keeps the marker alive while this instance runs (`SET XX`: one that vanished stays
+    /// gone, to be noticed).
+    fn keep_marker(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (mut conn, metrics, keep) = (self.conn.clone(), self.metrics.clone(), self.set_marker(true));
         runtime.spawn(async move {
             loop {
-                let written: Option<()> = degraded(&metrics, "write_back", pipe.query_async(&mut conn)).await;
-                if written.is_some() {
-                    metrics.written_back.inc_by(count);
-                    tracing::warn!(count, "written back to Redis after it came back empty");
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(MARKER_LIFE / 4).await;
+                let _: Option<Option<String>> = degraded(&metrics, "marker", keep.query_async(&mut conn)).await;
             }
-            writing_back.store(false, std::sync::atomic::Ordering::SeqCst);
         });
     }
 
@@ -846,8 +905,10 @@ impl RefreshMemory for RedisMemory {
                 .arg(self.key("carry", session_id))
                 .arg(self.marker());
             let values: Option<Vec<Option<String>>> = self.call("marks", read.query_async(&mut conn)).await;
-            if values.as_ref().is_some_and(|v| v.get(3).is_some_and(Option::is_none)) && self.emptied().await {
-                return unknown;
+            if let Some(values) = &values {
+                if self.emptied(values.get(3).and_then(Option::as_deref)).await {
+                    return unknown;
+                }
             }
             // Unknown: serve nobody (a signed-out cookie must not open for want of its mark),
             // refuse nobody, write no cookie (it could carry a retired refresh token: "newer

@@ -43,7 +43,7 @@ use tracing::Instrument;
 use crate::client::UpstreamError;
 use crate::clock::Clock;
 use crate::grants::TokenGrants;
-use crate::memory::{provider_keys, Claim, InProcess, Landing, Outcome, Refreshed, RefreshMemory, TokenKey};
+use crate::memory::{provider_keys, Claim, InProcess, Landing, Marks, Outcome, Refreshed, RefreshMemory, TokenKey};
 use crate::session::{Session, Token, TokenSet};
 
 /// How long a result no response has carried yet is kept for the session's next request.
@@ -382,6 +382,11 @@ impl Refresher {
     /// Its three questions go to the memory at once (a shared store answers them in one round
     /// trip), and are read in this order.
     pub async fn known(&self, session: &Session) -> Known {
+        self.look_up(session).await.0
+    }
+
+    /// [`Refresher::known`], and the marks it read.
+    async fn look_up(&self, session: &Session) -> (Known, Marks) {
         let keys = session.provider.as_ref().map(provider_keys).unwrap_or_default();
         let (marks, ended_at_provider, newest) = tokio::join!(
             self.memory().marks(&session.id, session.created_at),
@@ -390,28 +395,37 @@ impl Refresher {
         );
         if marks.signed_out {
             self.inner.metrics.ended_refused.inc();
-            return Known::SignedOut;
+            return (Known::SignedOut, marks);
         }
         if marks.unknown {
-            return Known::Unavailable;
+            return (Known::Unavailable, marks);
         }
         if session.provider.is_some() && ended_at_provider.is_some_and(|at| session.created_at <= at) {
             self.inner.metrics.ended_refused.inc();
-            return Known::EndedAtProvider;
+            return (Known::EndedAtProvider, marks);
         }
-        // The first request carrying a refresh's result: the browser has the new cookie, only
-        // copies of the old one still in the air need the result now (the grace).
-        if marks.uncarried == Some(session.generation) {
-            self.memory().carried(&session.id, session.generation, self.inner.config.grace).await;
-        }
-        match newest {
+        let known = match newest {
             Err(()) => Known::Ended,
             Ok(Some(newer)) => {
                 self.inner.metrics.grace_hits.inc();
                 Known::Newer(newer)
             }
             Ok(None) => Known::Current,
+        };
+        (known, marks)
+    }
+
+    /// [`Refresher::known`] for `session` as a request's cookie carried it: when it is the
+    /// generation of a refresh no request had carried yet, the browser has it now, so only
+    /// copies of the older cookie still in the air need that result (the grace from now on).
+    /// Only for a session read from a cookie: one rebuilt or refreshed while handling the
+    /// request is not in the browser yet.
+    pub async fn arrived(&self, session: &Session) -> Known {
+        let (known, marks) = self.look_up(session).await;
+        if matches!(known, Known::Current) && marks.uncarried == Some(session.generation) {
+            self.memory().carried(&session.id, session.generation, self.inner.config.grace).await;
         }
+        known
     }
 
     /// Whether a session newer than `session` was issued, or it signed out: writing `session`
@@ -456,7 +470,7 @@ impl Refresher {
                 Claim::Remembered(Outcome::Unavailable(detail)) => return Err(UpstreamError::Unavailable(detail)),
                 Claim::Fly(wait) => {
                     let subject = crate::http_api::jwt_sub(session.tokens.access_token.expose());
-                    self.start(key, token.clone(), session.id.clone(), session.generation, subject);
+                    self.start(key, token.clone(), session, subject);
                     wait
                 }
             };
@@ -470,11 +484,18 @@ impl Refresher {
                 }
             };
             return match outcome {
-                // A sign-out between the landing and this waiter's wake-up wins too.
-                Some(Outcome::Refreshed(_)) if self.memory().marks(&session.id, session.created_at).await.signed_out => {
-                    Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
+                // A sign-out between the landing and this waiter's wake-up wins too; when that
+                // cannot be read, "try again" (the result stays remembered for the next request).
+                Some(Outcome::Refreshed(r)) => {
+                    let marks = self.memory().marks(&session.id, session.created_at).await;
+                    if marks.signed_out {
+                        Err(UpstreamError::Refused { code: SIGNED_OUT.into() })
+                    } else if marks.unknown {
+                        Err(UpstreamError::Unavailable(crate::manager::MEMORY_UNAVAILABLE.into()))
+                    } else {
+                        Ok(apply(session, &r))
+                    }
                 }
-                Some(Outcome::Refreshed(r)) => Ok(apply(session, &r)),
                 Some(Outcome::Refused(code)) => Err(UpstreamError::Refused { code }),
                 Some(Outcome::Unavailable(detail)) => Err(UpstreamError::Unavailable(detail)),
                 // The flight ended without a word: its task panicked, the request that was
@@ -493,7 +514,8 @@ impl Refresher {
 
     /// Runs the grant for `token` in its own task and lands its result. `subject` is the `sub`
     /// of the session's access token when it is a JWT: tokens for anyone else are refused.
-    fn start(&self, key: TokenKey, token: Token, session_id: String, generation: u64, subject: Option<String>) {
+    fn start(&self, key: TokenKey, token: Token, session: &Session, subject: Option<String>) {
+        let (session_id, generation, created_at) = (session.id.clone(), session.generation, session.created_at);
         let this = self.clone();
         let span = tracing::info_span!("refresh", session = %session_id, outcome = tracing::field::Empty, elapsed_ms = tracing::field::Empty);
         // Made before the spawn: a task dropped before it first runs abandons its flight too.
@@ -526,7 +548,8 @@ impl Refresher {
                 let span = tracing::Span::current();
                 span.record("outcome", format!("{kind:?}"));
                 span.record("elapsed_ms", elapsed.as_millis() as u64);
-                let landing = Landing { session_id: &session_id, generation, result, handoff: HANDOFF, grace: config.grace };
+                let landing =
+                    Landing { session_id: &session_id, generation, created_at, result, handoff: HANDOFF, grace: config.grace };
                 let landed = this.memory().land(key, landing).await;
                 guard.landed = true;
                 if let Some(count) = this.memory().remembered_count() {

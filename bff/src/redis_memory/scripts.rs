@@ -74,16 +74,17 @@ return reply
 /// KEYS: lease, result. ARGV: owner, lease_ms, now, the flight's cookie generation. Renews our
 /// lease (1); takes it again when it ended while Redis could not be reached — paused longer
 /// than the lease — and neither another flight took it nor a result for this cookie landed
-/// meanwhile (2); else 0.
+/// meanwhile (2); a result for this cookie landed (3: the flight is over); another flight holds
+/// it (0).
 const RENEW: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 if holder then return 0 end
 local r = alive(redis.call('GET', KEYS[2]), tonumber(ARGV[3]))
 if r then
-  if string.match(r, '^%d+|X|') then return 0 end
+  if string.match(r, '^%d+|X|') then return 3 end
   local gen = tonumber(string.match(r, '^%d+|R|(%d+)|'))
-  if gen and gen > tonumber(ARGV[4]) then return 0 end
+  if gen and gen > tonumber(ARGV[4]) then return 3 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 2

@@ -354,6 +354,7 @@ on_each_memory!(
     sign_out_revokes_the_newest_tokens,
     a_refusal_of_the_client_keeps_the_session,
     a_stale_cookie_whose_newer_token_was_refused_is_over,
+    a_renewal_in_the_request_that_refreshed_does_not_count_as_carried,
 );
 
 /// `r` refreshing `s` in a task of its own (a request in flight).
@@ -382,7 +383,7 @@ async fn a_result_is_kept_for_the_handoff_until_carried_then_for_the_grace_only(
     clock.advance(Duration::from_secs(9 * 60));
     assert!(matches!(r.known(&old).await, Known::Newer(s) if s.tokens == new.tokens));
     // A request arrives with the new cookie: only the grace period from now on.
-    assert!(matches!(r.known(&new).await, Known::Current));
+    assert!(matches!(r.arrived(&new).await, Known::Current));
     clock.advance(Duration::from_secs(59));
     assert!(matches!(r.known(&old).await, Known::Newer(_)), "inside the grace period");
     clock.advance(Duration::from_secs(2));
@@ -417,7 +418,7 @@ async fn a_non_rotating_upstream_gets_a_new_refresh_for_every_expiry(memory: Mem
     let r = refresher(&grants, &clock, memory);
     let first = session(&clock, "s");
     let second = r.refresh(&first).await.unwrap();
-    assert!(matches!(r.known(&second).await, Known::Current), "carried");
+    assert!(matches!(r.arrived(&second).await, Known::Current), "carried");
     assert_eq!(second.tokens.refresh_token, first.tokens.refresh_token);
     // Still inside the grace period, where the first result is remembered under the same key
     // (short-lived tokens, or the hand-off when no response carried it).
@@ -839,6 +840,27 @@ async fn a_stale_cookie_whose_newer_token_was_refused_is_over(memory: Memory) {
     assert_eq!(grants.refreshes(), 2);
 }
 
+/// A request whose cookie was refreshed on the way in, and whose new access token the upstream
+/// then refused (renewed in the same request): the session it renews is not one the browser has,
+/// so the first result stays for the hand-off (found by review: it was cut to the grace, and a
+/// tab closed before the response presented the first token again minutes later).
+async fn a_renewal_in_the_request_that_refreshed_does_not_count_as_carried(memory: Memory) {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    let m = manager(&grants, &clock, memory);
+    let mut old = session(&clock, "s");
+    expiring(&clock, &mut old);
+    let request = attach(&m, jar(&m, &old)).await;
+    let current = request.session().expect("refreshed on the way in");
+    assert_eq!(current.generation, 2);
+    let renewed = request.renew_after_refusal(&current).await.unwrap();
+    assert_eq!(renewed.generation, 3);
+    // The response never reaches the browser; it comes back minutes later with the first cookie.
+    clock.advance(Duration::from_secs(3 * 60));
+    let late = m.load(&jar(&m, &old)).await;
+    assert_eq!(late.session.expect("still signed in").generation, 3, "both remembered results");
+    assert_eq!(grants.refreshes(), 2, "no token presented twice");
+}
+
 /// A `redis-server` of the test's own on a free loopback port, stopped when dropped.
 #[cfg(feature = "redis")]
 pub(crate) mod redis_server {
@@ -1258,6 +1280,7 @@ mod across_instances {
         let landing = |result: TokenSet| Landing {
             session_id: "s",
             generation: 1,
+            created_at: 0,
             result: Ok(result),
             handoff: Duration::from_secs(600),
             grace: Duration::from_secs(60),
@@ -1346,6 +1369,7 @@ mod across_instances {
         let refused = crate::memory::Landing {
             session_id: &s.id,
             generation: s.generation,
+            created_at: s.created_at,
             result: Err(UpstreamError::Refused { code: "invalid_grant".into() }),
             handoff: crate::HANDOFF,
             grace: Duration::from_secs(60),
