@@ -283,7 +283,7 @@ pub fn provider_key(issuer: &str, kind: ProviderKeyKind, value: &str) -> String 
 
 /// A map whose entries expire and whose size is capped, the oldest going first.
 #[derive(Debug)]
-struct Bounded<K, V> {
+pub(crate) struct Bounded<K, V> {
     entries: HashMap<K, (V, Instant, u64)>,
     order: VecDeque<(K, u64)>,
     capacity: usize,
@@ -291,7 +291,7 @@ struct Bounded<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
-    fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Bounded { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1), next_seq: 0 }
     }
 
@@ -305,7 +305,7 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
 
     /// Inserts (or replaces) `key`; returns the values dropped before their expiry to stay
     /// within capacity.
-    fn insert(&mut self, key: K, value: V, until: Instant, now: Instant) -> Vec<V> {
+    pub(crate) fn insert(&mut self, key: K, value: V, until: Instant, now: Instant) -> Vec<V> {
         self.next_seq += 1;
         self.entries.insert(key.clone(), (value, until, self.next_seq));
         self.order.push_back((key, self.next_seq));
@@ -361,6 +361,14 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
 
     fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Every entry alive at `now`, with how long it is kept yet.
+    pub(crate) fn live(&self, now: Instant) -> impl Iterator<Item = (&K, &V, Duration)> {
+        self.entries
+            .iter()
+            .filter(move |(_, (_, until, _))| now < *until)
+            .map(move |(key, (value, until, _))| (key, value, until.saturating_duration_since(now)))
     }
 }
 
@@ -617,14 +625,8 @@ impl InProcess {
     /// Every provider end kept here and still alive: its key, moment, whether it ended every
     /// session of the key, and how long it is kept yet.
     pub(crate) fn provider_ends_live(&self) -> Vec<(String, u64, bool, Duration)> {
-        let now = self.clock.now();
         let maps = self.maps();
-        maps.provider_ended
-            .entries
-            .iter()
-            .filter(|(_, (_, until, _))| now < *until)
-            .map(|(key, ((at, every), until, _))| (key.clone(), *at, *every, until.saturating_duration_since(now)))
-            .collect()
+        maps.provider_ended.live(self.clock.now()).map(|(key, &(at, every), left)| (key.clone(), at, every, left)).collect()
     }
 
     /// What this process keeps of provider ends (see [`RefreshMemory::ended_at_provider`]).

@@ -9,8 +9,8 @@
 //! - **Results are sealed**: AES-256-GCM under a key derived from the consumed refresh token
 //!   (its [`TokenKey::seal_material`], never stored) and a server secret, the Redis key name as
 //!   associated data. The secrets follow the session key ring: sealed with the writing key's,
-//!   opened with any key's, so instances amid a key rotation read each other's results. A dump of Redis holds token hashes, generations and ciphertext: nothing
-//!   that signs anyone in.
+//!   opened with any key's, so instances amid a key rotation read each other's results. A dump
+//!   of Redis holds token hashes, generations and ciphertext: nothing that signs anyone in.
 //! - **Waiting elsewhere**: one watcher per token and instance, woken by pub/sub and polling
 //!   as a fallback (pub/sub loses messages on reconnect). A lease that ends without a result
 //!   (its owner died, or the upstream was down) wakes the waiters empty; the next request
@@ -73,8 +73,8 @@ const GC_SLACK_MS: u64 = 60_000;
 /// stopped instance's goes away on its own.
 const MARKER_LIFE: Duration = Duration::from_secs(24 * 3600);
 
-/// Results landed here kept for a write-back at most (about 20 MB with 1-KB JWTs): the ones
-/// ending soonest go first.
+/// Results landed here kept for a write-back at most (about 20 MB with 1-KB JWTs): the oldest
+/// go first.
 const JOURNAL_MAX: usize = 10_000;
 
 /// Commands in one pipeline of a write-back (each answered within the call timeout).
@@ -106,7 +106,8 @@ pub struct RedisOptions {
     /// first seals, every one opens (one per key of the session key ring, the writing key's
     /// first: [`crate::KeyRing::derive_secrets`]).
     pub secrets: Vec<[u8; 32]>,
-    /// How long a flight's lease lives between renewals; longer than the grant's timeout.
+    /// How long a flight's lease lives between renewals (every third of it while the grant
+    /// runs, and until its landing is taken).
     pub lease: Duration,
     /// Settled facts (sign-outs, results) this instance keeps a copy of, at most, each kind.
     pub local_capacity: usize,
@@ -654,10 +655,10 @@ impl RedisMemory {
             (Ok(tokens), Some([first, generation])) if first == "refreshed" => {
                 let generation = generation.parse().unwrap_or(landing.generation.saturating_add(1));
                 let outcome = Outcome::Refreshed(Arc::new(Refreshed { tokens, generation }));
-                let until = now.saturating_add(ms(keep));
-                self.settled.keep_result(key, &outcome, until, now);
-                let value = format!("{until}|R|{generation}|{payload}");
-                self.journal.record(key, Kept { session_id: landing.session_id.to_string(), generation, value, until }, now);
+                self.settled.keep_result(key, &outcome, now.saturating_add(ms(keep)), now);
+                let kept = Kept { session_id: landing.session_id.to_string(), generation, sealed: payload };
+                let here = self.clock.now();
+                self.journal.record(key, kept, crate::memory::after(here, keep), here);
                 (outcome, None)
             }
             // This cookie generation landed already: an earlier sending of this landing (Redis
@@ -785,12 +786,13 @@ impl RedisMemory {
             let until = now.saturating_add(ms(left));
             set(self.key("provider", &key), format!("{until}|{at}|{}", if every { "1" } else { "0" }), until);
         }
-        let mut results = self.journal.live(now);
+        let mut results = self.journal.live(self.clock.now());
         // With NX the first write wins: a session's newest generation goes first.
         results.sort_by(|a, b| b.1.generation.cmp(&a.1.generation));
-        for (key, kept) in results {
-            set(self.sealer.result_key(&key), kept.value.clone(), kept.until);
-            set(self.key("newest", &kept.session_id), format!("{}|{}", kept.until, kept.generation), kept.until);
+        for (key, kept, left) in results {
+            let until = now.saturating_add(ms(left));
+            set(self.sealer.result_key(&key), format!("{until}|R|{}|{}", kept.generation, kept.sealed), until);
+            set(self.key("newest", &kept.session_id), format!("{until}|{}", kept.generation), until);
         }
         let count = commands.len() as u64;
         commands.push(self.set_marker(false));
@@ -915,10 +917,12 @@ impl RefreshMemory for RedisMemory {
             // than anything").
             let Some(values) = values else {
                 self.metrics.try_again.inc();
-                return Marks { signed_out: false, newest: Some(u64::MAX), uncarried: None, unknown: true };
+                return unknown;
             };
-            let value = |i: usize| values.get(i).and_then(Option::as_deref).and_then(|v| alive(v, now));
-            if let Some(ended) = values.first().and_then(Option::as_deref).filter(|v| alive(v, now).is_some()).and_then(until) {
+            // A value alive now, whole (`{until}|{rest}`); `value` gives its rest.
+            let whole = |i: usize| values.get(i).and_then(Option::as_deref).filter(|v| alive(v, now).is_some());
+            let value = |i: usize| whole(i).and_then(|v| alive(v, now));
+            if let Some(ended) = whole(0).and_then(until) {
                 self.settled.keep_signed_out(session_id, ended, now);
             }
             Marks {

@@ -441,7 +441,7 @@ impl Refresher {
 
     /// The session after one refresh of its tokens: joined to a flight in the air for the same
     /// refresh token, a result that landed for it meanwhile, or a new flight. Until a request
-    /// arrives carrying it ([`Refresher::known`] sees that), the result is kept for [`HANDOFF`].
+    /// arrives carrying it ([`Refresher::arrived`] sees that), the result is kept for [`HANDOFF`].
     pub async fn refresh(&self, session: &Session) -> Result<Session, UpstreamError> {
         let Some(token) = session.tokens.refresh_token.clone() else {
             return Err(UpstreamError::Refused { code: NO_REFRESH_TOKEN.into() });
@@ -506,7 +506,7 @@ impl Refresher {
                     self.inner.metrics.reclaims.inc();
                     continue;
                 }
-                None => Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into())),
+                None => break,
             };
         }
         Err(UpstreamError::Unavailable("the refresh stopped unexpectedly".into()))

@@ -112,14 +112,9 @@ impl KeyRing {
         Self::new(&[(0, key)]).unwrap_or_else(|_| unreachable!("a ring of one key is valid"))
     }
 
-    /// A 32-byte secret for `label` derived from the sealing key (its AES keystream for a
-    /// nonce fixed by the label, hashed): every instance with the same keys derives the same
-    /// one, and it reveals nothing of the key.
-    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
-        Self::derive_with(&self.keys[0].cipher, label)
-    }
-
-    /// The secret for `label` derived from every key of the ring, the sealing key's first:
+    /// A 32-byte secret for `label` derived from each key of the ring (its AES keystream for a
+    /// nonce fixed by the label, hashed: every instance with the same keys derives the same
+    /// ones, and they reveal nothing of the keys), the sealing key's first:
     /// what is sealed with the first opens with any of them, so instances amid a key rotation
     /// (some already sealing with the new key, others still with the old one, both reading
     /// both) read each other's values — as they read each other's cookies.
@@ -273,13 +268,14 @@ mod tests {
         let ring = KeyRing::new(&[(1, [3; 32])]).unwrap();
         let again = KeyRing::new(&[(1, [3; 32]), (2, [4; 32])]).unwrap();
         let other_key = KeyRing::new(&[(1, [5; 32])]).unwrap();
-        let secret = ring.derive_secret("a");
-        assert_eq!(secret, again.derive_secret("a"), "the sealing key decides, not the others");
-        assert_ne!(secret, ring.derive_secret("b"));
-        assert_ne!(secret, other_key.derive_secret("a"));
+        let first = |ring: &KeyRing, label: &str| ring.derive_secrets(label)[0];
+        let secret = first(&ring, "a");
+        assert_eq!(secret, first(&again, "a"), "the sealing key decides, not the others");
+        assert_ne!(secret, first(&ring, "b"));
+        assert_ne!(secret, first(&other_key, "a"));
         assert_ne!(secret, [3; 32]);
         let secrets = again.derive_secrets("a");
-        assert_eq!(secrets, vec![secret, KeyRing::new(&[(2, [4; 32])]).unwrap().derive_secret("a")], "one per key, the sealing key's first");
+        assert_eq!(secrets, vec![secret, first(&KeyRing::new(&[(2, [4; 32])]).unwrap(), "a")], "one per key, the sealing key's first");
     }
 
     #[test]

@@ -7,10 +7,10 @@
 //! the provider ends it was told of, and the results it landed ([`Journal`]), each with the end
 //! it had. What only a dead instance knew is lost (said in the README's table).
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use crate::memory::TokenKey;
+use crate::memory::{Bounded, TokenKey};
 
 /// A refresh result this instance landed, as Redis held it.
 #[derive(Debug, Clone)]
@@ -18,46 +18,33 @@ pub(super) struct Kept {
     /// The session it belongs to and the generation it made.
     pub(super) session_id: String,
     pub(super) generation: u64,
-    /// The stored value (`{until}|R|{generation}|{sealed}`).
-    pub(super) value: String,
-    /// Its logical end (Unix milliseconds).
-    pub(super) until: u64,
+    /// The sealed tokens (as stored in Redis).
+    pub(super) sealed: String,
 }
 
-/// The results this instance landed, until their end, at most `capacity` (the oldest ended
-/// ones go first; when none has, the one ending soonest).
+/// The results this instance landed, until their end (the hand-off), at most `capacity`, the
+/// oldest going first.
 pub(super) struct Journal {
-    kept: Mutex<HashMap<TokenKey, Kept>>,
-    capacity: usize,
+    kept: Mutex<Bounded<TokenKey, Kept>>,
 }
 
 impl Journal {
     pub(super) fn new(capacity: usize) -> Self {
-        Journal { kept: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+        Journal { kept: Mutex::new(Bounded::new(capacity)) }
     }
 
-    fn kept(&self) -> MutexGuard<'_, HashMap<TokenKey, Kept>> {
+    fn kept(&self) -> MutexGuard<'_, Bounded<TokenKey, Kept>> {
         self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn record(&self, key: TokenKey, kept: Kept, now: u64) {
-        let mut all = self.kept();
-        if all.len() >= self.capacity && !all.contains_key(&key) {
-            all.retain(|_, k| k.until > now);
-            if all.len() >= self.capacity {
-                if let Some(soonest) = all.iter().min_by_key(|(_, k)| k.until).map(|(key, _)| *key) {
-                    all.remove(&soonest);
-                }
-            }
-        }
-        all.insert(key, kept);
+    /// Keeps `kept` until `until`.
+    pub(super) fn record(&self, key: TokenKey, kept: Kept, until: Instant, now: Instant) {
+        self.kept().insert(key, kept, until, now);
     }
 
-    /// What is still alive at `now`.
-    pub(super) fn live(&self, now: u64) -> Vec<(TokenKey, Kept)> {
-        let mut all = self.kept();
-        all.retain(|_, k| k.until > now);
-        all.iter().map(|(key, kept)| (*key, kept.clone())).collect()
+    /// What is still alive at `now`, with how long it is kept yet.
+    pub(super) fn live(&self, now: Instant) -> Vec<(TokenKey, Kept, Duration)> {
+        self.kept().live(now).map(|(key, kept, left)| (*key, kept.clone(), left)).collect()
     }
 }
 
@@ -66,22 +53,26 @@ mod tests {
     use super::*;
     use crate::session::Token;
 
-    fn kept(until: u64) -> Kept {
-        Kept { session_id: "s".into(), generation: 2, value: format!("{until}|R|2|x"), until }
+    fn kept(generation: u64) -> Kept {
+        Kept { session_id: "s".into(), generation, sealed: "x".into() }
     }
 
     #[test]
     fn the_journal_keeps_what_lives_within_its_bound() {
+        let t0 = Instant::now();
         let journal = Journal::new(2);
         let key = |n: u32| TokenKey::of(&Token::new(format!("r{n}")));
-        journal.record(key(1), kept(100), 0);
-        journal.record(key(2), kept(50), 0);
-        assert_eq!(journal.live(0).len(), 2);
-        // Full of live ones: the one ending soonest goes.
-        journal.record(key(3), kept(200), 0);
-        let live: Vec<u64> = journal.live(0).iter().map(|(_, k)| k.until).collect();
-        assert!(live.contains(&100) && live.contains(&200) && live.len() == 2, "{live:?}");
+        journal.record(key(1), kept(1), t0 + Duration::from_secs(100), t0);
+        journal.record(key(2), kept(2), t0 + Duration::from_secs(50), t0);
+        assert_eq!(journal.live(t0).len(), 2);
+        // Full: the oldest goes.
+        journal.record(key(3), kept(3), t0 + Duration::from_secs(200), t0);
+        let mut live: Vec<u64> = journal.live(t0).iter().map(|(_, k, _)| k.generation).collect();
+        live.sort();
+        assert_eq!(live, [2, 3]);
         // Ended ones are not written back.
-        assert_eq!(journal.live(150).len(), 1);
+        let later = journal.live(t0 + Duration::from_secs(60));
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].2, Duration::from_secs(140), "how long it is kept yet");
     }
 }
