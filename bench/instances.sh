@@ -49,7 +49,7 @@ pids+=("$!")
 for _ in $(seq 1 100); do redis-cli -p "$PORT_REDIS" ping >/dev/null 2>&1 && break; sleep 0.1; done
 REDIS=(TOKENLESS_SESSION__STORE=redis TOKENLESS_SESSION__REDIS_URL="redis://127.0.0.1:$PORT_REDIS/0")
 
-start_app "$PORT_MEMORY"
+start_app "$PORT_MEMORY" TOKENLESS_SESSION__STORE=memory
 start_app "$PORT_REDIS_ONE" "${REDIS[@]}"
 start_app "$PORT_A" "${REDIS[@]}"
 start_app "$PORT_B" "${REDIS[@]}"

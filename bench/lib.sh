@@ -49,7 +49,10 @@ ceiling_cookie() { # key
 
 start_app() { # port, extra env...
     local port=$1; shift
+    # Each app its own refresh memory file (the default store), new for every run.
+    rm -f "target/bench-memory-$port.sqlite3" "target/bench-memory-$port.sqlite3-wal"
     env TOKENLESS_SERVER__ADDRESS="127.0.0.1:$port" TOKENLESS_SERVER__LOG=warn \
+        TOKENLESS_SESSION__SQLITE_PATH="$ROOT/target/bench-memory-$port.sqlite3" \
         TOKENLESS_SESSION__KEYS="$KEYS" TOKENLESS_UPSTREAM__BASE_URL="http://127.0.0.1:$PORT_UPSTREAM" \
         LEPTOS_SITE_ROOT="$ROOT/target/site" "$@" \
         target/release/tokenless >"target/bench-app-$port.log" 2>&1 &

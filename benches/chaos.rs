@@ -486,14 +486,6 @@ const SCHEDULE: [Fault; 7] = [
     Fault::UpstreamStall,
 ];
 
-/// Whether the smoke (a run under two minutes, `make test`'s) injects `fault`: not the Redis
-/// restarts, whose fault paths are not all closed yet (BENCHMARKS.md, "Chaos": sign-outs and
-/// results only a restarted instance knew, and an instance whose Redis connection did not come
-/// back); the long run injects every fault.
-fn in_the_smoke(fault: Fault) -> bool {
-    !matches!(fault, Fault::RedisRestartedEmpty | Fault::RedisRestartedFromAof)
-}
-
 /// How long a fault takes at most, to fit the schedule in the run.
 fn lasts(fault: Fault) -> Duration {
     Duration::from_secs(match fault {
@@ -618,9 +610,8 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let gaps = if secs < 120 { 1000..3000 } else { 2000..5000 };
     let mut injected = Vec::new();
-    let smoke = secs < 120;
     let fits = |fault: Fault| {
-        (!smoke || in_the_smoke(fault)) && Instant::now() + lasts(fault) + settling(fault) + STUCK_AFTER + Duration::from_secs(3) < run.stop
+        Instant::now() + lasts(fault) + settling(fault) + STUCK_AFTER + Duration::from_secs(3) < run.stop
     };
     let mut next = 0;
     loop {

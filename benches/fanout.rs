@@ -31,6 +31,8 @@ async fn run(n: usize, shape: &str, store: &str) -> bool {
     let redis = if store == "redis" { Some(start_redis().await) } else { None };
     let mut env = vec![
         ("TOKENLESS_DEMO__DATABASE".to_string(), database),
+        // The default store, a file (unless on Redis below).
+        ("TOKENLESS_SESSION__SQLITE_PATH".to_string(), dir.path().join("refresh-memory.sqlite3").display().to_string()),
         ("TOKENLESS_DEMO__SHAPE".to_string(), shape.to_string()),
         // Aged in the cookie below; long-lived otherwise, so only the fan-out refreshes.
         ("TOKENLESS_DEMO__ACCESS_TTL_SECS".to_string(), "600".to_string()),

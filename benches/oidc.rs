@@ -77,6 +77,8 @@ async fn app_for(provider: &Provider) -> (axum::Router, AppState) {
         ("TOKENLESS_UPSTREAM__OIDC__ROLES_CLAIM", "/roles"),
         ("TOKENLESS_SESSION__KEYS", KEYS),
         ("TOKENLESS_SERVER__LOG", "warn"),
+        // Sign-in and back-channel flows measured here, not the store.
+        ("TOKENLESS_SESSION__STORE", "memory"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

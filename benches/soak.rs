@@ -94,6 +94,7 @@ fn slope_kb_per_min(samples: &[(f64, u64)]) -> f64 {
 }
 
 async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
+    let files = tempfile::tempdir().expect("a folder for the refresh memory");
     let env = vec![
         ("TOKENLESS_DEMO__TEST_CONTROLS".to_string(), "true".to_string()),
         ("TOKENLESS_DEMO__FAST_HASHING".to_string(), "true".to_string()),
@@ -101,6 +102,7 @@ async fn soak(secs: u64, sessions: u64, parallel: u64, ttl: u64) -> bool {
         ("TOKENLESS_DEMO__DATABASE".to_string(), ":memory:".to_string()),
         ("TOKENLESS_SESSION__KEYS".to_string(), KEYS.to_string()),
         ("TOKENLESS_SERVER__LOG".to_string(), "warn".to_string()),
+        ("TOKENLESS_SESSION__SQLITE_PATH".to_string(), files.path().join("refresh-memory.sqlite3").display().to_string()),
     ];
     let settings = Settings::from_sources(None, env).expect("settings");
     let options = leptos_options(&settings);

@@ -3,6 +3,8 @@
 // controls on the next port and drives a headless Chromium against it. The browser is the system one that
 // scripts/setup.sh found (TOKENLESS_CHROMIUM), or Playwright's own when that says "playwright".
 import { defineConfig, devices } from '@playwright/test';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 const port = Number(process.env.TOKENLESS_E2E_PORT ?? 3100);
@@ -14,6 +16,10 @@ process.env.TOKENLESS_E2E_CONTROLS = `http://127.0.0.1:${port + 1}`;
 const sessionKeys = '9:sRzWq3d3mV0m6rj3Q9nq2QJ3c8kqC0yG0p1w6Hk6u4E=';
 process.env.TOKENLESS_E2E_KEYS = sessionKeys;
 process.env.TOKENLESS_E2E_PROVIDER = `http://127.0.0.1:${port + 30}`;
+// Each app its own refresh memory file (the default store), in a folder new for each run (every
+// worker reads this file again: the folder travels in the environment).
+const memory = process.env.TOKENLESS_E2E_MEMORY ?? fs.mkdtempSync(path.join(os.tmpdir(), 'tokenless-e2e-'));
+process.env.TOKENLESS_E2E_MEMORY = memory;
 const chromium = process.env.TOKENLESS_CHROMIUM ?? '/usr/bin/chromium';
 const root = path.resolve(__dirname, '..');
 const binary = process.env.TOKENLESS_E2E_BINARY ?? path.join(root, 'target', 'debug', 'tokenless');
@@ -97,6 +103,7 @@ function oidcApp(at: number, providerAt: number) {
     stderr: 'pipe' as const,
     env: {
       TOKENLESS_SERVER__ADDRESS: `127.0.0.1:${at}`,
+      TOKENLESS_SESSION__SQLITE_PATH: path.join(memory, `refresh-memory-${at}.sqlite3`),
       TOKENLESS_UPSTREAM__KIND: 'oidc',
       TOKENLESS_UPSTREAM__BASE_URL: issuer,
       TOKENLESS_UPSTREAM__OIDC__ISSUER: issuer,
@@ -124,6 +131,7 @@ function server(at: number, shape: string) {
     stderr: 'pipe' as const,
     env: {
       TOKENLESS_SERVER__ADDRESS: `127.0.0.1:${at}`,
+      TOKENLESS_SESSION__SQLITE_PATH: path.join(memory, `refresh-memory-${at}.sqlite3`),
       TOKENLESS_DEMO__SHAPE: shape,
       TOKENLESS_DEMO__TEST_CONTROLS: 'true',
       TOKENLESS_DEMO__CONTROL_ADDRESS: `127.0.0.1:${at + 1}`,

@@ -90,7 +90,10 @@ pub fn manager(base: &str) -> Arc<SessionManager> {
         ..UpstreamConfig::default()
     };
     let upstream = upstream.validate().expect("the upstream settings").build().expect("the upstream");
-    let options = SessionConfig::default().validate().expect("the default session settings");
+    // The key is made at start, so sessions end with the process anyway: the refresh memory
+    // stays in the process too. With a kept key, keep it in a file (`store = "sqlite"`, the
+    // default, and `sqlite_path`): sign-outs then survive a restart.
+    let options = SessionConfig { store: "memory".into(), ..SessionConfig::default() }.validate().expect("the session settings");
     let manager = SessionManager::builder(upstream)
         .options(options)
         .keys(KeyRing::ephemeral())

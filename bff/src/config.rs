@@ -78,9 +78,13 @@ pub struct SessionConfig {
     /// Timeout of a refresh grant, in milliseconds; longer than the wait, because a grant
     /// abandoned after the upstream rotated is one the next request would replay.
     pub refresh_timeout_ms: u64,
-    /// Where the refresh memory lives: `memory` (this process) or `redis` (shared by every
-    /// instance that names the same Redis and prefix; needs the `redis` feature).
+    /// Where the refresh memory lives: `sqlite` (a file of this instance's, at `sqlite_path`:
+    /// sign-outs survive a restart; needs the `sqlite` feature), `memory` (this process:
+    /// forgotten at restart; tests and benchmarks) or `redis` (shared by every instance that
+    /// names the same Redis and prefix; needs the `redis` feature).
     pub store: String,
+    /// The file of `store = "sqlite"` (made with its folder if missing); one process per file.
+    pub sqlite_path: String,
     /// The Redis of `store = "redis"`: `redis://host:6379/0` (`rediss://` for TLS; a password
     /// in it stays secret).
     pub redis_url: SecretString,
@@ -92,8 +96,15 @@ pub struct SessionConfig {
 /// Where the refresh memory lives.
 #[derive(Debug, Clone)]
 pub enum Store {
-    /// In this process ([`crate::InProcess`]).
+    /// In this process ([`crate::InProcess`]): forgotten at restart.
     Memory,
+    /// In a SQLite file of this instance's (`SqliteMemory`, feature `sqlite`); `None` when no
+    /// path was given (the builder refuses it: an app decides where, as Tokenless does in
+    /// development).
+    Sqlite {
+        /// The file.
+        path: Option<std::path::PathBuf>,
+    },
     /// On Redis, shared by every instance with the same URL and prefix (`RedisMemory`).
     Redis {
         /// The server's URL.
@@ -117,7 +128,8 @@ impl Default for SessionConfig {
             rotation_grace_secs: 60,
             refresh_memory: 100_000,
             refresh_timeout_ms: 30_000,
-            store: "memory".into(),
+            store: "sqlite".into(),
+            sqlite_path: String::new(),
             redis_url: SecretString::from(String::new()),
             redis_prefix: "tokenless:".into(),
         }
@@ -267,6 +279,9 @@ impl SessionConfig {
         };
         let store = match self.store.trim() {
             "memory" => Store::Memory,
+            "sqlite" => Store::Sqlite {
+                path: Some(self.sqlite_path.trim()).filter(|p| !p.is_empty()).map(std::path::PathBuf::from),
+            },
             "redis" => {
                 let raw = self.redis_url.expose_secret().trim();
                 let url_ok = url::Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host().is_some());
@@ -283,7 +298,7 @@ impl SessionConfig {
                 Store::Redis { url: SecretString::from(raw.to_string()), prefix: prefix.to_string() }
             }
             other => {
-                return Err(ConfigError::new("store", format!("{other:?} is neither \"memory\" nor \"redis\"")));
+                return Err(ConfigError::new("store", format!("{other:?} is none of \"sqlite\", \"memory\", \"redis\"")));
             }
         };
         Ok(SessionOptions { cookie_name, same_site, keys, limits, refresh, store })
@@ -309,6 +324,9 @@ mod tests {
         assert_eq!(options.refresh.grant_timeout, RefreshConfig::default().grant_timeout);
         assert_eq!(options.same_site, SameSite::Lax);
         assert!(options.keys.is_none());
+        assert!(matches!(options.store, Store::Sqlite { path: None }), "a file, named by the app");
+        let named = SessionConfig { sqlite_path: " /var/lib/m.sqlite3 ".into(), ..SessionConfig::default() }.validate().unwrap();
+        assert!(matches!(named.store, Store::Sqlite { path: Some(p) } if p == std::path::Path::new("/var/lib/m.sqlite3")));
     }
 
     #[test]

@@ -65,8 +65,12 @@ mod redirect;
 #[cfg(feature = "redis")]
 mod redis_memory;
 mod refresh;
+#[cfg(any(feature = "redis", feature = "sqlite"))]
+mod result_seal;
 mod seal;
 mod session;
+#[cfg(feature = "sqlite")]
+mod sqlite_memory;
 mod upstream;
 mod upstream_config;
 
@@ -100,6 +104,8 @@ pub use session::{Freshness, Profile, ProviderSession, Session, Token, TokenSet}
 pub use memory::{InProcess, RefreshMemory};
 #[cfg(feature = "redis")]
 pub use redis_memory::{RedisMemory, RedisOptions, RedisStartError, SHARED_MEMORY_UNAVAILABLE};
+#[cfg(feature = "sqlite")]
+pub use sqlite_memory::{SqliteMemory, SqliteOptions, SqliteStartError};
 pub use refresh::{
     ends_session, Known, OutcomeKind, RefreshConfig, RefreshCounts, Refresher, Revocation, HANDOFF, NO_REFRESH_TOKEN, SIGNED_OUT,
     SUBJECT_CHANGED,

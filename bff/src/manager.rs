@@ -16,7 +16,7 @@ pub use crate::upstream::SignInError;
 use crate::upstream::{Registered, Upstream};
 use crate::cookies::{self, CookiePolicy, ReadSession};
 use crate::refresh::{Known, RefreshConfig, Refresher, Revocation, SIGNED_OUT};
-use crate::config::SessionOptions;
+use crate::config::{SessionOptions, Store};
 use crate::memory::{provider_key, InProcess, NotKept, ProviderKeyKind, RefreshMemory};
 use crate::seal::{KeyError, KeyRing};
 use crate::session::{Freshness, Profile, ProviderSession, Session, Token, TokenSet};
@@ -108,7 +108,8 @@ pub fn now() -> u64 {
 /// # use std::sync::Arc;
 /// # use tokenless_bff::{KeyRing, SessionConfig, SessionManager, Upstream};
 /// # fn build(upstream: Arc<dyn Upstream>) -> Result<SessionManager, Box<dyn std::error::Error>> {
-/// let options = SessionConfig::default().validate()?;
+/// // Sign-outs kept in a file (the default store), so that they survive a restart.
+/// let options = SessionConfig { sqlite_path: "/var/lib/app/refresh-memory.sqlite3".into(), ..SessionConfig::default() }.validate()?;
 /// let manager = SessionManager::builder(upstream)
 ///     .options(options)
 ///     .keys(KeyRing::parse("1:qa0WxZ2U2Xo3gqkQ7eYfXb5QvI8cJ6Jr6j9n0m7Q4xs=")?)
@@ -135,6 +136,24 @@ pub enum BuildError {
     /// The options' keys do not parse.
     #[error("the session keys do not parse: {0}")]
     Keys(#[from] KeyError),
+    /// `store = "sqlite"` without a file.
+    #[error("session.sqlite_path is empty: name the file the refresh memory is kept in (sign-outs survive restarts), or set session.store = \"memory\" to keep it in this process (forgotten at restart)")]
+    NoSqlitePath,
+    /// A store whose feature this build does not have.
+    #[error("session.store = \"{store}\" needs tokenless-bff's `{feature}` feature (features = [\"{feature}\"] in Cargo.toml)")]
+    StoreNotBuilt {
+        /// The configured store.
+        store: &'static str,
+        /// The feature that builds it.
+        feature: &'static str,
+    },
+    /// `store = "redis"`: connecting is asynchronous, so the app connects and hands it over.
+    #[error("session.store = \"redis\": connect with RedisMemory::connect(url, options, clock).await and give it to SessionManagerBuilder::memory (feature `redis`)")]
+    RedisNotGiven,
+    /// The SQLite file could not be opened.
+    #[cfg(feature = "sqlite")]
+    #[error(transparent)]
+    Sqlite(#[from] crate::SqliteStartError),
 }
 
 impl SessionManagerBuilder {
@@ -163,8 +182,8 @@ impl SessionManagerBuilder {
         self
     }
 
-    /// Where the refresh machinery remembers flights and results (a store several instances
-    /// share); this process's memory by default.
+    /// Where the refresh machinery remembers flights and results, instead of the options'
+    /// `store` (a store several instances share: `RedisMemory` after connecting, feature `redis`).
     pub fn memory(mut self, memory: Arc<dyn RefreshMemory>) -> Self {
         self.memory = Some(memory);
         self
@@ -185,9 +204,14 @@ impl SessionManagerBuilder {
         };
         let grants = self.grants.unwrap_or_else(|| self.upstream.clone());
         let o = &self.options;
-        let memory = self.memory.unwrap_or_else(|| {
-            Arc::new(InProcess::new(o.refresh.capacity, o.refresh.ended_capacity, self.clock.clone()))
-        });
+        let memory: Arc<dyn RefreshMemory> = match (self.memory, &o.store) {
+            (Some(memory), _) => memory,
+            (None, Store::Memory) => Arc::new(InProcess::new(o.refresh.capacity, o.refresh.ended_capacity, self.clock.clone())),
+            (None, Store::Sqlite { path: None }) => return Err(BuildError::NoSqlitePath),
+            (None, Store::Sqlite { path: Some(path) }) => sqlite_memory(path, &ring, o, self.clock.clone())?,
+            (None, Store::Redis { .. }) if cfg!(feature = "redis") => return Err(BuildError::RedisNotGiven),
+            (None, Store::Redis { .. }) => return Err(BuildError::StoreNotBuilt { store: "redis", feature: "redis" }),
+        };
         let refresher = Refresher::with_memory(grants, o.refresh, self.clock.clone(), memory);
         Ok(SessionManager {
             clock: self.clock,
@@ -200,14 +224,33 @@ impl SessionManagerBuilder {
     }
 }
 
+/// The SQLite memory of `store = "sqlite"`, its results sealed with secrets of `ring`.
+#[cfg(feature = "sqlite")]
+fn sqlite_memory(path: &std::path::Path, ring: &KeyRing, o: &SessionOptions, clock: Arc<dyn Clock>) -> Result<Arc<dyn RefreshMemory>, BuildError> {
+    let options = crate::SqliteOptions {
+        secrets: ring.derive_secrets("tokenless/v1/sqlite-refresh-results"),
+        capacity: o.refresh.capacity,
+        ended_capacity: o.refresh.ended_capacity,
+    };
+    Ok(Arc::new(crate::SqliteMemory::open(path, options, clock)?))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_memory(_: &std::path::Path, _: &KeyRing, _: &SessionOptions, _: Arc<dyn Clock>) -> Result<Arc<dyn RefreshMemory>, BuildError> {
+    Err(BuildError::StoreNotBuilt { store: "sqlite", feature: "sqlite" })
+}
+
 impl SessionManager {
-    /// A builder for the manager of sessions signed in against `upstream`.
+    /// A builder for the manager of sessions signed in against `upstream`. Until
+    /// [`SessionManagerBuilder::options`] says otherwise, the refresh memory is this process's
+    /// (a manager built in code: tests, examples); options read from configuration name their
+    /// store (`sqlite` unless set).
     pub fn builder(upstream: Arc<dyn Upstream>) -> SessionManagerBuilder {
         SessionManagerBuilder {
             upstream,
             grants: None,
             ring: None,
-            options: SessionOptions::default(),
+            options: SessionOptions { store: Store::Memory, ..SessionOptions::default() },
             secure: false,
             clock: crate::clock::system(),
             memory: None,

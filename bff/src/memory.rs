@@ -295,7 +295,7 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         Bounded { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1), next_seq: 0 }
     }
 
-    fn get<Q>(&self, key: &Q, now: Instant) -> Option<&V>
+    pub(crate) fn get<Q>(&self, key: &Q, now: Instant) -> Option<&V>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -363,6 +363,7 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         self.entries.len()
     }
 
+    #[cfg(feature = "redis")]
     /// Every entry alive at `now`, with how long it is kept yet.
     pub(crate) fn live(&self, now: Instant) -> impl Iterator<Item = (&K, &V, Duration)> {
         self.entries
@@ -439,6 +440,7 @@ impl InProcess {
         }
     }
 
+    #[cfg(feature = "redis")]
     /// A bounded copy of marks a shared store holds in full (a Redis memory's own copy of the
     /// provider ends it received): a mark dropped to make room is only forgotten here.
     pub(crate) fn copy(capacity: usize, clock: Arc<dyn Clock>) -> Self {
@@ -548,28 +550,12 @@ impl RefreshMemory for InProcess {
     }
 
     fn sign_out<'a>(&'a self, session_id: &'a str, created_at: u64, left: Duration) -> BoxFuture<'a, ()> {
-        let now = self.clock.now();
-        let mut maps = self.maps();
-        let dropped = maps.ended.insert(session_id.to_string(), created_at, after(now, left), now);
-        if let Some(latest) = dropped.into_iter().max().filter(|_| self.floors) {
-            tracing::error!(
-                "the sign-out memory is full (session.refresh_memory): every session that began before the oldest sign-out dropped is signed out too"
-            );
-            maps.ended_floor = Some(maps.ended_floor.map_or(latest, |floor| floor.max(latest)));
-        }
+        self.sign_out_now(session_id, created_at, left);
         Box::pin(std::future::ready(()))
     }
 
     fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()> {
-        let now = self.clock.now();
-        let mut maps = self.maps();
-        let key = match maps.newest.entries.get_mut(session_id) {
-            Some(((newest, key), until, _)) if *newest == generation && now < *until => key.take(),
-            _ => None,
-        };
-        if let Some(key) = key {
-            maps.results.shorten(&key, after(now, grace));
-        }
+        self.carried_now(session_id, generation, grace);
         Box::pin(std::future::ready(()))
     }
 
@@ -607,6 +593,33 @@ impl RefreshMemory for InProcess {
 }
 
 impl InProcess {
+    /// [`RefreshMemory::sign_out`], at once.
+    pub(crate) fn sign_out_now(&self, session_id: &str, created_at: u64, left: Duration) {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        let dropped = maps.ended.insert(session_id.to_string(), created_at, after(now, left), now);
+        if let Some(latest) = dropped.into_iter().max().filter(|_| self.floors) {
+            tracing::error!(
+                "the sign-out memory is full (session.refresh_memory): every session that began before the oldest sign-out dropped is signed out too"
+            );
+            maps.ended_floor = Some(maps.ended_floor.map_or(latest, |floor| floor.max(latest)));
+        }
+    }
+
+    /// [`RefreshMemory::carried`], at once: the key of the result it shortened, if any.
+    pub(crate) fn carried_now(&self, session_id: &str, generation: u64, grace: Duration) -> Option<TokenKey> {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        let key = match maps.newest.entries.get_mut(session_id) {
+            Some(((newest, key), until, _)) if *newest == generation && now < *until => key.take(),
+            _ => None,
+        };
+        if let Some(key) = key {
+            maps.results.shorten(&key, after(now, grace));
+        }
+        key
+    }
+
     /// Kept in this process (also the copy a shared store keeps of what it could not store).
     pub(crate) fn end_at_provider_now(&self, key: &str, at: u64, every: bool, left: Duration) {
         let now = self.clock.now();
@@ -622,11 +635,55 @@ impl InProcess {
         }
     }
 
+    #[cfg(feature = "redis")]
     /// Every provider end kept here and still alive: its key, moment, whether it ended every
     /// session of the key, and how long it is kept yet.
     pub(crate) fn provider_ends_live(&self) -> Vec<(String, u64, bool, Duration)> {
         let maps = self.maps();
         maps.provider_ended.live(self.clock.now()).map(|(key, &(at, every), left)| (key.clone(), at, every, left)).collect()
+    }
+
+    /// A floor read back from a store (the provider's, or the sign-outs'): the later one holds.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn restore_floor(&self, provider: bool, floor: u64) {
+        let mut maps = self.maps();
+        let kept = if provider { &mut maps.provider_floor } else { &mut maps.ended_floor };
+        *kept = Some(kept.map_or(floor, |f| f.max(floor)));
+    }
+
+    /// The moment and the `every` of a provider key's end kept here.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn provider_end(&self, key: &str) -> Option<(u64, bool)> {
+        self.maps().provider_ended.get(key, self.clock.now()).copied()
+    }
+
+    /// A logout token's `jti` read back from a store, used for `left`.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn use_now(&self, jti: &str, left: Duration) {
+        let now = self.clock.now();
+        drop(self.maps().used_jtis.insert(jti.to_string(), (), after(now, left), now));
+    }
+
+    /// A session's newest generation read back from a store, for `left` (which result issued
+    /// it is not known: it is kept its whole hand-off).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn restore_newest(&self, session_id: &str, generation: u64, left: Duration) {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        let newest = maps.newest.get(session_id, now).map_or(0, |(g, _)| *g);
+        if generation > newest {
+            drop(maps.newest.insert(session_id.to_string(), (generation, None), after(now, left), now));
+        }
+    }
+
+    /// A result read back from a store, for `left`.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn remember(&self, key: TokenKey, outcome: Outcome, left: Duration) {
+        let now = self.clock.now();
+        let mut maps = self.maps();
+        if maps.results.get(&key, now).is_none() {
+            drop(maps.results.insert(key, outcome, after(now, left), now));
+        }
     }
 
     /// What this process keeps of provider ends (see [`RefreshMemory::ended_at_provider`]).

@@ -34,10 +34,13 @@
 //! use cannot be recorded is accepted (a replay can only end sessions again). A flight whose
 //! Redis stops answering keeps its lease (taken again when it ended meanwhile) and sends its
 //! landing again until Redis answers or a lease has passed; its result reaches this instance's
-//! waiters only once Redis holds it, or when that time is up. The window left: a Redis that
-//! comes back *empty* (restarted without persistence) before the landing reaches it — a late
-//! request elsewhere may then present the rotated token.
+//! waiters only once Redis holds it, or when that time is up. A sign-out Redis did not take
+//! is sent again every second until it does. A connection that stalls without failing is made
+//! again by a watchdog ([`link`]). A Redis that comes back *empty* gets back what the instances
+//! know ([`reseed`]): each keeps a copy of every fact, and none claims anything until it wrote
+//! its copy back and every flight's renewal could take its lease again.
 
+mod link;
 mod local;
 mod metrics;
 mod reseed;
@@ -47,23 +50,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
 use futures_util::StreamExt;
 use rand::RngCore;
 use redis::aio::ConnectionManager;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::client::UpstreamError;
 use crate::clock::Clock;
 use crate::grants::BoxFuture;
+use crate::result_seal::ResultSeal;
 use crate::memory::{Claim, InProcess, Landed, Landing, Marks, NotKept, Outcome, Refreshed, RefreshMemory, TokenKey, Wait};
 use crate::session::TokenSet;
 use local::Settled;
 use metrics::SharedMetrics;
-use reseed::{Journal, Kept};
+use link::Link;
+use reseed::Replica;
 use scripts::scripts;
 
 /// How much longer than its logical end Redis keeps a value (then collects it).
@@ -73,12 +74,18 @@ const GC_SLACK_MS: u64 = 60_000;
 /// stopped instance's goes away on its own.
 const MARKER_LIFE: Duration = Duration::from_secs(24 * 3600);
 
-/// Results landed here kept for a write-back at most (about 20 MB with 1-KB JWTs): the oldest
-/// go first.
-const JOURNAL_MAX: usize = 10_000;
+/// Refresh results kept for a write-back at most (about 20 MB with 1-KB JWTs): the oldest go
+/// first.
+const REPLICA_RESULTS_MAX: usize = 10_000;
 
 /// Commands in one pipeline of a write-back (each answered within the call timeout).
 const WRITE_BACK_BATCH: usize = 500;
+
+/// How long after noticing an empty Redis an instance answers "try again" at least (and at
+/// least a lease's renewal period and a call): the other instances notice it meanwhile and
+/// write back what they know, and each flight's renewal takes its lease again, before this
+/// one claims anything.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// How often a waiter looks for a result when no message came.
 const POLL: Duration = Duration::from_millis(100);
@@ -132,8 +139,7 @@ struct LocalFlight {
 
 /// The refresh memory on Redis (see the module's notes).
 pub struct RedisMemory {
-    client: redis::Client,
-    conn: ConnectionManager,
+    link: Link,
     options: RedisOptions,
     owner: String,
     /// Numbers this instance's flights (a lease value is `{owner}:{n}`).
@@ -145,8 +151,12 @@ pub struct RedisMemory {
     /// Provider ends this instance was told of, kept here too: one that Redis did not take
     /// still holds on this instance.
     provider_ends: InProcess,
-    /// The results this instance landed, for a Redis that comes back empty ([`reseed`]).
-    journal: Journal,
+    /// The facts Redis holds, whichever instance stored them, for a Redis that comes back
+    /// empty ([`reseed`]).
+    replica: Arc<Replica>,
+    /// Dropped with the memory: its background tasks (the watchdog, the replica's follower)
+    /// end.
+    stop: tokio::sync::watch::Sender<()>,
     /// This instance's marker in Redis has been seen (or set): its absence now means Redis
     /// lost its data.
     marker_seen: std::sync::atomic::AtomicBool,
@@ -191,11 +201,7 @@ impl RedisMemory {
             return Err(RedisStartError::NoSecret);
         }
         let client = redis::Client::open(url).map_err(|e| RedisStartError::Url(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(CALL_TIMEOUT)
-            .set_response_timeout(CALL_TIMEOUT)
-            .set_number_of_retries(2);
-        let conn = tokio::time::timeout(CALL_TIMEOUT * 5, ConnectionManager::new_with_config(client.clone(), config))
+        let conn = tokio::time::timeout(CALL_TIMEOUT * 5, ConnectionManager::new_with_config(client.clone(), link::config()))
             .await
             .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
             .map_err(|e| RedisStartError::Unreachable(e.to_string()))?;
@@ -210,7 +216,7 @@ impl RedisMemory {
         }
         let memory = Self::with_connection(client, conn, options, clock);
         // The marker whose absence later says Redis lost its data.
-        let mut marking = memory.conn.clone();
+        let mut marking = memory.link.get();
         tokio::time::timeout(CALL_TIMEOUT * 5, memory.set_marker(false).query_async::<()>(&mut marking))
             .await
             .map_err(|_| RedisStartError::Unreachable(format!("no answer within {:?}", CALL_TIMEOUT * 5)))?
@@ -220,21 +226,31 @@ impl RedisMemory {
         Ok(memory)
     }
 
-    /// On a connection made already (several memories may share one).
+    /// On a connection made already (several memories may share one). Called within a Tokio
+    /// runtime, it starts the connection's watchdog and the replica's follower (see the module's notes),
+    /// which end with the memory.
     pub fn with_connection(client: redis::Client, conn: ConnectionManager, options: RedisOptions, clock: Arc<dyn Clock>) -> Self {
         let mut owner = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut owner);
-        let sealer = Sealer { secrets: Arc::new(options.secrets.clone()), prefix: options.prefix.clone() };
+        let sealer = Sealer { seal: ResultSeal::new(options.secrets.clone()), prefix: options.prefix.clone() };
+        let link = Link::new(client, conn);
+        let metrics = SharedMetrics::new();
+        let replica = Arc::new(Replica::new(&options.prefix, options.local_capacity, options.local_capacity.min(REPLICA_RESULTS_MAX)));
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(link.clone().watch(metrics.clone(), stopped.clone()));
+            runtime.spawn(reseed::follow(link.clone(), replica.clone(), clock.clone(), metrics.clone(), stopped));
+        }
         RedisMemory {
-            client,
-            conn,
+            link,
             sealer,
             settled: Settled::new(options.local_capacity),
             provider_ends: InProcess::copy(options.local_capacity, clock.clone()),
-            journal: Journal::new(options.local_capacity.min(JOURNAL_MAX)),
+            replica,
+            stop,
             marker_seen: std::sync::atomic::AtomicBool::new(false),
             writing_back: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            metrics: SharedMetrics::new(),
+            metrics,
             options,
             owner: format!("{}:", hex::encode(owner)),
             next_flight: std::sync::atomic::AtomicU64::new(0),
@@ -274,7 +290,7 @@ impl RedisMemory {
     /// one after the outage takes an ended lease again, its answer is lost with the timed-out
     /// call, and the next renewal that answers says the lease was kept through the outage.
     fn renew_while_flying(&self, key: &TokenKey, value: &str, generation: u64) -> tokio::task::JoinHandle<()> {
-        let mut conn = self.conn.clone();
+        let link = self.link.clone();
         let (lease, result) = (self.token_key("lease", key), self.sealer.result_key(key));
         let (owner, lease_ms) = (value.to_string(), ms(self.options.lease));
         let every = self.options.lease / 3;
@@ -285,7 +301,7 @@ impl RedisMemory {
                 tokio::time::sleep(every).await;
                 let mut renew = scripts().renew.prepare_invoke();
                 renew.key(&lease).key(&result).arg(&owner).arg(lease_ms).arg(clock.unix_millis()).arg(generation);
-                match degraded(&metrics, "renew", renew.invoke_async::<i64>(&mut conn)).await {
+                match degraded(&metrics, "renew", renew.invoke_async::<i64>(&mut link.get())).await {
                     Some(0) => {
                         metrics.leases_lost.inc();
                         tracing::warn!("a refresh lease was taken by another flight while its grant ran (Redis unreachable for longer than the lease?)");
@@ -309,8 +325,7 @@ impl RedisMemory {
     /// message on its channel or a poll finds the result; a lease gone without one ends the
     /// wait empty.
     fn watch_remote(&self, key: TokenKey, sender: watch::Sender<Option<Outcome>>, generation: u64) {
-        let client = self.client.clone();
-        let mut conn = self.conn.clone();
+        let link = self.link.clone();
         let flights = self.flights.clone();
         let (lease, result, channel) =
             (self.token_key("lease", &key), self.token_key("result", &key), self.token_key("done", &key));
@@ -318,7 +333,7 @@ impl RedisMemory {
         let (sealer, clock, metrics) = (self.sealer.clone(), self.clock.clone(), self.metrics.clone());
         tokio::spawn(async move {
             // Without a subscription (it failed, or timed out), polling alone finds the result.
-            let mut pubsub = match degraded(&metrics, "subscribe", client.get_async_pubsub()).await {
+            let mut pubsub = match degraded(&metrics, "subscribe", link.client().get_async_pubsub()).await {
                 Some(mut p) => degraded(&metrics, "subscribe", p.subscribe(&channel)).await.map(|()| p),
                 None => None,
             };
@@ -331,6 +346,7 @@ impl RedisMemory {
                 _ => true,
             };
             let outcome = loop {
+                let mut conn = link.get();
                 let value: Option<Option<String>> =
                     degraded(&metrics, "poll", redis::cmd("GET").arg(&result).query_async(&mut conn)).await;
                 let found = value.flatten().and_then(|v| sealer.outcome(&key, &v, clock.unix_millis())).filter(usable);
@@ -403,11 +419,11 @@ async fn stop(renewal: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// Sealing and opening results: the memory and its watcher tasks both do it.
+/// Sealing and opening results ([`crate::result_seal`]), named by their Redis key: the memory
+/// and its watcher tasks both do it.
 #[derive(Clone)]
 struct Sealer {
-    /// The first seals, each opens.
-    secrets: Arc<Vec<[u8; 32]>>,
+    seal: ResultSeal,
     prefix: String,
 }
 
@@ -417,37 +433,12 @@ impl Sealer {
         format!("{}result:{}", self.prefix, hex::encode(key.as_bytes()))
     }
 
-    fn cipher(secret: &[u8; 32], key: &TokenKey) -> Aes256Gcm {
-        let mut derived = Sha256::new();
-        derived.update(b"tokenless/v1/redis-result\0");
-        derived.update(secret);
-        derived.update(key.seal_material());
-        Aes256Gcm::new(&derived.finalize())
-    }
-
-    /// `tokens` sealed for `key`'s result: base64url of nonce ‖ ciphertext.
     fn seal(&self, key: &TokenKey, tokens: &TokenSet) -> Option<String> {
-        let plain = postcard::to_allocvec(tokens).ok()?;
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let name = self.result_key(key);
-        let sealed = Self::cipher(self.secrets.first()?, key).encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: name.as_bytes() }).ok()?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+        self.seal.seal(key, &self.result_key(key), tokens)
     }
 
     fn open(&self, key: &TokenKey, sealed: &str) -> Option<TokenSet> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).ok()?;
-        if bytes.len() < 12 {
-            return None;
-        }
-        let (nonce, body) = bytes.split_at(12);
-        let name = self.result_key(key);
-        let plain = self.secrets.iter().find_map(|secret| {
-            Self::cipher(secret, key).decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() }).ok()
-        })?;
-        postcard::from_bytes(&plain).ok()
+        self.seal.open(key, &self.result_key(key), sealed)
     }
 
     /// A stored result (`{until}|R|{generation}|{sealed}` or `{until}|X|{code}`) as an outcome,
@@ -503,6 +494,12 @@ async fn degraded<T>(
 
 impl RedisMemory {
     async fn claim_shared(&self, key: TokenKey, session_id: &str, generation: u64) -> Claim {
+        // Redis came back empty and is being written back (and settled): whether another
+        // instance is refreshing this token cannot be told yet.
+        if self.writing_back.load(std::sync::atomic::Ordering::SeqCst) {
+            self.metrics.try_again.inc();
+            return Claim::Remembered(Outcome::Unavailable(SHARED_MEMORY_UNAVAILABLE.into()));
+        }
         // One question to Redis per token and instance: the first request here registers the
         // flight before asking, so the others join it instead of asking again.
         let (sender, receiver) = {
@@ -521,7 +518,7 @@ impl RedisMemory {
         // local flight it registered, which only its answer would settle, goes with it, and
         // the lease the claim may still take when Redis runs it is given up.
         let mut unanswered = Unanswered { memory: self, key, lease: Some(value.clone()) };
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.get();
         let answer: Option<Vec<String>> = self
             .call(
                 "claim",
@@ -530,11 +527,13 @@ impl RedisMemory {
                     .key(self.key("ended", session_id))
                     .key(self.token_key("lease", &key))
                     .key(self.sealer.result_key(&key))
+                    .key(self.marker())
                     .arg(now)
                     .arg(&self.owner)
                     .arg(ms(self.options.lease))
                     .arg(generation)
                     .arg(&value)
+                    .arg(if self.marker_seen.load(std::sync::atomic::Ordering::SeqCst) { "1" } else { "0" })
                     .invoke_async(&mut conn),
             )
             .await;
@@ -559,6 +558,14 @@ impl RedisMemory {
             }
             Some([first, ..]) if first == "signed_out" => {
                 (Claim::SignedOut, Outcome::Refused(crate::refresh::SIGNED_OUT.into()))
+            }
+            // Redis lost its data since this instance last looked (a waiter woken by a lease
+            // that vanished with it claims again before any request asked for marks): whether
+            // another instance is refreshing this token cannot be told until the write-back.
+            Some([first, ..]) if first == "emptied" => {
+                self.emptied(None).await;
+                self.metrics.try_again.inc();
+                (Claim::Remembered(unavailable.clone()), unavailable)
             }
             // A result that does not open (another secret) is "try again" too.
             Some([first, stored]) if first == "result" => match self.outcome(&key, stored) {
@@ -595,7 +602,7 @@ impl RedisMemory {
     async fn send_landing(&self, key: &TokenKey, landing: &Landing<'_>, kind: &str, keep: Duration, payload: &str, lease: &str) -> Option<Vec<String>> {
         let give_up = tokio::time::Instant::now() + crate::refresh::HANDOFF;
         loop {
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let answer: Option<Vec<String>> = self
                 .call(
                     "land",
@@ -607,6 +614,7 @@ impl RedisMemory {
                         .key(self.sealer.result_key(key))
                         .key(self.token_key("done", key))
                         .key(self.key("carry", landing.session_id))
+                        .key(self.key(reseed::FACTS, ""))
                         .arg(self.clock.unix_millis())
                         .arg(lease)
                         .arg(kind)
@@ -656,9 +664,10 @@ impl RedisMemory {
                 let generation = generation.parse().unwrap_or(landing.generation.saturating_add(1));
                 let outcome = Outcome::Refreshed(Arc::new(Refreshed { tokens, generation }));
                 self.settled.keep_result(key, &outcome, now.saturating_add(ms(keep)), now);
-                let kept = Kept { session_id: landing.session_id.to_string(), generation, sealed: payload };
-                let here = self.clock.now();
-                self.journal.record(key, kept, crate::memory::after(here, keep), here);
+                // Kept for a write-back even if this instance does not hear its own telling.
+                let (until, here) = (now.saturating_add(ms(keep)), self.clock.now());
+                self.replica.note(&self.sealer.result_key(&key), &format!("{until}|R|{generation}|{payload}"), now, here);
+                self.replica.note(&self.key("newest", landing.session_id), &format!("{until}|{generation}"), now, here);
                 (outcome, None)
             }
             // This cookie generation landed already: an earlier sending of this landing (Redis
@@ -714,7 +723,7 @@ impl RedisMemory {
     /// background.
     fn release(&self, key: TokenKey, owner: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.get();
         let (lease, channel, metrics) = (self.token_key("lease", &key), self.token_key("done", &key), self.metrics.clone());
         runtime.spawn(async move {
             let mut release = scripts().release.prepare_invoke();
@@ -750,21 +759,21 @@ impl RedisMemory {
         }
         // Never seen (a memory made on a connection of its own, `with_connection`): set it.
         if !self.marker_seen.load(SeqCst) {
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let _: Option<()> = self.call("marker", self.set_marker(false).query_async(&mut conn)).await;
             return false;
         }
         if !self.writing_back.swap(true, SeqCst) {
             self.metrics.emptied.inc();
-            tracing::error!("Redis lost its data (restarted empty?): writing back the sign-outs, provider ends and refresh results this instance knows; meanwhile signed-in requests here answer \"try again\"");
+            tracing::error!("Redis lost its data (restarted empty?): writing back the sign-outs, provider ends and refresh results this instance knows of; meanwhile signed-in requests here answer \"try again\"");
             self.write_back();
         }
         true
     }
 
-    /// Writes back, in the background, what a Redis found empty lost and this instance knows,
-    /// each with the end it had (never over a value another instance wrote back meanwhile;
-    /// the newest generations first), in pipelines of [`WRITE_BACK_BATCH`] commands, each
+    /// Writes back, in the background, what a Redis found empty lost and this instance knows
+    /// (its replica, and the marks it made itself even if Redis never took them), each with the
+    /// end it had (never over a value another instance wrote back meanwhile), in pipelines of [`WRITE_BACK_BATCH`] commands, each
     /// sent again every second until Redis takes it; then sets the marker again and answers
     /// marks from Redis again.
     fn write_back(&self) {
@@ -786,17 +795,15 @@ impl RedisMemory {
             let until = now.saturating_add(ms(left));
             set(self.key("provider", &key), format!("{until}|{at}|{}", if every { "1" } else { "0" }), until);
         }
-        let mut results = self.journal.live(self.clock.now());
-        // With NX the first write wins: a session's newest generation goes first.
-        results.sort_by(|a, b| b.1.generation.cmp(&a.1.generation));
-        for (key, kept, left) in results {
-            let until = now.saturating_add(ms(left));
-            set(self.sealer.result_key(&key), format!("{until}|R|{}|{}", kept.generation, kept.sealed), until);
-            set(self.key("newest", &kept.session_id), format!("{until}|{}", kept.generation), until);
+        for (key, value, until) in self.replica.live(self.clock.now()) {
+            set(key, value, until);
         }
         let count = commands.len() as u64;
         commands.push(self.set_marker(false));
-        let (conn, metrics, writing_back) = (self.conn.clone(), self.metrics.clone(), self.writing_back.clone());
+        let (link, metrics, writing_back) = (self.link.clone(), self.metrics.clone(), self.writing_back.clone());
+        // Long enough for every flight's renewal (every third of a lease) to take its lease
+        // again in the emptied Redis: no claim here misses a flight elsewhere.
+        let settled = tokio::time::Instant::now() + SETTLE.max(self.options.lease / 3 + CALL_TIMEOUT);
         runtime.spawn(async move {
             for batch in commands.chunks(WRITE_BACK_BATCH) {
                 let mut pipe = redis::pipe();
@@ -804,8 +811,7 @@ impl RedisMemory {
                     pipe.add_command(cmd.clone()).ignore();
                 }
                 loop {
-                    let mut conn = conn.clone();
-                    if degraded(&metrics, "write_back", pipe.query_async::<()>(&mut conn)).await.is_some() {
+                    if degraded(&metrics, "write_back", pipe.query_async::<()>(&mut link.get())).await.is_some() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -813,6 +819,9 @@ impl RedisMemory {
             }
             metrics.written_back.inc_by(count);
             tracing::warn!(count, "written back to Redis after it came back empty");
+            // The other instances notice too (on their next request) and write back theirs,
+            // their leases among them; until then a claim here could miss a flight there.
+            tokio::time::sleep_until(settled).await;
             writing_back.store(false, std::sync::atomic::Ordering::SeqCst);
         });
     }
@@ -821,11 +830,15 @@ impl RedisMemory {
     /// gone, to be noticed).
     fn keep_marker(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (mut conn, metrics, keep) = (self.conn.clone(), self.metrics.clone(), self.set_marker(true));
+        let (link, metrics, keep) = (self.link.clone(), self.metrics.clone(), self.set_marker(true));
+        let mut stop = self.stop.subscribe();
         runtime.spawn(async move {
             loop {
-                tokio::time::sleep(MARKER_LIFE / 4).await;
-                let _: Option<Option<String>> = degraded(&metrics, "marker", keep.query_async(&mut conn)).await;
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(MARKER_LIFE / 4) => {}
+                }
+                let _: Option<Option<String>> = degraded(&metrics, "marker", keep.query_async(&mut link.get())).await;
             }
         });
     }
@@ -837,12 +850,30 @@ impl RedisMemory {
         (now, now.saturating_add(ms(left)), ms(left).saturating_add(GC_SLACK_MS))
     }
 
-    async fn mark(&self, what: &'static str, key: String, left: Duration, rest: &str) {
-        let (now, until, gc_ms) = self.lifetime(left);
-        let mut conn = self.conn.clone();
-        let mut script = scripts().mark.prepare_invoke();
-        script.key(key).arg(now).arg(until).arg(gc_ms).arg(rest);
-        let _: Option<i64> = self.call(what, script.invoke_async(&mut conn)).await;
+    /// Stores a sign-out mark (`{until}|1` at `key`) in the background, sent again every second
+    /// until Redis takes it or it ended: a sign-out made while Redis is away reaches the other
+    /// instances once it answers, whether or not the request that made it is still there.
+    fn keep_mark(&self, key: String, until: u64) -> tokio::task::JoinHandle<()> {
+        let (link, metrics, clock, facts) = (self.link.clone(), self.metrics.clone(), self.clock.clone(), self.key(reseed::FACTS, ""));
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let now = clock.unix_millis();
+                if now >= until {
+                    return;
+                }
+                let mut script = scripts().mark.prepare_invoke();
+                script.key(&key).key(&facts).arg(now).arg(until).arg(until - now + GC_SLACK_MS).arg("1");
+                if degraded(&metrics, "sign_out", script.invoke_async::<i64>(&mut link.get())).await.is_some() {
+                    return;
+                }
+                metrics.mark_retries.inc();
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        })
     }
 }
 
@@ -869,7 +900,7 @@ impl RefreshMemory for RedisMemory {
                 self.metrics.local_answers.inc();
                 return Some(known);
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut read = redis::cmd("GET");
             read.arg(self.sealer.result_key(&key));
             let value = self.call("read", read.query_async::<Option<String>>(&mut conn)).await.flatten()?;
@@ -882,7 +913,7 @@ impl RefreshMemory for RedisMemory {
             let now = self.clock.unix_millis();
             let until = now.saturating_add(ms(left));
             self.settled.shorten(&key, until);
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut script = scripts().shorten.prepare_invoke();
             script.key(self.sealer.result_key(&key)).arg(now).arg(until);
             let _: Option<i64> = self.call("shorten", script.invoke_async(&mut conn)).await;
@@ -900,7 +931,7 @@ impl RefreshMemory for RedisMemory {
             if self.writing_back.load(std::sync::atomic::Ordering::SeqCst) {
                 return unknown;
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut read = redis::cmd("MGET");
             read.arg(self.key("ended", session_id))
                 .arg(self.key("newest", session_id))
@@ -936,7 +967,7 @@ impl RefreshMemory for RedisMemory {
 
     fn carried<'a>(&'a self, session_id: &'a str, generation: u64, grace: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut script = scripts().carried.prepare_invoke();
             script
                 .key(self.key("carry", session_id))
@@ -954,7 +985,10 @@ impl RefreshMemory for RedisMemory {
             let (now, until, _) = self.lifetime(left);
             // Here at once, whatever Redis answers: this instance refuses the session from now.
             self.settled.keep_signed_out(session_id, until, now);
-            self.mark("sign_out", self.key("ended", session_id), left, "1").await;
+            // Answered within a call's time when Redis does (the other instances refuse the
+            // session from then on); otherwise the mark goes on being sent without this request.
+            let stored = self.keep_mark(self.key("ended", session_id), until);
+            let _ = tokio::time::timeout(CALL_TIMEOUT + Duration::from_millis(100), stored).await;
         })
     }
 
@@ -963,10 +997,11 @@ impl RefreshMemory for RedisMemory {
             // Here at once, whatever Redis answers: this instance refuses those sessions from now.
             self.provider_ends.end_at_provider_now(key, at, every, left);
             let (now, until, gc_ms) = self.lifetime(left);
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut script = scripts().provider_end.prepare_invoke();
             script
                 .key(self.key("provider", key))
+                .key(self.key(reseed::FACTS, ""))
                 .arg(now)
                 .arg(until)
                 .arg(gc_ms)
@@ -984,7 +1019,7 @@ impl RefreshMemory for RedisMemory {
             }
             let here = self.provider_ends.ended_at_provider_now(keys);
             let now = self.clock.unix_millis();
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut mget = redis::cmd("MGET");
             for key in keys {
                 mget.arg(self.key("provider", key));
@@ -1008,7 +1043,7 @@ impl RefreshMemory for RedisMemory {
     fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let (now, until, gc_ms) = self.lifetime(left);
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut script = scripts().first_use.prepare_invoke();
             script.key(self.key("jti", jti)).arg(now).arg(until).arg(gc_ms);
             let first: Option<i64> = self.call("first_use", script.invoke_async(&mut conn)).await;
@@ -1019,7 +1054,7 @@ impl RefreshMemory for RedisMemory {
 
     fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.link.get();
             let mut forget = redis::cmd("DEL");
             forget.arg(self.key("jti", jti));
             let _: Option<i64> = self.call("forget_use", forget.query_async(&mut conn)).await;

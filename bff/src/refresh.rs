@@ -77,6 +77,12 @@ pub fn ends_session(code: &str) -> bool {
         || code.starts_with(crate::http_api::REFUSED_STATUS)
 }
 
+/// Whether a refusal is about the client (its id, secret or rights), not about the token: an
+/// answer that a configuration put right on either side changes.
+fn about_the_client(code: &str) -> bool {
+    matches!(code, "invalid_client" | "unauthorized_client")
+}
+
 /// A refresh grant's answer as the session sees it: a refusal that is not the session's
 /// ([`ends_session`]) is an outage.
 fn as_seen_by_the_session(result: Result<TokenSet, UpstreamError>) -> Result<TokenSet, UpstreamError> {
@@ -616,9 +622,15 @@ impl Refresher {
     pub async fn revoke(&self, tokens: TokenSet) -> Revocation {
         match self.inner.grants.revoke(&tokens).await {
             // RFC 7009: the upstream answers 200 also for tokens it does not know; only a 2xx
-            // confirms. An error code (invalid_client, unsupported_token_type) means the token
-            // may live on: said, not retried (retrying will not fix a configuration).
+            // confirms. A refusal about the client (a secret rotated on one side first, in a
+            // deploy) may pass later: tried again, like an outage. Any other error code
+            // (unsupported_token_type) means the token may live on: said, not tried again.
             Ok(()) => Revocation::Confirmed,
+            Err(UpstreamError::Refused { code }) if about_the_client(&code) => {
+                tracing::error!(%code, "revocation refused for this client (check its id and secret); trying again in the background");
+                self.retry_revocation(tokens);
+                Revocation::Pending
+            }
             Err(UpstreamError::Refused { code }) => {
                 tracing::error!(%code, "revocation refused; the token may live on upstream until it expires");
                 Revocation::Failed
@@ -653,6 +665,9 @@ impl Refresher {
                     }
                     Err(UpstreamError::Unavailable(detail)) => {
                         tracing::warn!(attempt, %detail, "revocation retry failed");
+                    }
+                    Err(UpstreamError::Refused { code }) if about_the_client(&code) => {
+                        tracing::warn!(attempt, %code, "revocation retry refused for this client");
                     }
                     Err(e) => {
                         tracing::warn!(attempt, error = %e, "revocation retry failed; giving up");

@@ -456,7 +456,7 @@ async fn serve_instance(
     let oidc = Arc::new(oidc::OidcProvider::new(options, metadata, &callback).unwrap());
     let upstream = oidc.upstream(&url::Url::parse(&provider.issuer).unwrap()).unwrap();
     let mut builder = tokenless_bff::SessionManager::builder(Arc::new(upstream))
-        .options(tokenless_bff::SessionConfig::default().validate().unwrap())
+        .options(tokenless_bff::SessionConfig { store: "memory".into(), ..tokenless_bff::SessionConfig::default() }.validate().unwrap())
         .keys(keys)
         .clock(Arc::new(clock.clone()));
     if let Some(memory) = memory {

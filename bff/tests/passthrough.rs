@@ -35,7 +35,7 @@ fn app() -> Router {
     })
     .unwrap();
     let manager = SessionManager::builder(Arc::new(client))
-        .options(SessionConfig::default().validate().unwrap())
+        .options(SessionConfig { store: "memory".into(), ..SessionConfig::default() }.validate().unwrap())
         .keys(KeyRing::ephemeral())
         .build()
         .unwrap();

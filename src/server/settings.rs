@@ -25,6 +25,11 @@ pub const DEFAULT_FILE: &str = "Leptos.toml";
 /// the app runs in (the project root under `cargo leptos` and `make`).
 pub const DEV_KEY_FILE: &str = "target/tokenless-dev/session-key";
 
+/// Where development keeps its refresh memory (sign-outs, refresh results) when no
+/// `session.sqlite_path` is configured, relative to the same directory; `make reset-demo`
+/// removes it with the rest.
+pub const DEV_MEMORY_FILE: &str = "target/tokenless-dev/refresh-memory.sqlite3";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("cannot read the settings: {0}")]
@@ -411,12 +416,21 @@ impl Settings {
         }
         let site = SiteSettings { origin };
 
-        let options = raw.session.validate().map_err(|e| nested("session", e))?;
+        let mut options = raw.session.validate().map_err(|e| nested("session", e))?;
         if options.keys.is_none() && mode == Mode::Production {
             return Err(invalid(
                 "session.keys",
                 "production needs a sealing key; generate one with `tokenless generate-key` and set it",
             ));
+        }
+        if let tokenless_bff::Store::Sqlite { path: path @ None } = &mut options.store {
+            if mode == Mode::Production {
+                return Err(invalid(
+                    "session.sqlite_path",
+                    "production needs the file the refresh memory is kept in, so that sign-outs survive a restart (like /var/lib/tokenless/refresh-memory.sqlite3); several instances share session.store = \"redis\" instead",
+                ));
+            }
+            *path = Some(PathBuf::from(DEV_MEMORY_FILE));
         }
         let dev_key_file = match raw.dev_key_file.trim() {
             "" => None,
@@ -583,7 +597,12 @@ mod tests {
         let s = Settings::defaults().unwrap();
         assert_eq!(s.session.dev_key_file.as_deref(), Some(std::path::Path::new(DEV_KEY_FILE)));
         assert_eq!(s.demo.database, Database::File(DEV_DATABASE.into()));
-        assert!(DEV_KEY_FILE.starts_with("target/") && DEV_DATABASE.starts_with("target/"));
+        assert!(
+            matches!(&s.session.options.store, tokenless_bff::Store::Sqlite { path: Some(p) } if p == std::path::Path::new(DEV_MEMORY_FILE)),
+            "sign-outs kept in a file by default"
+        );
+        assert!(DEV_KEY_FILE.starts_with("target/tokenless-dev/") && DEV_DATABASE.starts_with("target/tokenless-dev/"));
+        assert!(DEV_MEMORY_FILE.starts_with("target/tokenless-dev/"), "make reset-demo removes it");
         let s = Settings::from_sources(
             None,
             env(&[("TOKENLESS_SESSION__DEV_KEY_FILE", ""), ("TOKENLESS_DEMO__DATABASE", ":memory:")]),
@@ -805,21 +824,18 @@ mod tests {
                 .to_string();
         assert!(e.contains("TOKENLESS_SESSION__KEYS") && e.contains("generate-key"), "{e}");
         let key = tokenless_bff::generate_key_spec(1);
-        let e = Settings::from_sources(
-            None,
-            env(&[
-                prod[0],
-                ("TOKENLESS_SITE__ORIGIN", "https://app.example"),
-                ("TOKENLESS_SESSION__KEYS", &key),
-            ]),
-        )
-        .unwrap_err()
-        .to_string();
+        let keyed = [prod[0], ("TOKENLESS_SITE__ORIGIN", "https://app.example"), ("TOKENLESS_SESSION__KEYS", &key)];
+        let e = Settings::from_sources(None, env(&keyed)).unwrap_err().to_string();
+        assert!(e.contains("TOKENLESS_SESSION__SQLITE_PATH") && e.contains("redis"), "sign-outs must survive a restart: {e}");
+        let e = Settings::from_sources(None, env(&[&keyed[..], &[("TOKENLESS_SESSION__SQLITE_PATH", "/var/lib/t/m.sqlite3")]].concat()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("TOKENLESS_UPSTREAM__BASE_URL"), "{e}");
         let complete = [
             prod[0],
             ("TOKENLESS_SITE__ORIGIN", "https://app.example"),
             ("TOKENLESS_SESSION__KEYS", &key),
+            ("TOKENLESS_SESSION__SQLITE_PATH", "/var/lib/t/m.sqlite3"),
             ("TOKENLESS_UPSTREAM__BASE_URL", "https://api.example"),
         ];
         // The demo's client secret is in this repository: never in production.

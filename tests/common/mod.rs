@@ -42,6 +42,8 @@ pub struct TestApp {
     pub state: AppState,
     pub controls: String,
     http: reqwest::Client,
+    /// The folder of this app's refresh memory file (removed with the app).
+    _files: tempfile::TempDir,
 }
 
 /// The sealing key of test apps, so that tests can open and edit the cookie as an attacker with
@@ -49,7 +51,11 @@ pub struct TestApp {
 pub const TEST_KEYS: &str = "7:25U3If1KXaC+SlAjjY1CD9jqxQE8Dc8/P1u6z3U8m3o=";
 
 pub async fn app_with(extra: &[(&str, &str)]) -> TestApp {
+    let files = tempfile::tempdir().expect("a folder for the refresh memory");
+    let memory = files.path().join("refresh-memory.sqlite3").display().to_string();
     let mut env: Vec<(String, String)> = vec![
+        // The default store (a file), one per test app.
+        ("TOKENLESS_SESSION__SQLITE_PATH".into(), memory),
         ("TOKENLESS_DEMO__TEST_CONTROLS".into(), "true".into()),
         ("TOKENLESS_DEMO__FAST_HASHING".into(), "true".into()),
         ("TOKENLESS_SESSION__KEYS".into(), TEST_KEYS.into()),
@@ -62,7 +68,7 @@ pub async fn app_with(extra: &[(&str, &str)]) -> TestApp {
     let state = AppState::build(settings, options).await.expect("app state");
     // The demo's test controls; none when the app fronts another upstream.
     let controls = state.demo.as_ref().and_then(|d| d.control_url()).unwrap_or_default();
-    TestApp { router: router(state.clone()), state, controls, http: reqwest::Client::new() }
+    TestApp { router: router(state.clone()), state, controls, http: reqwest::Client::new(), _files: files }
 }
 
 pub async fn app() -> TestApp {

@@ -36,6 +36,9 @@ pub(super) struct SharedMetrics {
     pub(super) reachable: Gauge,
     pub(super) emptied: Counter,
     pub(super) written_back: Counter,
+    pub(super) replicated: Counter,
+    pub(super) mark_retries: Counter,
+    pub(super) reconnects: Counter,
 }
 
 impl SharedMetrics {
@@ -78,6 +81,21 @@ impl SharedMetrics {
             "written_back",
             "Sign-outs, provider ends and refresh results written back to a Redis found empty",
             self.written_back.clone(),
+        );
+        registry.register(
+            "replicated",
+            "Facts (sign-outs, provider ends, refresh results) this instance copied from Redis or heard of, for a write-back",
+            self.replicated.clone(),
+        );
+        registry.register(
+            "mark_retries",
+            "Sign-out marks sent to Redis again because it did not answer",
+            self.mark_retries.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Connections to Redis made again because the one in use stopped answering",
+            self.reconnects.clone(),
         );
         registry.register(
             "try_again",

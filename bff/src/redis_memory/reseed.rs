@@ -1,78 +1,225 @@
 //! A Redis that comes back empty (restarted without persistence, or its data lost) has
 //! forgotten sign-outs, back-channel logouts, and the refresh results late requests with an
 //! older cookie need: without them a signed-out cookie would open again and a rotated refresh
-//! token would be presented again. Each instance notices it by a marker key of its own that
-//! vanished (read with every request's marks, in the same round trip), answers "try again"
-//! meanwhile, and writes back what it knows: the sign-outs it made or read ([`super::local`]),
-//! the provider ends it was told of, and the results it landed ([`Journal`]), each with the end
-//! it had. What only a dead instance knew is lost (said in the README's table).
+//! token would be presented again. So every instance keeps a [`Replica`] of those facts,
+//! whichever instance made them: it reads them all from Redis whenever its subscription to the
+//! facts channel (re)starts — at start, after an outage — and keeps each one the scripts tell
+//! on that channel as they store it ([`follow`]). Each instance notices an empty Redis by a
+//! marker key of its own that vanished (read with every request's marks, in the same round
+//! trip), answers "try again" meanwhile, and writes back its replica and the marks it made
+//! itself, each with the end it had. Lost for good is only what no running instance heard:
+//! facts stored while every instance was away from Redis, or by instances that all stopped
+//! before it came back empty (said in the README's table).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::memory::{Bounded, TokenKey};
+use futures_util::StreamExt;
 
-/// A refresh result this instance landed, as Redis held it.
-#[derive(Debug, Clone)]
-pub(super) struct Kept {
-    /// The session it belongs to and the generation it made.
-    pub(super) session_id: String,
-    pub(super) generation: u64,
-    /// The sealed tokens (as stored in Redis).
-    pub(super) sealed: String,
+use super::link::Link;
+use super::metrics::SharedMetrics;
+use super::{alive, degraded, until};
+use crate::clock::Clock;
+use crate::memory::Bounded;
+
+/// The channel the scripts tell facts on (`{prefix}facts:`).
+pub(super) const FACTS: &str = "facts";
+
+/// The kinds of key a replica keeps, each in a bounded map of its own (so that refresh churn
+/// never pushes out a sign-out); the rest (leases, carry marks, used logout tokens) is not
+/// written back: a lease is taken again by its flight's renewal, a result not shortened lives
+/// its whole hand-off, and a logout token used again can only end sessions again.
+const KINDS: [&str; 4] = ["ended:", "provider:", "newest:", "result:"];
+
+/// Keys read per round trip while the replica is filled from Redis.
+const SCAN_COUNT: usize = 1000;
+
+/// A fact's value and its logical end (Unix milliseconds).
+type Fact = (String, u64);
+
+/// Every instance's copy of the facts Redis holds, for a Redis that comes back empty: each
+/// kind ([`KINDS`]) bounded apart, the oldest going first.
+pub(super) struct Replica {
+    prefix: String,
+    maps: [Mutex<Bounded<String, Fact>>; 4],
 }
 
-/// The results this instance landed, until their end (the hand-off), at most `capacity`, the
-/// oldest going first.
-pub(super) struct Journal {
-    kept: Mutex<Bounded<TokenKey, Kept>>,
+fn locked<T>(map: &Mutex<T>) -> MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Journal {
-    pub(super) fn new(capacity: usize) -> Self {
-        Journal { kept: Mutex::new(Bounded::new(capacity)) }
+impl Replica {
+    /// At most `marks` of each kind of mark, `results` results.
+    pub(super) fn new(prefix: &str, marks: usize, results: usize) -> Self {
+        let map = |n: usize| Mutex::new(Bounded::new(n));
+        Replica { prefix: prefix.to_string(), maps: [map(marks), map(marks), map(marks), map(results)] }
     }
 
-    fn kept(&self) -> MutexGuard<'_, Bounded<TokenKey, Kept>> {
-        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The map a key of this kind goes in, if it is kept at all.
+    fn map(&self, key: &str) -> Option<&Mutex<Bounded<String, Fact>>> {
+        let kind = key.strip_prefix(self.prefix.as_str())?;
+        KINDS.iter().position(|k| kind.starts_with(k)).map(|i| &self.maps[i])
     }
 
-    /// Keeps `kept` until `until`.
-    pub(super) fn record(&self, key: TokenKey, kept: Kept, until: Instant, now: Instant) {
-        self.kept().insert(key, kept, until, now);
+    /// Keeps `value` (`{until}|{rest}`) as `key`'s, when the key is of a kind kept and the
+    /// value alive at `now` (Unix milliseconds; `here` the same moment): a copy kept already
+    /// stays when it ends as late or later. `true` when kept.
+    pub(super) fn note(&self, key: &str, value: &str, now: u64, here: Instant) -> bool {
+        let Some(map) = self.map(key) else { return false };
+        let Some(end) = alive(value, now).and(until(value)) else { return false };
+        let mut map = locked(map);
+        if map.get(key, here).is_some_and(|(_, kept)| *kept >= end) {
+            return false;
+        }
+        let lasts = crate::memory::after(here, Duration::from_millis(end - now));
+        map.insert(key.to_string(), (value.to_string(), end), lasts, here);
+        true
     }
 
-    /// What is still alive at `now`, with how long it is kept yet.
-    pub(super) fn live(&self, now: Instant) -> Vec<(TokenKey, Kept, Duration)> {
-        self.kept().live(now).map(|(key, kept, left)| (*key, kept.clone(), left)).collect()
+    /// A fact as the scripts tell it (`{key length}:{key}{value}`), kept as [`Replica::note`]
+    /// does. `false` when it is not one (or not kept).
+    pub(super) fn heard(&self, message: &str, now: u64, here: Instant) -> bool {
+        let Some((length, rest)) = message.split_once(':') else { return false };
+        let Some(length) = length.parse::<usize>().ok().filter(|n| *n <= rest.len()) else { return false };
+        let (Some(key), Some(value)) = (rest.get(..length), rest.get(length..)) else { return false };
+        self.note(key, value, now, here)
+    }
+
+    /// Every fact alive at `here`: its key, its value and its end.
+    pub(super) fn live(&self, here: Instant) -> Vec<(String, String, u64)> {
+        let mut facts = Vec::new();
+        for map in &self.maps {
+            facts.extend(locked(map).live(here).map(|(key, (value, end), _)| (key.clone(), value.clone(), *end)));
+        }
+        facts
+    }
+
+    /// The pattern matching every key under the prefix (glob characters in it escaped).
+    fn pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 1);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        pattern
+    }
+}
+
+/// Fills `replica` with the facts Redis holds now (`SCAN`, then the values of the kept keys).
+/// `None` when Redis stopped answering before the end.
+async fn fill(link: &Link, replica: &Replica, clock: &dyn Clock, metrics: &SharedMetrics) -> Option<u64> {
+    let (pattern, mut cursor, mut kept) = (replica.pattern(), 0u64, 0u64);
+    loop {
+        let mut conn = link.get();
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
+        let (next, keys): (u64, Vec<String>) = degraded(metrics, "replica", scan.query_async(&mut conn)).await?;
+        let keys: Vec<String> = keys.into_iter().filter(|key| replica.map(key).is_some()).collect();
+        if !keys.is_empty() {
+            let values: Vec<Option<String>> = degraded(metrics, "replica", redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+            let (now, here) = (clock.unix_millis(), clock.now());
+            for (key, value) in keys.iter().zip(values) {
+                if value.is_some_and(|value| replica.note(key, &value, now, here)) {
+                    kept += 1;
+                }
+            }
+        }
+        if next == 0 {
+            return Some(kept);
+        }
+        cursor = next;
+    }
+}
+
+/// Keeps `replica` up to date until `stop` is dropped: subscribes to the facts channel, fills
+/// the replica from Redis (what was stored before, or while the subscription was down), then
+/// keeps every fact heard. A subscription that drops, or whose connection the watchdog found
+/// stalled, starts over a second later.
+pub(super) async fn follow(link: Link, replica: Arc<Replica>, clock: Arc<dyn Clock>, metrics: SharedMetrics, mut stop: tokio::sync::watch::Receiver<()>) {
+    let channel = format!("{}{FACTS}:", replica.prefix);
+    loop {
+        let renewed = link.renewed();
+        let subscribed = match degraded(&metrics, "replica", link.client().get_async_pubsub()).await {
+            Some(mut pubsub) => degraded(&metrics, "replica", pubsub.subscribe(&channel)).await.map(|()| pubsub),
+            None => None,
+        };
+        if let Some(mut pubsub) = subscribed {
+            if let Some(kept) = fill(&link, &replica, clock.as_ref(), &metrics).await {
+                metrics.replicated.inc_by(kept);
+            }
+            let mut messages = pubsub.on_message();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        let Ok(payload) = message.get_payload::<String>() else { continue };
+                        if replica.heard(&payload, clock.unix_millis(), clock.now()) {
+                            metrics.replicated.inc();
+                        }
+                    }
+                    _ = tick.tick() => {
+                        if link.renewed() != renewed {
+                            break;
+                        }
+                    }
+                }
+            }
+            tracing::warn!("the subscription to the shared memory's facts dropped; subscribing again");
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Token;
 
-    fn kept(generation: u64) -> Kept {
-        Kept { session_id: "s".into(), generation, sealed: "x".into() }
+    #[test]
+    fn the_replica_keeps_the_facts_that_are_written_back_and_the_latest_end() {
+        let t0 = Instant::now();
+        let replica = Replica::new("p:", 1, 1);
+        assert!(replica.heard("9:p:ended:s2000|1", 1000, t0), "a sign-out told on the channel");
+        assert!(!replica.note("p:lease:ab", "2000|x", 1000, t0), "a lease is not kept");
+        assert!(!replica.note("q:ended:s", "2000|1", 1000, t0), "another prefix");
+        assert!(!replica.note("p:ended:t", "900|1", 1000, t0), "ended already");
+        assert!(!replica.note("p:ended:s", "1500|1", 1000, t0), "an earlier end does not replace a later one");
+        assert!(replica.note("p:ended:s", "3000|1", 1000, t0), "a later end does");
+        assert!(replica.note("p:newest:s", "2200|4", 1000, t0), "each kind bounded apart: churn never pushes a sign-out out");
+        assert!(replica.note("p:result:ab", "2000|R|2|sealed", 1000, t0));
+        assert!(replica.note("p:result:cd", "2500|R|3|sealed", 1000, t0));
+        let mut live = replica.live(t0);
+        live.sort();
+        assert_eq!(
+            live,
+            [
+                ("p:ended:s".to_string(), "3000|1".to_string(), 3000),
+                ("p:newest:s".to_string(), "2200|4".to_string(), 2200),
+                ("p:result:cd".to_string(), "2500|R|3|sealed".to_string(), 2500)
+            ],
+            "the oldest result went to stay within its bound; the mark with its latest end"
+        );
+        assert_eq!(replica.live(t0 + Duration::from_millis(1600)).len(), 1, "ended ones are not written back");
     }
 
     #[test]
-    fn the_journal_keeps_what_lives_within_its_bound() {
-        let t0 = Instant::now();
-        let journal = Journal::new(2);
-        let key = |n: u32| TokenKey::of(&Token::new(format!("r{n}")));
-        journal.record(key(1), kept(1), t0 + Duration::from_secs(100), t0);
-        journal.record(key(2), kept(2), t0 + Duration::from_secs(50), t0);
-        assert_eq!(journal.live(t0).len(), 2);
-        // Full: the oldest goes.
-        journal.record(key(3), kept(3), t0 + Duration::from_secs(200), t0);
-        let mut live: Vec<u64> = journal.live(t0).iter().map(|(_, k, _)| k.generation).collect();
-        live.sort();
-        assert_eq!(live, [2, 3]);
-        // Ended ones are not written back.
-        let later = journal.live(t0 + Duration::from_secs(60));
-        assert_eq!(later.len(), 1);
-        assert_eq!(later[0].2, Duration::from_secs(140), "how long it is kept yet");
+    fn a_message_that_is_not_a_fact_is_ignored() {
+        let (t0, replica) = (Instant::now(), Replica::new("p:", 10, 10));
+        for message in ["", "x", "99:p:ended:s2000|1", "abc:p:ended:s", "3:p:e", "10:p:ended:s", "9:p:ended:s", "2:é2000|1"] {
+            assert!(!replica.heard(message, 1000, t0), "{message:?}");
+        }
+        assert!(replica.live(t0).is_empty());
+    }
+
+    #[test]
+    fn the_scan_pattern_escapes_the_prefix() {
+        assert_eq!(Replica::new("a*b[1]?:", 1, 1).pattern(), r"a\*b\[1\]\?:*");
     }
 }

@@ -1,5 +1,8 @@
 //! The Lua scripts of the shared memory: each decision (claim, land, renew, mark) one atomic
-//! script, values `{until_ms}|{rest}` ended on the caller's clock.
+//! script, values `{until_ms}|{rest}` ended on the caller's clock. Each fact a script keeps
+//! (a sign-out, a provider end, a result and the session's newest generation) is told on the
+//! facts channel too, as `{key length}:{key}{value}`, for every instance's replica
+//! ([`super::reseed`]).
 
 use redis::Script;
 
@@ -11,13 +14,19 @@ local function alive(v, now)
   if u and u > now then return v end
   return nil
 end
+local function tell(channel, key, value)
+  redis.call('PUBLISH', channel, string.len(key) .. ':' .. key .. value)
+end
 ";
 
-/// KEYS: ended, lease, result. ARGV: now, this instance's lease prefix, lease_ms, generation,
-/// the new flight's lease value. A lease of this instance that no flight here holds any more
-/// (abandoned, its release not done yet) is taken over, never joined.
+/// KEYS: ended, lease, result, this instance's marker. ARGV: now, this instance's lease
+/// prefix, lease_ms, generation, the new flight's lease value, whether the marker was seen
+/// (1). A lease of this instance that no flight here holds any more (abandoned, its release not
+/// done yet) is taken over, never joined. A marker seen and now gone: Redis lost its data
+/// (`emptied`), and nothing here can be decided.
 const CLAIM: &str = r"
 local now = tonumber(ARGV[1])
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then return {'emptied'} end
 if alive(redis.call('GET', KEYS[1]), now) then return {'signed_out'} end
 local holder = redis.call('GET', KEYS[2])
 if holder and string.sub(holder, 1, #ARGV[2]) ~= ARGV[2] then return {'join'} end
@@ -31,7 +40,7 @@ redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
 return {'fly'}
 ";
 
-/// KEYS: lease, ended, newest, result, channel, carry. ARGV: now, owner, kind (R, X, U), cookie
+/// KEYS: lease, ended, newest, result, channel, carry, facts. ARGV: now, owner, kind (R, X, U), cookie
 /// generation, keep_ms, gc_ms, payload (sealed tokens or refusal code), the consumed token's
 /// hash (hex).
 ///
@@ -57,12 +66,17 @@ elseif kind == 'R' then
   if n then newest = tonumber(string.match(n, '|(%d+)$')) end
   local gen = math.max(tonumber(ARGV[4]), newest) + 1
   local untilms = now + tonumber(ARGV[5])
+  local result = untilms .. '|R|' .. gen .. '|' .. ARGV[7]
   redis.call('SET', KEYS[3], untilms .. '|' .. gen, 'PX', ARGV[6])
-  redis.call('SET', KEYS[4], untilms .. '|R|' .. gen .. '|' .. ARGV[7], 'PX', ARGV[6])
+  redis.call('SET', KEYS[4], result, 'PX', ARGV[6])
   redis.call('SET', KEYS[6], untilms .. '|' .. gen .. '|' .. ARGV[8], 'PX', ARGV[6])
+  tell(KEYS[7], KEYS[4], result)
+  tell(KEYS[7], KEYS[3], untilms .. '|' .. gen)
   reply = {'refreshed', tostring(gen)}
 elseif kind == 'X' then
-  redis.call('SET', KEYS[4], (now + tonumber(ARGV[5])) .. '|X|' .. ARGV[7], 'PX', ARGV[6])
+  local refusal = (now + tonumber(ARGV[5])) .. '|X|' .. ARGV[7]
+  redis.call('SET', KEYS[4], refusal, 'PX', ARGV[6])
+  tell(KEYS[7], KEYS[4], refusal)
   reply = {'refused'}
 else
   reply = {'unavailable'}
@@ -130,17 +144,19 @@ end
 return 1
 ";
 
-/// KEYS: key. ARGV: now, until, gc_ms, rest. Sets `{until}|{rest}` unless a live value ends
-/// later (a mark is never shortened).
+/// KEYS: key, facts. ARGV: now, until, gc_ms, rest. Sets `{until}|{rest}` unless a live value
+/// ends later (a mark is never shortened).
 const MARK: &str = r"
 local now = tonumber(ARGV[1])
 local v = alive(redis.call('GET', KEYS[1]), now)
 if v and tonumber(string.match(v, '^(%d+)|')) >= tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[4], 'PX', ARGV[3])
+local mark = ARGV[2] .. '|' .. ARGV[4]
+redis.call('SET', KEYS[1], mark, 'PX', ARGV[3])
+tell(KEYS[2], KEYS[1], mark)
 return 1
 ";
 
-/// KEYS: key. ARGV: now, until, gc_ms, at, every. A provider's end: the later moment, `every`
+/// KEYS: key, facts. ARGV: now, until, gc_ms, at, every. A provider's end: the later moment, `every`
 /// once set stays.
 const PROVIDER_END: &str = r"
 local now = tonumber(ARGV[1])
@@ -152,7 +168,9 @@ if v then
   if pat then at = math.max(at, tonumber(pat)) end
   if pevery == '1' then every = '1' end
 end
-redis.call('SET', KEYS[1], ARGV[2] .. '|' .. at .. '|' .. every, 'PX', ARGV[3])
+local mark = ARGV[2] .. '|' .. at .. '|' .. every
+redis.call('SET', KEYS[1], mark, 'PX', ARGV[3])
+tell(KEYS[2], KEYS[1], mark)
 return 1
 ";
 

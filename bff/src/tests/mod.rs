@@ -16,7 +16,7 @@ pub(crate) fn quiet_manager() -> std::sync::Arc<crate::SessionManager> {
         ..crate::UpstreamConfig::default()
     };
     let manager = crate::SessionManager::builder(upstream.validate().unwrap().build().unwrap())
-        .options(crate::SessionConfig::default().validate().unwrap())
+        .options(crate::SessionConfig { store: "memory".into(), ..crate::SessionConfig::default() }.validate().unwrap())
         .keys(crate::KeyRing::ephemeral())
         .build()
         .unwrap();

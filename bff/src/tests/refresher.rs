@@ -54,6 +54,8 @@ struct Scripted {
     /// Refreshes that reached the upstream (held at the gate or past it).
     entered: AtomicU64,
     revoke_failures: AtomicU64,
+    /// Revocations refused with these codes, one each, before the rest go through.
+    revoke_refusals: Mutex<VecDeque<&'static str>>,
     revoked: Mutex<Vec<String>>,
     lifetime: u64,
 }
@@ -66,6 +68,7 @@ impl Scripted {
             refreshes: AtomicU64::new(0),
             entered: AtomicU64::new(0),
             revoke_failures: AtomicU64::new(0),
+            revoke_refusals: Mutex::new(VecDeque::new()),
             revoked: Mutex::new(Vec::new()),
             lifetime: 300,
         })
@@ -130,6 +133,9 @@ impl TokenGrants for Scripted {
                 self.revoke_failures.store(left - 1, Ordering::SeqCst);
                 return Err(UpstreamError::Unavailable("scripted outage".into()));
             }
+            if let Some(code) = self.revoke_refusals.lock().unwrap().pop_front() {
+                return Err(UpstreamError::Refused { code: code.into() });
+            }
             self.revoked.lock().unwrap().push(token.expose().to_string());
             Ok(())
         })
@@ -185,6 +191,9 @@ enum Memory {
     /// [`crate::RedisMemory`] on a real `redis-server`, a new key prefix for every store.
     #[cfg(feature = "redis")]
     Redis(Arc<redis_server::Connected>),
+    /// [`crate::SqliteMemory`] on a new file in a folder of the test's own.
+    #[cfg(feature = "sqlite")]
+    Sqlite(Arc<tempfile::TempDir>),
 }
 
 impl Memory {
@@ -195,6 +204,13 @@ impl Memory {
             Memory::Remote => Arc::new(Remote { local, calls: AtomicU64::new(0) }),
             #[cfg(feature = "redis")]
             Memory::Redis(redis) => Arc::new(redis.memory(clock.clone())),
+            #[cfg(feature = "sqlite")]
+            Memory::Sqlite(dir) => {
+                static FILES: AtomicU64 = AtomicU64::new(0);
+                let path = dir.path().join(format!("memory-{}.sqlite3", FILES.fetch_add(1, Ordering::SeqCst)));
+                let options = crate::SqliteOptions { secrets: vec![[9; 32]], capacity: config.capacity, ended_capacity: config.ended_capacity };
+                Arc::new(crate::SqliteMemory::open(&path, options, clock.clone()).expect("a new memory file opens"))
+            }
         }
     }
 
@@ -330,6 +346,14 @@ macro_rules! on_each_memory {
                 // Held here: the server lives until the test ends.
                 let server = super::redis_server::RedisServer::start().await.connect().await;
                 super::$name(super::Memory::Redis(server.clone())).await
+            })*
+        }
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+                super::$name(super::Memory::Sqlite(dir)).await
             })*
         }
     };
@@ -493,6 +517,24 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn(memory: Memory) {
     assert!(matches!(r.known(&s).await, Known::SignedOut), "still refused two days later, after churn");
     clock.advance(Duration::from_secs(29 * 24 * 3600));
     assert!(matches!(r.known(&s).await, Known::Current), "forgotten after the session's own end");
+}
+
+/// Issue 32: a revocation refused for the client's reasons (`invalid_client`: a secret rotated
+/// on one side first, mid-deploy) is tried again like one that met an outage; one refused for
+/// the token's (`unsupported_token_type`) is not: trying again cannot change that answer.
+#[tokio::test]
+async fn a_revocation_refused_for_the_client_is_tried_again_one_refused_for_the_token_is_not() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+    grants.revoke_refusals.lock().unwrap().extend(["invalid_client", "unauthorized_client"]);
+    let r = Memory::InProcess.refresher(grants.clone(), config(), &clock);
+    let s = session(&clock, "s");
+    assert_eq!(r.revoke(s.tokens.clone()).await, Revocation::Pending);
+    until(|| grants.revoked() == vec!["refresh-0".to_string()]).await;
+    until(|| r.counts().revocations_pending == 0).await;
+    assert_eq!(r.counts().revocations_abandoned, 0);
+    grants.revoke_refusals.lock().unwrap().push_back("unsupported_token_type");
+    assert_eq!(r.revoke(s.tokens.clone()).await, Revocation::Failed);
+    assert_eq!(r.counts().revocations_pending, 0, "not tried again");
 }
 
 /// An upstream that answers a refresh with someone else's tokens (a JWT naming another `sub`)
@@ -1148,18 +1190,9 @@ mod across_instances {
         until(|| grants.entered() == 1).await;
         let waiting = refreshing(&b, &s);
         // B's watcher is subscribed; then every subscription is killed, as a failover would.
-        let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(redis.url.as_str()).unwrap()).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let channels: Vec<String> = ::redis::cmd("PUBSUB").arg("CHANNELS").query_async(&mut raw).await.unwrap();
-            if !channels.is_empty() {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "B never subscribed");
-            tokio::task::yield_now().await;
-        }
+        let mut raw = watching_a_flight(&redis.url).await;
         let killed: i64 = ::redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut raw).await.unwrap();
-        assert_eq!(killed, 1, "B's subscription");
+        assert_eq!(killed, 3, "B's subscription, and each instance's to the facts channel");
         until(|| shared(&b, "pubsub_lost") == 1).await;
         // The result lands with nobody subscribed: B's polling finds it.
         grants.release(1);
@@ -1255,7 +1288,17 @@ mod across_instances {
         if let Ok(flown) = flying.await.unwrap() {
             assert_eq!(flown.tokens.access_token, Token::new("access-1"));
         }
-        let late = b.refresh(&s).await.unwrap();
+        // B: "try again" while it finds the Redis empty and writes back, then A's result.
+        let late = loop {
+            match b.refresh(&s).await {
+                Ok(late) => break late,
+                Err(UpstreamError::Unavailable(_)) => {
+                    assert!(std::time::Instant::now() < deadline, "B never answered");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        };
         assert_eq!(late.tokens.access_token, Token::new("access-1"));
         assert_eq!(grants.refreshes(), 1);
         // Redis reachable again: the gauge says so.
@@ -1443,6 +1486,257 @@ mod across_instances {
         assert!(shared(&a, "written_back") >= 3);
     }
 
+    /// Waits until a watcher on `url` is subscribed to another instance's flight; a connection
+    /// of the test's own to it.
+    async fn watching_a_flight(url: &str) -> ::redis::aio::ConnectionManager {
+        let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(url).unwrap()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let channels: Vec<String> = ::redis::cmd("PUBSUB").arg("CHANNELS").query_async(&mut raw).await.unwrap();
+            if channels.iter().any(|c| c.contains(":done:")) {
+                return raw;
+            }
+            assert!(std::time::Instant::now() < deadline, "no watcher ever subscribed");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// An instance on `url` under `prefix`, with connections of its own.
+    async fn instance(url: &str, prefix: &str, grants: &Arc<Scripted>, clock: &ManualClock) -> Refresher {
+        let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+        let options = crate::RedisOptions { prefix: prefix.into(), secrets: vec![[7; 32]], lease: Duration::from_secs(10), local_capacity: 1000 };
+        let memory: Arc<dyn RefreshMemory> = Arc::new(crate::RedisMemory::connect(url, options, clock.clone()).await.unwrap());
+        Refresher::with_memory(grants.clone(), config(), clock, memory)
+    }
+
+    /// Waits until `n` clients listen on `prefix`'s facts channel.
+    async fn listening(url: &str, prefix: &str, n: i64) {
+        let mut raw = ::redis::aio::ConnectionManager::new(::redis::Client::open(url).unwrap()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, count): (String, i64) = ::redis::cmd("PUBSUB").arg("NUMSUB").arg(format!("{prefix}facts:")).query_async(&mut raw).await.unwrap();
+            if count >= n {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{count} of {n} instances listen for facts");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Issue 32: what the instance that stored a fact knew is not all a Redis restarted empty
+    /// gets back. An instance running when another stores a sign-out, a provider end or a
+    /// result hears of it; one started later reads it from Redis at start. The one that stored
+    /// them then stops, Redis comes back empty, and the first keeps everything alive.
+    #[tokio::test]
+    async fn a_redis_restarted_empty_gets_back_what_a_stopped_instance_stored() {
+        let mut redis = RedisServer::start().await;
+        let port = redis.port();
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let prefix = format!("replica{}:", rand::random::<u64>());
+        let a = instance(&redis.url, &prefix, &grants, &clock).await;
+        let b = instance(&redis.url, &prefix, &grants, &clock).await;
+        listening(&redis.url, &prefix, 2).await;
+        let (gone, mut kept) = (session(&clock, "gone"), session(&clock, "kept"));
+        kept.tokens.refresh_token = Some(Token::new("kept-refresh-0"));
+        a.end(&gone, clock.unix() + 3600).await;
+        let refreshed = a.refresh(&kept).await.unwrap();
+        let ended = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
+        a.memory().end_at_provider(&ended, clock.unix(), true, Duration::from_secs(3600)).await.expect("stored");
+        // Started after: it reads them at start.
+        let c = instance(&redis.url, &prefix, &grants, &clock).await;
+        // The sign-out, the provider end, the result and the session's newest generation.
+        until(|| shared(&b, "replicated") == 4 && shared(&c, "replicated") == 4).await;
+        drop(a);
+        redis.kill().await;
+        let _again = RedisServer::start_on(port).await;
+        // B notices (asked about a session it has no local answer for) and writes back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while shared(&b, "emptied") == 0 {
+            assert!(std::time::Instant::now() < deadline, "B never noticed the empty Redis");
+            let _ = b.known(&session(&clock, "someone")).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // An instance started now learns from Redis what only the stopped one stored.
+        let d = instance(&redis.url, &prefix, &grants, &clock).await;
+        loop {
+            let signed_out = matches!(d.known(&gone).await, Known::SignedOut);
+            let upgraded = matches!(d.known(&kept).await, Known::Newer(n) if n.tokens == refreshed.tokens);
+            let provider = d.memory().ended_at_provider(std::slice::from_ref(&ended)).await == Some(u64::MAX);
+            if signed_out && upgraded && provider {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "written back: sign-out {signed_out}, result {upgraded}, provider end {provider}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(d.refresh(&kept).await.unwrap().tokens, refreshed.tokens, "the late cookie gets the result, no second grant");
+        assert_eq!(grants.refreshes(), 1);
+        assert_eq!(shared(&c, "emptied"), 0, "C was not asked: B alone wrote it back");
+    }
+
+    /// Issue 32 (chaos run): Redis comes back empty while A refreshes a token. B notices
+    /// first and writes back what it knows, but A's lease is gone: claiming at once, B would
+    /// fly the token A is refreshing (a reuse). B answers "try again" for a lease's renewal
+    /// period at least; A's renewal takes its lease again meanwhile, and B then waits for A's
+    /// result. A request waiting on B for A's flight when Redis empties does not fly it either.
+    #[tokio::test]
+    async fn after_redis_came_back_empty_a_flight_elsewhere_is_not_flown_again() {
+        let mut redis = RedisServer::start().await;
+        let port = redis.port();
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+        // A lease long enough that its renewal (every 10 s) comes after everything below but
+        // the settling: the waiter and B's first claim find no lease in the emptied Redis.
+        let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_secs(30)).await;
+        let s = session(&clock, "s");
+        // B has something of its own to write back (a sign-out), A a flight in the air, and a
+        // request on B waits for it.
+        b.end(&session(&clock, "other"), clock.unix() + 3600).await;
+        let flying = refreshing(&a, &s);
+        until(|| grants.entered() == 1).await;
+        let early = refreshing(&b, &s);
+        // The waiter's watcher is subscribed to A's flight (it joined).
+        watching_a_flight(&redis.url).await;
+        redis.kill().await;
+        let _again = RedisServer::start_on(port).await;
+        // B notices first (on a request of its own), then A.
+        let notice = |instance: Refresher, name: &'static str| {
+            let someone = session(&clock, "someone");
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while shared(&instance, "emptied") == 0 {
+                    assert!(std::time::Instant::now() < deadline, "{name} never noticed the empty Redis");
+                    let _ = instance.known(&someone).await;
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        // The waiter woke when the lease vanished: it claims again, and B finds out there.
+        assert!(matches!(early.await.unwrap(), Err(UpstreamError::Unavailable(_))), "the waiter: try again");
+        assert_eq!(grants.entered(), 1, "the waiter did not fly");
+        notice(b.clone(), "B").await;
+        until(|| shared(&b, "written_back") >= 1).await;
+        // B has written back all it knows, not A's lease: it answers "try again" instead of
+        // flying, until A's renewal took the lease again.
+        assert!(matches!(b.refresh(&s).await, Err(UpstreamError::Unavailable(_))), "try again while settling");
+        assert_eq!(grants.entered(), 1, "not flown");
+        // B answers again once settled (a renewal period and a call), and then joins A's flight.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while b.memory().marks("s", s.created_at).await.unknown {
+            assert!(std::time::Instant::now() < deadline, "B never answered again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let waiting = refreshing(&b, &s);
+        let flew = tokio::time::timeout(Duration::from_millis(500), until(|| grants.entered() == 2)).await;
+        assert!(flew.is_err(), "B flew the token A is refreshing");
+        grants.release(2);
+        let waited = waiting.await.unwrap().expect("B got A's result");
+        // A's own request may have stopped waiting (its limit is 5 s): never other tokens.
+        if let Ok(flown) = flying.await.unwrap() {
+            assert_eq!(flown.tokens, waited.tokens);
+        }
+        assert_eq!(waited.tokens.access_token, Token::new("access-1"));
+        assert_eq!(grants.refreshes(), 1);
+    }
+
+    /// A connection that stops answering without failing (a half-open socket, a middlebox
+    /// that lost its state) is made again: redis-rs's manager reconnects after an I/O error
+    /// only, and every call would otherwise time out for good (seen once in the chaos run).
+    #[tokio::test]
+    async fn a_connection_that_stalls_without_failing_is_made_again() {
+        let redis = RedisServer::start().await;
+        let proxy = Stalling::start(redis.port()).await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let url = format!("redis://127.0.0.1:{}/", proxy.port);
+        let a = instance(&url, &format!("stall{}:", rand::random::<u64>()), &grants, &clock).await;
+        let s = session(&clock, "s");
+        assert!(!a.memory().marks("s", s.created_at).await.unknown);
+        proxy.freeze();
+        assert!(a.memory().marks("s", s.created_at).await.unknown, "the stalled connection answers nothing");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while a.memory().marks("s", s.created_at).await.unknown {
+            assert!(std::time::Instant::now() < deadline, "the stalled connection was never replaced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(shared(&a, "reconnects"), 1);
+    }
+
+    /// Issue 32: a sign-out made while this instance's Redis connection answers nothing holds
+    /// here at once, and reaches the other instances once a connection answers again (the mark
+    /// is sent again, without the request that made it).
+    #[tokio::test]
+    async fn a_sign_out_redis_did_not_take_reaches_the_other_instances_later() {
+        let redis = RedisServer::start().await;
+        let proxy = Stalling::start(redis.port()).await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let prefix = format!("late-mark{}:", rand::random::<u64>());
+        let a = instance(&format!("redis://127.0.0.1:{}/", proxy.port), &prefix, &grants, &clock).await;
+        let b = instance(&redis.url, &prefix, &grants, &clock).await;
+        let s = session(&clock, "s");
+        assert!(matches!(b.known(&s).await, Known::Current));
+        proxy.freeze();
+        a.end(&s, clock.unix() + 3600).await;
+        assert!(matches!(a.known(&s).await, Known::SignedOut), "here at once");
+        assert!(matches!(b.known(&s).await, Known::Current), "the mark is stuck in the frozen connection");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !matches!(b.known(&s).await, Known::SignedOut) {
+            assert!(std::time::Instant::now() < deadline, "the sign-out never reached the other instance");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(shared(&a, "mark_retries") >= 1);
+    }
+
+    /// A loopback TCP proxy to a port whose connections made so far can be frozen: nothing
+    /// forwarded either way any more, the sockets left open. Connections made after go through.
+    struct Stalling {
+        port: u16,
+        frozen_below: Arc<AtomicU64>,
+        next: Arc<AtomicU64>,
+    }
+
+    impl Stalling {
+        async fn start(target: u16) -> Self {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let (frozen_below, next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let (frozen, numbers) = (frozen_below.clone(), next.clone());
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let id = numbers.fetch_add(1, Ordering::SeqCst);
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+                    let ((in_read, in_write), (out_read, out_write)) = (inbound.into_split(), outbound.into_split());
+                    for (mut from, mut to) in [
+                        (Box::new(in_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>, Box::new(out_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+                        (Box::new(out_read), Box::new(in_write)),
+                    ] {
+                        let frozen = frozen.clone();
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let Ok(n) = from.read(&mut buf).await else { return };
+                                if n == 0 {
+                                    return;
+                                }
+                                if id < frozen.load(Ordering::SeqCst) {
+                                    // Held open, answering nothing, for as long as the test runs.
+                                    std::future::pending::<()>().await;
+                                }
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                }
+            });
+            Stalling { port, frozen_below, next }
+        }
+
+        /// Freezes every connection made so far.
+        fn freeze(&self) {
+            self.frozen_below.store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+    }
+
     fn instances_with_prefix(redis: &Connected, grants: &Arc<Scripted>, clock: &ManualClock, prefix: &str) -> (Refresher, Refresher) {
         let one = || {
             let clock: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -1450,5 +1744,37 @@ mod across_instances {
             Refresher::with_memory(grants.clone(), config(), clock, memory)
         };
         (one(), one())
+    }
+}
+
+/// Issue 33: the builder builds the store the options name, or says what to do — never the
+/// in-process memory in place of the one configured.
+#[tokio::test]
+async fn the_builder_builds_the_configured_store_or_says_what_to_do() {
+    let build = |config: crate::SessionConfig| {
+        SessionManager::builder(Arc::new(nowhere()))
+            .options(config.validate().unwrap())
+            .keys(KeyRing::new(&[(1, [9; 32])]).unwrap())
+            .build()
+    };
+    let error = build(crate::SessionConfig::default()).err().expect("no file named").to_string();
+    assert!(error.contains("session.sqlite_path") && error.contains("store = \"memory\""), "{error}");
+    let redis = crate::SessionConfig {
+        store: "redis".into(),
+        redis_url: SecretString::from("redis://127.0.0.1:9/0".to_string()),
+        ..crate::SessionConfig::default()
+    };
+    let error = build(redis).err().expect("not connected").to_string();
+    assert!(error.contains("RedisMemory::connect") && error.contains("SessionManagerBuilder::memory"), "{error}");
+    #[cfg(feature = "sqlite")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.sqlite3");
+        let config = || crate::SessionConfig { sqlite_path: path.display().to_string(), ..crate::SessionConfig::default() };
+        let manager = build(config()).expect("the file memory");
+        assert!(path.exists(), "the file is made");
+        let error = build(config()).err().expect("the file is taken").to_string();
+        assert!(error.contains("in use by another process"), "{error}");
+        drop(manager);
     }
 }
