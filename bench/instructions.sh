@@ -36,12 +36,7 @@ OUT="$ROOT/target/instructions"
 . bench/lib.sh
 need valgrind valgrind
 need callgrind_annotate valgrind
-[ -f target/toolchain.env ] || bash scripts/setup.sh build
-# shellcheck disable=SC1091
-. target/toolchain.env
-cargo build --release --features ssr --bin tokenless
-cargo build --release -p tokenless-upstream --bin demo-upstream
-[ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
+build_release
 if wanted ceiling; then
     need node nodejs
     [ -f "$CEILING/Cargo.toml" ] || { echo "the ceiling is missing: $CEILING (the shared directory beside the repository)" >&2; exit 1; }

@@ -1,7 +1,8 @@
-# What the load scripts share (sourced by bench/load.sh and bench/instances.sh): the processes
-# they start (stopped on exit), waiting for one to answer, starting an app instance, running
-# wrk and summarizing its answer, the demo upstream, a signed-in cookie. Callers set ROOT, KEYS and
-# PORT_UPSTREAM first (and CEILING for ceiling_cookie).
+# What the load scripts share (sourced by bench/load.sh, instances.sh, instructions.sh and
+# stores.sh): the release build, the processes they start (stopped on exit), waiting for one to
+# answer, starting an app instance, running wrk and summarizing its answer, the demo upstream,
+# a signed-in cookie. Callers set ROOT, KEYS and PORT_UPSTREAM first (and CEILING for
+# ceiling_cookie).
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -45,6 +46,17 @@ ceiling_cookie() { # key
     access=$(curl -fsS "http://127.0.0.1:$((PORT_UPSTREAM + 1))/_test/users/user%40example.com/tokens" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["access_tokens"][-1])')
     echo "session=$(ACCESS_TOKEN="$access" SESSION_KEY_B64="$1" node "$CEILING/seal.mjs" session)"
+}
+
+# The toolchain scripts/setup.sh chose, then the release app and demo upstream and the client's
+# files (no-ops when up to date).
+build_release() {
+    [ -f target/toolchain.env ] || bash scripts/setup.sh build
+    # shellcheck disable=SC1091
+    . target/toolchain.env
+    cargo build --release --features ssr --bin tokenless
+    cargo build --release -p tokenless-upstream --bin demo-upstream
+    [ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
 }
 
 start_app() { # port, extra env...

@@ -37,18 +37,11 @@ if ! command -v wrk >/dev/null; then
         exit 1
     fi
 fi
-[ -f target/toolchain.env ] || bash scripts/setup.sh build
-# shellcheck disable=SC1091
-. target/toolchain.env
-# No-ops when up to date.
-cargo build --release --features ssr --bin tokenless
-cargo build --release -p tokenless-upstream --bin demo-upstream
-[ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
-[ -f "$CEILING/Cargo.toml" ] || { echo "the ceiling is missing: $CEILING (the shared directory beside the repository)" >&2; exit 1; }
-CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --features ssr --manifest-path "$CEILING/Cargo.toml"
-
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+build_release
+[ -f "$CEILING/Cargo.toml" ] || { echo "the ceiling is missing: $CEILING (the shared directory beside the repository)" >&2; exit 1; }
+CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --features ssr --manifest-path "$CEILING/Cargo.toml"
 
 start_upstream
 

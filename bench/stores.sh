@@ -24,12 +24,7 @@ KEYS="4:bG9hZCBiZW5jaG1hcmsga2V5LCBub3QgZm9yIHVzZSE="
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 need wrk wrk
-[ -f target/toolchain.env ] || bash scripts/setup.sh build
-# shellcheck disable=SC1091
-. target/toolchain.env
-cargo build --release --features ssr --bin tokenless
-cargo build --release -p tokenless-upstream --bin demo-upstream
-[ -f target/site/pkg/tokenless.css ] || cargo leptos build --frontend-only
+build_release
 
 start_upstream
 start_app $PORT_SQLITE
