@@ -1169,15 +1169,7 @@ mod across_instances {
     /// lease, under one new prefix.
     async fn instances_apart(url: &str, grants: &Arc<Scripted>, clock: &ManualClock, lease: Duration) -> (Refresher, Refresher) {
         let prefix = format!("apart{}:", rand::random::<u64>());
-        let mut both = Vec::new();
-        for _ in 0..2 {
-            let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-            let options = crate::RedisOptions { prefix: prefix.clone(), secrets: vec![[7; 32]], lease, local_capacity: 1000 };
-            let memory: Arc<dyn RefreshMemory> = Arc::new(crate::RedisMemory::connect(url, options, clock.clone()).await.unwrap());
-            both.push(Refresher::with_memory(grants.clone(), config(), clock, memory));
-        }
-        let b = both.pop().unwrap();
-        (both.pop().unwrap(), b)
+        (instance_leasing(url, &prefix, grants, clock, lease).await, instance_leasing(url, &prefix, grants, clock, lease).await)
     }
 
     #[tokio::test]
@@ -1454,13 +1446,8 @@ mod across_instances {
         let port = redis.port();
         let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
         let (a, b) = instances_apart(&redis.url, &grants, &clock, Duration::from_secs(10)).await;
-        let (gone, mut kept) = (session(&clock, "gone"), session(&clock, "kept"));
-        kept.tokens.refresh_token = Some(Token::new("kept-refresh-0"));
-        a.end(&gone, clock.unix() + 3600).await;
-        let refreshed = a.refresh(&kept).await.unwrap();
-        let ended = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
-        a.memory().end_at_provider(&ended, clock.unix(), true, Duration::from_secs(3600)).await.expect("stored");
-        assert!(matches!(b.known(&gone).await, Known::SignedOut));
+        let stored = Stored::on(&a, &clock).await;
+        assert!(matches!(b.known(&stored.gone).await, Known::SignedOut));
         redis.kill().await;
         let _again = RedisServer::start_on(port).await;
         // A notices on its next question to Redis (a session it has no local answer for).
@@ -1471,17 +1458,7 @@ mod across_instances {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // B learns from Redis what only A knew.
-        loop {
-            let signed_out = matches!(b.known(&gone).await, Known::SignedOut);
-            let upgraded = matches!(b.known(&kept).await, Known::Newer(n) if n.tokens == refreshed.tokens);
-            let provider = b.memory().ended_at_provider(std::slice::from_ref(&ended)).await == Some(u64::MAX);
-            if signed_out && upgraded && provider {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "written back: sign-out {signed_out}, result {upgraded}, provider end {provider}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(b.refresh(&kept).await.unwrap().tokens, refreshed.tokens, "the late cookie gets the result, no second grant");
+        stored.known_again(&b, deadline).await;
         assert_eq!(grants.refreshes(), 1);
         assert!(shared(&a, "written_back") >= 3);
     }
@@ -1501,12 +1478,66 @@ mod across_instances {
         }
     }
 
-    /// An instance on `url` under `prefix`, with connections of its own.
+    /// An instance on `url` under `prefix`, with connections of its own and a 10-s lease.
     async fn instance(url: &str, prefix: &str, grants: &Arc<Scripted>, clock: &ManualClock) -> Refresher {
+        instance_leasing(url, prefix, grants, clock, Duration::from_secs(10)).await
+    }
+
+    /// An instance on `url` under `prefix`, with connections of its own (as a process has).
+    async fn instance_leasing(url: &str, prefix: &str, grants: &Arc<Scripted>, clock: &ManualClock, lease: Duration) -> Refresher {
         let clock: Arc<dyn Clock> = Arc::new(clock.clone());
-        let options = crate::RedisOptions { prefix: prefix.into(), secrets: vec![[7; 32]], lease: Duration::from_secs(10), local_capacity: 1000 };
+        let options = crate::RedisOptions { prefix: prefix.into(), secrets: vec![[7; 32]], lease, local_capacity: 1000 };
         let memory: Arc<dyn RefreshMemory> = Arc::new(crate::RedisMemory::connect(url, options, clock.clone()).await.unwrap());
         Refresher::with_memory(grants.clone(), config(), clock, memory)
+    }
+
+    /// Asks `instance` about a session it has no local answer for until it noticed that Redis
+    /// came back empty.
+    async fn noticing(instance: &Refresher, clock: &ManualClock, name: &str) {
+        let someone = session(clock, "someone");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while shared(instance, "emptied") == 0 {
+            assert!(std::time::Instant::now() < deadline, "{name} never noticed the empty Redis");
+            let _ = instance.known(&someone).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What one instance stored before Redis came back empty: a sign-out, a refresh result and
+    /// a provider end.
+    struct Stored {
+        gone: Session,
+        kept: Session,
+        refreshed: TokenSet,
+        ended: String,
+    }
+
+    impl Stored {
+        async fn on(a: &Refresher, clock: &ManualClock) -> Self {
+            let (gone, mut kept) = (session(clock, "gone"), session(clock, "kept"));
+            kept.tokens.refresh_token = Some(Token::new("kept-refresh-0"));
+            a.end(&gone, clock.unix() + 3600).await;
+            let refreshed = a.refresh(&kept).await.unwrap().tokens;
+            let ended = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
+            a.memory().end_at_provider(&ended, clock.unix(), true, Duration::from_secs(3600)).await.expect("stored");
+            Stored { gone, kept, refreshed, ended }
+        }
+
+        /// Waits until `r` knows all of it from Redis again (until `deadline`); the late cookie
+        /// then gets the result, without a second grant.
+        async fn known_again(&self, r: &Refresher, deadline: std::time::Instant) {
+            loop {
+                let signed_out = matches!(r.known(&self.gone).await, Known::SignedOut);
+                let upgraded = matches!(r.known(&self.kept).await, Known::Newer(n) if n.tokens == self.refreshed);
+                let provider = r.memory().ended_at_provider(std::slice::from_ref(&self.ended)).await == Some(u64::MAX);
+                if signed_out && upgraded && provider {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "written back: sign-out {signed_out}, result {upgraded}, provider end {provider}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(r.refresh(&self.kept).await.unwrap().tokens, self.refreshed, "the late cookie gets the result, no second grant");
+        }
     }
 
     /// Waits until `n` clients listen on `prefix`'s facts channel.
@@ -1536,12 +1567,7 @@ mod across_instances {
         let a = instance(&redis.url, &prefix, &grants, &clock).await;
         let b = instance(&redis.url, &prefix, &grants, &clock).await;
         listening(&redis.url, &prefix, 2).await;
-        let (gone, mut kept) = (session(&clock, "gone"), session(&clock, "kept"));
-        kept.tokens.refresh_token = Some(Token::new("kept-refresh-0"));
-        a.end(&gone, clock.unix() + 3600).await;
-        let refreshed = a.refresh(&kept).await.unwrap();
-        let ended = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
-        a.memory().end_at_provider(&ended, clock.unix(), true, Duration::from_secs(3600)).await.expect("stored");
+        let stored = Stored::on(&a, &clock).await;
         // Started after: it reads them at start.
         let c = instance(&redis.url, &prefix, &grants, &clock).await;
         // The sign-out, the provider end, the result and the session's newest generation.
@@ -1550,25 +1576,11 @@ mod across_instances {
         redis.kill().await;
         let _again = RedisServer::start_on(port).await;
         // B notices (asked about a session it has no local answer for) and writes back.
+        noticing(&b, &clock, "B").await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while shared(&b, "emptied") == 0 {
-            assert!(std::time::Instant::now() < deadline, "B never noticed the empty Redis");
-            let _ = b.known(&session(&clock, "someone")).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         // An instance started now learns from Redis what only the stopped one stored.
         let d = instance(&redis.url, &prefix, &grants, &clock).await;
-        loop {
-            let signed_out = matches!(d.known(&gone).await, Known::SignedOut);
-            let upgraded = matches!(d.known(&kept).await, Known::Newer(n) if n.tokens == refreshed.tokens);
-            let provider = d.memory().ended_at_provider(std::slice::from_ref(&ended)).await == Some(u64::MAX);
-            if signed_out && upgraded && provider {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "written back: sign-out {signed_out}, result {upgraded}, provider end {provider}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(d.refresh(&kept).await.unwrap().tokens, refreshed.tokens, "the late cookie gets the result, no second grant");
+        stored.known_again(&d, deadline).await;
         assert_eq!(grants.refreshes(), 1);
         assert_eq!(shared(&c, "emptied"), 0, "C was not asked: B alone wrote it back");
     }
@@ -1597,22 +1609,11 @@ mod across_instances {
         watching_a_flight(&redis.url).await;
         redis.kill().await;
         let _again = RedisServer::start_on(port).await;
-        // B notices first (on a request of its own), then A.
-        let notice = |instance: Refresher, name: &'static str| {
-            let someone = session(&clock, "someone");
-            async move {
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                while shared(&instance, "emptied") == 0 {
-                    assert!(std::time::Instant::now() < deadline, "{name} never noticed the empty Redis");
-                    let _ = instance.known(&someone).await;
-                    tokio::task::yield_now().await;
-                }
-            }
-        };
+        // B notices first (on a request of its own).
         // The waiter woke when the lease vanished: it claims again, and B finds out there.
         assert!(matches!(early.await.unwrap(), Err(UpstreamError::Unavailable(_))), "the waiter: try again");
         assert_eq!(grants.entered(), 1, "the waiter did not fly");
-        notice(b.clone(), "B").await;
+        noticing(&b, &clock, "B").await;
         until(|| shared(&b, "written_back") >= 1).await;
         // B has written back all it knows, not A's lease: it answers "try again" instead of
         // flying, until A's renewal took the lease again.
