@@ -147,6 +147,12 @@ struct Row {
     until: u64,
 }
 
+impl Row {
+    fn new(kind: &str, id: impl Into<String>, value: impl Into<String>, until: u64) -> Self {
+        Row { kind: kind.to_string(), id: id.into(), value: value.into(), until }
+    }
+}
+
 impl SqliteMemory {
     /// Opens (or creates, with its folder) the file at `path`, takes it for this process and
     /// reads what is still alive in it.
@@ -313,15 +319,18 @@ impl SqliteMemory {
         false
     }
 
-    /// Keeps `kind`/`id` as `value` until `until` (a later end already kept stays).
-    async fn keep(&self, what: &'static str, kind: &'static str, id: String, value: String, until: u64) -> bool {
+    /// Keeps each row (a later end already kept stays), all in one transaction.
+    async fn keep(&self, what: &'static str, rows: Vec<Row>) -> bool {
         self.write(what, move |db| {
-            db.execute(
-                "INSERT INTO facts (kind, id, value, until_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, until_ms = max(until_ms, excluded.until_ms)",
-                params![kind, id, value, db_ms(until)],
-            )
-            .map(drop)
+            let transaction = db.unchecked_transaction()?;
+            for row in &rows {
+                transaction.execute(
+                    "INSERT INTO facts (kind, id, value, until_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, until_ms = max(until_ms, excluded.until_ms)",
+                    params![row.kind, row.id, row.value, db_ms(row.until)],
+                )?;
+            }
+            transaction.commit()
         })
         .await
     }
@@ -412,14 +421,18 @@ impl RefreshMemory for SqliteMemory {
                     match self.seal.seal(&key, &result_name(&id), &refreshed.tokens) {
                         Some(sealed) => {
                             let generation = refreshed.generation;
-                            self.keep("refresh result", "result", id, format!("R|{generation}|{sealed}"), until).await;
-                            self.keep("newest generation", "newest", session_id, generation.to_string(), until).await;
+                            // One transaction (one sync to disk) for both.
+                            let rows = vec![
+                                Row::new("result", id, format!("R|{generation}|{sealed}"), until),
+                                Row::new("newest", session_id, generation.to_string(), until),
+                            ];
+                            self.keep("refresh result", rows).await;
                         }
                         None => tracing::error!("a refresh result could not be sealed for the memory's file: it holds in this process only"),
                     }
                 }
                 Outcome::Refused(code) => {
-                    self.keep("refusal", "result", id, format!("X|{code}"), now.saturating_add(ms(grace))).await;
+                    self.keep("refusal", vec![Row::new("result", id, format!("X|{code}"), now.saturating_add(ms(grace)))]).await;
                 }
                 Outcome::Unavailable(_) => {}
             }
@@ -454,7 +467,7 @@ impl RefreshMemory for SqliteMemory {
             // collector drops it there too, as a floor: read back, it fails closed the same way.
             self.local.sign_out_now(session_id, created_at, left);
             let until = self.clock.unix_millis().saturating_add(ms(left));
-            self.keep("sign-out", "ended", session_id.to_string(), created_at.to_string(), until).await;
+            self.keep("sign-out", vec![Row::new("ended", session_id, created_at.to_string(), until)]).await;
         })
     }
 
@@ -471,7 +484,7 @@ impl RefreshMemory for SqliteMemory {
             self.local.end_at_provider_now(key, at, every, left);
             let (at, every) = self.local.provider_end(key).unwrap_or((at, every));
             let until = self.clock.unix_millis().saturating_add(ms(left));
-            let kept = self.keep("provider end", "provider", key.to_string(), format!("{at}|{}", if every { "1" } else { "0" }), until).await;
+            let kept = self.keep("provider end", vec![Row::new("provider", key, format!("{at}|{}", if every { "1" } else { "0" }), until)]).await;
             kept.then_some(()).ok_or(NotKept)
         })
     }
@@ -487,7 +500,7 @@ impl RefreshMemory for SqliteMemory {
                 // One not written is only logged: replayed after a restart, it can only end
                 // sessions again.
                 let until = self.clock.unix_millis().saturating_add(ms(left));
-                self.keep("used logout token", "jti", jti.to_string(), String::new(), until).await;
+                self.keep("used logout token", vec![Row::new("jti", jti, "", until)]).await;
             }
             first
         })
