@@ -274,3 +274,104 @@ fn a_key_file_that_cannot_be_kept_stops_the_start_naming_the_settings() {
         assert_eq!(std::fs::read_to_string(&plain_file).unwrap(), "not a directory", "nothing lost");
     })
 }
+
+/// The settings of an app whose refresh memory and demo upstream are kept in `dir`: started
+/// twice on them, the second start is a restart.
+fn kept_in(dir: &std::path::Path) -> [(&'static str, String); 2] {
+    [
+        ("TOKENLESS_SESSION__SQLITE_PATH", dir.join("refresh-memory.sqlite3").display().to_string()),
+        ("TOKENLESS_DEMO__DATABASE", dir.join("demo-upstream.sqlite3").display().to_string()),
+    ]
+}
+
+fn settings<'a>(kept: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    kept.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Issue 33: a refresh result outlives the process that got it. A tab sends the cookie from
+/// before a rotation after the restart (its request was in flight, or the tab was asleep): it
+/// gets the rotated tokens the file remembered, and the retired refresh token never reaches the
+/// upstream again — which would count it as reuse and end the sign-in everywhere.
+#[test]
+fn a_refresh_result_outlives_a_restart_for_the_late_cookie_from_before_it() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = kept_in(dir.path());
+        let ring = KeyRing::parse(TEST_KEYS).unwrap();
+        let (late_jar, rotated) = {
+            let app = app_with(&settings(&kept)).await;
+            let dana = Browser::new(&app);
+            dana.sign_in(USER).await;
+            expire_access_token(&dana, &ring);
+            let late = dana.jar.lock().unwrap().clone();
+            let retired = refresh_token(&dana.session().tokens);
+            assert_eq!(dana.get("/frogs").await.status, StatusCode::OK);
+            assert_eq!(app.refresh_grants().await, 1);
+            let rotated = dana.session().tokens;
+            assert_ne!(refresh_token(&rotated), retired, "rotated");
+            (late, rotated)
+        };
+
+        let app = app_with(&settings(&kept)).await;
+        let tab = carry(&app, &late_jar);
+        let frogs = tab.get("/frogs").await;
+        assert_eq!(frogs.status, StatusCode::OK, "{frogs:?}");
+        assert!(frogs.body.contains("Fern"));
+        assert_eq!(app.refresh_grants().await, 0, "the remembered result, not a second grant");
+        app.assert_no_reuse().await;
+        let handed = tab.session().tokens;
+        assert_eq!(refresh_token(&handed), refresh_token(&rotated), "the rotated refresh token");
+        assert_eq!(handed.access_token.expose(), rotated.access_token.expose(), "and its access token");
+    })
+}
+
+fn refresh_token(tokens: &tokenless_bff::TokenSet) -> String {
+    tokens.refresh_token.as_ref().expect("a refresh token").expose().to_string()
+}
+
+/// Issue 33: a refresh memory file another instance holds, or one that is not a refresh memory,
+/// stops the start with an error naming the setting, its variable and the file; the running
+/// instance carries on (its sign-outs still hold) and the file is left as it was.
+#[test]
+fn a_memory_file_in_use_or_damaged_stops_the_start_naming_the_setting() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = kept_in(dir.path());
+        let file = &kept[0].1;
+        let refused = |e: Result<TestApp, tokenless::server::state::StateError>| match e {
+            Ok(_) => panic!("an app started on {file}"),
+            Err(e) => e.to_string(),
+        };
+
+        let running = app_with(&settings(&kept)).await;
+        let (dana, kim) = (Browser::new(&running), Browser::new(&running));
+        dana.sign_in(USER).await;
+        kim.sign_in(ADMIN).await;
+        let e = refused(try_app_with(&settings(&kept)).await);
+        assert!(e.contains("in use by another process") && e.contains(file.as_str()), "{e}");
+        assert!(e.contains("TOKENLESS_SESSION__SQLITE_PATH") && e.contains("redis"), "{e}");
+        assert_eq!(dana.get("/account").await.status, StatusCode::OK, "the running instance carries on");
+        let gone = dana.jar.lock().unwrap().clone();
+        assert!(dana.call("logout", &[]).await.status.is_success());
+        assert_eq!(carry(&running, &gone).get("/account").await.status, StatusCode::SEE_OTHER, "its sign-out holds");
+        let kim_jar = kim.jar.lock().unwrap().clone();
+        drop((dana, kim));
+        drop(running);
+
+        // Not a refresh memory: refused as it is, never opened as an empty one (every sign-out
+        // it held would be forgotten) and never written over.
+        let kept_bytes = std::fs::read(file).unwrap();
+        let damaged: Vec<u8> = b"SQLite format 3\0".iter().copied().chain(std::iter::repeat_n(0xA5, 8192)).collect();
+        std::fs::write(file, &damaged).unwrap();
+        let e = refused(try_app_with(&settings(&kept)).await);
+        assert!(e.contains("not a refresh memory this version can read") && e.contains(file.as_str()), "{e}");
+        assert!(e.contains("TOKENLESS_SESSION__SQLITE_PATH") && e.contains("move it away"), "{e}");
+        assert_eq!(std::fs::read(file).unwrap(), damaged, "left as it was");
+
+        // Put back, it starts, with what it held.
+        std::fs::write(file, &kept_bytes).unwrap();
+        let app = app_with(&settings(&kept)).await;
+        assert_eq!(carry(&app, &gone).get("/account").await.status, StatusCode::SEE_OTHER, "the sign-out");
+        assert_eq!(carry(&app, &kim_jar).get("/account").await.status, StatusCode::OK, "and kim still signed in");
+    })
+}

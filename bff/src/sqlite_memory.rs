@@ -18,6 +18,11 @@
 //! - A write that fails (a full disk, a file removed under the process) is logged and counted,
 //!   and the fact holds in this process until it stops; a provider end not written is
 //!   [`NotKept`] (the provider sends it again).
+//! - A refresh's waiters are woken before its result is written, not after: a crash between
+//!   the upstream's answer and the write loses the result either way (the upstream has
+//!   rotated; a cookie from before presented after the restart is reuse to it, whoever holds
+//!   the new one), so waiting for the disk would add its sync to every waiter and close no
+//!   window.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -446,6 +446,19 @@ async fn serve_instance(
     clock: &tokenless_bff::ManualClock,
     memory: Option<Arc<dyn tokenless_bff::RefreshMemory>>,
 ) -> Arc<tokenless_bff::SessionManager> {
+    serve_until(provider, listener, keys, clock, memory, std::future::pending()).await.0
+}
+
+/// [`serve_instance`] until `stop` completes: then it stops as a deploy stops it (open
+/// connections closed, every request finished); the handle ends when it has.
+async fn serve_until(
+    provider: &Provider,
+    listener: tokio::net::TcpListener,
+    keys: tokenless_bff::KeyRing,
+    clock: &tokenless_bff::ManualClock,
+    memory: Option<Arc<dyn tokenless_bff::RefreshMemory>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Arc<tokenless_bff::SessionManager>, tokio::task::JoinHandle<()>) {
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let mut options = for_issuer(&provider.issuer);
     options.roles_claim = Some("/roles".into());
@@ -480,8 +493,10 @@ async fn serve_instance(
         .route("/me", get(me))
         .route("/logout", axum::routing::post(logout))
         .layer(tokenless_bff::SessionLayer::new(manager.clone()));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    manager
+    let served = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(stop).await.expect("served");
+    });
+    (manager, served)
 }
 
 /// Begins a sign-in at the app and signs in at the provider: the callback URL it is sent to.
@@ -783,6 +798,79 @@ async fn a_back_channel_logout_received_by_one_instance_holds_on_the_other() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "B refuses the session A heard ended");
     assert_eq!(managers[1].refresher().counts().grants, grants_b, "without asking the provider");
     assert_eq!(other.get(&me_b).send().await.unwrap().status(), StatusCode::OK, "another sid lives on");
+}
+
+/// Issue 33: the provider's back-channel logout, received before a restart, still holds after
+/// it: instance A keeps it in its SQLite file and stops; B, started on the same file (and the
+/// same keys), refuses dana's cookie without asking the provider, while the other sign-in (another
+/// provider session) lives on. On an in-process memory B would show dana's page again: her
+/// cookie's access token is still valid.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_back_channel_logout_survives_a_restart_on_the_sqlite_memory() {
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("refresh-memory.sqlite3");
+    let clock = tokenless_bff::ManualClock::new();
+    let spec = tokenless_bff::generate_key_spec(1);
+    // Opened once the file is free: the instance that held it stopped, and with it the work it
+    // had left in the background (ending dana's session and revoking her tokens at the
+    // provider, which began when A refused her cookie).
+    let memory = |clock: &tokenless_bff::ManualClock| {
+        let (file, clock) = (file.clone(), clock.clone());
+        async move {
+            let options = tokenless_bff::SqliteOptions { secrets: vec![[3; 32]], capacity: 100, ended_capacity: 100 };
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match tokenless_bff::SqliteMemory::open(&file, options.clone(), Arc::new(clock.clone())) {
+                    Ok(memory) => return Arc::new(memory) as Arc<dyn tokenless_bff::RefreshMemory>,
+                    Err(tokenless_bff::SqliteStartError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(e) => panic!("the file does not open: {e}"),
+                }
+            }
+        }
+    };
+    let listener_a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_a = format!("http://{}", listener_a.local_addr().unwrap());
+    let provider = start_provider_for(&origin_a).await;
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let keys = tokenless_bff::KeyRing::parse(&spec).unwrap();
+    let (manager_a, served_a) =
+        serve_until(&provider, listener_a, keys, &clock, Some(memory(&clock).await), async move { drop(stopped_a.await) }).await;
+    let app = OidcApp { provider, origin: origin_a, manager: manager_a, clock: clock.clone() };
+    let (dana, other) = (browser(), browser());
+    signed_in(&app, &dana).await;
+    signed_in(&app, &other).await;
+
+    let end = url::Url::parse(&format!("{}/session/end?client_id=tokenless", app.provider.issuer)).unwrap();
+    confirm_sign_out(&dana, &app.provider.issuer, end, &app.provider.issuer).await;
+    let me_a = format!("{}/me", app.origin);
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = dana.get(&me_a).send().await.unwrap().status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "A heard the provider end dana's session");
+
+    // A stops; its file is closed once the last request and the manager are gone.
+    let OidcApp { provider, manager, .. } = app;
+    drop(manager);
+    stop_a.send(()).unwrap();
+    served_a.await.unwrap();
+
+    let listener_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let me_b = format!("http://{}/me", listener_b.local_addr().unwrap());
+    let keys = tokenless_bff::KeyRing::parse(&spec).unwrap();
+    let memory_b = memory(&clock).await;
+    let manager_b = serve_instance(&provider, listener_b, keys, &clock, Some(memory_b)).await;
+    // The browsers send A's cookies to B: same host, and a cookie is not bound to a port.
+    assert_eq!(other.get(&me_b).send().await.unwrap().status(), StatusCode::OK, "the other sign-in survives");
+    assert_eq!(dana.get(&me_b).send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "dana's stays ended");
+    assert_eq!(manager_b.refresher().counts().grants, 0, "without asking the provider");
 }
 
 /// `claims` signed as the provider signs its logout tokens, under the key id `kid`.

@@ -69,7 +69,19 @@ pub enum StateError {
     #[error(transparent)]
     Redis(#[from] tokenless_bff::RedisStartError),
     #[error("cannot build the session manager: {0}")]
-    Sessions(#[from] tokenless_bff::BuildError),
+    Sessions(tokenless_bff::BuildError),
+    /// The refresh memory's file: the library names the setting, this adds its variable.
+    #[error("{0} (env TOKENLESS_SESSION__SQLITE_PATH)")]
+    MemoryFile(tokenless_bff::SqliteStartError),
+}
+
+impl From<tokenless_bff::BuildError> for StateError {
+    fn from(e: tokenless_bff::BuildError) -> Self {
+        match e {
+            tokenless_bff::BuildError::Sqlite(e) => StateError::MemoryFile(e),
+            other => StateError::Sessions(other),
+        }
+    }
 }
 
 impl AppState {

@@ -51,6 +51,11 @@ pub struct TestApp {
 pub const TEST_KEYS: &str = "7:25U3If1KXaC+SlAjjY1CD9jqxQE8Dc8/P1u6z3U8m3o=";
 
 pub async fn app_with(extra: &[(&str, &str)]) -> TestApp {
+    try_app_with(extra).await.expect("app state")
+}
+
+/// The app of [`app_with`], or why it did not start.
+pub async fn try_app_with(extra: &[(&str, &str)]) -> Result<TestApp, tokenless::server::state::StateError> {
     let files = tempfile::tempdir().expect("a folder for the refresh memory");
     let memory = files.path().join("refresh-memory.sqlite3").display().to_string();
     let mut env: Vec<(String, String)> = vec![
@@ -65,10 +70,10 @@ pub async fn app_with(extra: &[(&str, &str)]) -> TestApp {
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::from_sources(None, env).expect("test settings are valid");
     let options = leptos_options(&settings);
-    let state = AppState::build(settings, options).await.expect("app state");
+    let state = AppState::build(settings, options).await?;
     // The demo's test controls; none when the app fronts another upstream.
     let controls = state.demo.as_ref().and_then(|d| d.control_url()).unwrap_or_default();
-    TestApp { router: router(state.clone()), state, controls, http: reqwest::Client::new(), _files: files }
+    Ok(TestApp { router: router(state.clone()), state, controls, http: reqwest::Client::new(), _files: files })
 }
 
 pub async fn app() -> TestApp {
