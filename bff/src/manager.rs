@@ -295,6 +295,17 @@ impl SessionManager {
         &self.refresher
     }
 
+    /// Waits, at most `within`, for what requests left running: refreshes in flight (their
+    /// results stored for the requests and instances that come later), revocations being
+    /// retried, sessions the provider ended being closed. Call it when the server has stopped
+    /// taking requests (axum's graceful shutdown) and before the process exits: a refresh
+    /// whose answer dies with the process leaves the browser its old refresh token, which the
+    /// upstream has retired — presented again, that is reuse, and the sign-in ends. `true`
+    /// when nothing was left.
+    pub async fn drain(&self, within: std::time::Duration) -> bool {
+        self.refresher.drain(within).await
+    }
+
     /// The upstream every sign-in, refresh and resource call goes to.
     pub fn upstream(&self) -> &dyn Upstream {
         &*self.upstream
@@ -365,7 +376,7 @@ impl SessionManager {
                 tracing::info!(session = %session.id, "the provider ended the cookie's session; refused");
                 let until = session.created_at.saturating_add(self.limits.absolute_timeout.as_secs());
                 let refresher = self.refresher.clone();
-                tokio::spawn(async move {
+                self.refresher.in_background(async move {
                     let newest = refresher.end(&session, until).await;
                     refresher.revoke(newest.tokens).await;
                 });

@@ -316,6 +316,8 @@ struct Inner {
     config: RefreshConfig,
     memory: Arc<dyn RefreshMemory>,
     metrics: Metrics,
+    /// Work requests leave running: flights, revocation retries, sessions the provider ended.
+    background: tokio_util::task::TaskTracker,
 }
 
 /// Shared by every request of the process; cheap to clone.
@@ -364,7 +366,24 @@ impl Refresher {
     ) -> Self {
         let mut metrics = Metrics::new();
         memory.register_metrics(metrics.registry.sub_registry_with_prefix("shared"));
-        Refresher { inner: Arc::new(Inner { grants, clock, config, memory, metrics }) }
+        let background = tokio_util::task::TaskTracker::new();
+        Refresher { inner: Arc::new(Inner { grants, clock, config, memory, metrics, background }) }
+    }
+
+    /// Runs `work` in the background, counted by [`Refresher::drain`].
+    pub(crate) fn in_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.background.spawn(work);
+    }
+
+    /// Waits until the work requests left running has finished — flights (their results
+    /// stored for later requests and the other instances), revocations being retried — or
+    /// `within` has passed; `true` when nothing is left. Work begun meanwhile is waited for too.
+    pub async fn drain(&self, within: Duration) -> bool {
+        let background = &self.inner.background;
+        background.close();
+        let drained = tokio::time::timeout(within, background.wait()).await.is_ok();
+        background.reopen();
+        drained
     }
 
     /// The configuration it runs with.
@@ -526,7 +545,7 @@ impl Refresher {
         let span = tracing::info_span!("refresh", session = %session_id, outcome = tracing::field::Empty, elapsed_ms = tracing::field::Empty);
         // Made before the spawn: a task dropped before it first runs abandons its flight too.
         let guard = FlightGuard { memory: self.inner.memory.clone(), key, landed: false };
-        tokio::spawn(
+        self.inner.background.spawn(
             async move {
                 // The whole guard moves into the task (not just the field it sets).
                 let mut guard = guard;
@@ -651,7 +670,7 @@ impl Refresher {
         let this = self.clone();
         let metrics_gauge = self.inner.metrics.revocations_pending.clone();
         metrics_gauge.inc();
-        tokio::spawn(async move {
+        self.inner.background.spawn(async move {
             let config = this.inner.config;
             let mut delay = config.revoke_retry_delay;
             let mut done = false;

@@ -1,5 +1,5 @@
 //! Serving: bind, set TCP_NODELAY on every accepted socket, serve the router, shut down
-//! gracefully on Ctrl-C or SIGTERM.
+//! gracefully on Ctrl-C or SIGTERM (requests finished, then the refreshes they began).
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -19,6 +19,9 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// How long a stop waits for the refreshes and revocations requests left running.
+const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     telemetry::init(&settings.server.log);
     let address = settings.server.address;
@@ -33,7 +36,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    let sessions = state.sessions.clone();
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    // Refreshes the last requests began land before the process ends (their new tokens lost
+    // with it would leave browsers a retired refresh token: reuse to the upstream).
+    if !sessions.drain(DRAIN_WITHIN).await {
+        tracing::warn!("stopped with refreshes or revocations still running after {DRAIN_WITHIN:?}");
+    }
     tracing::info!("Tokenless stopped");
     Ok(())
 }

@@ -164,6 +164,9 @@ pub struct Counters {
     pub reuse_events: u64,
     /// Rotated refresh tokens accepted inside the grace period.
     pub grace_reuses: u64,
+    /// When the token of each of the latest grace reuses ([`KEEP_GRACE_LOG`]) had been rotated
+    /// (Unix ms), so that a test can say what lost the answer of that rotation.
+    pub grace_rotated_at_ms: VecDeque<u64>,
     /// Tokens or families revoked (RFC 7009 calls, reuse, test controls).
     pub revocations: u64,
     /// Requests by "METHOD /path" (test-control requests not counted).
@@ -181,6 +184,9 @@ pub struct IssuedToUser {
 }
 
 const KEEP_ISSUED: usize = 64;
+
+/// Grace reuses whose rotation time [`Counters`] keeps.
+pub const KEEP_GRACE_LOG: usize = 1_000;
 
 /// Expired records are deleted every this many issued token pairs (and at open).
 const PRUNE_EVERY: u32 = 1_000;
@@ -283,7 +289,8 @@ const USER_COLUMNS: &str = "id, email, name, password_hash, roles";
 
 /// What a refresh grant found and did, decided inside its transaction.
 enum Rotation {
-    Issued { tokens: IssuedTokens, user_id: String, email: String, grace: bool },
+    /// `grace`: when the presented token had been rotated, if it was accepted inside the grace.
+    Issued { tokens: IssuedTokens, user_id: String, email: String, grace: Option<u64> },
     Reused { revoked: bool },
 }
 
@@ -497,8 +504,12 @@ impl Store {
             );
         match result {
             Ok(Rotation::Issued { tokens, user_id, email, grace }) => {
-                if grace {
+                if let Some(rotated_at) = grace {
                     self.counters.grace_reuses += 1;
+                    if self.counters.grace_rotated_at_ms.len() == KEEP_GRACE_LOG {
+                        self.counters.grace_rotated_at_ms.pop_front();
+                    }
+                    self.counters.grace_rotated_at_ms.push_back(rotated_at);
                 }
                 self.after_issue(&user_id, &tokens, now_ms);
                 self.count_grant("refresh_token");
@@ -808,7 +819,7 @@ fn rotate(
             s.execute(params![ROTATED, ms(now_ms), &token_hash(&tokens.refresh_token)[..], &hash[..]])
         })
         .map_err(storage)?;
-        return Ok(Rotation::Issued { tokens, user_id, email, grace: false });
+        return Ok(Rotation::Issued { tokens, user_id, email, grace: None });
     }
     // Rotated: the immediately previous token, inside the grace period and while its successor
     // is unused, opens a new branch of the same family; anything else is theft.
@@ -828,7 +839,7 @@ fn rotate(
     if in_grace {
         let (tokens, user_id, email) =
             issue_in_family(tx, lifetimes, &family, client_id, &scope, now_ms, signer)?;
-        return Ok(Rotation::Issued { tokens, user_id, email, grace: true });
+        return Ok(Rotation::Issued { tokens, user_id, email, grace: Some(at_ms) });
     }
     tracing::warn!(%family, "refresh token reuse detected; revoking the family");
     let mut revoked = revoke_family(tx, &family).map_err(storage)?;
@@ -1012,6 +1023,7 @@ mod tests {
         let t2 = s.refresh(&t1.refresh_token, "c", T0, &sg).unwrap();
         assert!(s.refresh(&t1.refresh_token, "c", T0 + 1_000, &sg).is_ok(), "inside the grace period");
         assert_eq!(s.counters.grace_reuses, 1);
+        assert_eq!(s.counters.grace_rotated_at_ms, [T0], "when t1 was rotated");
         assert!(s.refresh(&t2.refresh_token, "c", T0 + 1_000, &sg).is_ok(), "successor still valid");
         // t1 again, now that its successor has been used: reuse.
         assert_eq!(s.refresh(&t1.refresh_token, "c", T0 + 1_500, &sg).unwrap_err(), GrantError::Reused);

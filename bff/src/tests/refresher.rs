@@ -522,6 +522,28 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn(memory: Memory) {
 /// Issue 32: a revocation refused for the client's reasons (`invalid_client`: a secret rotated
 /// on one side first, mid-deploy) is tried again like one that met an outage; one refused for
 /// the token's (`unsupported_token_type`) is not: trying again cannot change that answer.
+/// A graceful stop waits for the flight a request left behind (its client went away): the grant
+/// lands, and its result is there for the cookie from before — instead of dying with the
+/// process and leaving that cookie a token the upstream already retired.
+#[tokio::test]
+async fn a_stop_waits_for_the_flight_a_gone_request_began() {
+    let (clock, grants) = (ManualClock::new(), Scripted::new(&[], false));
+    let r = refresher(&grants, &clock, Memory::InProcess);
+    let old = session(&clock, "s");
+    let request = refreshing(&r, &old);
+    until(|| grants.entered() == 1).await;
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    assert!(!r.drain(Duration::from_millis(50)).await, "the grant is still at the upstream");
+    grants.release(1);
+    assert!(r.drain(Duration::from_secs(10)).await, "it landed");
+    assert_eq!(grants.refreshes(), 1);
+    assert!(matches!(r.known(&old).await, Known::Newer(s) if s.generation == 2), "its result is remembered");
+    // Drained once, the refresher works on (a stop that did not happen after all).
+    let newer = r.refresh(&session(&clock, "t")).await.unwrap();
+    assert_eq!(newer.generation, 2);
+}
+
 #[tokio::test]
 async fn a_revocation_refused_for_the_client_is_tried_again_one_refused_for_the_token_is_not() {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
