@@ -114,7 +114,13 @@ async fn main() {
         "plain_axum on http://127.0.0.1:3300 (demo upstream {})",
         demo.base_url()
     );
-    axum::serve(listener, app(manager(&demo.base_url()))).await.expect("serve");
+    let manager = manager(&demo.base_url());
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    axum::serve(listener, app(manager.clone())).with_graceful_shutdown(stop).await.expect("serve");
+    // The refreshes the last requests began land before the process ends.
+    manager.drain(std::time::Duration::from_secs(10)).await;
 }
 
 #[cfg(test)]

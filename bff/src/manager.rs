@@ -612,7 +612,7 @@ impl SessionManager {
         };
         match kept {
             Ok(()) => tracing::info!(%issuer, by_session = session_id.is_some(), "the provider ended sessions (back-channel logout)"),
-            Err(NotKept) => tracing::error!(%issuer, "a back-channel logout could not be stored where every instance sees it (kept on this one only)"),
+            Err(NotKept) => tracing::error!(%issuer, "a back-channel logout could not be stored where every instance sees it (held on this one, and sent on until the shared store takes it)"),
         }
         kept
     }

@@ -850,26 +850,41 @@ impl RedisMemory {
         (now, now.saturating_add(ms(left)), ms(left).saturating_add(GC_SLACK_MS))
     }
 
-    /// Stores a sign-out mark (`{until}|1` at `key`) in the background, sent again every second
-    /// until Redis takes it or it ended: a sign-out made while Redis is away reaches the other
-    /// instances once it answers, whether or not the request that made it is still there.
-    fn keep_mark(&self, key: String, until: u64) -> tokio::task::JoinHandle<()> {
-        let (link, metrics, clock, facts) = (self.link.clone(), self.metrics.clone(), self.clock.clone(), self.key(reseed::FACTS, ""));
+    /// Stores a sign-out mark (`{until}|1` at `key`) in the background, sent again until Redis
+    /// takes it or it ended ([`RedisMemory::keep_sending`]).
+    fn keep_mark(&self, key: String, until: u64) -> tokio::task::JoinHandle<bool> {
+        let facts = self.key(reseed::FACTS, "");
+        self.keep_sending("sign_out", until, move |now| {
+            let mut script = scripts().mark.prepare_invoke();
+            script.key(&key).key(&facts).arg(now).arg(until).arg(until - now + GC_SLACK_MS).arg("1");
+            script
+        })
+    }
+
+    /// Runs the script `invocation(now)` makes in the background, again every second until
+    /// Redis takes it (`true`), the fact it stores ends at `until` or the memory stops: a
+    /// sign-out or a provider's logout received while Redis is away reaches the other instances
+    /// once it answers, whether or not the request that brought it is still there.
+    fn keep_sending(
+        &self,
+        what: &'static str,
+        until: u64,
+        invocation: impl Fn(u64) -> redis::ScriptInvocation<'static> + Send + 'static,
+    ) -> tokio::task::JoinHandle<bool> {
+        let (link, metrics, clock) = (self.link.clone(), self.metrics.clone(), self.clock.clone());
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
             loop {
                 let now = clock.unix_millis();
                 if now >= until {
-                    return;
+                    return false;
                 }
-                let mut script = scripts().mark.prepare_invoke();
-                script.key(&key).key(&facts).arg(now).arg(until).arg(until - now + GC_SLACK_MS).arg("1");
-                if degraded(&metrics, "sign_out", script.invoke_async::<i64>(&mut link.get())).await.is_some() {
-                    return;
+                if degraded(&metrics, what, invocation(now).invoke_async::<i64>(&mut link.get())).await.is_some() {
+                    return true;
                 }
                 metrics.mark_retries.inc();
                 tokio::select! {
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => return false,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
@@ -996,19 +1011,27 @@ impl RefreshMemory for RedisMemory {
         Box::pin(async move {
             // Here at once, whatever Redis answers: this instance refuses those sessions from now.
             self.provider_ends.end_at_provider_now(key, at, every, left);
-            let (now, until, gc_ms) = self.lifetime(left);
-            let mut conn = self.link.get();
-            let mut script = scripts().provider_end.prepare_invoke();
-            script
-                .key(self.key("provider", key))
-                .key(self.key(reseed::FACTS, ""))
-                .arg(now)
-                .arg(until)
-                .arg(gc_ms)
-                .arg(at)
-                .arg(if every { "1" } else { "0" });
-            let stored: Option<i64> = self.call("provider_end", script.invoke_async(&mut conn)).await;
-            stored.map(|_| ()).ok_or(NotKept)
+            let (_, until, _) = self.lifetime(left);
+            let (key, facts) = (self.key("provider", key), self.key(reseed::FACTS, ""));
+            // Not taken within a call's time: an error to the provider (it may send it again),
+            // and sent on meanwhile, so that the other instances refuse those sessions once
+            // Redis answers even if the provider never does.
+            let stored = self.keep_sending("provider_end", until, move |now| {
+                let mut script = scripts().provider_end.prepare_invoke();
+                script
+                    .key(&key)
+                    .key(&facts)
+                    .arg(now)
+                    .arg(until)
+                    .arg(until - now + GC_SLACK_MS)
+                    .arg(at)
+                    .arg(if every { "1" } else { "0" });
+                script
+            });
+            match tokio::time::timeout(CALL_TIMEOUT + Duration::from_millis(100), stored).await {
+                Ok(Ok(true)) => Ok(()),
+                _ => Err(NotKept),
+            }
         })
     }
 

@@ -89,7 +89,7 @@ impl SharedMetrics {
         );
         registry.register(
             "mark_retries",
-            "Sign-out marks sent to Redis again because it did not answer",
+            "Sign-outs and provider logouts sent to Redis again because it did not answer",
             self.mark_retries.clone(),
         );
         registry.register(

@@ -1707,6 +1707,33 @@ mod across_instances {
         assert!(shared(&a, "mark_retries") >= 1);
     }
 
+    /// Issue 32, finding 1 (the OpenID side of the sign-out above): a provider's logout whose
+    /// write to Redis is lost (the connection stalled: the command never arrives) is an error
+    /// to the provider and holds here at once, and it is sent on: once a connection answers
+    /// again, the other instances hold it too, even if the provider never sends it again
+    /// (node-oidc-provider does not).
+    #[tokio::test]
+    async fn a_provider_logout_redis_did_not_take_reaches_the_other_instances_later() {
+        let redis = RedisServer::start().await;
+        let proxy = Stalling::start(redis.port()).await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let prefix = format!("late-end{}:", rand::random::<u64>());
+        let a = instance(&format!("redis://127.0.0.1:{}/", proxy.port), &prefix, &grants, &clock).await;
+        let b = instance(&redis.url, &prefix, &grants, &clock).await;
+        let key = crate::memory::provider_key("https://id.example", crate::memory::ProviderKeyKind::Sid, "s-1");
+        proxy.freeze();
+        let kept = a.memory().end_at_provider(&key, clock.unix(), true, Duration::from_secs(3600)).await;
+        assert_eq!(kept, Err(NotKept), "the provider is told");
+        assert_eq!(a.memory().ended_at_provider(std::slice::from_ref(&key)).await, Some(u64::MAX), "here at once");
+        assert_eq!(b.memory().ended_at_provider(std::slice::from_ref(&key)).await, None, "stuck in the frozen connection");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while b.memory().ended_at_provider(std::slice::from_ref(&key)).await != Some(u64::MAX) {
+            assert!(std::time::Instant::now() < deadline, "the logout never reached the other instance");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(shared(&a, "mark_retries") >= 1);
+    }
+
     /// A loopback TCP proxy to a port whose connections made so far can be frozen: nothing
     /// forwarded either way any more, the sockets left open. Connections made after go through.
     struct Stalling {
