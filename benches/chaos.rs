@@ -30,6 +30,9 @@
 //! `CHAOS_SEED`). Under `cargo test --benches` (make test) it runs 60 seconds with 24 browsers.
 //! Everything listens on loopback; every loop is bounded by the run's length.
 
+#[path = "chaos/oidc.rs"]
+mod oidc;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -157,7 +160,10 @@ async fn pong(port: u16) -> bool {
 struct Instances {
     ports: Vec<u16>,
     children: Vec<Option<tokio::process::Child>>,
-    upstream: String,
+    /// The settings that point the instances at the upstream.
+    upstream: Vec<(&'static str, String)>,
+    /// The setting their client secret is given in.
+    secret_setting: &'static str,
     redis: String,
     logs: PathBuf,
     site: PathBuf,
@@ -173,8 +179,8 @@ impl Instances {
             .env("TOKENLESS_SESSION__KEYS", KEYS)
             .env("TOKENLESS_SESSION__STORE", "redis")
             .env("TOKENLESS_SESSION__REDIS_URL", &self.redis)
-            .env("TOKENLESS_UPSTREAM__BASE_URL", &self.upstream)
-            .env("TOKENLESS_UPSTREAM__CLIENT_SECRET", secret)
+            .envs(self.upstream.iter().map(|(k, v)| (*k, v.as_str())))
+            .env(self.secret_setting, secret)
             .env("LEPTOS_SITE_ROOT", &self.site)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -248,6 +254,15 @@ struct Tally {
     errors: AtomicU64,
     sign_outs: AtomicU64,
     replays: AtomicU64,
+    /// The OpenID variant: sign-outs at the provider (its back-channel logout to the app).
+    provider_logouts: AtomicU64,
+    /// ... of them begun while Redis was paused.
+    logouts_in_stalls: AtomicU64,
+    /// Replays of cookies whose provider session ended.
+    logout_replays: AtomicU64,
+    /// A cookie whose provider session ended, given a signed-in page 10 s or more after the
+    /// provider said it was done, outside every fault window (the logout never took).
+    lost_logouts: AtomicU64,
 }
 
 /// What the run shares: the tally, the fault windows, the cookies signed out of, and when the
@@ -259,6 +274,10 @@ struct Run {
     /// (from, to) of each fault and what it leaves behind; `to` is `None` while it lasts.
     windows: Mutex<Vec<(Instant, Option<Instant>)>>,
     signed_out: Mutex<VecDeque<String>>,
+    /// Cookies whose provider session ended: since when, and whether one was refused since.
+    logged_out_at_provider: Mutex<VecDeque<LoggedOut>>,
+    /// Redis is paused (SIGSTOP) now.
+    stalled: Arc<std::sync::atomic::AtomicBool>,
     /// When the schedule ended (the last window closed); browsers' signed-in pages after it.
     calm_since: Mutex<Option<Instant>>,
     first_page_after_calm: Mutex<Vec<Option<Instant>>>,
@@ -274,6 +293,13 @@ impl Run {
         counter.fetch_add(1, Ordering::Relaxed);
         eprintln!("[{:6.1} s] browser {browser}: {what}", self.started.elapsed().as_secs_f64());
     }
+}
+
+/// A cookie whose session the provider ended (the OpenID variant).
+struct LoggedOut {
+    cookie: String,
+    at: Instant,
+    refused: bool,
 }
 
 enum Visit {
@@ -407,75 +433,92 @@ async fn browse(run: Arc<Run>, id: usize, seed: u64) {
             }
             continue;
         }
-        // Two or three tabs at once; now and then one with the cookie before the newest, now
-        // and then one that gives up mid-way.
-        let tabs = rng.gen_range(2..=3);
-        let mut inflight = FuturesUnordered::new();
-        for tab in 0..tabs {
-            let stale = tab == 0 && previous.is_some() && rng.gen_bool(0.15);
-            let sent = if stale { previous.clone().unwrap_or_else(|| current.clone()) } else { current.clone() };
-            let give_up = rng.gen_bool(0.05).then(|| Duration::from_millis(rng.gen_range(1..40)));
-            let path = if rng.gen_bool(0.7) { "/frogs" } else { "/account" };
-            let (client, run) = (client.clone(), run.clone());
-            inflight.push(async move { visit(&client, &run, path, &sent, give_up).await });
-        }
-        let mut signed_out_by_it = false;
-        while let Some(answer) = inflight.next().await {
-            let set = match answer {
-                Visit::SignedIn(set) => {
-                    run.tally.pages.fetch_add(1, Ordering::Relaxed);
-                    if let Some(calm) = *run.calm_since.lock().unwrap() {
-                        let mut firsts = run.first_page_after_calm.lock().unwrap();
-                        if firsts[id].is_none() {
-                            firsts[id] = Some(Instant::now().max(calm));
-                        }
-                    }
-                    set
-                }
-                Visit::SignIn(set) => {
-                    signed_out_by_it = true;
-                    set
-                }
-                Visit::TryAgain => {
-                    if run.in_a_window(Instant::now()) {
-                        run.tally.try_again.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        run.problem(&run.tally.try_again_outside, id, "503 outside every fault window");
-                    }
-                    None
-                }
-                Visit::GaveUp => {
-                    run.tally.gave_up.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-                Visit::Failed(why) => {
-                    if run.in_a_window(Instant::now()) && !why.starts_with(char::is_numeric) {
-                        run.tally.lost.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        run.problem(&run.tally.errors, id, &format!("failed: {why}"));
-                    }
-                    None
-                }
-            };
-            // The browser keeps the cookie of the response it processed last.
-            match set {
-                Some(Some(value)) => {
-                    if cookie.as_ref() != Some(&value) {
-                        previous = cookie.take();
-                        cookie = Some(value);
+        round(&client, &run, id, &mut rng, &mut cookie, &mut previous, &current, true).await;
+    }
+}
+
+/// Two or three tabs at once of a signed-in browser; now and then one with the cookie before
+/// the newest, now and then one that gives up mid-way. The browser keeps the cookie of the
+/// response it processed last; sent to sign in without signing out, it counts as spurious.
+/// `frogs`: most tabs open the page that calls the upstream's API (the demo's), the others
+/// the account page (the profile in the session: every upstream has one).
+#[allow(clippy::too_many_arguments)]
+async fn round(
+    client: &reqwest::Client,
+    run: &Arc<Run>,
+    id: usize,
+    rng: &mut StdRng,
+    cookie: &mut Option<String>,
+    previous: &mut Option<String>,
+    current: &str,
+    frogs: bool,
+) {
+    let tabs = rng.gen_range(2..=3);
+    let mut inflight = FuturesUnordered::new();
+    for tab in 0..tabs {
+        let stale = tab == 0 && previous.is_some() && rng.gen_bool(0.15);
+        let sent = if stale { previous.clone().unwrap_or_else(|| current.to_string()) } else { current.to_string() };
+        let give_up = rng.gen_bool(0.05).then(|| Duration::from_millis(rng.gen_range(1..40)));
+        let path = if frogs && rng.gen_bool(0.7) { "/frogs" } else { "/account" };
+        let (client, run) = (client.clone(), run.clone());
+        inflight.push(async move { visit(&client, &run, path, &sent, give_up).await });
+    }
+    let mut signed_out_by_it = false;
+    while let Some(answer) = inflight.next().await {
+        let set = match answer {
+            Visit::SignedIn(set) => {
+                run.tally.pages.fetch_add(1, Ordering::Relaxed);
+                if let Some(calm) = *run.calm_since.lock().unwrap() {
+                    let mut firsts = run.first_page_after_calm.lock().unwrap();
+                    if firsts[id].is_none() {
+                        firsts[id] = Some(Instant::now().max(calm));
                     }
                 }
-                Some(None) => {
-                    signed_out_by_it = true;
-                    cookie = None;
-                }
-                None => {}
+                set
             }
+            Visit::SignIn(set) => {
+                signed_out_by_it = true;
+                set
+            }
+            Visit::TryAgain => {
+                if run.in_a_window(Instant::now()) {
+                    run.tally.try_again.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    run.problem(&run.tally.try_again_outside, id, "503 outside every fault window");
+                }
+                None
+            }
+            Visit::GaveUp => {
+                run.tally.gave_up.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Visit::Failed(why) => {
+                if run.in_a_window(Instant::now()) && !why.starts_with(char::is_numeric) {
+                    run.tally.lost.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    run.problem(&run.tally.errors, id, &format!("failed: {why}"));
+                }
+                None
+            }
+        };
+        // The browser keeps the cookie of the response it processed last.
+        match set {
+            Some(Some(value)) => {
+                if cookie.as_ref() != Some(&value) {
+                    *previous = cookie.take();
+                    *cookie = Some(value);
+                }
+            }
+            Some(None) => {
+                signed_out_by_it = true;
+                *cookie = None;
+            }
+            None => {}
         }
-        if signed_out_by_it {
-            run.problem(&run.tally.spurious, id, "sent to sign in (or its cookie cleared) without signing out");
-            cookie = None;
-        }
+    }
+    if signed_out_by_it {
+        run.problem(&run.tally.spurious, id, "sent to sign in (or its cookie cleared) without signing out");
+        *cookie = None;
     }
 }
 
@@ -525,10 +568,13 @@ fn settling(fault: Fault) -> Duration {
 struct World {
     redis: Redis,
     instances: Instances,
-    upstream: tokenless_upstream::RunningUpstream,
+    /// The demo upstream (the OpenID variant's provider is a process of its own).
+    upstream: Option<tokenless_upstream::RunningUpstream>,
     children: Arc<Children>,
     /// When each SIGKILL of an instance was sent (Unix ms).
     kills: Vec<u64>,
+    /// Redis is paused (SIGSTOP) now.
+    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl World {
@@ -537,7 +583,9 @@ impl World {
             Fault::RedisPause => {
                 let ms = rng.gen_range(200..3000);
                 signal(self.redis.pid(), "-STOP");
+                self.stalled.store(true, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.stalled.store(false, Ordering::SeqCst);
                 signal(self.redis.pid(), "-CONT");
                 format!("Redis paused {ms} ms")
             }
@@ -547,7 +595,8 @@ impl World {
                     _ => (FaultKind::Latency, Some(5000), "the upstream stalling 5 s for 3 s"),
                 };
                 let spec = FaultSpec { kind, endpoint: None, count: None, seconds: Some(3.0), latency_ms };
-                self.upstream.upstream.add_fault(spec).expect("a valid fault");
+                let demo = self.upstream.as_ref().expect("upstream faults are the demo upstream's");
+                demo.upstream.add_fault(spec).expect("a valid fault");
                 tokio::time::sleep(Duration::from_secs(3) + latency_ms.map_or(Duration::ZERO, Duration::from_millis)).await;
                 what.to_string()
             }
@@ -577,39 +626,88 @@ impl World {
     }
 }
 
-async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
+/// The upstream a run fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// The demo upstream, in this process: every fault.
+    Demo,
+    /// node-oidc-provider ([`oidc`]): browsers sign in and out at the provider, whose
+    /// back-channel logouts come during Redis pauses too; the faults that are not the
+    /// upstream's.
+    Oidc,
+}
+
+impl Variant {
+    fn schedule(self) -> &'static [Fault] {
+        match self {
+            Variant::Demo => &SCHEDULE,
+            Variant::Oidc => &oidc::SCHEDULE,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Demo => "the demo upstream",
+            Variant::Oidc => "node-oidc-provider",
+        }
+    }
+}
+
+async fn chaos(secs: u64, browsers: usize, seed: u64, variant: Variant) -> bool {
     let children = Arc::new(Children::default());
     let scratch = tempfile::tempdir().expect("a scratch directory");
-    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos");
+    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(match variant {
+        Variant::Demo => "chaos",
+        Variant::Oidc => "chaos-oidc",
+    });
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).unwrap();
     let redis = Redis::start(free_port(), &scratch.path().join("redis"), &children).await;
-    let upstream = tokenless_upstream::spawn(UpstreamConfig {
-        access_ttl: ACCESS_TTL,
-        rotation_grace: ROTATION_GRACE,
-        test_controls: true,
-        hash_cost: HashCost::Fast,
-        ..UpstreamConfig::default()
-    })
-    .await
-    .expect("the demo upstream");
+    // The balancer's address first: the provider sends browsers back to it.
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", front.local_addr().unwrap());
+    let (upstream, provider, settings, secret_setting) = match variant {
+        Variant::Demo => {
+            let demo = tokenless_upstream::spawn(UpstreamConfig {
+                access_ttl: ACCESS_TTL,
+                rotation_grace: ROTATION_GRACE,
+                test_controls: true,
+                hash_cost: HashCost::Fast,
+                ..UpstreamConfig::default()
+            })
+            .await
+            .expect("the demo upstream");
+            let settings = vec![("TOKENLESS_UPSTREAM__BASE_URL", demo.base_url())];
+            (Some(demo), None, settings, "TOKENLESS_UPSTREAM__CLIENT_SECRET")
+        }
+        Variant::Oidc => {
+            let provider = oidc::Provider::start(&base, ACCESS_TTL, &children).await;
+            let settings = provider.settings(&base);
+            (None, Some(provider), settings, "TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET")
+        }
+    };
+    let secret = match variant {
+        Variant::Demo => SECRET,
+        Variant::Oidc => oidc::SECRET,
+    };
     let site = scratch.path().join("site");
     std::fs::create_dir_all(&site).unwrap();
     let mut instances = Instances {
         ports: (0..3).map(|_| free_port()).collect(),
         children: vec![None, None, None],
-        upstream: upstream.base_url(),
+        upstream: settings,
+        secret_setting,
         redis: redis.url(),
         logs: logs.clone(),
         site,
     };
     for i in 0..3 {
-        instances.start(i, SECRET, &children).await;
+        instances.start(i, secret, &children).await;
     }
-    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", front.local_addr().unwrap());
     tokio::spawn(balance(front, instances.ports.clone()));
-    let mut world = World { redis, instances, upstream, children: children.clone(), kills: Vec::new() };
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut world =
+        World { redis, instances, upstream, children: children.clone(), kills: Vec::new(), stalled: stalled.clone() };
 
     let started = Instant::now();
     let run = Arc::new(Run {
@@ -618,11 +716,21 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
         started,
         windows: Mutex::new(Vec::new()),
         signed_out: Mutex::new(VecDeque::new()),
+        logged_out_at_provider: Mutex::new(VecDeque::new()),
+        stalled,
         calm_since: Mutex::new(None),
         first_page_after_calm: Mutex::new(vec![None; browsers]),
         stop: started + Duration::from_secs(secs),
     });
-    let tasks: Vec<_> = (0..browsers).map(|id| tokio::spawn(browse(run.clone(), id, seed.wrapping_add(id as u64)))).collect();
+    let tasks: Vec<_> = (0..browsers)
+        .map(|id| {
+            let (run, seed) = (run.clone(), seed.wrapping_add(id as u64));
+            match &provider {
+                None => tokio::spawn(browse(run, id, seed)),
+                Some(provider) => tokio::spawn(oidc::browse(run, id, seed, provider.issuer.clone())),
+            }
+        })
+        .collect();
 
     // Faults from the 5th second on, in the schedule's order, each only if it and what it
     // leaves behind end early enough for the stuck check; a calm gap between two (1–3 s in a
@@ -634,21 +742,24 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
     let fits = |fault: Fault| {
         Instant::now() + lasts(fault) + settling(fault) + STUCK_AFTER + Duration::from_secs(3) < run.stop
     };
+    let schedule = variant.schedule();
     let mut next = 0;
     loop {
-        let Some(fault) = (0..SCHEDULE.len()).map(|k| SCHEDULE[(next + k) % SCHEDULE.len()]).find(|f| fits(*f)) else {
+        let Some(fault) = (0..schedule.len()).map(|k| schedule[(next + k) % schedule.len()]).find(|f| fits(*f)) else {
             break;
         };
-        next = SCHEDULE.iter().position(|f| std::mem::discriminant(f) == std::mem::discriminant(&fault)).unwrap_or(0) + 1;
-        let fault = &fault;
+        next = (next..next + schedule.len())
+            .find(|k| std::mem::discriminant(&schedule[k % schedule.len()]) == std::mem::discriminant(&fault))
+            .unwrap_or(next)
+            + 1;
         let from = Instant::now();
         let index = {
             let mut windows = run.windows.lock().unwrap();
             windows.push((from, None));
             windows.len() - 1
         };
-        let what = world.inject(*fault, &mut rng).await;
-        let cleared = Instant::now() + settling(*fault);
+        let what = world.inject(fault, &mut rng).await;
+        let cleared = Instant::now() + settling(fault);
         run.windows.lock().unwrap()[index].1 = Some(cleared);
         eprintln!("[{:6.1} s] fault: {what} ({:.1} s)", started.elapsed().as_secs_f64(), from.elapsed().as_secs_f64());
         injected.push(what);
@@ -662,7 +773,6 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
         task.await.expect("a browser task");
     }
 
-    let counters = world.upstream.upstream.counters();
     let t = &run.tally;
     let firsts = run.first_page_after_calm.lock().unwrap().clone();
     let stuck = firsts.iter().filter(|f| !f.is_some_and(|at| at <= calm + STUCK_AFTER)).count();
@@ -675,15 +785,48 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
         .iter()
         .map(|(from, to)| to.map_or(0.0, |to| to.saturating_duration_since(*from).as_secs_f64()))
         .sum();
-    println!("chaos: {secs} s, {browsers} browsers over 3 instances, access tokens {} s, seed {seed}", ACCESS_TTL.as_secs());
+    let (grants, reuse, unexplained) = match (&world.upstream, &provider) {
+        (Some(demo), _) => {
+            let counters = demo.upstream.counters();
+            let killed =
+                |rotated: &u64| world.kills.iter().any(|k| (*rotated..=rotated + KILL_LOSES_ANSWER.as_millis() as u64).contains(k));
+            let explained = counters.grace_rotated_at_ms.iter().filter(|r| killed(r)).count() as u64;
+            println!(
+                "grace reuses (a retired token presented again within {} s, its successor never used): {}, {explained} of them within {} s after one of the {} SIGKILLs",
+                ROTATION_GRACE.as_secs(),
+                counters.grace_reuses,
+                KILL_LOSES_ANSWER.as_secs(),
+                world.kills.len(),
+            );
+            let grants = counters.grants.get("refresh_token").copied().unwrap_or(0);
+            (grants, counters.reuse_events, Some(counters.grace_reuses - explained))
+        }
+        (None, Some(provider)) => {
+            let counters = provider.counters().await;
+            println!(
+                "provider: refreshes {}, back-channel logouts it delivered {} ({} while Redis was paused, by the browsers' count); logouts at the provider {}, their cookies replayed {}",
+                counters.refreshes,
+                counters.backchannel,
+                load(&t.logouts_in_stalls),
+                load(&t.provider_logouts),
+                load(&t.logout_replays),
+            );
+            (counters.refreshes, counters.reuse, None)
+        }
+        (None, None) => unreachable!("a run fronts one upstream"),
+    };
+    println!(
+        "chaos ({}): {secs} s, {browsers} browsers over 3 instances, access tokens {} s, seed {seed}",
+        variant.name(),
+        ACCESS_TTL.as_secs()
+    );
     println!("faults ({}): {}", injected.len(), injected.join("; "));
     println!(
-        "signed-in pages {} | sign-outs {} | replays of signed-out cookies {} | requests given up mid-way {} | refresh grants {} | connections lost in fault windows {} | errors {}",
+        "signed-in pages {} | sign-outs {} | replays of signed-out cookies {} | requests given up mid-way {} | refresh grants {grants} | connections lost in fault windows {} | errors {}",
         load(&t.pages),
         load(&t.sign_outs),
         load(&t.replays),
         load(&t.gave_up),
-        counters.grants.get("refresh_token").copied().unwrap_or(0),
         load(&t.lost),
         load(&t.errors),
     );
@@ -693,23 +836,19 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
         load(&t.try_again_outside)
     );
     println!("slowest first signed-in page after the calm: {:.1} s", slowest.as_secs_f64());
-    let killed = |rotated: &u64| world.kills.iter().any(|k| (*rotated..=rotated + KILL_LOSES_ANSWER.as_millis() as u64).contains(k));
-    let explained = counters.grace_rotated_at_ms.iter().filter(|r| killed(r)).count() as u64;
-    println!(
-        "grace reuses (a retired token presented again within {} s, its successor never used): {}, {explained} of them within {} s after one of the {} SIGKILLs",
-        ROTATION_GRACE.as_secs(),
-        counters.grace_reuses,
-        KILL_LOSES_ANSWER.as_secs(),
-        world.kills.len(),
-    );
-    let invariants = [
-        ("reuse events at the upstream", counters.reuse_events),
-        ("grace reuses no SIGKILL explains", counters.grace_reuses - explained),
+    let mut invariants = vec![("reuse events at the upstream", reuse)];
+    if let Some(unexplained) = unexplained {
+        invariants.push(("grace reuses no SIGKILL explains", unexplained));
+    }
+    invariants.extend([
         ("spurious sign-outs", load(&t.spurious)),
         ("revived sessions", load(&t.revived)),
         ("stuck sessions", stuck as u64),
-    ];
-    for (what, n) in invariants {
+    ]);
+    if variant == Variant::Oidc {
+        invariants.push(("back-channel logouts lost", load(&t.lost_logouts)));
+    }
+    for (what, n) in &invariants {
         println!("{what}: {n}");
     }
     drop(world);
@@ -717,14 +856,36 @@ async fn chaos(secs: u64, browsers: usize, seed: u64) -> bool {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not: the 60-second smoke.
+    // `cargo bench` passes --bench; `cargo test --benches` does not: the 60-second smoke of
+    // each variant. CHAOS_VARIANT=demo or oidc runs one.
     let benching = std::env::args().any(|a| a == "--bench");
     let secs = env_or("CHAOS_SECS", if benching { 600 } else { 60 });
     let browsers = env_or("CHAOS_BROWSERS", if benching { 200 } else { 24 }) as usize;
     let seed = env_or("CHAOS_SEED", rand::random::<u32>() as u64);
+    let variants = match std::env::var("CHAOS_VARIANT").as_deref() {
+        Ok("demo") => vec![Variant::Demo],
+        Ok("oidc") => vec![Variant::Oidc],
+        Ok(other) if !other.is_empty() => {
+            eprintln!("CHAOS_VARIANT is demo or oidc (both when unset), not {other:?}");
+            std::process::exit(2);
+        }
+        _ => vec![Variant::Demo, Variant::Oidc],
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    if !runtime.block_on(chaos(secs, browsers, seed)) {
-        eprintln!("chaos: an invariant does not hold (see above; instance logs under target/tmp/chaos)");
+    let mut held = true;
+    for variant in variants {
+        // The provider answers a sign-in in several round trips: fewer browsers keep its
+        // share of the two cores like the demo's.
+        let browsers = match variant {
+            Variant::Demo => browsers,
+            Variant::Oidc => env_or("CHAOS_OIDC_BROWSERS", (browsers as u64 / 3).max(8)) as usize,
+        };
+        if !runtime.block_on(chaos(secs, browsers, seed, variant)) {
+            eprintln!("chaos ({}): an invariant does not hold (see above; instance logs under target/tmp/)", variant.name());
+            held = false;
+        }
+    }
+    if !held {
         std::process::exit(1);
     }
 }
