@@ -26,8 +26,14 @@
 //!
 //! Exits 1 when any of the first five is not 0, or a 503 came outside every window.
 //!
-//! `bash bench/chaos.sh` (release, 10 minutes, 200 browsers; `CHAOS_SECS`, `CHAOS_BROWSERS`,
-//! `CHAOS_SEED`). Under `cargo test --benches` (make test) it runs 60 seconds with 24 browsers.
+//! The OpenID variant ([`oidc`]) runs the same with node-oidc-provider as the upstream, the
+//! browsers signing out at the provider (back-channel logouts, most during Redis pauses), and
+//! counts back-channel logouts lost as well.
+//!
+//! `bash bench/chaos.sh` (release, 10 minutes, 200 browsers, a third of them in the OpenID
+//! variant; `CHAOS_SECS`, `CHAOS_BROWSERS`, `CHAOS_OIDC_BROWSERS`, `CHAOS_SEED`,
+//! `CHAOS_VARIANT=demo|oidc` for one of the two). Under `cargo test --benches` (make test)
+//! each variant runs 60 seconds, with 24 and 8 browsers.
 //! Everything listens on loopback; every loop is bounded by the run's length.
 
 #[path = "chaos/oidc.rs"]
@@ -162,8 +168,9 @@ struct Instances {
     children: Vec<Option<tokio::process::Child>>,
     /// The settings that point the instances at the upstream.
     upstream: Vec<(&'static str, String)>,
-    /// The setting their client secret is given in.
+    /// The setting their client secret is given in, and the right one.
     secret_setting: &'static str,
+    secret: &'static str,
     redis: String,
     logs: PathBuf,
     site: PathBuf,
@@ -605,7 +612,7 @@ impl World {
                 self.kills.push(unix_ms());
                 self.instances.kill(i).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                self.instances.start(i, SECRET, &self.children).await;
+                self.instances.start(i, self.instances.secret, &self.children).await;
                 format!("instance {i} killed (SIGKILL) and started again")
             }
             Fault::RedisRestartedEmpty | Fault::RedisRestartedFromAof => {
@@ -619,7 +626,7 @@ impl World {
                 self.instances.start(i, "a-mistyped-secret", &self.children).await;
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 self.instances.stop(i).await;
-                self.instances.start(i, SECRET, &self.children).await;
+                self.instances.start(i, self.instances.secret, &self.children).await;
                 format!("instance {i} restarted with a wrong client secret for 5 s, then mended")
             }
         }
@@ -697,6 +704,7 @@ async fn chaos(secs: u64, browsers: usize, seed: u64, variant: Variant) -> bool 
         children: vec![None, None, None],
         upstream: settings,
         secret_setting,
+        secret,
         redis: redis.url(),
         logs: logs.clone(),
         site,

@@ -238,8 +238,8 @@ impl RedisMemory {
         let replica = Arc::new(Replica::new(&options.prefix, options.local_capacity, options.local_capacity.min(REPLICA_RESULTS_MAX)));
         let (stop, stopped) = tokio::sync::watch::channel(());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(link.clone().watch(metrics.clone(), stopped.clone()));
-            runtime.spawn(reseed::follow(link.clone(), replica.clone(), clock.clone(), metrics.clone(), stopped));
+            runtime.spawn(link.clone().watch(metrics.clone(), clock.clone(), stopped.clone()));
+            runtime.spawn(reseed::follow(link.clone(), replica.clone(), clock.clone(), metrics.clone(), reseed::REFILL_EVERY, stopped));
         }
         RedisMemory {
             link,
@@ -773,7 +773,8 @@ impl RedisMemory {
 
     /// Writes back, in the background, what a Redis found empty lost and this instance knows
     /// (its replica, and the marks it made itself even if Redis never took them), each with the
-    /// end it had (never over a value another instance wrote back meanwhile), in pipelines of [`WRITE_BACK_BATCH`] commands, each
+    /// end it had (never over a value another instance wrote back meanwhile, except a lower
+    /// newest generation: [`reseed::write_back_command`]), in pipelines of [`WRITE_BACK_BATCH`] commands, each
     /// sent again every second until Redis takes it; then sets the marker again and answers
     /// marks from Redis again.
     fn write_back(&self) {
@@ -783,10 +784,10 @@ impl RedisMemory {
         };
         let now = self.clock.unix_millis();
         let mut commands: Vec<redis::Cmd> = Vec::new();
+        let newest = self.key("newest", "");
         let mut set = |key: String, value: String, until: u64| {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(key).arg(value).arg("PX").arg(until.saturating_sub(now).saturating_add(GC_SLACK_MS)).arg("NX");
-            commands.push(cmd);
+            let px = until.saturating_sub(now).saturating_add(GC_SLACK_MS);
+            commands.push(reseed::write_back_command(&key, &value, px, key.starts_with(&newest)));
         };
         for (session_id, until) in self.settled.signed_out_live(now) {
             set(self.key("ended", &session_id), format!("{until}|1"), until);

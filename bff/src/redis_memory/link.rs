@@ -2,7 +2,10 @@
 //! reconnects after an I/O error only, so a connection that stalls without failing (a
 //! half-open socket, a middlebox that dropped its state) would time out every call for good.
 //! The watchdog pings it every second and, after [`MISSES`] pings in a row went unanswered,
-//! makes a new connection and puts it in place once it answers.
+//! makes a new connection and puts it in place once it answers. Its ping is `TIME`: it also
+//! measures this instance's clock against Redis's (the `clock_skew_ms` gauge; a warning past
+//! [`SKEW_WARNING`]), since every mark and result ends by the clock of the instance that wrote
+//! it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -12,9 +15,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::metrics::SharedMetrics;
 use super::CALL_TIMEOUT;
+use crate::clock::Clock;
 
 /// Unanswered pings in a row (one a second) before the connection is made again.
 const MISSES: u32 = 3;
+
+/// A clock this far from Redis's is logged: a grace or a mark ends that much early or late on
+/// the instances that read it.
+pub(super) const SKEW_WARNING: Duration = Duration::from_secs(1);
 
 /// The connection in use (clones share it, and see a new one once the watchdog made it).
 #[derive(Clone)]
@@ -52,17 +60,27 @@ impl Link {
     /// Pings every second until `stop` is dropped, and makes the connection again after
     /// [`MISSES`] unanswered pings in a row (a new one that does not answer either is not put
     /// in place: the next miss tries again).
-    pub(super) async fn watch(self, metrics: SharedMetrics, mut stop: tokio::sync::watch::Receiver<()>) {
-        let mut misses = 0u32;
+    pub(super) async fn watch(self, metrics: SharedMetrics, clock: Arc<dyn Clock>, mut stop: tokio::sync::watch::Receiver<()>) {
+        let (mut misses, mut warned) = (0u32, false);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             let mut conn = self.get();
-            let answered = tokio::time::timeout(CALL_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut conn)).await;
-            if matches!(answered, Ok(Ok(_))) {
+            let before = clock.unix_millis();
+            let answered = tokio::time::timeout(CALL_TIMEOUT, redis::cmd("TIME").query_async::<(u64, u64)>(&mut conn)).await;
+            if let Ok(Ok((secs, micros))) = answered {
                 misses = 0;
+                // Redis read its clock about half-way through the round trip.
+                let here = before.midpoint(clock.unix_millis());
+                let skew = here as i64 - (secs.saturating_mul(1000).saturating_add(micros / 1000)) as i64;
+                metrics.clock_skew_ms.set(skew);
+                let far = skew.unsigned_abs() > SKEW_WARNING.as_millis() as u64;
+                if far && !warned {
+                    tracing::warn!(skew_ms = skew, "this instance's clock is off Redis's: graces and marks end early or late by as much on the others (keep every clock on NTP)");
+                }
+                warned = far;
                 continue;
             }
             misses += 1;

@@ -39,6 +39,8 @@ pub(super) struct SharedMetrics {
     pub(super) replicated: Counter,
     pub(super) mark_retries: Counter,
     pub(super) reconnects: Counter,
+    /// This instance's clock minus Redis's, ms, at the watchdog's last look.
+    pub(super) clock_skew_ms: Gauge,
 }
 
 impl SharedMetrics {
@@ -86,6 +88,11 @@ impl SharedMetrics {
             "replicated",
             "Facts (sign-outs, provider ends, refresh results) this instance copied from Redis or heard of, for a write-back",
             self.replicated.clone(),
+        );
+        registry.register(
+            "clock_skew_ms",
+            "This instance's clock minus Redis's (TIME), in ms, read every second: marks and results end by the clock of the instance that wrote them",
+            self.clock_skew_ms.clone(),
         );
         registry.register(
             "mark_retries",

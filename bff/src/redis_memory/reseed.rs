@@ -134,11 +134,53 @@ async fn fill(link: &Link, replica: &Replica, clock: &dyn Clock, metrics: &Share
     }
 }
 
+/// Writes a session's newest generation back unless Redis has a higher one already (another
+/// instance wrote back a fresher replica first). KEYS: the mark. ARGV: its value
+/// (`{until}|{generation}`), px.
+const WRITE_BACK_NEWEST: &str = r"
+local have = redis.call('GET', KEYS[1])
+if have then
+  local gen = tonumber(string.match(have, '|(%d+)$')) or 0
+  if tonumber(string.match(ARGV[1], '|(%d+)$')) <= gen then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// The command that writes one fact back into a Redis found empty, to live `px` ms: never over
+/// what another instance wrote back meanwhile (`SET NX`), except a newest generation, where the
+/// higher one wins. A plain command (`EVAL`, not a loaded script: the emptied Redis lost those
+/// too), so that it can go in a pipeline.
+pub(super) fn write_back_command(key: &str, value: &str, px: u64, newest: bool) -> redis::Cmd {
+    let mut cmd;
+    if newest {
+        cmd = redis::cmd("EVAL");
+        cmd.arg(WRITE_BACK_NEWEST).arg(1).arg(key).arg(value).arg(px);
+    } else {
+        cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(px).arg("NX");
+    }
+    cmd
+}
+
+/// How often the replica is filled from Redis again while subscribed: what a message lost on
+/// the way (a subscription stalled without failing, a fill that failed half-way) missed is
+/// there by then.
+pub(super) const REFILL_EVERY: Duration = Duration::from_secs(60);
+
 /// Keeps `replica` up to date until `stop` is dropped: subscribes to the facts channel, fills
 /// the replica from Redis (what was stored before, or while the subscription was down), then
-/// keeps every fact heard. A subscription that drops, or whose connection the watchdog found
-/// stalled, starts over a second later.
-pub(super) async fn follow(link: Link, replica: Arc<Replica>, clock: Arc<dyn Clock>, metrics: SharedMetrics, mut stop: tokio::sync::watch::Receiver<()>) {
+/// keeps every fact heard, and fills it again every `refill_every` (a fill that failed, the
+/// next second). A subscription that drops, or whose connection the watchdog found stalled,
+/// starts over a second later.
+pub(super) async fn follow(
+    link: Link,
+    replica: Arc<Replica>,
+    clock: Arc<dyn Clock>,
+    metrics: SharedMetrics,
+    refill_every: Duration,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
     let channel = format!("{}{FACTS}:", replica.prefix);
     loop {
         let renewed = link.renewed();
@@ -147,11 +189,15 @@ pub(super) async fn follow(link: Link, replica: Arc<Replica>, clock: Arc<dyn Clo
             None => None,
         };
         if let Some(mut pubsub) = subscribed {
-            if let Some(kept) = fill(&link, &replica, clock.as_ref(), &metrics).await {
-                metrics.replicated.inc_by(kept);
-            }
+            let filling = || async {
+                let kept = fill(&link, &replica, clock.as_ref(), &metrics).await;
+                metrics.replicated.inc_by(kept.unwrap_or(0));
+                kept.is_some()
+            };
+            let mut filled = filling().await;
+            let mut refilled = tokio::time::Instant::now();
             let mut messages = pubsub.on_message();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(refill_every.min(Duration::from_secs(1)));
             loop {
                 tokio::select! {
                     _ = stop.changed() => return,
@@ -165,6 +211,11 @@ pub(super) async fn follow(link: Link, replica: Arc<Replica>, clock: Arc<dyn Clo
                     _ = tick.tick() => {
                         if link.renewed() != renewed {
                             break;
+                        }
+                        if !filled || refilled.elapsed() >= refill_every {
+                            // Messages wait in the subscription meanwhile.
+                            filled = filling().await;
+                            refilled = tokio::time::Instant::now();
                         }
                     }
                 }
@@ -216,6 +267,64 @@ mod tests {
             assert!(!replica.heard(message, 1000, t0), "{message:?}");
         }
         assert!(replica.live(t0).is_empty());
+    }
+
+    /// A fact stored without its message reaching this instance (a subscription that stalled
+    /// without failing, a fill that failed half-way) is in the replica by the next fill.
+    #[tokio::test]
+    async fn a_fact_whose_message_was_lost_is_filled_in_later() {
+        let redis = crate::tests::refresher::redis_server::RedisServer::start().await;
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
+        let conn = client.get_connection_manager_with_config(super::super::link::config()).await.unwrap();
+        let link = Link::new(client, conn);
+        let replica = Arc::new(Replica::new("lost:", 10, 10));
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let (_stop, stopped) = tokio::sync::watch::channel(());
+        let metrics = SharedMetrics::default();
+        let until = clock.unix_millis() + 3_600_000;
+        let value = format!("{until}|1");
+        let knows = |key: &str| replica.live(Instant::now()).contains(&(key.to_string(), value.clone(), until));
+        let _: () = redis::cmd("SET").arg("lost:ended:before").arg(&value).query_async(&mut link.get()).await.unwrap();
+        tokio::spawn(follow(link.clone(), replica.clone(), clock.clone(), metrics, Duration::from_millis(200), stopped));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !knows("lost:ended:before") {
+            assert!(std::time::Instant::now() < deadline, "the first fill never came");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Filled and subscribed: stored as a script stores it, but never told on the channel.
+        let _: () = redis::cmd("SET").arg("lost:ended:s").arg(&value).query_async(&mut link.get()).await.unwrap();
+        while !knows("lost:ended:s") {
+            assert!(std::time::Instant::now() < deadline, "the replica never learned the fact");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Two instances write back: a fact already there stays; of two newest generations, the
+    /// higher stays, whichever came first.
+    #[tokio::test]
+    async fn a_write_back_never_replaces_a_fact_nor_a_higher_generation() {
+        let redis = crate::tests::refresher::redis_server::RedisServer::start().await;
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let write = |key: &str, value: &str, newest: bool| {
+            let cmd = write_back_command(key, value, 60_000, newest);
+            let mut conn = conn.clone();
+            async move {
+                let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+            }
+        };
+        write("p:newest:s", "9000|5", true).await;
+        write("p:newest:s", "9000|3", true).await;
+        write("p:newest:t", "9000|3", true).await;
+        write("p:newest:t", "9000|5", true).await;
+        write("p:ended:s", "9000|1", false).await;
+        write("p:ended:s", "8000|1", false).await;
+        for (key, value) in [("p:newest:s", "9000|5"), ("p:newest:t", "9000|5"), ("p:ended:s", "9000|1")] {
+            let kept: String = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap();
+            assert_eq!(kept, value, "{key}");
+        }
+        let px: i64 = redis::cmd("PTTL").arg("p:newest:t").query_async(&mut conn).await.unwrap();
+        assert!(px > 50_000, "with its life: {px}");
     }
 
     #[test]

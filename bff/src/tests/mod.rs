@@ -3,7 +3,7 @@
 //! browser controls. The crate's public surface is tested from `bff/tests/` and `examples/`.
 
 mod fuzz;
-mod refresher;
+pub(crate) mod refresher;
 
 /// A manager whose upstream is never called (for tests where nobody signs in).
 pub(crate) fn quiet_manager() -> std::sync::Arc<crate::SessionManager> {

@@ -1734,6 +1734,22 @@ mod across_instances {
         assert!(shared(&a, "mark_retries") >= 1);
     }
 
+    /// Issue 32, finding 9: every instance measures its clock against Redis's (the watchdog's
+    /// ping is TIME), since marks and results end by the writer's clock: one an hour ahead
+    /// shows an hour of skew.
+    #[tokio::test]
+    async fn each_instance_measures_its_clock_against_redis() {
+        let redis = RedisServer::start().await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let a = instance(&redis.url, &format!("skew{}:", rand::random::<u64>()), &grants, &clock).await;
+        clock.advance(Duration::from_secs(3600));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(3_590_000..3_610_000).contains(&shared(&a, "clock_skew_ms")) {
+            assert!(std::time::Instant::now() < deadline, "no skew measured: {}", shared(&a, "clock_skew_ms"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A loopback TCP proxy to a port whose connections made so far can be frozen: nothing
     /// forwarded either way any more, the sockets left open. Connections made after go through.
     struct Stalling {
