@@ -688,7 +688,7 @@ async fn chaos(secs: u64, browsers: usize, seed: u64, variant: Variant) -> bool 
             (Some(demo), None, settings, "TOKENLESS_UPSTREAM__CLIENT_SECRET")
         }
         Variant::Oidc => {
-            let provider = oidc::Provider::start(&base, ACCESS_TTL, &children).await;
+            let provider = oidc::Provider::start(&base, ACCESS_TTL, &children, &logs).await;
             let settings = provider.settings(&base);
             (None, Some(provider), settings, "TOKENLESS_UPSTREAM__OIDC__CLIENT_SECRET")
         }

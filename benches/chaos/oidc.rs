@@ -51,8 +51,9 @@ pub(super) struct Counters {
 }
 
 impl Provider {
-    /// Started for the app at `origin`, its access tokens living `access_ttl`.
-    pub(super) async fn start(origin: &str, access_ttl: Duration, children: &Children) -> Provider {
+    /// Started for the app at `origin`, its access tokens living `access_ttl`; what it says
+    /// went wrong (a back-channel logout the app refused or never answered) in `logs`.
+    pub(super) async fn start(origin: &str, access_ttl: Duration, children: &Children, logs: &std::path::Path) -> Provider {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         assert!(
             root.join("end2end/node_modules/oidc-provider").is_dir(),
@@ -65,7 +66,7 @@ impl Provider {
             .env("OIDC_APP_ORIGIN", origin)
             .env("OIDC_ACCESS_TTL", access_ttl.as_secs().to_string())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(logs.join("provider.log")).expect("the provider's log"))
             .kill_on_drop(true)
             .spawn()
             .expect("node runs (make setup installs it)");

@@ -896,6 +896,9 @@ fn logout_claims(app: &OidcApp, jti: &str, sub: &str) -> Value {
 struct Flaky {
     inner: tokenless_bff::InProcess,
     failures: AtomicUsize,
+    /// Held (written) by a test: `first_use` does not answer until it is let go (a store that
+    /// stalled).
+    stall: tokio::sync::RwLock<()>,
 }
 
 impl tokenless_bff::RefreshMemory for Flaky {
@@ -934,7 +937,10 @@ impl tokenless_bff::RefreshMemory for Flaky {
         self.inner.ended_at_provider(keys)
     }
     fn first_use<'a>(&'a self, jti: &'a str, left: Duration) -> BoxFuture<'a, bool> {
-        self.inner.first_use(jti, left)
+        Box::pin(async move {
+            let _answering = self.stall.read().await;
+            self.inner.first_use(jti, left).await
+        })
     }
     fn forget_use<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, ()> {
         self.inner.forget_use(jti)
@@ -954,6 +960,7 @@ async fn a_logout_the_memory_cannot_keep_is_a_400_and_can_be_sent_again() {
     let flaky = Arc::new(Flaky {
         inner: tokenless_bff::InProcess::new(1000, 1000, Arc::new(clock.clone())),
         failures: AtomicUsize::new(1),
+        stall: tokio::sync::RwLock::new(()),
     });
     let manager = serve_instance(&provider, listener, tokenless_bff::KeyRing::ephemeral(), &clock, Some(flaky.clone())).await;
     let app = OidcApp { provider, origin, manager, clock };
@@ -972,6 +979,41 @@ async fn a_logout_the_memory_cannot_keep_is_a_400_and_can_be_sent_again() {
 }
 
 /// Posts `token` to the app's back-channel logout endpoint.
+/// Issue 32, found by the chaos run's OpenID variant: the provider stops waiting for a
+/// back-channel logout after 2.5 s and drops its request. With the memory stalled, that used
+/// to drop the logout with it: never stored, the session alive. Now its work goes on without
+/// the request: the endpoint answers 400 in time, and the end holds once the memory answers.
+#[tokio::test]
+async fn a_logout_whose_request_the_provider_gave_up_on_is_still_done() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let provider = start_provider_for(&origin).await;
+    let clock = tokenless_bff::ManualClock::new();
+    let flaky = Arc::new(Flaky {
+        inner: tokenless_bff::InProcess::new(1000, 1000, Arc::new(clock.clone())),
+        failures: AtomicUsize::new(0),
+        stall: tokio::sync::RwLock::new(()),
+    });
+    let manager = serve_instance(&provider, listener, tokenless_bff::KeyRing::ephemeral(), &clock, Some(flaky.clone())).await;
+    let app = OidcApp { provider, origin, manager, clock };
+    let (dana, other) = (browser(), browser());
+    signed_in(&app, &dana).await;
+    signed_in(&app, &other).await;
+    let stalled = flaky.stall.write().await;
+    // Dana signs out at the provider: its back-channel logout waits on the stalled memory
+    // until the provider gives up on it.
+    let end = url::Url::parse(&format!("{}/session/end?client_id=tokenless", app.provider.issuer)).unwrap();
+    confirm_sign_out(&dana, &app.provider.issuer, end, &app.provider.issuer).await;
+    drop(stalled);
+    let me = format!("{}/me", app.origin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dana.get(&me).send().await.unwrap().status() != StatusCode::UNAUTHORIZED {
+        assert!(std::time::Instant::now() < deadline, "the logout was dropped with its request");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(other.get(&me).send().await.unwrap().status(), StatusCode::OK, "another sid lives on");
+}
+
 async fn post_logout_token(app: &OidcApp, token: &str) -> (StatusCode, Value) {
     let answer = reqwest::Client::new()
         .post(format!("{}/auth/backchannel-logout", app.origin))

@@ -146,16 +146,33 @@ async fn backchannel(provider: &OidcProvider, session: &RequestSession, headers:
         }
     };
     let issuer = provider.metadata().issuer().as_str().to_string();
-    match end_named(manager, &issuer, &claims).await {
-        Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
-        Err(LogoutNotDone::Replayed) => {
+    // In a task of its own: a provider that stops waiting (node-oidc-provider gives up after
+    // 2.5 s) while a store does not answer drops this request, and the logout must not go
+    // with it — its `jti` marked used, the sessions it names never ended.
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let ending = manager.clone();
+    manager.refresher().in_background(async move {
+        let _ = done.send(end_named(&ending, &issuer, &claims).await);
+    });
+    match tokio::time::timeout(BACKCHANNEL_ANSWER_WITHIN, answer).await {
+        Ok(Ok(Ok(()))) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
+        Ok(Ok(Err(LogoutNotDone::Replayed))) => {
             tracing::warn!("refused a back-channel logout token used already");
             logout_refused(&LogoutTokenError::Replayed.to_string())
         }
         // §2.8: a logout that failed is a 400, never a 200 the provider would not send again.
-        Err(LogoutNotDone::NotKept(e)) => logout_failed("temporarily_unavailable", &e.to_string()),
+        Ok(Ok(Err(LogoutNotDone::NotKept(e)))) => logout_failed("temporarily_unavailable", &e.to_string()),
+        // Still at work (it goes on): not done yet is not a 200 either.
+        _ => {
+            tracing::warn!("a back-channel logout is still being stored after {BACKCHANNEL_ANSWER_WITHIN:?}; answered 400, it goes on");
+            logout_failed("temporarily_unavailable", "the logout is still being stored; it goes on")
+        }
     }
 }
+
+/// How long the provider waits for a back-channel logout's answer before it is 400 (its work
+/// goes on): under node-oidc-provider's 2.5 s, so that its log says why.
+const BACKCHANNEL_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the sessions a checked logout token names were not ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
