@@ -22,6 +22,12 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 
 import Provider from 'oidc-provider';
+// Its own in-memory adapter and cache, on a store big enough for a long test: the adapter's
+// default store keeps the last 1,000 entries only, and under a ten-minute chaos run (every
+// refresh adds two) it forgot sessions — a sign-out at the provider then sent no back-channel
+// logout at all — and grants.
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import LRU from 'oidc-provider/lib/helpers/lru.js';
 
 const ACCOUNTS = {
   dana: { name: 'Dana User', email: 'user@example.com', roles: ['user'] },
@@ -40,7 +46,10 @@ const issuer = `http://127.0.0.1:${server.address().port}`;
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'test-rs256', use: 'sig', alg: 'RS256' };
 
+const store = new LRU({ maxSize: 10_000_000 });
+
 const provider = new Provider(issuer, {
+  adapter: (model) => new MemoryAdapter(model, store),
   clients: [
     {
       client_id: 'tokenless',
