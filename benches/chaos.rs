@@ -807,7 +807,7 @@ async fn chaos(secs: u64, browsers: usize, seed: u64, variant: Variant) -> bool 
                 world.kills.len(),
             );
             let grants = counters.grants.get("refresh_token").copied().unwrap_or(0);
-            (grants, counters.reuse_events, Some(counters.grace_reuses - explained))
+            (grants, counters.reuse_events, Some(counters.grace_reuses.saturating_sub(explained)))
         }
         (None, Some(provider)) => {
             let counters = provider.counters().await;

@@ -297,7 +297,9 @@ impl SessionManager {
 
     /// Waits, at most `within`, for what requests left running: refreshes in flight (their
     /// results stored for the requests and instances that come later), revocations being
-    /// retried, sessions the provider ended being closed. Call it when the server has stopped
+    /// retried, sessions the provider ended being closed, back-channel logouts being stored,
+    /// and what the memory still sends (sign-outs and provider logouts a shared store did not
+    /// take at once: [`crate::RefreshMemory::settle`]). Call it when the server has stopped
     /// taking requests (axum's graceful shutdown) and before the process exits: a refresh
     /// whose answer dies with the process leaves the browser its old refresh token, which the
     /// upstream has retired — presented again, that is reuse, and the sign-in ends. `true`

@@ -246,6 +246,13 @@ pub trait RefreshMemory: Send + Sync + 'static {
     /// Adds the store's own metrics (a shared store: leases, waits, calls that failed) to the
     /// refresher's, under `tokenless_refresh_shared_`.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    /// Waits until what the store still has to write in the background is written (a shared
+    /// store: sign-outs and provider logouts it did not take at once, sent again until it
+    /// does). [`crate::SessionManager::drain`] waits for it, bounded, before a process stops.
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The keys under which back-channel logout finds a session of `provider`: its issuer's `sid`

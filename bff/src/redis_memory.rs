@@ -164,6 +164,9 @@ pub struct RedisMemory {
     /// marks are unknown ("try again").
     writing_back: Arc<std::sync::atomic::AtomicBool>,
     metrics: SharedMetrics,
+    /// Sign-outs and provider logouts being sent again ([`RedisMemory::keep_sending`]), for
+    /// [`RefreshMemory::settle`].
+    sending: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for RedisMemory {
@@ -251,6 +254,7 @@ impl RedisMemory {
             marker_seen: std::sync::atomic::AtomicBool::new(false),
             writing_back: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics,
+            sending: tokio_util::task::TaskTracker::new(),
             options,
             owner: format!("{}:", hex::encode(owner)),
             next_flight: std::sync::atomic::AtomicU64::new(0),
@@ -874,7 +878,7 @@ impl RedisMemory {
     ) -> tokio::task::JoinHandle<bool> {
         let (link, metrics, clock) = (self.link.clone(), self.metrics.clone(), self.clock.clone());
         let mut stop = self.stop.subscribe();
-        tokio::spawn(async move {
+        self.sending.spawn(async move {
             loop {
                 let now = clock.unix_millis();
                 if now >= until {
@@ -908,6 +912,14 @@ impl RefreshMemory for RedisMemory {
         let Some((owner, renewal)) = flight.lease else { return };
         renewal.abort();
         self.release(key, owner);
+    }
+
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.sending.close();
+            self.sending.wait().await;
+            self.sending.reopen();
+        })
     }
 
     fn remembered(&self, key: TokenKey) -> BoxFuture<'_, Option<Outcome>> {

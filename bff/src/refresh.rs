@@ -376,12 +376,17 @@ impl Refresher {
     }
 
     /// Waits until the work requests left running has finished — flights (their results
-    /// stored for later requests and the other instances), revocations being retried — or
-    /// `within` has passed; `true` when nothing is left. Work begun meanwhile is waited for too.
+    /// stored for later requests and the other instances), revocations being retried, then
+    /// what the memory still has to write ([`RefreshMemory::settle`]) — or `within` has
+    /// passed; `true` when nothing is left. Work begun meanwhile is waited for too.
     pub async fn drain(&self, within: Duration) -> bool {
         let background = &self.inner.background;
         background.close();
-        let drained = tokio::time::timeout(within, background.wait()).await.is_ok();
+        let all = async {
+            background.wait().await;
+            self.inner.memory.settle().await;
+        };
+        let drained = tokio::time::timeout(within, all).await.is_ok();
         background.reopen();
         drained
     }

@@ -978,7 +978,6 @@ async fn a_logout_the_memory_cannot_keep_is_a_400_and_can_be_sent_again() {
     assert_eq!(post_logout_token(&app, &token).await.0, StatusCode::BAD_REQUEST, "then it is used");
 }
 
-/// Posts `token` to the app's back-channel logout endpoint.
 /// Issue 32, found by the chaos run's OpenID variant: the provider stops waiting for a
 /// back-channel logout after 2.5 s and drops its request. With the memory stalled, that used
 /// to drop the logout with it: never stored, the session alive. Now its work goes on without
@@ -1014,6 +1013,7 @@ async fn a_logout_whose_request_the_provider_gave_up_on_is_still_done() {
     assert_eq!(other.get(&me).send().await.unwrap().status(), StatusCode::OK, "another sid lives on");
 }
 
+/// Posts `token` to the app's back-channel logout endpoint.
 async fn post_logout_token(app: &OidcApp, token: &str) -> (StatusCode, Value) {
     let answer = reqwest::Client::new()
         .post(format!("{}/auth/backchannel-logout", app.origin))

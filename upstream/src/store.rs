@@ -186,7 +186,7 @@ pub struct IssuedToUser {
 const KEEP_ISSUED: usize = 64;
 
 /// Grace reuses whose rotation time [`Counters`] keeps.
-pub const KEEP_GRACE_LOG: usize = 1_000;
+pub const KEEP_GRACE_LOG: usize = 100_000;
 
 /// Expired records are deleted every this many issued token pairs (and at open).
 const PRUNE_EVERY: u32 = 1_000;

@@ -141,7 +141,7 @@ const WRITE_BACK_NEWEST: &str = r"
 local have = redis.call('GET', KEYS[1])
 if have then
   local gen = tonumber(string.match(have, '|(%d+)$')) or 0
-  if tonumber(string.match(ARGV[1], '|(%d+)$')) <= gen then return 0 end
+  if (tonumber(string.match(ARGV[1], '|(%d+)$')) or 0) <= gen then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1

@@ -519,9 +519,6 @@ async fn revocation_is_retried_and_ended_marks_outlive_churn(memory: Memory) {
     assert!(matches!(r.known(&s).await, Known::Current), "forgotten after the session's own end");
 }
 
-/// Issue 32: a revocation refused for the client's reasons (`invalid_client`: a secret rotated
-/// on one side first, mid-deploy) is tried again like one that met an outage; one refused for
-/// the token's (`unsupported_token_type`) is not: trying again cannot change that answer.
 /// A graceful stop waits for the flight a request left behind (its client went away): the grant
 /// lands, and its result is there for the cookie from before — instead of dying with the
 /// process and leaving that cookie a token the upstream already retired.
@@ -539,11 +536,21 @@ async fn a_stop_waits_for_the_flight_a_gone_request_began() {
     assert!(r.drain(Duration::from_secs(10)).await, "it landed");
     assert_eq!(grants.refreshes(), 1);
     assert!(matches!(r.known(&old).await, Known::Newer(s) if s.generation == 2), "its result is remembered");
-    // Drained once, the refresher works on (a stop that did not happen after all).
-    let newer = r.refresh(&session(&clock, "t")).await.unwrap();
-    assert_eq!(newer.generation, 2);
+    // Drained once, the refresher works on (a stop that did not happen after all): a new
+    // flight, tracked again.
+    let mut other = session(&clock, "t");
+    other.tokens.refresh_token = Some(Token::new("refresh-of-t"));
+    let request = refreshing(&r, &other);
+    until(|| grants.entered() == 2).await;
+    assert!(!r.drain(Duration::from_millis(50)).await, "the second grant is tracked too");
+    grants.release(1);
+    assert_eq!(request.await.unwrap().unwrap().generation, 2);
+    assert_eq!(grants.refreshes(), 2);
 }
 
+/// Issue 32: a revocation refused for the client's reasons (`invalid_client`: a secret rotated
+/// on one side first, mid-deploy) is tried again like one that met an outage; one refused for
+/// the token's (`unsupported_token_type`) is not: trying again cannot change that answer.
 #[tokio::test]
 async fn a_revocation_refused_for_the_client_is_tried_again_one_refused_for_the_token_is_not() {
     let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
@@ -1748,6 +1755,24 @@ mod across_instances {
             assert!(std::time::Instant::now() < deadline, "no skew measured: {}", shared(&a, "clock_skew_ms"));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A graceful stop waits for the sign-outs Redis did not take yet (sent again until it
+    /// does): stopped without them, the other instances would never refuse that session.
+    #[tokio::test]
+    async fn a_stop_waits_for_a_sign_out_redis_did_not_take_yet() {
+        let redis = RedisServer::start().await;
+        let proxy = Stalling::start(redis.port()).await;
+        let (clock, grants) = (ManualClock::new(), Scripted::new(&[], true));
+        let prefix = format!("stop-mark{}:", rand::random::<u64>());
+        let a = instance(&format!("redis://127.0.0.1:{}/", proxy.port), &prefix, &grants, &clock).await;
+        let b = instance(&redis.url, &prefix, &grants, &clock).await;
+        let s = session(&clock, "s");
+        proxy.freeze();
+        a.end(&s, clock.unix() + 3600).await;
+        assert!(matches!(b.known(&s).await, Known::Current), "the mark is stuck in the frozen connection");
+        assert!(a.drain(Duration::from_secs(30)).await, "the mark got through before the stop ended");
+        assert!(matches!(b.known(&s).await, Known::SignedOut), "stored for the other instances");
     }
 
     /// A loopback TCP proxy to a port whose connections made so far can be frozen: nothing
