@@ -947,23 +947,29 @@ impl tokenless_bff::RefreshMemory for Flaky {
     }
 }
 
-/// Issue 32, finding 1: with the shared memory stalled, a valid logout token was answered 200
-/// though the end was never stored, and its `jti` was spent: the provider never sent it again
-/// and the session lived on. Now the endpoint answers 400 (Back-Channel Logout 1.0 §2.8) and
-/// the token stays good for the provider's next try.
-#[tokio::test]
-async fn a_logout_the_memory_cannot_keep_is_a_400_and_can_be_sent_again() {
+/// An app instance of a new provider on a [`Flaky`] memory whose next `failures` provider ends
+/// are not kept.
+async fn flaky_app(failures: usize) -> (OidcApp, Arc<Flaky>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let provider = start_provider_for(&origin).await;
     let clock = tokenless_bff::ManualClock::new();
     let flaky = Arc::new(Flaky {
         inner: tokenless_bff::InProcess::new(1000, 1000, Arc::new(clock.clone())),
-        failures: AtomicUsize::new(1),
+        failures: AtomicUsize::new(failures),
         stall: tokio::sync::RwLock::new(()),
     });
     let manager = serve_instance(&provider, listener, tokenless_bff::KeyRing::ephemeral(), &clock, Some(flaky.clone())).await;
-    let app = OidcApp { provider, origin, manager, clock };
+    (OidcApp { provider, origin, manager, clock }, flaky)
+}
+
+/// Issue 32, finding 1: with the shared memory stalled, a valid logout token was answered 200
+/// though the end was never stored, and its `jti` was spent: the provider never sent it again
+/// and the session lived on. Now the endpoint answers 400 (Back-Channel Logout 1.0 §2.8) and
+/// the token stays good for the provider's next try.
+#[tokio::test]
+async fn a_logout_the_memory_cannot_keep_is_a_400_and_can_be_sent_again() {
+    let (app, _flaky) = flaky_app(1).await;
     let dana = browser();
     signed_in(&app, &dana).await;
     let me = format!("{}/me", app.origin);
@@ -984,17 +990,7 @@ async fn a_logout_the_memory_cannot_keep_is_a_400_and_can_be_sent_again() {
 /// the request: the endpoint answers 400 in time, and the end holds once the memory answers.
 #[tokio::test]
 async fn a_logout_whose_request_the_provider_gave_up_on_is_still_done() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let provider = start_provider_for(&origin).await;
-    let clock = tokenless_bff::ManualClock::new();
-    let flaky = Arc::new(Flaky {
-        inner: tokenless_bff::InProcess::new(1000, 1000, Arc::new(clock.clone())),
-        failures: AtomicUsize::new(0),
-        stall: tokio::sync::RwLock::new(()),
-    });
-    let manager = serve_instance(&provider, listener, tokenless_bff::KeyRing::ephemeral(), &clock, Some(flaky.clone())).await;
-    let app = OidcApp { provider, origin, manager, clock };
+    let (app, flaky) = flaky_app(0).await;
     let (dana, other) = (browser(), browser());
     signed_in(&app, &dana).await;
     signed_in(&app, &other).await;
