@@ -296,6 +296,23 @@ impl Run {
         self.windows.lock().unwrap().iter().any(|(from, to)| at >= *from && to.is_none_or(|to| at <= to))
     }
 
+    /// A "try again" or a failed request: expected inside a fault window (a connection lost
+    /// there, not an HTTP answer, too), a problem outside.
+    fn trouble(&self, browser: usize, visit: Visit) {
+        let inside = self.in_a_window(Instant::now());
+        match visit {
+            Visit::TryAgain if inside => {
+                self.tally.try_again.fetch_add(1, Ordering::Relaxed);
+            }
+            Visit::TryAgain => self.problem(&self.tally.try_again_outside, browser, "503 outside every fault window"),
+            Visit::Failed(why) if inside && !why.starts_with(char::is_numeric) => {
+                self.tally.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            Visit::Failed(why) => self.problem(&self.tally.errors, browser, &format!("failed: {why}")),
+            Visit::SignedIn(_) | Visit::SignIn(_) | Visit::GaveUp => {}
+        }
+    }
+
     fn problem(&self, counter: &AtomicU64, browser: usize, what: &str) {
         counter.fetch_add(1, Ordering::Relaxed);
         eprintln!("[{:6.1} s] browser {browser}: {what}", self.started.elapsed().as_secs_f64());
@@ -487,24 +504,12 @@ async fn round(
                 signed_out_by_it = true;
                 set
             }
-            Visit::TryAgain => {
-                if run.in_a_window(Instant::now()) {
-                    run.tally.try_again.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    run.problem(&run.tally.try_again_outside, id, "503 outside every fault window");
-                }
-                None
-            }
             Visit::GaveUp => {
                 run.tally.gave_up.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Visit::Failed(why) => {
-                if run.in_a_window(Instant::now()) && !why.starts_with(char::is_numeric) {
-                    run.tally.lost.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    run.problem(&run.tally.errors, id, &format!("failed: {why}"));
-                }
+            trouble @ (Visit::TryAgain | Visit::Failed(_)) => {
+                run.trouble(id, trouble);
                 None
             }
         };

@@ -260,21 +260,9 @@ async fn replay(client: &reqwest::Client, run: &Arc<Run>, id: usize, rng: &mut S
             run.problem(&run.tally.lost_logouts, id, "a cookie whose provider session ended long ago got a signed-in page");
         }
         Visit::SignedIn(_) | Visit::GaveUp => {}
-        Visit::TryAgain => {
+        trouble @ (Visit::TryAgain | Visit::Failed(_)) => {
             drop(out);
-            if run.in_a_window(now) {
-                run.tally.try_again.fetch_add(1, Ordering::Relaxed);
-            } else {
-                run.problem(&run.tally.try_again_outside, id, "503 outside every fault window");
-            }
-        }
-        Visit::Failed(why) => {
-            drop(out);
-            if run.in_a_window(now) && !why.starts_with(char::is_numeric) {
-                run.tally.lost.fetch_add(1, Ordering::Relaxed);
-            } else {
-                run.problem(&run.tally.errors, id, &format!("failed: {why}"));
-            }
+            run.trouble(id, trouble);
         }
     }
 }
